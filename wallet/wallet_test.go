@@ -1,0 +1,401 @@
+package wallet
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/btcsuite/btcd/blockchain"
+	"github.com/btcsuite/btcd/btcec/v2"
+	"github.com/btcsuite/btcd/btcutil"
+	"github.com/btcsuite/btcd/chaincfg"
+	"github.com/btcsuite/btcd/chaincfg/chainhash"
+	"github.com/btcsuite/btcd/txscript"
+	"github.com/btcsuite/btcd/wire"
+)
+
+var params = &chaincfg.RegressionNetParams
+
+// fakeChain is an in-memory Chain: blocks are lists of transactions, the
+// mempool is what Broadcast received since the last mined block.
+type fakeChain struct {
+	mu      sync.Mutex
+	blocks  []*wire.MsgBlock
+	mempool []*wire.MsgTx
+	fee     btcutil.Amount
+}
+
+func (c *fakeChain) BestHeight(context.Context) (int32, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return int32(len(c.blocks) - 1), nil
+}
+
+func (c *fakeChain) BlockHash(_ context.Context, h int32) (*chainhash.Hash, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if h < 0 || int(h) >= len(c.blocks) {
+		return nil, fmt.Errorf("no block %d", h)
+	}
+	hash := c.blocks[h].BlockHash()
+	return &hash, nil
+}
+
+func (c *fakeChain) Block(_ context.Context, hash *chainhash.Hash) (*wire.MsgBlock, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, b := range c.blocks {
+		if b.BlockHash() == *hash {
+			return b, nil
+		}
+	}
+	return nil, fmt.Errorf("no block %s", hash)
+}
+
+func (c *fakeChain) Mempool(context.Context) ([]*wire.MsgTx, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*wire.MsgTx(nil), c.mempool...), nil
+}
+
+func (c *fakeChain) Broadcast(_ context.Context, tx *wire.MsgTx) (*chainhash.Hash, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.mempool = append(c.mempool, tx)
+	h := tx.TxHash()
+	return &h, nil
+}
+
+func (c *fakeChain) FeeRate(context.Context, int) (btcutil.Amount, error) { return c.fee, nil }
+
+// mine appends a block whose coinbase pays value to script, with the mempool.
+func (c *fakeChain) mine(script []byte, value btcutil.Amount) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cb := wire.NewMsgTx(1)
+	height := len(c.blocks)
+	cb.AddTxIn(&wire.TxIn{
+		PreviousOutPoint: wire.OutPoint{Index: wire.MaxPrevOutIndex},
+		SignatureScript:  []byte{byte(height), byte(height >> 8), 0x51},
+	})
+	cb.AddTxOut(wire.NewTxOut(int64(value), script))
+	var prev chainhash.Hash
+	if height > 0 {
+		prev = c.blocks[height-1].BlockHash()
+	}
+	b := wire.NewMsgBlock(wire.NewBlockHeader(1, &prev, &chainhash.Hash{}, 0, uint32(height)))
+	b.AddTransaction(cb)
+	for _, tx := range c.mempool {
+		b.AddTransaction(tx)
+	}
+	c.mempool = nil
+	c.blocks = append(c.blocks, b)
+}
+
+func p2wpkhScript(t testing.TB, key *btcec.PrivateKey) []byte {
+	t.Helper()
+	addr, err := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(key.PubKey().SerializeCompressed()), params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := txscript.PayToAddrScript(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func coin(i byte, v btcutil.Amount, script []byte) Coin {
+	return Coin{OutPoint: wire.OutPoint{Hash: chainhash.Hash{i}, Index: uint32(i)}, Value: v, PkScript: script}
+}
+
+func payOut(t testing.TB, v btcutil.Amount) *wire.TxOut {
+	t.Helper()
+	k, _ := btcec.NewPrivateKey()
+	return wire.NewTxOut(int64(v), p2wpkhScript(t, k))
+}
+
+func TestSelectExactMatch(t *testing.T) {
+	key, _ := btcec.NewPrivateKey()
+	script := p2wpkhScript(t, key)
+	out := payOut(t, 100_000)
+	rate := btcutil.Amount(2000)
+	fee := FeeForVSize(rate, EstimateVSize(1, []*wire.TxOut{out}))
+	coins := []Coin{
+		coin(1, 5_000_000, script), // large: would make change
+		coin(2, 100_000+fee, script),
+		coin(3, 40_000, script),
+	}
+	sel, err := SelectCoins(coins, []*wire.TxOut{out}, rate, script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sel.Inputs) != 1 || sel.Inputs[0].OutPoint != coins[1].OutPoint {
+		t.Fatalf("exact match not chosen: %+v", sel.Inputs)
+	}
+	if sel.Change != 0 || sel.Fee != fee {
+		t.Fatalf("change %v fee %v, want 0 and %v", sel.Change, sel.Fee, fee)
+	}
+}
+
+func TestSelectInsufficientFunds(t *testing.T) {
+	key, _ := btcec.NewPrivateKey()
+	script := p2wpkhScript(t, key)
+	coins := []Coin{coin(1, 30_000, script), coin(2, 20_000, script)}
+	_, err := SelectCoins(coins, []*wire.TxOut{payOut(t, 50_000)}, 2000, script)
+	if !errors.Is(err, ErrInsufficientFunds) {
+		t.Fatalf("err = %v, want ErrInsufficientFunds", err)
+	}
+	var ife *InsufficientFundsError
+	if !errors.As(err, &ife) {
+		t.Fatal("not an *InsufficientFundsError")
+	}
+	if ife.Have != 50_000 || ife.Need <= 50_000 {
+		t.Fatalf("have %d need %d", ife.Have, ife.Need)
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, "have 50000 sat") || !strings.Contains(msg, fmt.Sprintf("need %d sat", int64(ife.Need))) {
+		t.Fatalf("message does not name have/need: %q", msg)
+	}
+	// No coins at all.
+	if _, err := SelectCoins(nil, []*wire.TxOut{payOut(t, 1000)}, 2000, script); !errors.Is(err, ErrInsufficientFunds) {
+		t.Fatalf("no coins: %v", err)
+	}
+}
+
+func TestSelectDustChangeDropped(t *testing.T) {
+	key, _ := btcec.NewPrivateKey()
+	script := p2wpkhScript(t, key)
+	out := payOut(t, 100_000)
+	rate := btcutil.Amount(2000)
+	feeNo := FeeForVSize(rate, EstimateVSize(2, []*wire.TxOut{out}))
+	// Two coins whose total leaves 300 sat over outputs+fee: below dust,
+	// so no change and the 300 sat go to the fee.
+	total := 100_000 + feeNo + 300
+	coins := []Coin{coin(1, total-60_000, script), coin(2, 60_000, script)}
+	sel, err := SelectCoins(coins, []*wire.TxOut{out}, rate, script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sel.Inputs) != 2 || sel.Change != 0 {
+		t.Fatalf("inputs %d change %v", len(sel.Inputs), sel.Change)
+	}
+	if sel.Fee != feeNo+300 {
+		t.Fatalf("fee %v, want %v", sel.Fee, feeNo+300)
+	}
+	// With plenty over, change is made and balances.
+	coins = []Coin{coin(1, 1_000_000, script)}
+	sel, err = SelectCoins(coins, []*wire.TxOut{out}, rate, script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sel.Change < DustLimit || sel.Change+sel.Fee+100_000 != 1_000_000 {
+		t.Fatalf("change %v fee %v", sel.Change, sel.Fee)
+	}
+}
+
+// signedTx builds and signs a tx spending n coins to a payment, change and
+// an OP_RETURN.
+func signedTx(t testing.TB, n int) (*wire.MsgTx, []Coin, Selection) {
+	t.Helper()
+	var coins []Coin
+	var keys []*btcec.PrivateKey
+	for i := 0; i < n; i++ {
+		k, _ := btcec.NewPrivateKey()
+		keys = append(keys, k)
+		coins = append(coins, coin(byte(i+1), 20_000, p2wpkhScript(t, k)))
+	}
+	data, _ := txscript.NullDataScript(bytes.Repeat([]byte{7}, 80))
+	outs := []*wire.TxOut{payOut(t, btcutil.Amount(n)*20_000-10_000), wire.NewTxOut(0, data)}
+	ck, _ := btcec.NewPrivateKey()
+	change := p2wpkhScript(t, ck)
+	sel, err := SelectCoins(coins, outs, 1000, change)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sel.Inputs) != n {
+		t.Fatalf("selected %d of %d", len(sel.Inputs), n)
+	}
+	byOp := map[wire.OutPoint]*btcec.PrivateKey{}
+	for i, c := range coins {
+		byOp[c.OutPoint] = keys[i]
+	}
+	var ks []*btcec.PrivateKey
+	for _, c := range sel.Inputs {
+		ks = append(ks, byOp[c.OutPoint])
+	}
+	tx := BuildTx(sel, outs, change)
+	if err := SignP2WPKH(tx, sel.Inputs, ks); err != nil {
+		t.Fatal(err)
+	}
+	return tx, sel.Inputs, sel
+}
+
+func TestFeeEstimateMatchesSignedVSize(t *testing.T) {
+	for _, n := range []int{1, 2, 5, 30} {
+		for rep := 0; rep < 5; rep++ {
+			tx, _, sel := signedTx(t, n)
+			real := (blockchain.GetTransactionWeight(btcutil.NewTx(tx)) + 3) / 4
+			if sel.VSize < real {
+				t.Fatalf("%d inputs: estimate %d < real %d (underpays)", n, sel.VSize, real)
+			}
+			if sel.VSize-real > int64(n) {
+				t.Fatalf("%d inputs: estimate %d exceeds real %d by more than 1 vbyte per input", n, sel.VSize, real)
+			}
+			// The fee paid covers the real size at the rate.
+			if sel.Fee < FeeForVSize(1000, real) {
+				t.Fatalf("fee %v below rate for real size %d", sel.Fee, real)
+			}
+		}
+	}
+}
+
+func TestSignVerifiedByScriptEngine(t *testing.T) {
+	tx, prevs, _ := signedTx(t, 3)
+	if err := VerifyTx(tx, prevs); err != nil {
+		t.Fatal(err)
+	}
+	// Tamper with an output: every signature (SIGHASH_ALL) must fail.
+	bad := tx.Copy()
+	bad.TxOut[0].Value--
+	if err := VerifyTx(bad, prevs); err == nil {
+		t.Fatal("tampered tx verified")
+	}
+	// Wrong prevout amount (segwit signs the amount).
+	prevs2 := append([]Coin(nil), prevs...)
+	prevs2[1].Value++
+	if err := VerifyTx(tx, prevs2); err == nil {
+		t.Fatal("wrong amount verified")
+	}
+}
+
+func TestOutputChecks(t *testing.T) {
+	if _, err := OpReturn(make([]byte, 81)).txOut(); err == nil {
+		t.Fatal("81-byte OP_RETURN accepted")
+	}
+	if _, err := OpReturn(make([]byte, 80)).txOut(); err != nil {
+		t.Fatal(err)
+	}
+	k, _ := btcec.NewPrivateKey()
+	addr, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(k.PubKey().SerializeCompressed()), params)
+	if _, err := PayTo(addr, 100).txOut(); err == nil {
+		t.Fatal("dust output accepted")
+	}
+}
+
+func TestWalletLifecycleOnFakeChain(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "wallet.json")
+	chain := &fakeChain{}
+	cfg := Config{Params: params, Chain: chain, ScryptLogN: 10}
+	w, err := Create(path, []byte("pw"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("seed file mode: %v %v", st.Mode(), err)
+	}
+	raw, _ := os.ReadFile(path)
+	mine, err := w.NewAddress()
+	if err != nil {
+		t.Fatal(err)
+	}
+	script, _ := txscript.PayToAddrScript(mine)
+	other := payOut(t, 1) // a foreign script
+	for i := 0; i < 110; i++ {
+		chain.mine(script, 50*btcutil.SatoshiPerBitcoin)
+	}
+	if err := w.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Tip 109, next block 110: coinbases at heights 0..10 are mature.
+	b := w.Balance()
+	if b.Confirmed != 11*50*btcutil.SatoshiPerBitcoin || b.Immature != 99*50*btcutil.SatoshiPerBitcoin {
+		t.Fatalf("balance %+v", b)
+	}
+
+	otherAddr, _ := btcutil.NewAddressWitnessPubKeyHash(other.PkScript[2:], params)
+	payload := []byte("anchorchat test payload")
+	tx, err := w.Send(ctx, PayTo(otherAddr, 70*btcutil.SatoshiPerBitcoin), OpReturn(payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tx.TxIn) != 2 || len(tx.TxOut) != 3 {
+		t.Fatalf("tx shape: %d in %d out", len(tx.TxIn), len(tx.TxOut))
+	}
+	b = w.Balance()
+	if b.Confirmed != 9*50*btcutil.SatoshiPerBitcoin || b.Unconfirmed <= 29*btcutil.SatoshiPerBitcoin || b.Unconfirmed >= 30*btcutil.SatoshiPerBitcoin {
+		t.Fatalf("after send: %+v", b)
+	}
+	// Insufficient funds names have/need.
+	if _, err := w.Send(ctx, PayTo(otherAddr, 1000*btcutil.SatoshiPerBitcoin)); !errors.Is(err, ErrInsufficientFunds) {
+		t.Fatalf("err %v", err)
+	}
+	chain.mine(other.PkScript, 50*btcutil.SatoshiPerBitcoin)
+	if err := w.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b2 := w.Balance()
+	if b2.Unconfirmed != 0 || b2.Confirmed != b.Confirmed+b.Unconfirmed+50*btcutil.SatoshiPerBitcoin {
+		t.Fatalf("after mining: %+v (before %+v)", b2, b)
+	}
+	// The OP_RETURN payload is in the block.
+	last := chain.blocks[len(chain.blocks)-1]
+	found := false
+	for _, o := range last.Transactions[1].TxOut {
+		pushes, err := txscript.PushedData(o.PkScript)
+		if err == nil && len(o.PkScript) > 0 && o.PkScript[0] == txscript.OP_RETURN && len(pushes) == 1 && bytes.Equal(pushes[0], payload) {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("OP_RETURN payload not in block")
+	}
+
+	// Reopen: wrong password, then right one; counters persisted; rescan
+	// gives the same balance.
+	if _, err := Open(path, []byte("nope"), cfg); !errors.Is(err, ErrWrongPassword) {
+		t.Fatalf("wrong password: %v", err)
+	}
+	if bytes.Contains(raw, []byte(`"next_external": 0`)) == false {
+		t.Fatalf("unexpected initial file %s", raw)
+	}
+	w2, err := Open(path, []byte("pw"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w2.file.NextExt != 1 || w2.file.NextInt != 1 {
+		t.Fatalf("counters %d/%d", w2.file.NextExt, w2.file.NextInt)
+	}
+	if err := w2.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if w2.Balance() != b2 {
+		t.Fatalf("reopened balance %+v, want %+v", w2.Balance(), b2)
+	}
+	if _, err := Open(path, []byte("pw"), Config{Params: &chaincfg.MainNetParams}); err == nil {
+		t.Fatal("regtest seed opened as mainnet")
+	}
+}
+
+func TestFeeFloor(t *testing.T) {
+	chain := &fakeChain{}
+	w, err := New(bytes.Repeat([]byte{1}, 32), Config{Params: params, Chain: chain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := w.FeeRate(context.Background()); r != DefaultFeeFloor {
+		t.Fatalf("no estimate: %v", r)
+	}
+	chain.fee = 50_000
+	if r, _ := w.FeeRate(context.Background()); r != 50_000 {
+		t.Fatalf("estimate: %v", r)
+	}
+}
