@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/anchorchat/anchorchat/internal/node"
+)
+
+func init() {
+	register(&command{name: "node", summary: "run the node: personal relay, local API, metrics", run: runNode})
+	register(&command{name: "status", summary: "show a running node's status", run: runStatus})
+	register(&command{name: "version", summary: "print the version", run: func(_ context.Context, _ []string, stdout, _ io.Writer) error {
+		fmt.Fprintln(stdout, "anchorchat", node.Version)
+		return nil
+	}})
+}
+
+const nodeHelp = `
+Runs the anchorchat node in the foreground until SIGINT or SIGTERM, then shuts
+down cleanly (stops accepting, flushes writes, closes the database).
+
+Every flag can also be set in the config file (<datadir>/anchorchat.conf, lines
+of "name = value", e.g. "relay.open = true") or in the environment
+(ANCHORCHAT_ and the flag name in capitals with dots and dashes as underscores,
+e.g. ANCHORCHAT_LOG_LEVEL=debug). A flag beats the environment, which beats the
+file.
+
+The relay answers websocket clients, the NIP-11 document (Accept:
+application/nostr+json) and /metrics on --listen. The local API for the other
+commands listens on --api.listen, authenticated by the token in
+<datadir>/api.token (mode 0600).`
+
+func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("node", "node [flags]", nodeHelp, stderr)
+	cfg, err := node.Load(fs, args, os.Getenv)
+	if err != nil {
+		return err
+	}
+	log := cfg.NewLogger(os.Stderr)
+	return node.Run(ctx, cfg, log)
+}
+
+// clientFlags are the flags a client command needs to find its node.
+func clientFlags(fs *flag.FlagSet) (network, datadir *string) {
+	network = fs.String("network", envOr("ANCHORCHAT_NETWORK", "mainnet"), "network of the node to talk to")
+	datadir = fs.String("datadir", os.Getenv("ANCHORCHAT_DATADIR"), "data dir of the node (default ~/.anchorchat/<network>)")
+	return
+}
+
+func dialNode(network, datadir string) (*node.Client, error) {
+	if _, ok := node.Networks[network]; !ok {
+		return nil, fmt.Errorf("unknown network %q", network)
+	}
+	if datadir == "" {
+		datadir = node.DefaultDataDir(network)
+	}
+	return node.Dial(datadir)
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("status", "status [--network N] [--datadir DIR] [--json]", "Shows a running node's status through its local API.", stderr)
+	network, datadir := clientFlags(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c, err := dialNode(*network, *datadir)
+	if err != nil {
+		return err
+	}
+	st, err := c.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	owner := st.Owner
+	if owner == "" {
+		owner = "(none: the relay refuses events until an owner is set)"
+	}
+	fmt.Fprintf(stdout, "anchorchat %s on %s (pid %d, up %s)\nrelay:  %s (open: %v)\nowner:  %s\nevents: %d\n",
+		st.Version, st.Network, st.PID, st.Uptime, st.RelayURL, st.Open, owner, st.Events)
+	return nil
+}

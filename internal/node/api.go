@@ -1,0 +1,152 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Status is the answer of GET /v1/status.
+type Status struct {
+	Version  string `json:"version"`
+	Network  string `json:"network"`
+	PID      int    `json:"pid"`
+	Owner    string `json:"owner,omitempty"`
+	Open     bool   `json:"open"`
+	RelayURL string `json:"relay_url"`
+	Uptime   string `json:"uptime"`
+	Events   int64  `json:"events"`
+}
+
+// apiHandler is the local API. Every request must carry the token from the
+// data dir's api.token as "Authorization: Bearer <token>".
+func (n *Node) apiHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		st, err := n.store.Stats(r.Context())
+		if err != nil {
+			apiError(w, http.StatusInternalServerError, err)
+			return
+		}
+		writeJSON(w, Status{
+			Version: Version, Network: n.cfg.Network, PID: os.Getpid(),
+			Owner: n.cfg.Relay.Owner, Open: n.cfg.Relay.Open, RelayURL: n.RelayURL(),
+			Uptime: time.Since(n.started).Round(time.Second).String(), Events: st.Events,
+		})
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if subtle.ConstantTimeCompare([]byte(got), []byte(n.token)) != 1 {
+			apiError(w, http.StatusUnauthorized, errors.New("missing or wrong API token (see api.token in the data dir)"))
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func apiError(w http.ResponseWriter, code int, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+}
+
+// loadOrCreateToken reads the API token, creating a random one (mode 0600) if there is none.
+func loadOrCreateToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if tok := strings.TrimSpace(string(b)); len(tok) >= 32 {
+			return tok, nil
+		}
+		return "", fmt.Errorf("API token file %s is too short: delete it to make a new one", path)
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("API token: %w", err)
+	}
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", err
+	}
+	tok := hex.EncodeToString(raw[:])
+	if err := writeFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("API token: %w", err)
+	}
+	return tok, nil
+}
+
+// Client talks to a running node's local API, the way lncli talks to lnd.
+type Client struct {
+	BaseURL string
+	Token   string
+	HTTP    *http.Client
+}
+
+// Dial finds the node running on dataDir from its runtime file and token.
+func Dial(dataDir string) (*Client, error) {
+	b, err := os.ReadFile(filepath.Join(dataDir, RuntimeFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no node is running on %s (start one with `anchorchat node`)", dataDir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var rt Runtime
+	if err := json.Unmarshal(b, &rt); err != nil {
+		return nil, fmt.Errorf("bad runtime file %s: %w", filepath.Join(dataDir, RuntimeFile), err)
+	}
+	tok, err := os.ReadFile(filepath.Join(dataDir, TokenFile))
+	if err != nil {
+		return nil, fmt.Errorf("API token: %w", err)
+	}
+	return &Client{BaseURL: rt.APIURL, Token: strings.TrimSpace(string(tok)), HTTP: &http.Client{Timeout: 30 * time.Second}}, nil
+}
+
+// Do sends a request to the API and decodes a JSON answer into out (if not nil).
+func (c *Client) Do(ctx context.Context, method, path string, body io.Reader, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, c.BaseURL+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("node API unreachable (is the node running?): %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e struct{ Error string }
+		_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&e)
+		if e.Error == "" {
+			e.Error = resp.Status
+		}
+		return fmt.Errorf("node API: %s", e.Error)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// Status asks the node for its status.
+func (c *Client) Status(ctx context.Context) (*Status, error) {
+	var st Status
+	return &st, c.Do(ctx, http.MethodGet, "/v1/status", nil, &st)
+}

@@ -1,0 +1,210 @@
+package node
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nbd-wtf/go-nostr/nip19"
+
+	"github.com/anchorchat/anchorchat/internal/config"
+	"github.com/anchorchat/anchorchat/relay"
+)
+
+// EnvPrefix prefixes the environment variable of every setting.
+const EnvPrefix = "ANCHORCHAT_"
+
+// Networks are the Bitcoin networks a node can run on; each has its own data
+// dir and default ports.
+var Networks = map[string]int{"mainnet": 4848, "testnet": 14848, "signet": 24848, "regtest": 34848}
+
+// Config is a node's configuration.
+type Config struct {
+	Network    string
+	DataDir    string
+	ConfigFile string
+	Listen     string // relay websocket, NIP-11, NIP-05 and /metrics
+	APIListen  string // local API for the CLI (loopback)
+	LogLevel   string
+	LogFormat  string
+	DBSync     string
+	Metrics    bool
+
+	Relay relay.Config
+
+	owner string
+	allow config.StringList
+}
+
+// DefaultDataDir is ~/.anchorchat/<network>.
+func DefaultDataDir(network string) string {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		home = "."
+	}
+	return filepath.Join(home, ".anchorchat", network)
+}
+
+// BindFlags defines the node's flags on fs and returns the Config they fill.
+// Call Resolve after parsing.
+func BindFlags(fs *flag.FlagSet) *Config {
+	c := &Config{Relay: relay.DefaultConfig()}
+	l := &c.Relay.Limits
+	fs.StringVar(&c.Network, "network", "mainnet", "Bitcoin network: mainnet, testnet, signet or regtest")
+	fs.StringVar(&c.DataDir, "datadir", "", "data directory (default ~/.anchorchat/<network>)")
+	fs.StringVar(&c.ConfigFile, "config", "", "config file of `name = value` lines (default <datadir>/anchorchat.conf)")
+	fs.StringVar(&c.Listen, "listen", "", "relay address, host:port (default 127.0.0.1:4848 on mainnet, 14848 testnet, 24848 signet, 34848 regtest)")
+	fs.StringVar(&c.APIListen, "api.listen", "", "local API address for the CLI, host:port on loopback (default: relay port + 1)")
+	fs.StringVar(&c.LogLevel, "log.level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log.format", "text", "log format: text or json")
+	fs.StringVar(&c.DBSync, "db.sync", "FULL", "SQLite synchronous mode: FULL (an acknowledged event survives power loss) or NORMAL (survives a crash of the process)")
+	fs.BoolVar(&c.Metrics, "metrics", true, "serve Prometheus metrics at /metrics on the relay address")
+
+	fs.StringVar(&c.owner, "relay.owner", "", "the relay owner's pubkey (hex or npub); default: this node's identity")
+	fs.Var(&c.allow, "relay.allow", "pubkeys (hex or npub, comma-separated) that may publish like the owner")
+	fs.BoolVar(&c.Relay.Open, "relay.open", false, "accept events from anyone (a public relay); private mail stays private")
+	fs.StringVar(&c.Relay.URL, "relay.url", "", "public websocket URL of the relay, for NIP-42 (default: from each request's Host)")
+	fs.StringVar(&c.Relay.Name, "relay.name", c.Relay.Name, "relay name in the NIP-11 document")
+	fs.StringVar(&c.Relay.Contact, "relay.contact", "", "contact in the NIP-11 document")
+	fs.IntVar(&l.MaxMessageLength, "relay.max-message-length", l.MaxMessageLength, "largest websocket frame in bytes; larger ones are refused")
+	fs.IntVar(&l.MaxSubscriptions, "relay.max-subscriptions", l.MaxSubscriptions, "open subscriptions per connection")
+	fs.IntVar(&l.MaxFilters, "relay.max-filters", l.MaxFilters, "filters per REQ or COUNT")
+	fs.IntVar(&l.MaxLimit, "relay.max-limit", l.MaxLimit, "largest filter limit honoured (larger ones are capped)")
+	fs.IntVar(&l.DefaultLimit, "relay.default-limit", l.DefaultLimit, "limit applied to a filter without one")
+	fs.IntVar(&l.MaxEventTags, "relay.max-event-tags", l.MaxEventTags, "tags per event")
+	fs.IntVar(&l.MaxContentLength, "relay.max-content-length", l.MaxContentLength, "bytes of content per event")
+	fs.DurationVar(&l.MaxFutureSkew, "relay.max-future-skew", l.MaxFutureSkew, "refuse events dated further than this in the future")
+	fs.DurationVar(&l.MaxPastAge, "relay.max-past-age", l.MaxPastAge, "refuse events older than this, 0 for no limit (gift wraps get 48h more)")
+	fs.Float64Var(&l.EventsPerSecondPerIP, "relay.events-per-second-ip", l.EventsPerSecondPerIP, "EVENT rate per client IP (0: unlimited)")
+	fs.IntVar(&l.EventBurstPerIP, "relay.event-burst-ip", l.EventBurstPerIP, "EVENT burst per client IP")
+	fs.Float64Var(&l.EventsPerSecondPerPubkey, "relay.events-per-second-pubkey", l.EventsPerSecondPerPubkey, "EVENT rate per author other than the owner and allowlist (0: unlimited)")
+	fs.IntVar(&l.EventBurstPerPubkey, "relay.event-burst-pubkey", l.EventBurstPerPubkey, "EVENT burst per author")
+	fs.Float64Var(&l.ReqsPerSecondPerIP, "relay.reqs-per-second-ip", l.ReqsPerSecondPerIP, "REQ and COUNT rate per client IP (0: unlimited)")
+	fs.IntVar(&l.ReqBurstPerIP, "relay.req-burst-ip", l.ReqBurstPerIP, "REQ and COUNT burst per client IP")
+	fs.IntVar(&l.MaxConnectionsPerIP, "relay.max-connections-ip", l.MaxConnectionsPerIP, "simultaneous connections per client IP (0: unlimited)")
+	return c
+}
+
+// Load parses args with the node's flags, then fills what they leave unset
+// from the environment and the config file.
+func Load(fs *flag.FlagSet, args []string, getenv func(string) string) (*Config, error) {
+	c := BindFlags(fs)
+	src, err := config.Parse(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	if err := config.ApplyEnv(fs, EnvPrefix, getenv, src); err != nil {
+		return nil, err
+	}
+	if _, ok := Networks[c.Network]; !ok {
+		return nil, fmt.Errorf("unknown network %q: use mainnet, testnet, signet or regtest", c.Network)
+	}
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir(c.Network)
+	}
+	if c.ConfigFile == "" {
+		c.ConfigFile = filepath.Join(c.DataDir, "anchorchat.conf")
+	}
+	if err := config.ApplyFile(fs, c.ConfigFile, src); err != nil {
+		return nil, err
+	}
+	return c, c.Resolve()
+}
+
+// Resolve checks the configuration and fills in derived defaults.
+func (c *Config) Resolve() error {
+	port, ok := Networks[c.Network]
+	if !ok {
+		return fmt.Errorf("unknown network %q: use mainnet, testnet, signet or regtest", c.Network)
+	}
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir(c.Network)
+	}
+	if c.Listen == "" {
+		c.Listen = fmt.Sprintf("127.0.0.1:%d", port)
+	}
+	if c.APIListen == "" {
+		if strings.HasSuffix(c.Listen, ":0") {
+			c.APIListen = "127.0.0.1:0"
+		} else {
+			c.APIListen = fmt.Sprintf("127.0.0.1:%d", port+1)
+		}
+	}
+	if _, err := ParseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("log.format must be text or json, not %q", c.LogFormat)
+	}
+	switch c.DBSync = strings.ToUpper(c.DBSync); c.DBSync {
+	case "FULL", "NORMAL":
+	default:
+		return fmt.Errorf("db.sync must be FULL or NORMAL, not %q", c.DBSync)
+	}
+	if c.owner != "" {
+		pk, err := ParsePubkey(c.owner)
+		if err != nil {
+			return fmt.Errorf("relay.owner: %w", err)
+		}
+		c.Relay.Owner = pk
+	}
+	c.Relay.Allow = c.Relay.Allow[:0]
+	for _, a := range c.allow {
+		pk, err := ParsePubkey(a)
+		if err != nil {
+			return fmt.Errorf("relay.allow: %w", err)
+		}
+		c.Relay.Allow = append(c.Relay.Allow, pk)
+	}
+	if c.Relay.Limits.MaxMessageLength < 1024 {
+		return errors.New("relay.max-message-length must be at least 1024 bytes")
+	}
+	if c.Relay.Limits.DefaultLimit > c.Relay.Limits.MaxLimit {
+		c.Relay.Limits.DefaultLimit = c.Relay.Limits.MaxLimit
+	}
+	return nil
+}
+
+// ParsePubkey accepts a pubkey as 64 hex characters or an npub.
+func ParsePubkey(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if strings.HasPrefix(s, "npub1") {
+		prefix, v, err := nip19.Decode(s)
+		if err != nil || prefix != "npub" {
+			return "", fmt.Errorf("bad npub %q", s)
+		}
+		return v.(string), nil
+	}
+	if len(s) != 64 || strings.Trim(strings.ToLower(s), "0123456789abcdef") != "" {
+		return "", fmt.Errorf("a pubkey is 64 hex characters or an npub, not %q", s)
+	}
+	return strings.ToLower(s), nil
+}
+
+// ParseLevel maps a level name to a slog level.
+func ParseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return l, fmt.Errorf("log.level must be debug, info, warn or error, not %q", s)
+	}
+	return l, nil
+}
+
+// NewLogger builds the node's slog logger.
+func (c *Config) NewLogger(w io.Writer) *slog.Logger {
+	level, _ := ParseLevel(c.LogLevel)
+	opts := &slog.HandlerOptions{Level: level}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// shutdownTimeout bounds a graceful shutdown.
+const shutdownTimeout = 15 * time.Second

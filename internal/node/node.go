@@ -1,0 +1,227 @@
+// Package node assembles an anchorchat node: the SQLite store, the personal
+// relay, the public HTTP endpoints (relay, NIP-11, /metrics) and the local
+// API the CLI talks to. It owns start-up and the order of a clean shutdown.
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/anchorchat/anchorchat/relay"
+	"github.com/anchorchat/anchorchat/storage"
+)
+
+// Version is the node's version, set at build time with -ldflags.
+var Version = "dev"
+
+// File names inside the data dir.
+const (
+	DBFile      = "events.db"
+	TokenFile   = "api.token"
+	RuntimeFile = "node.json"
+)
+
+// Runtime is what a running node writes to RuntimeFile so the CLI can find it.
+type Runtime struct {
+	PID      int    `json:"pid"`
+	Network  string `json:"network"`
+	RelayURL string `json:"relay_url"`
+	APIURL   string `json:"api_url"`
+	Started  int64  `json:"started"`
+}
+
+// Node is one running anchorchat node.
+type Node struct {
+	cfg     *Config
+	log     *slog.Logger
+	store   *storage.Store
+	relay   *relay.Relay
+	reg     *prometheus.Registry
+	token   string
+	started time.Time
+
+	relayLn, apiLn net.Listener
+	relaySrv       *http.Server
+	apiSrv         *http.Server
+	wg             sync.WaitGroup
+	closeOnce      sync.Once
+	closeErr       error
+}
+
+// Start opens the store, starts the relay and the API, and writes the
+// runtime file. On error, everything already started is stopped.
+func Start(ctx context.Context, cfg *Config, log *slog.Logger) (n *Node, err error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	n = &Node{cfg: cfg, log: log, reg: prometheus.NewRegistry(), started: time.Now()}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	n.token, err = loadOrCreateToken(filepath.Join(cfg.DataDir, TokenFile))
+	if err != nil {
+		return nil, err
+	}
+	n.store, err = storage.Open(ctx, storage.Options{
+		Path:         filepath.Join(cfg.DataDir, DBFile),
+		Synchronous:  cfg.DBSync,
+		DefaultLimit: cfg.Relay.Limits.DefaultLimit,
+		Logger:       log.With("component", "storage"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("opening the event store: %w", err)
+	}
+	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	rcfg := cfg.Relay
+	rcfg.Version = Version
+	n.relay = relay.New(rcfg, n.store, log.With("component", "relay"), relay.NewMetrics(n.reg))
+	n.relay.Start()
+
+	if n.relayLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("relay listener: %w", err)
+	}
+	if n.apiLn, err = net.Listen("tcp", cfg.APIListen); err != nil {
+		return nil, fmt.Errorf("API listener: %w", err)
+	}
+	if ip := n.apiLn.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() {
+		log.Warn("the local API listens beyond loopback; it is protected only by its token", "addr", n.apiLn.Addr().String())
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("/", n.relay)
+	if cfg.Metrics {
+		mux.Handle("/metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{}))
+	}
+	n.relaySrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	n.apiSrv = &http.Server{Handler: n.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
+	n.serve(n.relaySrv, n.relayLn, "relay")
+	n.serve(n.apiSrv, n.apiLn, "api")
+
+	if err := n.writeRuntime(); err != nil {
+		return nil, err
+	}
+	log.Info("node started", "network", cfg.Network, "relay", n.RelayURL(), "api", n.APIURL(),
+		"datadir", cfg.DataDir, "owner", cfg.Relay.Owner, "open", cfg.Relay.Open)
+	return n, nil
+}
+
+func (n *Node) serve(srv *http.Server, ln net.Listener, name string) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("server stopped", "server", name, "err", err)
+		}
+	}()
+}
+
+// RelayURL is the websocket URL of the node's relay.
+func (n *Node) RelayURL() string { return "ws://" + n.relayLn.Addr().String() }
+
+// HTTPURL is the relay's address as an http URL (NIP-11, /metrics).
+func (n *Node) HTTPURL() string { return "http://" + n.relayLn.Addr().String() }
+
+// APIURL is the base URL of the local API.
+func (n *Node) APIURL() string { return "http://" + n.apiLn.Addr().String() }
+
+// Store is the node's event store.
+func (n *Node) Store() *storage.Store { return n.store }
+
+// Relay is the node's relay.
+func (n *Node) Relay() *relay.Relay { return n.relay }
+
+func (n *Node) writeRuntime() error {
+	rt := Runtime{PID: os.Getpid(), Network: n.cfg.Network, RelayURL: n.RelayURL(), APIURL: n.APIURL(), Started: n.started.Unix()}
+	b, err := json.MarshalIndent(rt, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(n.cfg.DataDir, RuntimeFile), append(b, '\n'), 0o600)
+}
+
+// Close shuts down in order: stop accepting connections, drop the open
+// ones, flush queued writes and close the database. It is safe to call more than once.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		for _, srv := range []*http.Server{n.relaySrv, n.apiSrv} {
+			if srv != nil {
+				_ = srv.Shutdown(ctx) // websockets are hijacked: the relay closes those
+			}
+		}
+		for _, ln := range []net.Listener{n.relayLn, n.apiLn} {
+			if ln != nil {
+				_ = ln.Close()
+			}
+		}
+		if n.relay != nil {
+			n.relay.Close()
+		}
+		if n.store != nil {
+			n.closeErr = n.store.Close()
+		}
+		n.wg.Wait()
+		_ = os.Remove(filepath.Join(n.cfg.DataDir, RuntimeFile))
+		if n.closeErr != nil {
+			n.log.Error("closing the event store", "err", n.closeErr)
+		} else {
+			n.log.Info("node stopped")
+		}
+	})
+	return n.closeErr
+}
+
+// Run starts a node and serves until ctx is done, then shuts down cleanly.
+func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
+	n, err := Start(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	return n.Close()
+}
+
+// writeFileAtomic writes data to a temp file in path's directory, syncs it and renames it over path.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

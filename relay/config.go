@@ -1,0 +1,103 @@
+package relay
+
+import (
+	"time"
+)
+
+// Private kinds: a NIP-04 DM (4), a NIP-59 seal (13) and a NIP-59 gift wrap
+// (1059). The relay serves them only to an authenticated user they are
+// p-tagged to.
+var PrivateKinds = []int{4, 13, 1059}
+
+// GiftWrapBackdate is how far NIP-59 lets a gift wrap's created_at lie in the
+// past ("up to two days"). Gift wraps get this much on top of MaxPastAge.
+const GiftWrapBackdate = 48 * time.Hour
+
+// Config is the relay's configuration. The zero value is not useful: start
+// from DefaultConfig and change what you need.
+type Config struct {
+	Name        string
+	Description string
+	Contact     string
+	Software    string
+	Version     string
+
+	// URL is the relay's public websocket URL (ws:// or wss://), used to check
+	// the "relay" tag of NIP-42 AUTH events. When empty, the URL is taken from
+	// the Host header of each connection.
+	URL string
+
+	// Owner is the hex pubkey of the node's user. Owner and Allow may publish
+	// anything; anyone may deliver gift wraps (kind 1059) p-tagged to them.
+	Owner string
+	Allow []string
+	// Open accepts events from anyone (a public relay). Private kinds stay private.
+	Open bool
+
+	Limits Limits
+}
+
+// Limits bounds what a client may ask of the relay. All are published in the NIP-11 document.
+type Limits struct {
+	MaxMessageLength int // bytes in one websocket frame
+	MaxSubscriptions int // open subscriptions per connection
+	MaxFilters       int // filters in one REQ or COUNT
+	MaxLimit         int // largest "limit" honoured in a filter; larger ones are capped
+	DefaultLimit     int // "limit" applied to a filter that has none
+	MaxSubIDLength   int
+	MaxEventTags     int
+	MaxContentLength int // bytes of an event's content
+
+	// MaxFutureSkew refuses events whose created_at is further than this in the future.
+	MaxFutureSkew time.Duration
+	// MaxPastAge refuses events older than this (0: no lower bound). Gift
+	// wraps are allowed GiftWrapBackdate more, since NIP-59 back-dates them.
+	MaxPastAge time.Duration
+
+	// Token buckets on EVENTs: per client IP and per event author. A rate of 0 disables that bucket.
+	EventsPerSecondPerIP     float64
+	EventBurstPerIP          int
+	EventsPerSecondPerPubkey float64
+	EventBurstPerPubkey      int
+	// REQ and COUNT per client IP.
+	ReqsPerSecondPerIP float64
+	ReqBurstPerIP      int
+	// MaxConnectionsPerIP caps simultaneous websocket connections from one IP (0: no cap).
+	MaxConnectionsPerIP int
+}
+
+// DefaultConfig returns the safe defaults of a personal relay: closed to
+// everyone but the owner, the allowlist and gift-wrapped mail addressed to them.
+func DefaultConfig() Config {
+	return Config{
+		Name:        "anchorchat personal relay",
+		Description: "A personal relay: the owner's outbox, and an inbox for gift-wrapped mail to the owner.",
+		Software:    "https://github.com/anchorchat/anchorchat",
+		Version:     "dev",
+		Limits: Limits{
+			MaxMessageLength:         256 << 10,
+			MaxSubscriptions:         32,
+			MaxFilters:               16,
+			MaxLimit:                 1000,
+			DefaultLimit:             500,
+			MaxSubIDLength:           64,
+			MaxEventTags:             2500,
+			MaxContentLength:         128 << 10,
+			MaxFutureSkew:            15 * time.Minute,
+			EventsPerSecondPerIP:     50,
+			EventBurstPerIP:          500,
+			EventsPerSecondPerPubkey: 20,
+			EventBurstPerPubkey:      200,
+			ReqsPerSecondPerIP:       20,
+			ReqBurstPerIP:            100,
+			MaxConnectionsPerIP:      64,
+		},
+	}
+}
+
+// hardMessageLimit is the frame size beyond which the relay stops reading and
+// drops the connection: between MaxMessageLength and this, it drains the
+// frame, answers with an error and keeps the connection.
+func (l Limits) hardMessageLimit() int64 {
+	return int64(l.MaxMessageLength) * 16
+}

@@ -1,0 +1,519 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/nbd-wtf/go-nostr"
+	"github.com/tidwall/gjson"
+
+	"github.com/anchorchat/anchorchat/storage"
+)
+
+const (
+	// outQueue is how many frames may wait for a client. A client that lets
+	// this many pile up under live traffic is too slow and is disconnected.
+	outQueue = 4096
+	// maxPendingSaves bounds the EVENTs of one connection awaiting commit;
+	// beyond it the connection's reader waits (backpressure on the socket).
+	maxPendingSaves = 2048
+)
+
+type conn struct {
+	r         *Relay
+	ws        *websocket.Conn
+	ip        string
+	url       string
+	challenge string
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	out    chan []byte
+	saves  chan struct{} // semaphore of pending saves
+	once   sync.Once
+
+	mu     sync.RWMutex
+	authed []string // pubkeys authenticated with NIP-42
+	subs   map[string][]nostr.Filter
+}
+
+func newConn(r *Relay, ws *websocket.Conn, ip, url string) *conn {
+	ctx, cancel := context.WithCancel(r.ctx)
+	var ch [16]byte
+	_, _ = rand.Read(ch[:])
+	return &conn{
+		r: r, ws: ws, ip: ip, url: url,
+		challenge: hex.EncodeToString(ch[:]),
+		ctx:       ctx, cancel: cancel,
+		out:   make(chan []byte, outQueue),
+		saves: make(chan struct{}, maxPendingSaves),
+		subs:  make(map[string][]nostr.Filter),
+	}
+}
+
+func (c *conn) close(code websocket.StatusCode, reason string) {
+	c.once.Do(func() {
+		c.cancel()
+		go c.ws.Close(code, reason)
+	})
+}
+
+// serve runs the connection: a writer goroutine drains c.out while this
+// goroutine reads and handles frames one at a time.
+func (c *conn) serve() {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.writeLoop()
+	}()
+	c.ws.SetReadLimit(c.r.cfg.Limits.hardMessageLimit())
+	c.send(frame("AUTH", c.challenge))
+	c.readLoop()
+	c.close(websocket.StatusNormalClosure, "")
+	<-done
+}
+
+func (c *conn) writeLoop() {
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case msg := <-c.out:
+			ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+			err := c.ws.Write(ctx, websocket.MessageText, msg)
+			cancel()
+			if err != nil {
+				c.close(websocket.StatusInternalError, "write failed")
+				return
+			}
+		}
+	}
+}
+
+func (c *conn) readLoop() {
+	limit := int64(c.r.cfg.Limits.MaxMessageLength)
+	buf := new(bytes.Buffer)
+	for {
+		typ, rd, err := c.ws.Reader(c.ctx)
+		if err != nil {
+			return
+		}
+		buf.Reset()
+		n, err := io.Copy(buf, io.LimitReader(rd, limit+1))
+		if err != nil {
+			return
+		}
+		if n > limit {
+			// Too large: drain it without keeping it, answer, and carry on.
+			if _, err := io.Copy(io.Discard, rd); err != nil {
+				return
+			}
+			c.r.m.Messages.WithLabelValues("oversized").Inc()
+			msg := fmt.Sprintf("invalid: message too large (max %d bytes)", limit)
+			if id := eventIDHint(buf.Bytes()); id != "" && bytes.Contains(buf.Bytes()[:min(buf.Len(), 64)], []byte(`"EVENT"`)) {
+				c.reject(id, msg)
+			} else {
+				c.send(frame("NOTICE", msg))
+			}
+			continue
+		}
+		if typ != websocket.MessageText {
+			c.send(frame("NOTICE", "invalid: only text frames carry Nostr messages"))
+			continue
+		}
+		c.handle(buf.Bytes())
+	}
+}
+
+func (c *conn) handle(data []byte) {
+	msg, err := ParseClientMessage(data)
+	if err != nil {
+		c.r.m.Messages.WithLabelValues("invalid").Inc()
+		var pe *ParseError
+		if !errors.As(err, &pe) {
+			pe = &ParseError{Msg: "invalid: " + err.Error()}
+		}
+		switch {
+		case pe.EventID != "":
+			c.reject(pe.EventID, pe.Msg)
+		case msg != nil && msg.SubID != "":
+			c.send(frame("CLOSED", msg.SubID, pe.Msg))
+		default:
+			c.send(frame("NOTICE", pe.Msg))
+		}
+		return
+	}
+	c.r.m.Messages.WithLabelValues(string(msg.Verb)).Inc()
+	switch msg.Verb {
+	case VerbEvent:
+		c.handleEvent(msg.Event)
+	case VerbReq:
+		c.handleReq(msg.SubID, msg.Filters)
+	case VerbCount:
+		c.handleCount(msg.SubID, msg.Filters)
+	case VerbClose:
+		c.mu.Lock()
+		_, had := c.subs[msg.SubID]
+		delete(c.subs, msg.SubID)
+		c.mu.Unlock()
+		if had {
+			c.r.m.Subscriptions.Dec()
+		}
+	case VerbAuth:
+		c.handleAuth(msg.Event)
+	}
+}
+
+// send queues a frame, waiting for room while the connection lives.
+func (c *conn) send(msg []byte) {
+	select {
+	case c.out <- msg:
+	case <-c.ctx.Done():
+	}
+}
+
+// trySend queues a frame without waiting; a client too slow to keep up is dropped.
+func (c *conn) trySend(msg []byte) {
+	select {
+	case c.out <- msg:
+	case <-c.ctx.Done():
+	default:
+		c.r.log.Info("dropping slow client", "ip", c.ip)
+		c.close(websocket.StatusPolicyViolation, "too slow: "+fmt.Sprint(outQueue)+" messages queued")
+	}
+}
+
+func (c *conn) ok(id string, accepted bool, msg string, async bool) {
+	f := frame("OK", id, accepted, msg)
+	if async {
+		c.trySend(f)
+	} else {
+		c.send(f)
+	}
+}
+
+func (c *conn) reject(id, msg string) {
+	c.r.m.Rejected.WithLabelValues(reasonPrefix(msg)).Inc()
+	c.ok(id, false, msg, false)
+}
+
+func (c *conn) isAuthed(pubkey string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return slices.Contains(c.authed, pubkey)
+}
+
+func (c *conn) readers() []string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return slices.Clone(c.authed)
+}
+
+// mayRead tells whether this connection may see a private event: only when
+// authenticated as a pubkey the event is p-tagged to.
+func (c *conn) mayRead(evt *nostr.Event) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, t := range evt.Tags {
+		if len(t) >= 2 && t[0] == "p" && slices.Contains(c.authed, t[1]) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *conn) subCount() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.subs)
+}
+
+// deliver sends evt to each of this connection's subscriptions it matches.
+func (c *conn) deliver(evt *nostr.Event, raw []byte) {
+	c.mu.RLock()
+	var hits []string
+	for id, filters := range c.subs {
+		for _, f := range filters {
+			if f.Matches(evt) {
+				hits = append(hits, id)
+				break
+			}
+		}
+	}
+	c.mu.RUnlock()
+	for _, id := range hits {
+		c.trySend(eventFrame(id, raw))
+		c.r.m.Delivered.Inc()
+	}
+}
+
+func (c *conn) handleEvent(evt *nostr.Event) {
+	r := c.r
+	now := r.Now()
+	if !r.ipEvents.allow(c.ip, now) {
+		c.reject(evt.ID, "rate-limited: too many events from your address; slow down")
+		return
+	}
+	if evt.Kind == nostr.KindClientAuthentication {
+		c.reject(evt.ID, "invalid: AUTH events are sent with the AUTH verb, not EVENT")
+		return
+	}
+	if msg := r.check(evt, now); msg != "" {
+		c.reject(evt.ID, msg)
+		return
+	}
+	if msg := r.policy(evt); msg != "" {
+		c.reject(evt.ID, msg)
+		return
+	}
+	if !r.writers[evt.PubKey] && !r.pkEvents.allow(evt.PubKey, now) {
+		c.reject(evt.ID, "rate-limited: too many events from this author; slow down")
+		return
+	}
+	if ok, _ := evt.CheckSignature(); !ok {
+		c.reject(evt.ID, "invalid: bad signature")
+		return
+	}
+	if isProtected(evt) && !c.isAuthed(evt.PubKey) {
+		c.send(frame("AUTH", c.challenge))
+		c.reject(evt.ID, "auth-required: this event is protected (NIP-70); authenticate as its author to publish it")
+		return
+	}
+	if isEphemeral(evt.Kind) {
+		r.m.Accepted.WithLabelValues(kindClass(evt.Kind)).Inc()
+		c.ok(evt.ID, true, "", false)
+		r.publish(evt)
+		return
+	}
+	select {
+	case c.saves <- struct{}{}:
+	case <-c.ctx.Done():
+		return
+	}
+	r.store.SaveAsync(evt, func(err error) {
+		<-c.saves
+		switch {
+		case err == nil:
+			r.m.Accepted.WithLabelValues(kindClass(evt.Kind)).Inc()
+			c.ok(evt.ID, true, "", true)
+			r.publish(evt)
+		case errors.Is(err, storage.ErrDuplicate), errors.Is(err, storage.ErrReplaced):
+			r.m.Accepted.WithLabelValues("duplicate").Inc()
+			c.ok(evt.ID, true, err.Error(), true)
+		case errors.Is(err, storage.ErrDeleted):
+			r.m.Rejected.WithLabelValues("blocked").Inc()
+			c.ok(evt.ID, false, err.Error(), true)
+		default:
+			r.log.Error("saving event failed", "id", evt.ID, "err", err)
+			r.m.Rejected.WithLabelValues("error").Inc()
+			c.ok(evt.ID, false, "error: could not save the event", true)
+		}
+	})
+}
+
+// prepareFilters enforces the REQ/COUNT limits and the privacy rule for
+// explicitly requested private kinds. It returns a CLOSED message, or "".
+func (c *conn) prepareFilters(filters []nostr.Filter) string {
+	l := c.r.cfg.Limits
+	if l.MaxFilters > 0 && len(filters) > l.MaxFilters {
+		return fmt.Sprintf("invalid: too many filters (max %d)", l.MaxFilters)
+	}
+	readers := c.readers()
+	for i := range filters {
+		f := &filters[i]
+		if l.MaxLimit > 0 && f.Limit > l.MaxLimit {
+			f.Limit = l.MaxLimit
+		}
+		if f.Limit == 0 && !f.LimitZero {
+			f.Limit = l.DefaultLimit
+		}
+		wantsPrivate, onlyPrivate := false, len(f.Kinds) > 0
+		for _, k := range f.Kinds {
+			if isPrivateKind(k) {
+				wantsPrivate = true
+			} else {
+				onlyPrivate = false
+			}
+		}
+		if !wantsPrivate {
+			continue
+		}
+		if len(readers) == 0 {
+			c.send(frame("AUTH", c.challenge))
+			return "auth-required: private messages are served only to their authenticated recipient"
+		}
+		if ps := f.Tags["p"]; onlyPrivate && len(ps) > 0 && !slices.ContainsFunc(ps, func(p string) bool { return slices.Contains(readers, p) }) {
+			return "restricted: you may only read private messages addressed to you"
+		}
+	}
+	return ""
+}
+
+func (c *conn) handleReq(subID string, filters []nostr.Filter) {
+	r := c.r
+	if !r.ipReqs.allow(c.ip, r.Now()) {
+		c.send(frame("CLOSED", subID, "rate-limited: too many requests; slow down"))
+		return
+	}
+	if l := r.cfg.Limits.MaxSubIDLength; l > 0 && len(subID) > l {
+		c.send(frame("CLOSED", subID, fmt.Sprintf("invalid: subscription id longer than %d characters", l)))
+		return
+	}
+	if msg := c.prepareFilters(filters); msg != "" {
+		c.send(frame("CLOSED", subID, msg))
+		return
+	}
+	c.mu.Lock()
+	_, replacing := c.subs[subID]
+	if max := r.cfg.Limits.MaxSubscriptions; !replacing && max > 0 && len(c.subs) >= max {
+		c.mu.Unlock()
+		c.send(frame("CLOSED", subID, fmt.Sprintf("blocked: too many open subscriptions (max %d); CLOSE one first", max)))
+		return
+	}
+	// Register before querying, so nothing stored in between is missed.
+	c.subs[subID] = filters
+	c.mu.Unlock()
+	if !replacing {
+		r.m.Subscriptions.Inc()
+	}
+
+	start := time.Now()
+	vis := storage.Visibility{PrivateKinds: PrivateKinds, Readers: c.readers()}
+	var seen map[string]struct{}
+	if len(filters) > 1 {
+		seen = make(map[string]struct{})
+	}
+	for _, f := range filters {
+		if f.LimitZero {
+			continue
+		}
+		err := r.store.QueryRaw(c.ctx, f, vis, func(raw []byte) error {
+			if seen != nil {
+				id := gjson.GetBytes(raw, "id").Str
+				if _, dup := seen[id]; dup {
+					return nil
+				}
+				seen[id] = struct{}{}
+			}
+			c.send(eventFrame(subID, raw))
+			return c.ctx.Err()
+		})
+		if err != nil {
+			if c.ctx.Err() == nil {
+				r.log.Error("query failed", "filter", f.String(), "err", err)
+				c.send(frame("CLOSED", subID, "error: query failed"))
+				c.mu.Lock()
+				delete(c.subs, subID)
+				c.mu.Unlock()
+				r.m.Subscriptions.Dec()
+			}
+			return
+		}
+	}
+	c.send(frame("EOSE", subID))
+	r.m.QuerySeconds.WithLabelValues("req").Observe(time.Since(start).Seconds())
+}
+
+func (c *conn) handleCount(subID string, filters []nostr.Filter) {
+	r := c.r
+	if !r.ipReqs.allow(c.ip, r.Now()) {
+		c.send(frame("CLOSED", subID, "rate-limited: too many requests; slow down"))
+		return
+	}
+	if msg := c.prepareFilters(filters); msg != "" {
+		c.send(frame("CLOSED", subID, msg))
+		return
+	}
+	start := time.Now()
+	vis := storage.Visibility{PrivateKinds: PrivateKinds, Readers: c.readers()}
+	var total int64
+	for _, f := range filters {
+		n, err := r.store.Count(c.ctx, f, vis)
+		if err != nil {
+			if c.ctx.Err() == nil {
+				r.log.Error("count failed", "filter", f.String(), "err", err)
+				c.send(frame("CLOSED", subID, "error: count failed"))
+			}
+			return
+		}
+		total += n
+	}
+	result := map[string]any{"count": total}
+	if len(filters) > 1 {
+		result["approximate"] = true // overlapping filters are counted once each
+	}
+	c.send(frame("COUNT", subID, result))
+	r.m.QuerySeconds.WithLabelValues("count").Observe(time.Since(start).Seconds())
+}
+
+func (c *conn) handleAuth(evt *nostr.Event) {
+	now := c.r.Now()
+	reject := func(msg string) {
+		c.ok(evt.ID, false, msg, false)
+	}
+	switch {
+	case evt.Kind != nostr.KindClientAuthentication:
+		reject("invalid: AUTH takes a kind 22242 event")
+	case !evt.CheckID():
+		reject("invalid: event id does not match its content")
+	case evt.Tags.FindWithValue("challenge", c.challenge) == nil:
+		reject("invalid: the challenge does not match")
+	case !sameRelay(evt.Tags.Find("relay"), c.url):
+		reject("invalid: the relay tag does not name this relay")
+	case evt.CreatedAt.Time().Before(now.Add(-10*time.Minute)) || evt.CreatedAt.Time().After(now.Add(10*time.Minute)):
+		reject("invalid: created_at is more than 10 minutes off")
+	default:
+		if ok, _ := evt.CheckSignature(); !ok {
+			reject("invalid: bad signature")
+			return
+		}
+		c.mu.Lock()
+		if !slices.Contains(c.authed, evt.PubKey) {
+			c.authed = append(c.authed, evt.PubKey)
+		}
+		c.mu.Unlock()
+		c.ok(evt.ID, true, "", false)
+	}
+}
+
+// sameRelay compares an AUTH event's relay tag with this relay's URL: same
+// host and path; ws and wss are treated alike (a TLS proxy may sit in front).
+func sameRelay(tag nostr.Tag, want string) bool {
+	if len(tag) < 2 {
+		return false
+	}
+	a, err1 := url.Parse(strings.ToLower(strings.TrimSuffix(tag[1], "/")))
+	b, err2 := url.Parse(strings.ToLower(strings.TrimSuffix(want, "/")))
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return a.Host == b.Host && a.Path == b.Path && (a.Scheme == "ws" || a.Scheme == "wss")
+}
+
+// frame encodes a relay-to-client message.
+func frame(verb string, args ...any) []byte {
+	b, _ := json.Marshal(append([]any{verb}, args...))
+	return b
+}
+
+func eventFrame(subID string, raw []byte) []byte {
+	id, _ := json.Marshal(subID)
+	b := make([]byte, 0, len(raw)+len(id)+12)
+	b = append(b, `["EVENT",`...)
+	b = append(b, id...)
+	b = append(b, ',')
+	b = append(b, raw...)
+	return append(b, ']')
+}

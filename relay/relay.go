@@ -1,0 +1,341 @@
+// Package relay is the node's personal Nostr relay: NIP-01 over websocket,
+// with NIP-09, 11, 40, 42, 45, 59 and 70, on the SQLite store of package
+// storage. Private mail (kinds 4, 13, 1059) is served only to the
+// authenticated user it is addressed to; writes follow a personal-relay
+// policy (the owner's outbox plus an inbox for gift wraps) unless opened up.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/nbd-wtf/go-nostr"
+
+	"github.com/anchorchat/anchorchat/storage"
+)
+
+// Relay serves the Nostr protocol over websocket and the NIP-11 document over
+// plain HTTP on the same URL. Create it with New, start its background work
+// with Start, mount it as an http.Handler, and Close it before closing its store.
+type Relay struct {
+	cfg   Config
+	store *storage.Store
+	log   *slog.Logger
+	m     *Metrics
+
+	// OnSaved, when set, is called after an event has been durably stored
+	// (or, for an ephemeral event, accepted). It runs on the relay's
+	// dispatcher goroutine and must not block for long.
+	OnSaved func(evt *nostr.Event)
+	// Now is the relay's clock (tests may replace it before Start).
+	Now func() time.Time
+	// SweepInterval is how often expired events are purged (NIP-40).
+	SweepInterval time.Duration
+
+	writers map[string]bool // owner and allowlist
+
+	ipEvents, pkEvents, ipReqs *keyedLimiter
+
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+	perIP map[string]int
+
+	broadcast chan *nostr.Event
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New creates a relay on store. metrics may be nil.
+func New(cfg Config, store *storage.Store, log *slog.Logger, metrics *Metrics) *Relay {
+	if log == nil {
+		log = slog.Default()
+	}
+	if metrics == nil {
+		metrics = NewMetrics(nil)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Relay{
+		cfg:           cfg,
+		store:         store,
+		log:           log,
+		m:             metrics,
+		Now:           time.Now,
+		SweepInterval: time.Minute,
+		writers:       make(map[string]bool),
+		ipEvents:      newKeyedLimiter(cfg.Limits.EventsPerSecondPerIP, cfg.Limits.EventBurstPerIP),
+		pkEvents:      newKeyedLimiter(cfg.Limits.EventsPerSecondPerPubkey, cfg.Limits.EventBurstPerPubkey),
+		ipReqs:        newKeyedLimiter(cfg.Limits.ReqsPerSecondPerIP, cfg.Limits.ReqBurstPerIP),
+		conns:         make(map[*conn]struct{}),
+		perIP:         make(map[string]int),
+		broadcast:     make(chan *nostr.Event, 4096),
+		ctx:           ctx,
+		cancel:        cancel,
+	}
+	if cfg.Owner != "" {
+		r.writers[cfg.Owner] = true
+	}
+	for _, pk := range cfg.Allow {
+		r.writers[pk] = true
+	}
+	return r
+}
+
+// Start runs the live-event dispatcher and the expiry sweeper until Close.
+func (r *Relay) Start() {
+	if r.cfg.Owner == "" && !r.cfg.Open {
+		r.log.Warn("relay has no owner and is not open: it will refuse every event")
+	}
+	r.wg.Add(2)
+	go r.dispatch()
+	go r.sweep()
+}
+
+// Close drops every connection, waits for their handlers and stops the
+// background work. Saves already handed to the store still complete: close
+// the store afterwards to flush them.
+func (r *Relay) Close() {
+	r.cancel()
+	r.mu.Lock()
+	for c := range r.conns {
+		c.close(websocket.StatusGoingAway, "relay shutting down")
+	}
+	r.mu.Unlock()
+	r.wg.Wait()
+}
+
+// ServeHTTP answers NIP-11 requests, upgrades websocket requests, and says
+// what this is to anything else.
+func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if strings.EqualFold(req.Header.Get("Upgrade"), "websocket") {
+		r.serveWebsocket(w, req)
+		return
+	}
+	if strings.Contains(req.Header.Get("Accept"), "application/nostr+json") {
+		r.serveInfo(w, req)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintf(w, "%s: a Nostr relay. Connect with a websocket client; NIP-11 document with Accept: application/nostr+json.\n", r.cfg.Name)
+}
+
+func clientIP(req *http.Request) string {
+	host, _, err := net.SplitHostPort(req.RemoteAddr)
+	if err != nil {
+		return req.RemoteAddr
+	}
+	return host
+}
+
+func (r *Relay) serveWebsocket(w http.ResponseWriter, req *http.Request) {
+	ip := clientIP(req)
+	r.mu.Lock()
+	if r.ctx.Err() != nil {
+		r.mu.Unlock()
+		http.Error(w, "relay shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	if max := r.cfg.Limits.MaxConnectionsPerIP; max > 0 && r.perIP[ip] >= max {
+		r.mu.Unlock()
+		http.Error(w, "rate-limited: too many connections from your address", http.StatusTooManyRequests)
+		return
+	}
+	r.perIP[ip]++
+	r.mu.Unlock()
+
+	ws, err := websocket.Accept(w, req, &websocket.AcceptOptions{
+		InsecureSkipVerify: true, // Nostr clients connect from any origin
+		CompressionMode:    websocket.CompressionDisabled,
+	})
+	if err != nil {
+		r.releaseIP(ip)
+		r.log.Debug("websocket accept failed", "ip", ip, "err", err)
+		return
+	}
+	c := newConn(r, ws, ip, r.relayURL(req))
+	r.mu.Lock()
+	r.conns[c] = struct{}{}
+	r.mu.Unlock()
+	r.m.Connections.Inc()
+	defer func() {
+		r.mu.Lock()
+		delete(r.conns, c)
+		r.mu.Unlock()
+		r.releaseIP(ip)
+		r.m.Connections.Dec()
+		r.m.Subscriptions.Sub(float64(c.subCount()))
+	}()
+	c.serve()
+}
+
+func (r *Relay) releaseIP(ip string) {
+	r.mu.Lock()
+	if r.perIP[ip]--; r.perIP[ip] <= 0 {
+		delete(r.perIP, ip)
+	}
+	r.mu.Unlock()
+}
+
+// relayURL is the URL clients must name in the "relay" tag of AUTH events.
+func (r *Relay) relayURL(req *http.Request) string {
+	if r.cfg.URL != "" {
+		return r.cfg.URL
+	}
+	scheme := "ws"
+	if req.TLS != nil {
+		scheme = "wss"
+	}
+	return scheme + "://" + req.Host + req.URL.Path
+}
+
+// dispatch delivers stored and ephemeral events to matching live subscriptions.
+func (r *Relay) dispatch() {
+	defer r.wg.Done()
+	var conns []*conn
+	for {
+		var evt *nostr.Event
+		select {
+		case <-r.ctx.Done():
+			return
+		case evt = <-r.broadcast:
+		}
+		raw, err := evt.MarshalJSON()
+		if err != nil {
+			continue
+		}
+		conns = conns[:0]
+		r.mu.Lock()
+		for c := range r.conns {
+			conns = append(conns, c)
+		}
+		r.mu.Unlock()
+		private := isPrivateKind(evt.Kind)
+		for _, c := range conns {
+			if private && !c.mayRead(evt) {
+				continue
+			}
+			c.deliver(evt, raw)
+		}
+		if r.OnSaved != nil {
+			r.OnSaved(evt)
+		}
+	}
+}
+
+func (r *Relay) sweep() {
+	defer r.wg.Done()
+	if r.SweepInterval <= 0 {
+		return
+	}
+	t := time.NewTicker(r.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-t.C:
+			n, err := r.store.SweepExpired(r.ctx)
+			switch {
+			case err != nil && !errors.Is(err, context.Canceled):
+				r.log.Warn("sweeping expired events failed", "err", err)
+			case n > 0:
+				r.log.Info("swept expired events", "count", n)
+			}
+		}
+	}
+}
+
+// publish hands an accepted event to the dispatcher. It never blocks the
+// store's writer for long: if the dispatcher is far behind, it waits for room
+// only as long as the relay runs.
+func (r *Relay) publish(evt *nostr.Event) {
+	select {
+	case r.broadcast <- evt:
+	case <-r.ctx.Done():
+	}
+}
+
+func isPrivateKind(kind int) bool { return slices.Contains(PrivateKinds, kind) }
+
+func isEphemeral(kind int) bool { return kind >= 20000 && kind < 30000 }
+
+// check applies the stateless validity rules to an event whose JSON shape has
+// already been parsed. It returns a NIP-01 rejection message, or "".
+func (r *Relay) check(evt *nostr.Event, now time.Time) string {
+	l := r.cfg.Limits
+	if l.MaxEventTags > 0 && len(evt.Tags) > l.MaxEventTags {
+		return fmt.Sprintf("invalid: too many tags (max %d)", l.MaxEventTags)
+	}
+	if l.MaxContentLength > 0 && len(evt.Content) > l.MaxContentLength {
+		return fmt.Sprintf("invalid: content too long (max %d bytes)", l.MaxContentLength)
+	}
+	created := evt.CreatedAt.Time()
+	if l.MaxFutureSkew > 0 && created.After(now.Add(l.MaxFutureSkew)) {
+		return fmt.Sprintf("invalid: created_at is more than %s in the future", l.MaxFutureSkew)
+	}
+	if l.MaxPastAge > 0 {
+		oldest := now.Add(-l.MaxPastAge)
+		if evt.Kind == nostr.KindGiftWrap {
+			oldest = oldest.Add(-GiftWrapBackdate)
+		}
+		if created.Before(oldest) {
+			return fmt.Sprintf("invalid: created_at is more than %s in the past", now.Sub(oldest).Round(time.Second))
+		}
+	}
+	if exp, ok := expiration(evt); ok && exp <= now.Unix() {
+		return "invalid: event has expired"
+	}
+	if !evt.CheckID() {
+		return "invalid: event id does not match its content"
+	}
+	return ""
+}
+
+// policy decides who may write what. It returns a rejection message, or "".
+func (r *Relay) policy(evt *nostr.Event) string {
+	if r.cfg.Open || r.writers[evt.PubKey] {
+		return ""
+	}
+	if evt.Kind == nostr.KindGiftWrap {
+		for _, t := range evt.Tags {
+			if len(t) >= 2 && t[0] == "p" && r.writers[t[1]] {
+				return ""
+			}
+		}
+		return "restricted: this relay only accepts gift wraps addressed to its owner"
+	}
+	return "restricted: this is a personal relay; only its owner may publish here (gift-wrapped mail for the owner is welcome)"
+}
+
+func expiration(evt *nostr.Event) (int64, bool) {
+	for _, t := range evt.Tags {
+		if len(t) >= 2 && t[0] == "expiration" {
+			v, err := strconv.ParseInt(t[1], 10, 64)
+			if err != nil {
+				return 0, false
+			}
+			return v, true
+		}
+	}
+	return 0, false
+}
+
+func isProtected(evt *nostr.Event) bool {
+	for _, t := range evt.Tags {
+		if len(t) == 1 && t[0] == "-" {
+			return true
+		}
+	}
+	return false
+}
