@@ -1,0 +1,361 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/nbd-wtf/go-nostr"
+)
+
+// Visibility restricts private kinds: an event whose kind is in PrivateKinds
+// is returned only if it has a "p" tag whose value is in Readers (hex
+// pubkeys). Empty Readers => no private events at all.
+type Visibility struct {
+	PrivateKinds []int
+	Readers      []string
+}
+
+// Query returns the events matching f, newest first (created_at DESC, then id
+// ASC). See QueryRaw for the rules.
+func (s *Store) Query(ctx context.Context, f nostr.Filter, v Visibility) ([]*nostr.Event, error) {
+	var out []*nostr.Event
+	err := s.QueryRaw(ctx, f, v, func(raw []byte) error {
+		evt := &nostr.Event{}
+		if err := evt.UnmarshalJSON(raw); err != nil {
+			return fmt.Errorf("storage: decode stored event: %w", err)
+		}
+		out = append(out, evt)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// QueryRaw calls fn with the stored canonical JSON of each event matching f,
+// newest first (created_at DESC, then id ASC for ties). fn must not retain
+// raw; an error from fn stops the query and is returned.
+//
+// f.LimitZero returns nothing; f.Limit > 0 is honoured; otherwise
+// Options.DefaultLimit applies. Expired events (NIP-40) and private events
+// not visible per v are excluded. Tag filters are served for single-letter
+// tag names only (others match nothing). f.Search is ignored. As in
+// nostr.Filter.Matches, a non-nil but empty IDs/Authors/Kinds/tag-values list
+// matches nothing.
+func (s *Store) QueryRaw(ctx context.Context, f nostr.Filter, v Visibility, fn func(raw []byte) error) error {
+	if f.LimitZero {
+		return nil
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = s.opts.DefaultLimit
+	}
+	q, ok := s.buildQuery(f, v, false)
+	if !ok {
+		return nil
+	}
+	q.sql += " LIMIT ?"
+	q.args = append(q.args, limit)
+
+	st, cached, err := s.readStmt(ctx, q.sql)
+	if err != nil {
+		return fmt.Errorf("storage: query: %w", err)
+	}
+	if !cached {
+		defer st.Close()
+	}
+	rows, err := st.QueryContext(ctx, q.args...)
+	if err != nil {
+		return fmt.Errorf("storage: query: %w", err)
+	}
+	defer rows.Close()
+	var raw sql.RawBytes
+	for rows.Next() {
+		if err := rows.Scan(&raw); err != nil {
+			return fmt.Errorf("storage: query: %w", err)
+		}
+		if err := fn(raw); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("storage: query: %w", err)
+	}
+	return nil
+}
+
+// Count returns how many events match f (NIP-45), ignoring f.Limit and
+// f.LimitZero, with the same visibility and expiration rules as Query.
+func (s *Store) Count(ctx context.Context, f nostr.Filter, v Visibility) (int64, error) {
+	q, ok := s.buildQuery(f, v, true)
+	if !ok {
+		return 0, nil
+	}
+	st, cached, err := s.readStmt(ctx, q.sql)
+	if err != nil {
+		return 0, fmt.Errorf("storage: count: %w", err)
+	}
+	if !cached {
+		defer st.Close()
+	}
+	var n int64
+	if err := st.QueryRowContext(ctx, q.args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("storage: count: %w", err)
+	}
+	return n, nil
+}
+
+type builtQuery struct {
+	sql  string
+	args []any
+}
+
+type sqlBuilder struct {
+	b    strings.Builder
+	args []any
+}
+
+func (sb *sqlBuilder) w(parts ...string) {
+	for _, p := range parts {
+		sb.b.WriteString(p)
+	}
+}
+
+// in writes "(?, ?, ...)" and appends the values.
+func (sb *sqlBuilder) in(n int, arg func(i int) any) {
+	sb.b.WriteByte('(')
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			sb.b.WriteString(",?")
+		} else {
+			sb.b.WriteByte('?')
+		}
+		sb.args = append(sb.args, arg(i))
+	}
+	sb.b.WriteByte(')')
+}
+
+func (sb *sqlBuilder) eqOrIn(col string, n int, arg func(i int) any) {
+	if n == 1 {
+		sb.w(col, " = ?")
+		sb.args = append(sb.args, arg(0))
+		return
+	}
+	sb.w(col, " IN ")
+	sb.in(n, arg)
+}
+
+type tagCond struct {
+	name   string
+	values []string
+}
+
+// buildQuery turns f and v into SQL. ok is false when nothing can match.
+func (s *Store) buildQuery(f nostr.Filter, v Visibility, count bool) (builtQuery, bool) {
+	var ids, authors [][]byte
+	if f.IDs != nil {
+		for _, id := range uniq(f.IDs) {
+			if b, ok := decodeHex32(id); ok {
+				ids = append(ids, b)
+			}
+		}
+		if len(ids) == 0 {
+			return builtQuery{}, false
+		}
+	}
+	if f.Authors != nil {
+		for _, a := range uniq(f.Authors) {
+			if b, ok := decodeHex32(a); ok {
+				authors = append(authors, b)
+			}
+		}
+		if len(authors) == 0 {
+			return builtQuery{}, false
+		}
+	}
+	var kinds []int
+	if f.Kinds != nil {
+		kinds = uniq(f.Kinds)
+		if len(kinds) == 0 {
+			return builtQuery{}, false
+		}
+	}
+	var tags []tagCond
+	for name, vals := range f.Tags {
+		if vals == nil {
+			continue // nostr.Filter.Matches ignores nil value lists
+		}
+		if len(name) != 1 || len(vals) == 0 {
+			return builtQuery{}, false
+		}
+		tags = append(tags, tagCond{name, uniq(vals)})
+	}
+	// Drive by the most selective-looking tag: fewest values, then e/p first.
+	slices.SortFunc(tags, func(a, b tagCond) int {
+		if len(a.values) != len(b.values) {
+			return len(a.values) - len(b.values)
+		}
+		return tagRank(a.name) - tagRank(b.name)
+	})
+	if f.Since != nil && f.Until != nil && *f.Since > *f.Until {
+		return builtQuery{}, false
+	}
+
+	// Visibility of private kinds.
+	private := uniq(v.PrivateKinds)
+	readers := uniq(v.Readers)
+	needPrivClause := false
+	if len(private) > 0 {
+		if kinds != nil {
+			var pub, priv []int
+			for _, k := range kinds {
+				if slices.Contains(private, k) {
+					priv = append(priv, k)
+				} else {
+					pub = append(pub, k)
+				}
+			}
+			switch {
+			case len(priv) == 0:
+				private = nil
+			case len(readers) == 0:
+				kinds = pub
+				private = nil
+				if len(kinds) == 0 {
+					return builtQuery{}, false
+				}
+			default:
+				private = priv
+				needPrivClause = true
+			}
+		} else {
+			needPrivClause = true
+		}
+	}
+
+	sb := &sqlBuilder{}
+	if count {
+		sb.w("SELECT count(*)")
+	} else {
+		sb.w("SELECT e.raw")
+	}
+	orderCol := "e.created_at"
+	tagJoin := len(ids) == 0 && len(tags) > 0 && len(tags[0].values) == 1
+	if tagJoin {
+		// Walk the (name, value, created_at) index newest first, join events.
+		t := tags[0]
+		tags = tags[1:]
+		orderCol = "t.created_at"
+		sb.w(" FROM tags t JOIN events e ON e.seq = t.seq WHERE t.name = ? AND t.value = ?")
+		sb.args = append(sb.args, t.name, t.values[0])
+		if f.Since != nil {
+			sb.w(" AND t.created_at >= ?")
+			sb.args = append(sb.args, int64(*f.Since))
+		}
+		if f.Until != nil {
+			sb.w(" AND t.created_at <= ?")
+			sb.args = append(sb.args, int64(*f.Until))
+		}
+	} else {
+		sb.w(" FROM events e WHERE 1")
+	}
+	if len(ids) > 0 {
+		sb.w(" AND ")
+		sb.eqOrIn("e.id", len(ids), func(i int) any { return ids[i] })
+	}
+	if len(authors) > 0 {
+		sb.w(" AND ")
+		sb.eqOrIn("e.pubkey", len(authors), func(i int) any { return authors[i] })
+	}
+	if kinds != nil {
+		sb.w(" AND ")
+		sb.eqOrIn("e.kind", len(kinds), func(i int) any { return kinds[i] })
+	}
+	if f.Since != nil {
+		sb.w(" AND e.created_at >= ?")
+		sb.args = append(sb.args, int64(*f.Since))
+	}
+	if f.Until != nil {
+		sb.w(" AND e.created_at <= ?")
+		sb.args = append(sb.args, int64(*f.Until))
+	}
+	for i, t := range tags {
+		if i == 0 && len(ids) == 0 && !tagJoin {
+			// Multi-valued driving tag: a set of seqs, no duplicate rows.
+			sb.w(" AND e.seq IN (SELECT seq FROM tags WHERE name = ? AND ")
+			sb.args = append(sb.args, t.name)
+			sb.eqOrIn("value", len(t.values), func(i int) any { return t.values[i] })
+			sb.w(")")
+			continue
+		}
+		sb.w(" AND EXISTS (SELECT 1 FROM tags x WHERE x.seq = e.seq AND x.name = ? AND ")
+		sb.args = append(sb.args, t.name)
+		sb.eqOrIn("x.value", len(t.values), func(i int) any { return t.values[i] })
+		sb.w(")")
+	}
+	sb.w(" AND (e.expiration IS NULL OR e.expiration > ?)")
+	sb.args = append(sb.args, s.now().Unix())
+	if needPrivClause && len(private) > 0 {
+		readerClause := func() {
+			sb.w("EXISTS (SELECT 1 FROM tags r WHERE r.seq = e.seq AND r.name = 'p' AND ")
+			sb.eqOrIn("r.value", len(readers), func(i int) any { return readers[i] })
+			sb.w(")")
+		}
+		switch {
+		case len(readers) == 0:
+			sb.w(" AND e.kind NOT IN ")
+			sb.in(len(private), func(i int) any { return private[i] })
+		case kinds != nil && len(private) == len(kinds):
+			// every requested kind is private
+			sb.w(" AND ")
+			readerClause()
+		default:
+			sb.w(" AND (e.kind NOT IN ")
+			sb.in(len(private), func(i int) any { return private[i] })
+			sb.w(" OR ")
+			readerClause()
+			sb.w(")")
+		}
+	}
+	if !count {
+		sb.w(" ORDER BY ", orderCol, " DESC, e.id ASC")
+	}
+	return builtQuery{sql: sb.b.String(), args: sb.args}, true
+}
+
+func tagRank(name string) int {
+	switch name {
+	case "e":
+		return 0
+	case "p":
+		return 1
+	case "a":
+		return 2
+	default:
+		return 3 + int(name[0])
+	}
+}
+
+func uniq[T comparable](in []T) []T {
+	out := make([]T, 0, len(in))
+	if len(in) <= 16 {
+		for _, x := range in {
+			if !slices.Contains(out, x) {
+				out = append(out, x)
+			}
+		}
+		return out
+	}
+	seen := make(map[T]struct{}, len(in))
+	for _, x := range in {
+		if _, ok := seen[x]; !ok {
+			seen[x] = struct{}{}
+			out = append(out, x)
+		}
+	}
+	return out
+}

@@ -1,0 +1,700 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nbd-wtf/go-nostr"
+)
+
+func TestSaveQueryRoundTripAndDuplicate(t *testing.T) {
+	s, _, _ := openTest(t)
+	k := newKey(t)
+	e := ev(t, k, 1, 10, nostr.Tags{{"t", "hello"}, {"p", k.pk}, {"alt", "x"}, {"single"}}, "hi \"there\" \u2603")
+	mustSave(t, s, e)
+	if err := s.Save(context.Background(), e); !errors.Is(err, ErrDuplicate) {
+		t.Fatalf("second Save = %v, want ErrDuplicate", err)
+	}
+	got := query(t, s, nostr.Filter{}, Visibility{})
+	expectIDs(t, got, e)
+	g := got[0]
+	if g.Content != e.Content || g.Sig != e.Sig || g.PubKey != e.PubKey || g.CreatedAt != e.CreatedAt || len(g.Tags) != 4 {
+		t.Fatalf("round trip mismatch: %+v vs %+v", g, e)
+	}
+	if ok, err := g.CheckSignature(); !ok || err != nil {
+		t.Fatalf("stored event no longer verifies: %v", err)
+	}
+	// QueryRaw gives the exact canonical bytes.
+	want, _ := e.MarshalJSON()
+	var raws []string
+	if err := s.QueryRaw(context.Background(), nostr.Filter{}, Visibility{}, func(raw []byte) error {
+		raws = append(raws, string(raw))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(raws) != 1 || raws[0] != string(want) {
+		t.Fatalf("raw = %q, want %q", raws, want)
+	}
+	st, err := s.Stats(context.Background())
+	if err != nil || st.Events != 1 || st.Tags != 2 {
+		t.Fatalf("Stats = %+v, %v; want 1 event, 2 single-letter tags", st, err)
+	}
+}
+
+func TestSaveRejectsMalformed(t *testing.T) {
+	s, _, _ := openTest(t)
+	k := newKey(t)
+	e := ev(t, k, 1, 0, nil, "x")
+	bad := *e
+	bad.ID = strings.ToUpper(bad.ID)
+	if err := s.Save(context.Background(), &bad); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("uppercase id: %v, want ErrInvalid", err)
+	}
+	bad = *e
+	bad.PubKey = "abc"
+	if err := s.Save(context.Background(), &bad); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("short pubkey: %v, want ErrInvalid", err)
+	}
+	if err := s.Save(context.Background(), nil); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("nil: %v", err)
+	}
+}
+
+func TestFilters(t *testing.T) {
+	s, _, _ := openTest(t, func(o *Options) { o.DefaultLimit = 4 })
+	a, b := newKey(t), newKey(t)
+	e1 := ev(t, a, 1, 1, nostr.Tags{{"t", "x"}, {"p", b.pk}}, "1")
+	e2 := ev(t, a, 1, 2, nostr.Tags{{"t", "y"}}, "2")
+	e3 := ev(t, b, 7, 3, nostr.Tags{{"t", "x"}, {"e", e1.ID}}, "3")
+	e4 := ev(t, b, 1, 4, nostr.Tags{{"t", "y"}, {"p", b.pk}, {"t", "x"}}, "4")
+	e5 := ev(t, a, 30023, 5, nostr.Tags{{"d", "art"}, {"t", "x"}, {"p", a.pk}}, "5")
+	// two events at the same second: order is id ASC
+	e6 := ev(t, b, 1, 6, nostr.Tags{{"t", "tie"}}, "6a")
+	e7 := ev(t, b, 1, 6, nostr.Tags{{"t", "tie"}}, "6b")
+	mustSave(t, s, e1, e2, e3, e4, e5, e6, e7)
+	tieFirst, tieSecond := e6, e7
+	if e7.ID < e6.ID {
+		tieFirst, tieSecond = e7, e6
+	}
+
+	cases := []struct {
+		name string
+		f    nostr.Filter
+		want []*nostr.Event
+	}{
+		{"ids", nostr.Filter{IDs: []string{e2.ID, e3.ID, "zz", strings.ToUpper(e1.ID)}}, []*nostr.Event{e3, e2}},
+		{"ids only invalid", nostr.Filter{IDs: []string{"nothex"}}, nil},
+		{"empty ids", nostr.Filter{IDs: []string{}}, nil},
+		{"authors", nostr.Filter{Authors: []string{a.pk}}, []*nostr.Event{e5, e2, e1}},
+		{"authors+kinds", nostr.Filter{Authors: []string{a.pk, b.pk}, Kinds: []int{7, 30023}}, []*nostr.Event{e5, e3}},
+		{"kinds", nostr.Filter{Kinds: []int{7}}, []*nostr.Event{e3}},
+		{"empty kinds", nostr.Filter{Kinds: []int{}}, nil},
+		{"tag single", nostr.Filter{Tags: nostr.TagMap{"e": {e1.ID}}}, []*nostr.Event{e3}},
+		{"tag OR", nostr.Filter{Tags: nostr.TagMap{"t": {"y", "x"}}, Limit: 10}, []*nostr.Event{e5, e4, e3, e2, e1}},
+		{"tag OR dup values", nostr.Filter{Tags: nostr.TagMap{"t": {"x", "y", "x"}}, Limit: 10}, []*nostr.Event{e5, e4, e3, e2, e1}},
+		{"tags AND", nostr.Filter{Tags: nostr.TagMap{"t": {"x"}, "p": {b.pk}}}, []*nostr.Event{e4, e1}},
+		{"tags AND multi", nostr.Filter{Tags: nostr.TagMap{"t": {"x", "y"}, "p": {b.pk, a.pk}}}, []*nostr.Event{e5, e4, e1}},
+		{"tags AND none", nostr.Filter{Tags: nostr.TagMap{"t": {"y"}, "e": {e1.ID}}}, nil},
+		{"d tag", nostr.Filter{Tags: nostr.TagMap{"d": {"art"}}}, []*nostr.Event{e5}},
+		{"tag nil values ignored", nostr.Filter{Kinds: []int{7}, Tags: nostr.TagMap{"t": nil}}, []*nostr.Event{e3}},
+		{"tag empty values", nostr.Filter{Tags: nostr.TagMap{"t": {}}}, nil},
+		{"multi-letter tag", nostr.Filter{Tags: nostr.TagMap{"alt": {"x"}}}, nil},
+		{"since/until inclusive", nostr.Filter{Since: ts(2), Until: ts(4)}, []*nostr.Event{e4, e3, e2}},
+		{"since only", nostr.Filter{Since: ts(5)}, []*nostr.Event{tieFirst, tieSecond, e5}},
+		{"until only", nostr.Filter{Until: ts(1)}, []*nostr.Event{e1}},
+		{"since>until", nostr.Filter{Since: ts(4), Until: ts(2)}, nil},
+		{"tag+since/until", nostr.Filter{Tags: nostr.TagMap{"t": {"x"}}, Since: ts(3), Until: ts(4)}, []*nostr.Event{e4, e3}},
+		{"limit", nostr.Filter{Limit: 2}, []*nostr.Event{tieFirst, tieSecond}},
+		{"default limit", nostr.Filter{}, []*nostr.Event{tieFirst, tieSecond, e5, e4}},
+		{"limit zero", nostr.Filter{LimitZero: true}, nil},
+		{"tie order", nostr.Filter{Tags: nostr.TagMap{"t": {"tie"}}}, []*nostr.Event{tieFirst, tieSecond}},
+		{"authors+tag", nostr.Filter{Authors: []string{b.pk}, Tags: nostr.TagMap{"t": {"x"}}}, []*nostr.Event{e4, e3}},
+		{"ids+tag mismatch", nostr.Filter{IDs: []string{e2.ID}, Tags: nostr.TagMap{"t": {"x"}}}, nil},
+		{"search ignored", nostr.Filter{Kinds: []int{7}, Search: "nothing"}, []*nostr.Event{e3}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := query(t, s, c.f, Visibility{})
+			expectIDs(t, got, c.want...)
+			for _, g := range got {
+				if !c.f.Matches(g) {
+					t.Fatalf("returned %s which does not match", g.ID[:8])
+				}
+			}
+			if c.f.LimitZero || c.f.Limit > 0 || c.name == "default limit" {
+				return
+			}
+			n, err := s.Count(context.Background(), c.f, Visibility{})
+			if err != nil || n != int64(len(c.want)) {
+				t.Fatalf("Count = %d, %v; want %d", n, err, len(c.want))
+			}
+		})
+	}
+	// Count ignores the limit.
+	if n, _ := s.Count(context.Background(), nostr.Filter{Limit: 1}, Visibility{}); n != 7 {
+		t.Fatalf("Count with limit = %d, want 7", n)
+	}
+}
+
+func TestQueryRawStopsOnError(t *testing.T) {
+	s, _, _ := openTest(t)
+	k := newKey(t)
+	mustSave(t, s, ev(t, k, 1, 1, nil, "a"), ev(t, k, 1, 2, nil, "b"), ev(t, k, 1, 3, nil, "c"))
+	stop := errors.New("stop")
+	calls := 0
+	err := s.QueryRaw(context.Background(), nostr.Filter{}, Visibility{}, func([]byte) error {
+		calls++
+		return stop
+	})
+	if !errors.Is(err, stop) || calls != 1 {
+		t.Fatalf("err=%v calls=%d", err, calls)
+	}
+}
+
+func TestVisibility(t *testing.T) {
+	s, _, _ := openTest(t)
+	alice, bob, carol := newKey(t), newKey(t), newKey(t)
+	wrapBob := ev(t, carol, 1059, 1, nostr.Tags{{"p", bob.pk}}, "for bob")
+	wrapAlice := ev(t, carol, 1059, 2, nostr.Tags{{"p", alice.pk}}, "for alice")
+	dmBob := ev(t, carol, 4, 3, nostr.Tags{{"p", bob.pk}}, "kind4 for bob")
+	public := ev(t, carol, 1, 4, nostr.Tags{{"p", bob.pk}}, "public")
+	mustSave(t, s, wrapBob, wrapAlice, dmBob, public)
+
+	private := []int{4, 1059}
+	none := Visibility{PrivateKinds: private}
+	asBob := Visibility{PrivateKinds: private, Readers: []string{bob.pk}}
+	asBoth := Visibility{PrivateKinds: private, Readers: []string{bob.pk, alice.pk}}
+
+	cases := []struct {
+		name string
+		f    nostr.Filter
+		v    Visibility
+		want []*nostr.Event
+	}{
+		{"no readers, no kinds", nostr.Filter{}, none, []*nostr.Event{public}},
+		{"no readers, private kind", nostr.Filter{Kinds: []int{1059}}, none, nil},
+		{"no readers, mixed kinds", nostr.Filter{Kinds: []int{1059, 1}}, none, []*nostr.Event{public}},
+		{"no readers, by id", nostr.Filter{IDs: []string{wrapBob.ID}}, none, nil},
+		{"no readers, by p tag", nostr.Filter{Tags: nostr.TagMap{"p": {bob.pk}}}, none, []*nostr.Event{public}},
+		{"bob, no kinds", nostr.Filter{}, asBob, []*nostr.Event{public, dmBob, wrapBob}},
+		{"bob, private kind", nostr.Filter{Kinds: []int{1059}}, asBob, []*nostr.Event{wrapBob}},
+		{"bob, mixed kinds", nostr.Filter{Kinds: []int{1059, 1}}, asBob, []*nostr.Event{public, wrapBob}},
+		{"bob asks for alice's wrap", nostr.Filter{Tags: nostr.TagMap{"p": {alice.pk}}}, asBob, nil},
+		{"bob asks by id", nostr.Filter{IDs: []string{wrapAlice.ID, wrapBob.ID}}, asBob, []*nostr.Event{wrapBob}},
+		{"both readers", nostr.Filter{Kinds: []int{1059}}, asBoth, []*nostr.Event{wrapAlice, wrapBob}},
+		{"no private kinds configured", nostr.Filter{Kinds: []int{1059}}, Visibility{}, []*nostr.Event{wrapAlice, wrapBob}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			expectIDs(t, query(t, s, c.f, c.v), c.want...)
+			n, err := s.Count(context.Background(), c.f, c.v)
+			if err != nil || n != int64(len(c.want)) {
+				t.Fatalf("Count = %d, %v; want %d", n, err, len(c.want))
+			}
+		})
+	}
+}
+
+func TestReplaceable(t *testing.T) {
+	s, _, _ := openTest(t)
+	k := newKey(t)
+	v1 := ev(t, k, 0, 10, nil, `{"name":"v1"}`)
+	v2 := ev(t, k, 0, 20, nil, `{"name":"v2"}`)
+	old := ev(t, k, 0, 5, nil, `{"name":"old"}`)
+	mustSave(t, s, v1, v2)
+	expectIDs(t, query(t, s, nostr.Filter{Authors: []string{k.pk}, Kinds: []int{0}}, Visibility{}), v2)
+	if err := s.Save(context.Background(), old); !errors.Is(err, ErrReplaced) {
+		t.Fatalf("older: %v, want ErrReplaced", err)
+	}
+	if err := s.Save(context.Background(), v1); !errors.Is(err, ErrReplaced) {
+		t.Fatalf("replaced again: %v, want ErrReplaced", err)
+	}
+	if err := s.Save(context.Background(), v2); !errors.Is(err, ErrDuplicate) {
+		t.Fatalf("same: %v, want ErrDuplicate", err)
+	}
+	// tie on created_at: lowest id wins, whatever the arrival order
+	x := ev(t, k, 0, 30, nil, "x")
+	y := ev(t, k, 0, 30, nil, "y")
+	lo, hi := x, y
+	if y.ID < x.ID {
+		lo, hi = y, x
+	}
+	mustSave(t, s, hi, lo)
+	expectIDs(t, query(t, s, nostr.Filter{Kinds: []int{0}}, Visibility{}), lo)
+	if err := s.Save(context.Background(), hi); !errors.Is(err, ErrReplaced) {
+		t.Fatalf("tie loser: %v, want ErrReplaced", err)
+	}
+	// kind 3 and 10002 are independent coordinates; tags gone with the old version
+	c1 := ev(t, k, 3, 1, nostr.Tags{{"p", "a"}}, "")
+	c2 := ev(t, k, 3, 2, nostr.Tags{{"p", "b"}}, "")
+	r := ev(t, k, 10002, 1, nil, "")
+	mustSave(t, s, c1, c2, r)
+	expectIDs(t, query(t, s, nostr.Filter{Kinds: []int{3, 10002}}, Visibility{}), c2, r)
+	expectIDs(t, query(t, s, nostr.Filter{Tags: nostr.TagMap{"p": {"a"}}}, Visibility{}))
+	// another author's kind 0 is separate
+	k2 := newKey(t)
+	o := ev(t, k2, 0, 1, nil, "")
+	mustSave(t, s, o)
+	expectIDs(t, query(t, s, nostr.Filter{Kinds: []int{0}}, Visibility{}), lo, o)
+}
+
+func TestReplaceableWithinOneBatch(t *testing.T) {
+	s, _, _ := openTest(t)
+	k := newKey(t)
+	var evts []*nostr.Event
+	for i := 0; i < 50; i++ {
+		evts = append(evts, ev(t, k, 10000, int64(i), nil, fmt.Sprint(i)))
+	}
+	var wg sync.WaitGroup
+	var okCount atomic.Int64
+	// newest first in one batch: all but the first are ErrReplaced
+	for i := len(evts) - 1; i >= 0; i-- {
+		wg.Add(1)
+		s.SaveAsync(evts[i], func(err error) {
+			if err == nil {
+				okCount.Add(1)
+			} else if !errors.Is(err, ErrReplaced) {
+				t.Errorf("unexpected %v", err)
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	if okCount.Load() != 1 {
+		t.Fatalf("%d accepted, want 1", okCount.Load())
+	}
+	expectIDs(t, query(t, s, nostr.Filter{Kinds: []int{10000}}, Visibility{}), evts[49])
+}
+
+func TestAddressable(t *testing.T) {
+	s, _, _ := openTest(t)
+	k := newKey(t)
+	a1 := ev(t, k, 30023, 1, nostr.Tags{{"d", "a"}}, "a1")
+	a2 := ev(t, k, 30023, 2, nostr.Tags{{"d", "a"}, {"d", "ignored"}}, "a2")
+	b1 := ev(t, k, 30023, 1, nostr.Tags{{"d", "b"}}, "b1")
+	n1 := ev(t, k, 30023, 1, nil, "no d")
+	n2 := ev(t, k, 30023, 3, nostr.Tags{{"d", ""}}, "empty d")
+	other := ev(t, k, 30024, 1, nostr.Tags{{"d", "a"}}, "other kind")
+	mustSave(t, s, a1, a2, b1, n1, n2, other)
+	expectIDs(t, query(t, s, nostr.Filter{Kinds: []int{30023, 30024}}, Visibility{}), append([]*nostr.Event{n2, a2}, sortedByID(other, b1)...)...)
+	if err := s.Save(context.Background(), a1); !errors.Is(err, ErrReplaced) {
+		t.Fatalf("old addressable: %v, want ErrReplaced", err)
+	}
+}
+
+func TestEphemeralNotStored(t *testing.T) {
+	s, _, _ := openTest(t)
+	k := newKey(t)
+	e := ev(t, k, 20001, 1, nil, "typing")
+	mustSave(t, s, e)
+	done := make(chan error, 1)
+	s.SaveAsync(e, func(err error) { done <- err })
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	expectIDs(t, query(t, s, nostr.Filter{}, Visibility{}))
+}
+
+func deletion(t testing.TB, k key, at int64, tags nostr.Tags) *nostr.Event {
+	return ev(t, k, 5, at, tags, "")
+}
+
+func TestDeletionByAuthor(t *testing.T) {
+	s, _, _ := openTest(t)
+	alice, mallory := newKey(t), newKey(t)
+	note := ev(t, alice, 1, 1, nostr.Tags{{"t", "x"}}, "note")
+	keep := ev(t, alice, 1, 2, nil, "keep")
+	mustSave(t, s, note, keep)
+
+	// a stranger's deletion is stored but deletes nothing
+	md := deletion(t, mallory, 3, nostr.Tags{{"e", note.ID}, {"e", keep.ID}})
+	mustSave(t, s, md)
+	if !has(t, s, note.ID) || !has(t, s, keep.ID) {
+		t.Fatal("stranger deleted alice's note")
+	}
+
+	d := deletion(t, alice, 4, nostr.Tags{{"e", note.ID}, {"e", "not-hex"}})
+	mustSave(t, s, d)
+	if has(t, s, note.ID) {
+		t.Fatal("note still there after author's deletion")
+	}
+	if !has(t, s, keep.ID) || !has(t, s, d.ID) || !has(t, s, md.ID) {
+		t.Fatal("wrong events deleted")
+	}
+	if got := query(t, s, nostr.Filter{Tags: nostr.TagMap{"t": {"x"}}}, Visibility{}); len(got) != 0 {
+		t.Fatal("tag rows of deleted event still match")
+	}
+	if err := s.Save(context.Background(), note); !errors.Is(err, ErrDeleted) {
+		t.Fatalf("republish: %v, want ErrDeleted", err)
+	}
+	// mallory "deleted" keep too, but was not allowed: keep may be re-published? it is a duplicate.
+	if err := s.Save(context.Background(), keep); !errors.Is(err, ErrDuplicate) {
+		t.Fatalf("keep: %v, want ErrDuplicate", err)
+	}
+	// a kind-5 is never deleted by another kind-5
+	dd := deletion(t, alice, 5, nostr.Tags{{"e", d.ID}})
+	mustSave(t, s, dd)
+	if !has(t, s, d.ID) {
+		t.Fatal("deletion event was deleted")
+	}
+	if err := s.Save(context.Background(), d); !errors.Is(err, ErrDuplicate) {
+		t.Fatalf("re-save deletion: %v, want ErrDuplicate", err)
+	}
+}
+
+func TestDeletionBeforeTarget(t *testing.T) {
+	s, _, _ := openTest(t)
+	alice, mallory := newKey(t), newKey(t)
+	note := ev(t, alice, 1, 1, nil, "note")
+	other := ev(t, alice, 1, 1, nil, "other")
+	mustSave(t, s, deletion(t, alice, 2, nostr.Tags{{"e", note.ID}}))
+	mustSave(t, s, deletion(t, mallory, 2, nostr.Tags{{"e", other.ID}}))
+	if err := s.Save(context.Background(), note); !errors.Is(err, ErrDeleted) {
+		t.Fatalf("target after deletion: %v, want ErrDeleted", err)
+	}
+	// deleted by someone not allowed to: accepted
+	mustSave(t, s, other)
+	if !has(t, s, other.ID) || has(t, s, note.ID) {
+		t.Fatal("wrong state")
+	}
+}
+
+func TestGiftWrapDeletionByRecipient(t *testing.T) {
+	s, _, _ := openTest(t)
+	bob, eph, mallory := newKey(t), newKey(t), newKey(t)
+	wrap := ev(t, eph, 1059, 1, nostr.Tags{{"p", bob.pk}}, "sealed")
+	wrap2 := ev(t, eph, 1059, 2, nostr.Tags{{"p", bob.pk}}, "sealed2")
+	notWrap := ev(t, eph, 1, 1, nostr.Tags{{"p", bob.pk}}, "mentions bob")
+	mustSave(t, s, wrap, notWrap)
+
+	mustSave(t, s, deletion(t, mallory, 3, nostr.Tags{{"e", wrap.ID}}))
+	if !has(t, s, wrap.ID) {
+		t.Fatal("stranger deleted a gift wrap")
+	}
+	mustSave(t, s, deletion(t, bob, 3, nostr.Tags{{"e", wrap.ID}, {"e", notWrap.ID}}))
+	if has(t, s, wrap.ID) {
+		t.Fatal("recipient could not delete the gift wrap")
+	}
+	if !has(t, s, notWrap.ID) {
+		t.Fatal("p-tagged recipient deleted a non-gift-wrap event")
+	}
+	if err := s.Save(context.Background(), wrap); !errors.Is(err, ErrDeleted) {
+		t.Fatalf("republished wrap: %v, want ErrDeleted", err)
+	}
+	// deletion by recipient before the wrap arrives
+	mustSave(t, s, deletion(t, bob, 4, nostr.Tags{{"e", wrap2.ID}}))
+	if err := s.Save(context.Background(), wrap2); !errors.Is(err, ErrDeleted) {
+		t.Fatalf("wrap after recipient's deletion: %v, want ErrDeleted", err)
+	}
+}
+
+func TestDeletionByCoordinate(t *testing.T) {
+	s, _, _ := openTest(t)
+	alice, mallory := newKey(t), newKey(t)
+	art := ev(t, alice, 30023, 10, nostr.Tags{{"d", "post:1"}}, "v1")
+	otherD := ev(t, alice, 30023, 10, nostr.Tags{{"d", "post:2"}}, "other")
+	prof := ev(t, alice, 10002, 10, nil, "relays")
+	mustSave(t, s, art, otherD, prof)
+
+	// stranger naming alice's coordinate: ignored
+	mustSave(t, s, deletion(t, mallory, 20, nostr.Tags{{"a", "30023:" + alice.pk + ":post:1"}}))
+	if !has(t, s, art.ID) {
+		t.Fatal("stranger deleted by coordinate")
+	}
+	// mallory's deletion of her own coordinate must not block alice
+	if err := s.Save(context.Background(), ev(t, alice, 30023, 11, nostr.Tags{{"d", "post:1"}}, "v1b")); err != nil {
+		t.Fatal(err)
+	}
+
+	mustSave(t, s, deletion(t, alice, 20, nostr.Tags{
+		{"a", "30023:" + alice.pk + ":post:1"},
+		{"a", "10002:" + alice.pk + ":"},
+		{"a", "garbage"},
+	}))
+	got := query(t, s, nostr.Filter{Authors: []string{alice.pk}, Kinds: []int{30023, 10002}}, Visibility{})
+	expectIDs(t, got, otherD)
+	// an older or equal version at a deleted coordinate is blocked
+	for _, at := range []int64{15, 20} {
+		e := ev(t, alice, 30023, at, nostr.Tags{{"d", "post:1"}}, fmt.Sprint(at))
+		if err := s.Save(context.Background(), e); !errors.Is(err, ErrDeleted) {
+			t.Fatalf("version at %d: %v, want ErrDeleted", at, err)
+		}
+	}
+	if err := s.Save(context.Background(), ev(t, alice, 10002, 19, nil, "old relays")); !errors.Is(err, ErrDeleted) {
+		t.Fatalf("replaceable at deleted coordinate: %v, want ErrDeleted", err)
+	}
+	// a newer version is accepted
+	newer := ev(t, alice, 30023, 21, nostr.Tags{{"d", "post:1"}}, "v2")
+	mustSave(t, s, newer)
+	// coordinate deletion arriving before the target also blocks it
+	mustSave(t, s, deletion(t, alice, 50, nostr.Tags{{"a", "30000:" + alice.pk + ":list"}}))
+	if err := s.Save(context.Background(), ev(t, alice, 30000, 40, nostr.Tags{{"d", "list"}}, "")); !errors.Is(err, ErrDeleted) {
+		t.Fatalf("target after coordinate deletion: %v, want ErrDeleted", err)
+	}
+}
+
+func TestExpiration(t *testing.T) {
+	s, clk, _ := openTest(t)
+	k := newKey(t)
+	exp := func(at int64) nostr.Tags {
+		return nostr.Tags{{"expiration", fmt.Sprint(baseTime.Unix() + at)}, {"t", "x"}}
+	}
+	soon := ev(t, k, 1, 0, exp(10), "soon")
+	later := ev(t, k, 1, 0, exp(100), "later")
+	never := ev(t, k, 1, 0, nostr.Tags{{"t", "x"}}, "never")
+	bogus := ev(t, k, 1, 0, nostr.Tags{{"expiration", "soon"}, {"t", "x"}}, "bogus")
+	mustSave(t, s, soon, later, never, bogus)
+	if err := s.Save(context.Background(), ev(t, k, 1, 0, exp(0), "already")); !errors.Is(err, ErrExpired) {
+		t.Fatalf("already expired: %v, want ErrExpired", err)
+	}
+	f := nostr.Filter{Tags: nostr.TagMap{"t": {"x"}}}
+	if n, _ := s.Count(context.Background(), f, Visibility{}); n != 4 {
+		t.Fatalf("count before = %d", n)
+	}
+	clk.Set(baseTime.Add(10 * time.Second)) // expiration <= now is expired
+	got := query(t, s, f, Visibility{})
+	if len(got) != 3 || slices.Contains(ids(got), soon.ID) {
+		t.Fatalf("expired event visible: %v", short(ids(got)))
+	}
+	if n, _ := s.Count(context.Background(), nostr.Filter{}, Visibility{}); n != 3 {
+		t.Fatalf("Count = %d, want 3", n)
+	}
+	n, err := s.SweepExpired(context.Background())
+	if err != nil || n != 1 {
+		t.Fatalf("SweepExpired = %d, %v; want 1", n, err)
+	}
+	st, _ := s.Stats(context.Background())
+	if st.Events != 3 || st.Tags != 3 {
+		t.Fatalf("after sweep: %+v", st)
+	}
+	clk.Set(baseTime.Add(1000 * time.Second))
+	if n, _ := s.SweepExpired(context.Background()); n != 1 {
+		t.Fatalf("second sweep = %d", n)
+	}
+	expectIDs(t, query(t, s, nostr.Filter{}, Visibility{}), sortedByID(never, bogus)...)
+}
+
+func sortedByID(evts ...*nostr.Event) []*nostr.Event {
+	slices.SortFunc(evts, func(a, b *nostr.Event) int { return strings.Compare(a.ID, b.ID) })
+	return evts
+}
+
+func TestDurabilityAcrossReopen(t *testing.T) {
+	clk := &testClock{t: baseTime}
+	path := t.TempDir() + "/d.db"
+	opts := Options{Path: path, Now: clk.Now, Logger: quietLogger()}
+	s, err := Open(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := newKey(t)
+	e := ev(t, k, 1, 1, nostr.Tags{{"p", k.pk}}, "durable")
+	mustSave(t, s, e)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if err := s.Save(context.Background(), e); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Save after Close: %v", err)
+	}
+	s2, err := Open(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer s2.Close()
+	expectIDs(t, query(t, s2, nostr.Filter{Tags: nostr.TagMap{"p": {k.pk}}}, Visibility{}), e)
+}
+
+func TestMigrations(t *testing.T) {
+	_, _, path := openTest(t)
+	ctx := context.Background()
+	// reopening an existing (current) database works while another is open
+	s, err := Open(ctx, Options{Path: path, Logger: quietLogger()})
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	var v int
+	if err := s.rdb.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != SchemaVersion {
+		t.Fatalf("user_version = %d, %v; want %d", v, err, SchemaVersion)
+	}
+	if _, err := s.w.conn.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version=%d", SchemaVersion+1)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	_, err = Open(ctx, Options{Path: path, Logger: quietLogger()})
+	if err == nil || !strings.Contains(err.Error(), "newer") {
+		t.Fatalf("future schema: err = %v, want refusal", err)
+	}
+}
+
+func TestFileMode(t *testing.T) {
+	_, _, path := openTest(t)
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, want 0600", fi.Mode().Perm())
+	}
+	if fi, err := os.Stat(path + "-wal"); err == nil && fi.Mode().Perm() != 0o600 {
+		t.Fatalf("wal mode %v, want 0600", fi.Mode().Perm())
+	}
+	if _, err := Open(context.Background(), Options{Path: t.TempDir() + "/missing/dir/x.db"}); err == nil {
+		t.Fatal("Open in a missing directory succeeded")
+	}
+	if _, err := Open(context.Background(), Options{Path: t.TempDir() + "/x.db", Synchronous: "OFF"}); err == nil {
+		t.Fatal("Synchronous=OFF accepted")
+	}
+}
+
+// presign creates n signed kind-1 events from a few keys, in parallel.
+func presign(t testing.TB, n int) []*nostr.Event {
+	keys := []key{newKey(t), newKey(t), newKey(t), newKey(t)}
+	out := make([]*nostr.Event, n)
+	var wg sync.WaitGroup
+	workers := 4
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += workers {
+				k := keys[i%len(keys)]
+				e := &nostr.Event{PubKey: k.pk, CreatedAt: nostr.Timestamp(baseTime.Unix() + int64(i%1000)),
+					Kind: 1, Tags: nostr.Tags{{"t", fmt.Sprint(i % 7)}}, Content: fmt.Sprint("n", i)}
+				if err := e.Sign(k.sk); err != nil {
+					panic(err)
+				}
+				out[i] = e
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func TestConcurrentSaves(t *testing.T) {
+	s, _, _ := openTest(t, func(o *Options) { o.MaxBatch = 64 })
+	evts := presign(t, 2000)
+	var wg sync.WaitGroup
+	errs := make(chan error, len(evts))
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g; i < len(evts); i += 16 {
+				if i%2 == 0 {
+					errs <- s.Save(context.Background(), evts[i])
+				} else {
+					var inner sync.WaitGroup
+					inner.Add(1)
+					s.SaveAsync(evts[i], func(err error) { errs <- err; inner.Done() })
+					inner.Wait()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := s.Count(context.Background(), nostr.Filter{}, Visibility{})
+	if err != nil || n != int64(len(evts)) {
+		t.Fatalf("Count = %d, %v; want %d", n, err, len(evts))
+	}
+}
+
+func TestCloseWithSavesInFlight(t *testing.T) {
+	clk := &testClock{t: baseTime}
+	path := t.TempDir() + "/c.db"
+	opts := Options{Path: path, Now: clk.Now, Logger: quietLogger(), MaxBatch: 32}
+	s, err := Open(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evts := presign(t, 3000)
+	var acked sync.Map
+	var ackedN, closedN atomic.Int64
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g; i < len(evts); i += 8 {
+				e := evts[i]
+				wg.Add(1)
+				s.SaveAsync(e, func(err error) {
+					defer wg.Done()
+					switch {
+					case err == nil:
+						acked.Store(e.ID, true)
+						ackedN.Add(1)
+					case errors.Is(err, ErrClosed):
+						closedN.Add(1)
+					default:
+						t.Errorf("unexpected error %v", err)
+					}
+				})
+			}
+		}()
+	}
+	time.Sleep(5 * time.Millisecond)
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	wg.Wait()
+	if ackedN.Load()+closedN.Load() != int64(len(evts)) {
+		t.Fatalf("acked %d + closed %d != %d: a callback was lost or doubled", ackedN.Load(), closedN.Load(), len(evts))
+	}
+	t.Logf("acked %d, refused %d", ackedN.Load(), closedN.Load())
+	s2, err := Open(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	stored := map[string]bool{}
+	err = s2.QueryRaw(context.Background(), nostr.Filter{Limit: len(evts) + 1}, Visibility{}, func(raw []byte) error {
+		var e nostr.Event
+		if err := e.UnmarshalJSON(raw); err != nil {
+			return err
+		}
+		stored[e.ID] = true
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acked.Range(func(k, _ any) bool {
+		if !stored[k.(string)] {
+			t.Errorf("acked event %s lost", k.(string)[:8])
+		}
+		return true
+	})
+}
+
+func TestSaveContextCancelled(t *testing.T) {
+	s, _, _ := openTest(t)
+	k := newKey(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := s.Save(ctx, ev(t, k, 1, 1, nil, "x"))
+	if err == nil {
+		t.Fatal("Save with cancelled context returned nil") // could only be nil if committed
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v", err)
+	}
+}

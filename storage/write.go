@@ -1,0 +1,654 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nbd-wtf/go-nostr"
+)
+
+// request is one unit of work for the writer goroutine: an event to save, or a
+// job (e.g. sweeping expired events) run inside a transaction of its own.
+type request struct {
+	evt  *nostr.Event
+	done func(error)
+
+	// prepared off the writer goroutine
+	err    error // validation error: reported without touching the DB
+	skip   bool  // ephemeral: acknowledged without storing
+	id     []byte
+	pubkey []byte
+	raw    []byte
+	exp    any    // int64 or nil
+	dtag   any    // string or nil
+	dstr   string // dtag as a string ("" if none)
+	tags   [][2]string
+
+	job func(w *writer) error
+}
+
+// Save queues evt to the writer goroutine and blocks until the transaction
+// containing it has committed (or it was rejected). The caller must already
+// have verified the event's id and signature.
+func (s *Store) Save(ctx context.Context, evt *nostr.Event) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("storage: save: %w", err)
+	}
+	ch := make(chan error, 1)
+	req := s.prepare(evt, func(err error) { ch <- err })
+	if err := s.enqueue(ctx, req); err != nil {
+		return err
+	}
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		// The event may still be committed; we just stop waiting.
+		return fmt.Errorf("storage: save: %w", ctx.Err())
+	}
+}
+
+// SaveAsync queues evt and returns at once; done is called exactly once, from
+// the writer goroutine, after the transaction holding evt committed (or with
+// the error). If the store is already closed, done(ErrClosed) is called
+// synchronously, from the caller's goroutine.
+func (s *Store) SaveAsync(evt *nostr.Event, done func(error)) {
+	if done == nil {
+		done = func(error) {}
+	}
+	req := s.prepare(evt, done)
+	if err := s.enqueue(context.Background(), req); err != nil {
+		done(err)
+	}
+}
+
+func (s *Store) enqueue(ctx context.Context, req *request) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	select {
+	case s.queue <- req:
+		return nil
+	default:
+	}
+	select {
+	case s.queue <- req:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("storage: save: %w", ctx.Err())
+	}
+}
+
+// prepare does all per-event work that does not need the database, so that it
+// runs on the caller's goroutine rather than the single writer.
+func (s *Store) prepare(evt *nostr.Event, done func(error)) *request {
+	req := &request{evt: evt, done: done}
+	if evt == nil {
+		req.err = fmt.Errorf("%w: nil event", ErrInvalid)
+		return req
+	}
+	if nostr.IsEphemeralKind(evt.Kind) {
+		req.skip = true
+		return req
+	}
+	var ok bool
+	if req.id, ok = decodeHex32(evt.ID); !ok {
+		req.err = fmt.Errorf("%w: bad id", ErrInvalid)
+		return req
+	}
+	if req.pubkey, ok = decodeHex32(evt.PubKey); !ok {
+		req.err = fmt.Errorf("%w: bad pubkey", ErrInvalid)
+		return req
+	}
+	if evt.Kind < 0 || evt.Kind > 65535 {
+		req.err = fmt.Errorf("%w: bad kind", ErrInvalid)
+		return req
+	}
+	var gotExp, gotD bool
+	for _, t := range evt.Tags {
+		if len(t) < 2 {
+			continue
+		}
+		switch {
+		case len(t[0]) == 1:
+			if t[0] == "d" && !gotD {
+				gotD = true
+				req.dstr = t[1]
+			}
+			dup := false
+			for _, have := range req.tags {
+				if have[0] == t[0] && have[1] == t[1] {
+					dup = true
+					break
+				}
+			}
+			if !dup {
+				req.tags = append(req.tags, [2]string{t[0], t[1]})
+			}
+		case t[0] == "expiration" && !gotExp:
+			gotExp = true
+			if e, err := strconv.ParseInt(t[1], 10, 64); err == nil {
+				req.exp = e
+				if e <= s.now().Unix() {
+					req.err = ErrExpired
+					return req
+				}
+			}
+		}
+	}
+	switch {
+	case nostr.IsAddressableKind(evt.Kind):
+		req.dtag = req.dstr
+	case nostr.IsReplaceableKind(evt.Kind):
+		req.dstr = ""
+		req.dtag = ""
+	default:
+		req.dstr = ""
+	}
+	raw, err := evt.MarshalJSON()
+	if err != nil {
+		req.err = fmt.Errorf("%w: encode: %v", ErrInvalid, err)
+		return req
+	}
+	req.raw = raw
+	return req
+}
+
+func decodeHex32(s string) ([]byte, bool) {
+	if len(s) != 64 || !isLowerHex(s) {
+		return nil, false
+	}
+	b, err := hex.DecodeString(s)
+	return b, err == nil
+}
+
+func isLowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// writer owns the single write connection and its prepared statements.
+type writer struct {
+	s    *Store
+	conn *sql.Conn
+
+	begin, commit, rollback *sql.Stmt
+
+	insEventCheck *sql.Stmt // insert unless the id is in deleted_ids; no-op on duplicate id
+	insEvent      *sql.Stmt // insert; no-op on duplicate id
+	insTag        *sql.Stmt
+	existsID      *sql.Stmt
+	deletersOf    *sql.Stmt
+	coordCurrent  *sql.Stmt
+	coordDeleted  *sql.Stmt
+	delSeq        *sql.Stmt
+	targetByID    *sql.Stmt
+	hasTag        *sql.Stmt
+	insDeletedID  *sql.Stmt
+	upsertCoord   *sql.Stmt
+	delCoord      *sql.Stmt
+	all           []*sql.Stmt
+}
+
+const eventCols = `(id, pubkey, kind, created_at, expiration, dtag, raw)`
+
+func newWriter(ctx context.Context, s *Store, conn *sql.Conn) (*writer, error) {
+	w := &writer{s: s, conn: conn}
+	for _, p := range []struct {
+		dst **sql.Stmt
+		sql string
+	}{
+		{&w.begin, `BEGIN IMMEDIATE`},
+		{&w.commit, `COMMIT`},
+		{&w.rollback, `ROLLBACK`},
+		{&w.insEventCheck, `INSERT INTO events` + eventCols + ` SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+			WHERE NOT EXISTS (SELECT 1 FROM deleted_ids WHERE id = ?1) ON CONFLICT(id) DO NOTHING`},
+		{&w.insEvent, `INSERT INTO events` + eventCols + ` VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`},
+		{&w.insTag, `INSERT INTO tags(seq, name, value, created_at) VALUES (?, ?, ?, ?)`},
+		{&w.existsID, `SELECT 1 FROM events WHERE id = ?`},
+		{&w.deletersOf, `SELECT deleter FROM deleted_ids WHERE id = ?`},
+		{&w.coordCurrent, `SELECT seq, created_at, id FROM events WHERE pubkey = ? AND kind = ? AND dtag = ?`},
+		{&w.coordDeleted, `SELECT created_at FROM deleted_coords WHERE pubkey = ? AND kind = ? AND dtag = ?`},
+		{&w.delSeq, `DELETE FROM events WHERE seq = ?`},
+		{&w.targetByID, `SELECT seq, pubkey, kind FROM events WHERE id = ?`},
+		{&w.hasTag, `SELECT 1 FROM tags WHERE seq = ? AND name = ? AND value = ? LIMIT 1`},
+		{&w.insDeletedID, `INSERT OR IGNORE INTO deleted_ids(id, deleter) VALUES (?, ?)`},
+		{&w.upsertCoord, `INSERT INTO deleted_coords(pubkey, kind, dtag, created_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT(pubkey, kind, dtag) DO UPDATE SET created_at = max(created_at, excluded.created_at)`},
+		{&w.delCoord, `DELETE FROM events WHERE pubkey = ? AND kind = ? AND dtag = ? AND created_at <= ?`},
+	} {
+		st, err := conn.PrepareContext(ctx, p.sql)
+		if err != nil {
+			w.close()
+			return nil, fmt.Errorf("storage: prepare %q: %w", p.sql, err)
+		}
+		*p.dst = st
+		w.all = append(w.all, st)
+	}
+	return w, nil
+}
+
+func (w *writer) close() error {
+	var errs []error
+	for _, st := range w.all {
+		errs = append(errs, st.Close())
+	}
+	errs = append(errs, w.conn.Close())
+	return errors.Join(errs...)
+}
+
+// runWriter is the writer goroutine: it drains the queue in batches of up to
+// MaxBatch requests and commits each batch as one transaction.
+func (s *Store) runWriter() {
+	defer close(s.writerDone)
+	batch := make([]*request, 0, s.opts.MaxBatch)
+	results := make([]error, 0, s.opts.MaxBatch)
+	for {
+		req, ok := <-s.queue
+		if !ok {
+			return
+		}
+		batch = append(batch[:0], req)
+		open := true
+	drain:
+		for len(batch) < s.opts.MaxBatch {
+			select {
+			case r, ok := <-s.queue:
+				if !ok {
+					open = false
+					break drain
+				}
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		results = s.w.runBatch(batch, results[:0])
+		for i, r := range batch {
+			r.done(results[i])
+			batch[i] = nil
+		}
+		if !open {
+			return
+		}
+	}
+}
+
+// runBatch applies batch in one transaction and returns one result per
+// request. If the transaction fails as a whole, each request is retried in a
+// transaction of its own so that one bad apple cannot fail the others.
+func (w *writer) runBatch(batch []*request, results []error) []error {
+	results = results[:0]
+	needTx := false
+	for _, r := range batch {
+		results = append(results, r.err)
+		if r.err == nil && !r.skip {
+			needTx = true
+		}
+	}
+	if !needTx {
+		return results
+	}
+	start := time.Now()
+	err := w.tx(func() error {
+		for i, r := range batch {
+			if r.err != nil || r.skip {
+				continue
+			}
+			res, err := w.apply(r)
+			if err != nil {
+				return err
+			}
+			results[i] = res
+		}
+		return nil
+	})
+	if err == nil {
+		if d := time.Since(start); d > time.Second {
+			w.s.log.Warn("slow commit", "events", len(batch), "duration", d)
+		}
+		return results
+	}
+	w.s.log.Warn("batch transaction failed; retrying events one by one", "events", len(batch), "err", err)
+	for i, r := range batch {
+		if r.err != nil || r.skip {
+			continue
+		}
+		var res error
+		err := w.tx(func() error {
+			var err error
+			res, err = w.apply(r)
+			return err
+		})
+		if err != nil {
+			if r.job != nil {
+				results[i] = err
+			} else {
+				results[i] = fmt.Errorf("error: storage: %w", err)
+			}
+		} else {
+			results[i] = res
+		}
+	}
+	return results
+}
+
+// tx runs fn inside BEGIN IMMEDIATE ... COMMIT, rolling back on error.
+func (w *writer) tx(fn func() error) error {
+	ctx := context.Background() // no per-call goroutine in the driver
+	if _, err := w.begin.ExecContext(ctx); err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(); err != nil {
+		if _, rerr := w.rollback.ExecContext(ctx); rerr != nil {
+			w.s.log.Error("rollback failed", "err", rerr)
+		}
+		return err
+	}
+	if _, err := w.commit.ExecContext(ctx); err != nil {
+		if _, rerr := w.rollback.ExecContext(ctx); rerr != nil {
+			w.s.log.Debug("rollback after failed commit", "err", rerr)
+		}
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// apply stores one event inside the current transaction. The first return is
+// the event's outcome (nil, ErrDuplicate, ErrDeleted, ErrReplaced); the second
+// is a database failure that aborts the transaction.
+func (w *writer) apply(r *request) (error, error) {
+	if r.job != nil {
+		return nil, r.job(w)
+	}
+	ctx := context.Background()
+	evt := r.evt
+	replaceable := r.dtag != nil
+	var olderSeqs []int64
+
+	if replaceable {
+		// A deletion of this coordinate at or after this version blocks it.
+		var delAt int64
+		err := w.coordDeleted.QueryRowContext(ctx, r.pubkey, evt.Kind, r.dstr).Scan(&delAt)
+		switch {
+		case err == nil:
+			if int64(evt.CreatedAt) <= delAt {
+				return ErrDeleted, nil
+			}
+		case errors.Is(err, sql.ErrNoRows):
+		default:
+			return nil, fmt.Errorf("coordinate deletion lookup: %w", err)
+		}
+		rows, err := w.coordCurrent.QueryContext(ctx, r.pubkey, evt.Kind, r.dstr)
+		if err != nil {
+			return nil, fmt.Errorf("replaceable lookup: %w", err)
+		}
+		var outcome error
+		for rows.Next() {
+			var seq, createdAt int64
+			var id []byte
+			if err := rows.Scan(&seq, &createdAt, &id); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("replaceable lookup: %w", err)
+			}
+			cmp := bytes.Compare(id, r.id)
+			switch {
+			case cmp == 0:
+				outcome = ErrDuplicate
+			case createdAt > int64(evt.CreatedAt) || (createdAt == int64(evt.CreatedAt) && cmp < 0):
+				if outcome == nil {
+					outcome = ErrReplaced
+				}
+			default:
+				olderSeqs = append(olderSeqs, seq)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("replaceable lookup: %w", err)
+		}
+		rows.Close()
+		if outcome != nil {
+			return outcome, nil
+		}
+	}
+
+	args := []any{r.id, r.pubkey, evt.Kind, int64(evt.CreatedAt), r.exp, r.dtag, r.raw}
+	ins := w.insEventCheck
+	if evt.Kind == nostr.KindDeletion {
+		ins = w.insEvent // deletions are never deleted nor blocked
+	}
+	res, err := ins.ExecContext(ctx, args...)
+	if err != nil {
+		return nil, fmt.Errorf("insert event: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	if n == 0 {
+		// Either a duplicate id, or the id is in deleted_ids (perhaps
+		// deleted by someone not allowed to delete it).
+		outcome, err := w.notInserted(r)
+		if err != nil || outcome != nil {
+			return outcome, err
+		}
+		if res, err = w.insEvent.ExecContext(ctx, args...); err != nil {
+			return nil, fmt.Errorf("insert event: %w", err)
+		}
+		if n, _ = res.RowsAffected(); n == 0 {
+			return ErrDuplicate, nil
+		}
+	}
+	seq, err := res.LastInsertId()
+	if err != nil {
+		return nil, fmt.Errorf("insert event: %w", err)
+	}
+	for _, t := range r.tags {
+		if _, err := w.insTag.ExecContext(ctx, seq, t[0], t[1], int64(evt.CreatedAt)); err != nil {
+			return nil, fmt.Errorf("insert tag: %w", err)
+		}
+	}
+	for _, old := range olderSeqs {
+		if _, err := w.delSeq.ExecContext(ctx, old); err != nil {
+			return nil, fmt.Errorf("delete replaced event: %w", err)
+		}
+	}
+	if evt.Kind == nostr.KindDeletion {
+		if err := w.applyDeletion(r); err != nil {
+			return nil, err
+		}
+	}
+	return nil, nil
+}
+
+// notInserted explains why the conditional insert did nothing: ErrDuplicate,
+// ErrDeleted, or nil when the event may be inserted after all.
+func (w *writer) notInserted(r *request) (error, error) {
+	ctx := context.Background()
+	var one int
+	err := w.existsID.QueryRowContext(ctx, r.id).Scan(&one)
+	if err == nil {
+		return ErrDuplicate, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("duplicate lookup: %w", err)
+	}
+	rows, err := w.deletersOf.QueryContext(ctx, r.id)
+	if err != nil {
+		return nil, fmt.Errorf("deletion lookup: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var deleter []byte
+		if err := rows.Scan(&deleter); err != nil {
+			return nil, fmt.Errorf("deletion lookup: %w", err)
+		}
+		if mayDelete(deleter, r) {
+			return ErrDeleted, nil
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("deletion lookup: %w", err)
+	}
+	return nil, nil
+}
+
+// mayDelete reports whether deleter (32-byte pubkey) is allowed to delete the
+// event in r: its author, or the recipient of a gift wrap (NIP-59).
+func mayDelete(deleter []byte, r *request) bool {
+	if r.evt.Kind == nostr.KindDeletion {
+		return false
+	}
+	if bytes.Equal(deleter, r.pubkey) {
+		return true
+	}
+	if r.evt.Kind == nostr.KindGiftWrap {
+		hexDeleter := hex.EncodeToString(deleter)
+		for _, t := range r.tags {
+			if t[0] == "p" && t[1] == hexDeleter {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// applyDeletion processes the "e" and "a" tags of the kind-5 event in r,
+// which has just been inserted.
+func (w *writer) applyDeletion(r *request) error {
+	ctx := context.Background()
+	evt := r.evt
+	deleterHex := evt.PubKey
+	for _, t := range r.tags {
+		switch t[0] {
+		case "e":
+			target, ok := decodeHex32(t[1])
+			if !ok {
+				continue
+			}
+			if _, err := w.insDeletedID.ExecContext(ctx, target, r.pubkey); err != nil {
+				return fmt.Errorf("record deletion: %w", err)
+			}
+			var seq, kind int64
+			var author []byte
+			err := w.targetByID.QueryRowContext(ctx, target).Scan(&seq, &author, &kind)
+			if errors.Is(err, sql.ErrNoRows) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("deletion target lookup: %w", err)
+			}
+			if kind == int64(nostr.KindDeletion) {
+				continue
+			}
+			allowed := bytes.Equal(author, r.pubkey)
+			if !allowed && kind == int64(nostr.KindGiftWrap) {
+				var one int
+				err := w.hasTag.QueryRowContext(ctx, seq, "p", deleterHex).Scan(&one)
+				switch {
+				case err == nil:
+					allowed = true
+				case errors.Is(err, sql.ErrNoRows):
+				default:
+					return fmt.Errorf("deletion p-tag lookup: %w", err)
+				}
+			}
+			if allowed {
+				if _, err := w.delSeq.ExecContext(ctx, seq); err != nil {
+					return fmt.Errorf("delete event: %w", err)
+				}
+			}
+		case "a":
+			kind, pubkey, d, ok := parseCoordinate(t[1])
+			if !ok || pubkey != deleterHex {
+				continue
+			}
+			if !nostr.IsReplaceableKind(kind) && !nostr.IsAddressableKind(kind) {
+				continue
+			}
+			if nostr.IsReplaceableKind(kind) {
+				d = ""
+			}
+			at := int64(evt.CreatedAt)
+			if _, err := w.upsertCoord.ExecContext(ctx, r.pubkey, kind, d, at); err != nil {
+				return fmt.Errorf("record coordinate deletion: %w", err)
+			}
+			if _, err := w.delCoord.ExecContext(ctx, r.pubkey, kind, d, at); err != nil {
+				return fmt.Errorf("delete coordinate: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// parseCoordinate parses "kind:pubkey:d" (d may contain ':'; "kind:pubkey"
+// is accepted for replaceable kinds).
+func parseCoordinate(a string) (kind int, pubkey, d string, ok bool) {
+	parts := strings.SplitN(a, ":", 3)
+	if len(parts) < 2 {
+		return 0, "", "", false
+	}
+	k, err := strconv.Atoi(parts[0])
+	if err != nil || k < 0 || k > 65535 {
+		return 0, "", "", false
+	}
+	if len(parts[1]) != 64 || !isLowerHex(parts[1]) {
+		return 0, "", "", false
+	}
+	if len(parts) == 3 {
+		d = parts[2]
+	}
+	return k, parts[1], d, true
+}
+
+// SweepExpired deletes events whose NIP-40 expiration is <= now and returns
+// how many were deleted. It runs on the writer goroutine, in its own
+// transaction.
+func (s *Store) SweepExpired(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.runJob(ctx, func(w *writer) error {
+		res, err := w.conn.ExecContext(context.Background(),
+			`DELETE FROM events WHERE expiration IS NOT NULL AND expiration <= ?`, s.now().Unix())
+		if err != nil {
+			return fmt.Errorf("sweep expired: %w", err)
+		}
+		n, _ = res.RowsAffected()
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if n > 0 {
+		s.log.Info("swept expired events", "count", n)
+	}
+	return n, nil
+}
+
+// runJob runs fn on the writer goroutine inside a transaction of its own and
+// waits for it.
+func (s *Store) runJob(ctx context.Context, fn func(w *writer) error) error {
+	ch := make(chan error, 1)
+	req := &request{done: func(err error) { ch <- err }}
+	req.job = fn
+	if err := s.enqueue(ctx, req); err != nil {
+		return err
+	}
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("storage: %w", ctx.Err())
+	}
+}
