@@ -48,11 +48,19 @@ const redacted = "[secret redacted]"
 // fields). The only ways out are the explicit Nsec, SecretHex and Ncryptsec
 // methods.
 type Key struct {
-	mu     sync.RWMutex
-	secret [32]byte
-	wiped  bool
-	pub    string // 64 lowercase hex, x-only
+	s   *secretBox
+	pub string // 64 lowercase hex, x-only
 }
+
+// secretBox holds the secret; Key copies share it (so Wipe wipes all).
+type secretBox struct {
+	mu    sync.RWMutex
+	b     [32]byte
+	wiped bool
+}
+
+// Format redacts a secretBox too, should anything ever print one.
+func (*secretBox) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(redacted)) }
 
 var _ nostr.Signer = (*Key)(nil)
 
@@ -84,8 +92,8 @@ func KeyFromBytes(secret []byte) (*Key, error) {
 		return nil, fmt.Errorf("%w: not in [1, n-1]", ErrInvalidSecretKey)
 	}
 	priv := btcec.PrivKeyFromScalar(&s)
-	k := &Key{pub: hex.EncodeToString(schnorr.SerializePubKey(priv.PubKey()))}
-	copy(k.secret[:], secret)
+	k := &Key{s: &secretBox{}, pub: hex.EncodeToString(schnorr.SerializePubKey(priv.PubKey()))}
+	copy(k.s.b[:], secret)
 	priv.Zero()
 	s.Zero()
 	return k, nil
@@ -154,10 +162,10 @@ func ParseSecretKey(s string) (*Key, error) {
 }
 
 // PublicKey returns the x-only public key as 64 lowercase hex characters.
-func (k *Key) PublicKey() string { return k.pub }
+func (k Key) PublicKey() string { return k.pub }
 
 // Npub returns the NIP-19 npub of the public key.
-func (k *Key) Npub() string {
+func (k Key) Npub() string {
 	s, err := nip19.EncodePublicKey(k.pub)
 	if err != nil { // cannot happen: pub is always 32 bytes of hex
 		return ""
@@ -169,7 +177,7 @@ func (k *Key) Npub() string {
 // bytes as five upper-case groups of four hex digits, e.g.
 // "7E7E 9C42 A91B FEF1 9FA9". It is for people comparing keys by eye, not
 // a security boundary.
-func (k *Key) Fingerprint() string { return Fingerprint(k.pub) }
+func (k Key) Fingerprint() string { return Fingerprint(k.pub) }
 
 // Fingerprint formats the first 10 bytes of a hex public key in groups of
 // four upper-case hex digits. It returns "" for malformed input.
@@ -186,12 +194,15 @@ func Fingerprint(pubHex string) string {
 
 // withSecret runs f with the raw secret under the read lock.
 func (k *Key) withSecret(f func(secret []byte) error) error {
-	k.mu.RLock()
-	defer k.mu.RUnlock()
-	if k.wiped {
+	if k == nil || k.s == nil {
 		return ErrKeyWiped
 	}
-	return f(k.secret[:])
+	k.s.mu.RLock()
+	defer k.s.mu.RUnlock()
+	if k.s.wiped {
+		return ErrKeyWiped
+	}
+	return f(k.s.b[:])
 }
 
 // Nsec exports the secret as a NIP-19 nsec. This is the plain secret: only
@@ -311,25 +322,25 @@ func VerifyDigest(pubHex string, digest [32]byte, sigHex string) error {
 
 // Wipe zeroes the secret; the Key can no longer sign or export.
 func (k *Key) Wipe() {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	clear(k.secret[:])
-	k.wiped = true
+	if k == nil || k.s == nil {
+		return
+	}
+	k.s.mu.Lock()
+	defer k.s.mu.Unlock()
+	clear(k.s.b[:])
+	k.s.wiped = true
 }
 
 // String shows the npub and fingerprint, never the secret.
-func (k *Key) String() string {
-	if k == nil {
-		return "Key(nil)"
-	}
+func (k Key) String() string {
 	return "Key(" + k.Npub() + ", " + redacted + ")"
 }
 
 // GoString redacts the secret for %#v.
-func (k *Key) GoString() string { return "identity." + k.String() }
+func (k Key) GoString() string { return "identity." + k.String() }
 
 // Format redacts the secret for every fmt verb (%v, %+v, %#v, %s, %x, %q...).
-func (k *Key) Format(f fmt.State, verb rune) {
+func (k Key) Format(f fmt.State, verb rune) {
 	if verb == 'v' && f.Flag('#') {
 		_, _ = f.Write([]byte(k.GoString()))
 		return
@@ -338,10 +349,7 @@ func (k *Key) Format(f fmt.State, verb rune) {
 }
 
 // LogValue makes slog show the public identity only.
-func (k *Key) LogValue() slog.Value {
-	if k == nil {
-		return slog.StringValue("Key(nil)")
-	}
+func (k Key) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("npub", k.Npub()),
 		slog.String("fingerprint", k.Fingerprint()),
@@ -350,7 +358,7 @@ func (k *Key) LogValue() slog.Value {
 }
 
 // MarshalText makes encoding/json, encoding/xml and friends print the npub.
-func (k *Key) MarshalText() ([]byte, error) { return []byte(k.Npub()), nil }
+func (k Key) MarshalText() ([]byte, error) { return []byte(k.Npub()), nil }
 
 // sha256Sum hashes the concatenation of parts.
 func sha256Sum(parts ...[]byte) [32]byte {
