@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -465,6 +466,11 @@ func ValidateChain(events []*nostr.Event) (*ChainState, error) {
 	if len(claims) == 0 {
 		return nil, fmt.Errorf("%w: no claim in the chain", ErrBrokenChain)
 	}
+	for _, c := range slices.Concat(claims[1:], revs) {
+		if c.Handle != claims[0].Handle {
+			return nil, fmt.Errorf("%w: event %s is for handle %q, event %s for %q: one chain is one handle", ErrBrokenChain, c.ID, c.Handle, claims[0].ID, claims[0].Handle)
+		}
+	}
 	byID := map[string]*Claim{}
 	children := map[string][]*Claim{}
 	var genesis *Claim
@@ -489,9 +495,6 @@ func ValidateChain(events []*nostr.Event) (*ChainState, error) {
 	}
 	st := &ChainState{Handle: genesis.Handle, Genesis: genesis, Current: genesis, Claims: []*Claim{genesis}}
 	for _, c := range claims {
-		if c.Handle != st.Handle {
-			return nil, fmt.Errorf("%w: event %s is for handle %q, the chain is for %q", ErrBrokenChain, c.ID, c.Handle, st.Handle)
-		}
 		if c.Type == ClaimRotation && byID[c.PrevID] == nil {
 			return nil, fmt.Errorf("%w: rotation %s names previous claim %s, which is not in the chain", ErrBrokenChain, c.ID, c.PrevID)
 		}
@@ -517,9 +520,6 @@ func ValidateChain(events []*nostr.Event) (*ChainState, error) {
 		return nil, fmt.Errorf("%w: %d claims are not linked to the first claim", ErrBrokenChain, len(claims)-len(st.Claims))
 	}
 	for _, rv := range revs {
-		if rv.Handle != st.Handle {
-			return nil, fmt.Errorf("%w: revocation %s is for handle %q, the chain is for %q", ErrBrokenChain, rv.ID, rv.Handle, st.Handle)
-		}
 		target := byID[rv.Revokes]
 		if target == nil {
 			return nil, fmt.Errorf("%w: revocation %s targets %s, which is not in the chain", ErrBrokenChain, rv.ID, rv.Revokes)
