@@ -159,7 +159,12 @@ type Resolver struct {
 // lower-case local part and domain, and checks their syntax.
 func ParseNIP05(identifier string) (name, domain string, err error) {
 	s := strings.ToLower(strings.TrimSpace(identifier))
-	s = strings.TrimPrefix(s, "@")
+	if rest, ok := strings.CutPrefix(s, "@"); ok { // "@alice@domain", fediverse style
+		if !strings.Contains(rest, "@") {
+			return "", "", fmt.Errorf("%w: %q: empty name before the domain (use _@domain for the root)", ErrNIP05, identifier)
+		}
+		s = rest
+	}
 	name, domain, found := strings.Cut(s, "@")
 	if !found {
 		name, domain = "_", s
