@@ -312,8 +312,9 @@ func (c *conn) handleEvent(evt *nostr.Event) {
 		case errors.Is(err, storage.ErrDuplicate), errors.Is(err, storage.ErrReplaced):
 			r.m.Accepted.WithLabelValues("duplicate").Inc()
 			c.ok(evt.ID, true, err.Error(), true)
-		case errors.Is(err, storage.ErrDeleted):
-			r.m.Rejected.WithLabelValues("blocked").Inc()
+		case errors.Is(err, storage.ErrDeleted), errors.Is(err, storage.ErrExpired), errors.Is(err, storage.ErrInvalid):
+			// These errors' texts carry their NIP-01 prefix.
+			r.m.Rejected.WithLabelValues(reasonPrefix(err.Error())).Inc()
 			c.ok(evt.ID, false, err.Error(), true)
 		default:
 			r.log.Error("saving event failed", "id", evt.ID, "err", err)

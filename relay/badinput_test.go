@@ -1,0 +1,126 @@
+package relay_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/nbd-wtf/go-nostr"
+
+	"github.com/anchorchat/anchorchat/relay"
+)
+
+// Each bad input gets its NIP-01 prefix, and afterwards the same connection
+// and another client are still served.
+func TestBadInput(t *testing.T) {
+	e := newEnv(t, func(cfg *relay.Config) {
+		cfg.Limits.MaxMessageLength = 8 << 10
+		cfg.Limits.MaxSubscriptions = 3
+		cfg.Limits.MaxFilters = 2
+	})
+	c := e.dial()
+	bystander := e.dial()
+	bystander.req("watch", map[string]any{"kinds": []int{1}})
+
+	served := 0
+	stillServed := func(t *testing.T) {
+		t.Helper()
+		served++
+		evt := e.event(e.owner, 1, fmt.Sprintf("still here %d", served))
+		c.mustPublish(evt)
+		bystander.expect("EVENT")
+	}
+	notice := func(t *testing.T, prefix string) {
+		t.Helper()
+		m := c.expect("NOTICE")
+		if msg := str(t, m[1]); !strings.HasPrefix(msg, prefix) {
+			t.Fatalf("NOTICE %q, want prefix %q", msg, prefix)
+		}
+	}
+
+	t.Run("bad signature", func(t *testing.T) {
+		evt := e.event(e.owner, 1, "forged")
+		evt.Sig = strings.Repeat("ab", 64)
+		c.refused(evt, "invalid:")
+		stillServed(t)
+	})
+	t.Run("id mismatch", func(t *testing.T) {
+		evt := e.event(e.owner, 1, "original")
+		evt.Content = "tampered"
+		c.refused(evt, "invalid:")
+		stillServed(t)
+	})
+	t.Run("missing field", func(t *testing.T) {
+		evt := e.event(e.owner, 1, "x")
+		b, _ := json.Marshal(evt)
+		var m map[string]any
+		_ = json.Unmarshal(b, &m)
+		delete(m, "sig")
+		c.send("EVENT", m)
+		if ok, msg := c.ok(evt.ID); ok || !strings.HasPrefix(msg, "invalid:") {
+			t.Fatalf("ok=%v %q", ok, msg)
+		}
+		stillServed(t)
+	})
+	t.Run("malformed JSON", func(t *testing.T) {
+		c.sendRaw(`["EVENT", {"id": `)
+		notice(t, "invalid:")
+		c.sendRaw(`not json at all`)
+		notice(t, "invalid:")
+		c.sendRaw(`{"EVENT": 1}`)
+		notice(t, "invalid:")
+		stillServed(t)
+	})
+	t.Run("unknown verb", func(t *testing.T) {
+		c.send("HELLO", "world")
+		notice(t, "invalid:")
+		stillServed(t)
+	})
+	t.Run("frame over the size limit", func(t *testing.T) {
+		evt := e.event(e.owner, 1, strings.Repeat("x", 20<<10))
+		c.refused(evt, "invalid:") // an OK for its id, found in the frame's head
+		c.sendRaw(`["REQ","big",` + strings.Repeat(`{},`, 5000) + `{}]`)
+		notice(t, "invalid:")
+		stillServed(t)
+	})
+	t.Run("too many subscriptions", func(t *testing.T) {
+		for i := 0; i < 3; i++ {
+			c.req(fmt.Sprintf("sub%d", i), map[string]any{"kinds": []int{9999}})
+		}
+		if msg := c.closed("REQ", "sub3", map[string]any{}); !strings.HasPrefix(msg, "blocked:") {
+			t.Fatalf("fourth subscription: %q", msg)
+		}
+		c.req("sub0", map[string]any{"kinds": []int{9998}}) // replacing one is fine
+		for i := 0; i < 3; i++ {
+			c.send("CLOSE", fmt.Sprintf("sub%d", i))
+		}
+		stillServed(t)
+	})
+	t.Run("too many filters", func(t *testing.T) {
+		if msg := c.closed("REQ", "many", map[string]any{}, map[string]any{}, map[string]any{}); !strings.HasPrefix(msg, "invalid:") {
+			t.Fatalf("three filters: %q", msg)
+		}
+		stillServed(t)
+	})
+	t.Run("bad filter", func(t *testing.T) {
+		if msg := c.closed("REQ", "bad", map[string]any{"kinds": "one"}); !strings.HasPrefix(msg, "invalid:") {
+			t.Fatalf("bad filter: %q", msg)
+		}
+		if msg := c.closed("REQ", "bad2", map[string]any{"authors": []string{"npub1notahexkey"}}); !strings.HasPrefix(msg, "invalid:") {
+			t.Fatalf("bad author: %q", msg)
+		}
+		stillServed(t)
+	})
+	t.Run("created_at far in the future", func(t *testing.T) {
+		evt := &nostr.Event{Kind: 1, Content: "later", CreatedAt: nostr.Timestamp(e.clock.Now().Unix() + 86400), Tags: nostr.Tags{}}
+		sign(t, evt, e.owner)
+		c.refused(evt, "invalid:")
+		stillServed(t)
+	})
+	t.Run("binary frame", func(t *testing.T) {
+		c.sendBinary([]byte(`["REQ","x",{}]`))
+		notice(t, "invalid:")
+		stillServed(t)
+	})
+}

@@ -1,0 +1,322 @@
+package relay_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nbd-wtf/go-nostr"
+
+	"github.com/anchorchat/anchorchat/relay"
+)
+
+func TestPublishAndQueryFilters(t *testing.T) {
+	other := newKey(t)
+	e := newEnv(t, func(cfg *relay.Config) { cfg.Allow = []string{other.pk} })
+	c := e.dial()
+
+	var evs []*nostr.Event
+	for i := 0; i < 6; i++ {
+		k := e.owner
+		if i%2 == 1 {
+			k = other
+		}
+		evt := e.event(k, 1+i%2, "note "+strconv.Itoa(i), nostr.Tag{"t", "topic" + strconv.Itoa(i%3)}, nostr.Tag{"p", other.pk})
+		evt.CreatedAt = nostr.Timestamp(1_700_000_000 + i*10)
+		if err := evt.Sign(k.sk); err != nil {
+			t.Fatal(err)
+		}
+		c.mustPublish(evt)
+		evs = append(evs, evt)
+	}
+	newestFirst := func(xs ...*nostr.Event) []string {
+		out := ids(xs...)
+		slices.Reverse(out)
+		return out
+	}
+	cases := []struct {
+		name   string
+		filter map[string]any
+		want   []string
+	}{
+		{"all newest first", map[string]any{}, newestFirst(evs...)},
+		{"ids", map[string]any{"ids": []string{evs[1].ID, evs[4].ID}}, newestFirst(evs[1], evs[4])},
+		{"authors", map[string]any{"authors": []string{other.pk}}, newestFirst(evs[1], evs[3], evs[5])},
+		{"kinds", map[string]any{"kinds": []int{1}}, newestFirst(evs[0], evs[2], evs[4])},
+		{"author and kind", map[string]any{"authors": []string{e.owner.pk}, "kinds": []int{2}}, nil},
+		{"tag", map[string]any{"#t": []string{"topic1"}}, newestFirst(evs[1], evs[4])},
+		{"two tag values", map[string]any{"#t": []string{"topic1", "topic2"}}, newestFirst(evs[1], evs[2], evs[4], evs[5])},
+		{"two tag names", map[string]any{"#t": []string{"topic0"}, "#p": []string{other.pk}}, newestFirst(evs[0], evs[3])},
+		{"since inclusive", map[string]any{"since": 1_700_000_040}, newestFirst(evs[4], evs[5])},
+		{"until inclusive", map[string]any{"until": 1_700_000_010}, newestFirst(evs[0], evs[1])},
+		{"limit keeps newest", map[string]any{"limit": 2}, newestFirst(evs[4], evs[5])},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := c.req("s"+strconv.Itoa(i), tc.filter)
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("got %v\nwant %v", got, tc.want)
+			}
+			c.send("CLOSE", "s"+strconv.Itoa(i))
+		})
+	}
+
+	t.Run("limit 0 gives only EOSE, then live events", func(t *testing.T) {
+		if got := c.req("live", map[string]any{"limit": 0, "kinds": []int{1}}); len(got) != 0 {
+			t.Fatalf("limit 0 returned %v", got)
+		}
+		fresh := e.event(e.owner, 1, "fresh")
+		c.send("EVENT", fresh)
+		// The live event and the OK may arrive in either order.
+		var gotEvent, gotOK bool
+		for !gotEvent || !gotOK {
+			m := c.next()
+			switch str(t, m[0]) {
+			case "EVENT":
+				if str(t, m[1]) != "live" {
+					t.Fatalf("event for wrong subscription %s", m[1])
+				}
+				gotEvent = true
+			case "OK":
+				gotOK = true
+			}
+		}
+	})
+	t.Run("several filters are OR'ed without duplicates", func(t *testing.T) {
+		got := c.req("or", map[string]any{"ids": []string{evs[0].ID}}, map[string]any{"authors": []string{e.owner.pk}, "until": 1_700_000_000})
+		if !slices.Equal(got, []string{evs[0].ID}) {
+			t.Fatalf("got %v", got)
+		}
+	})
+	t.Run("CLOSE stops live delivery", func(t *testing.T) {
+		c.send("CLOSE", "live")
+		c.mustPublish(e.event(e.owner, 1, "after close"))
+		c.quiet(200 * time.Millisecond)
+	})
+}
+
+func TestCount(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.dial()
+	for i := 0; i < 5; i++ {
+		c.mustPublish(e.event(e.owner, 1, strconv.Itoa(i)))
+	}
+	c.mustPublish(e.event(e.owner, 7, "+"))
+	c.send("COUNT", "c1", map[string]any{"kinds": []int{1}})
+	m := c.expect("COUNT")
+	var res struct {
+		Count       int64 `json:"count"`
+		Approximate bool  `json:"approximate"`
+	}
+	if err := json.Unmarshal(m[2], &res); err != nil || res.Count != 5 || res.Approximate {
+		t.Fatalf("COUNT = %s (%v)", m[2], err)
+	}
+	c.send("COUNT", "c2", map[string]any{"kinds": []int{1}}, map[string]any{"kinds": []int{7}})
+	m = c.expect("COUNT")
+	if err := json.Unmarshal(m[2], &res); err != nil || res.Count != 6 {
+		t.Fatalf("COUNT of two filters = %s", m[2])
+	}
+}
+
+func TestNIP11(t *testing.T) {
+	e := newEnv(t, func(cfg *relay.Config) { cfg.Limits.MaxFilters = 7 })
+	req, _ := http.NewRequest("GET", e.srv.URL, nil)
+	req.Header.Set("Accept", "application/nostr+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if ct := resp.Header.Get("Content-Type"); ct != "application/nostr+json" {
+		t.Fatalf("content type %q", ct)
+	}
+	if resp.Header.Get("Access-Control-Allow-Origin") != "*" {
+		t.Fatal("no CORS header")
+	}
+	var doc struct {
+		SupportedNIPs []int          `json:"supported_nips"`
+		PubKey        string         `json:"pubkey"`
+		Limitation    map[string]any `json:"limitation"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		t.Fatalf("%v: %s", err, body)
+	}
+	for _, nip := range []int{1, 9, 11, 40, 42, 45, 59, 70} {
+		if !slices.Contains(doc.SupportedNIPs, nip) {
+			t.Errorf("supported_nips lacks %d: %v", nip, doc.SupportedNIPs)
+		}
+	}
+	if doc.PubKey != e.owner.pk {
+		t.Errorf("pubkey %q", doc.PubKey)
+	}
+	want := map[string]float64{"max_message_length": 256 << 10, "max_subscriptions": 32, "max_filters": 7, "max_limit": 1000,
+		"max_subid_length": 64, "created_at_upper_limit": 900}
+	for k, v := range want {
+		if doc.Limitation[k] != v {
+			t.Errorf("limitation.%s = %v, want %v (%s)", k, doc.Limitation[k], v, body)
+		}
+	}
+	if doc.Limitation["restricted_writes"] != true {
+		t.Errorf("restricted_writes = %v", doc.Limitation["restricted_writes"])
+	}
+}
+
+func TestReplaceableAddressableEphemeral(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.dial()
+	old := e.event(e.owner, 0, `{"name":"old"}`)
+	c.mustPublish(old)
+	e.clock.Add(time.Second)
+	newer := e.event(e.owner, 0, `{"name":"new"}`)
+	c.mustPublish(newer)
+	if got := c.req("p", map[string]any{"kinds": []int{0}}); !slices.Equal(got, []string{newer.ID}) {
+		t.Fatalf("replaceable: got %v, want only the newer", got)
+	}
+	if ok, msg := c.publish(old); !ok || msg == "" {
+		t.Fatalf("republishing the older replaceable: ok=%v %q (want ok with a duplicate: note)", ok, msg)
+	}
+
+	a1 := e.event(e.owner, 30023, "v1", nostr.Tag{"d", "post"})
+	b1 := e.event(e.owner, 30023, "other", nostr.Tag{"d", "other"})
+	c.mustPublish(a1)
+	c.mustPublish(b1)
+	e.clock.Add(time.Second)
+	a2 := e.event(e.owner, 30023, "v2", nostr.Tag{"d", "post"})
+	c.mustPublish(a2)
+	got := c.req("a", map[string]any{"kinds": []int{30023}})
+	slices.Sort(got)
+	want := []string{a2.ID, b1.ID}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("addressable: got %v, want %v", got, want)
+	}
+
+	// Ephemeral: delivered live, never stored.
+	listener := e.dial()
+	listener.req("eph", map[string]any{"kinds": []int{20001}})
+	eph := e.event(e.owner, 20001, "now only")
+	c.mustPublish(eph)
+	m := listener.expect("EVENT")
+	var evt nostr.Event
+	if err := json.Unmarshal(m[2], &evt); err != nil || evt.ID != eph.ID {
+		t.Fatalf("live ephemeral: %s", joinRaw(m))
+	}
+	if got := c.req("eph2", map[string]any{"kinds": []int{20001}}); len(got) != 0 {
+		t.Fatalf("ephemeral event was stored: %v", got)
+	}
+}
+
+func TestDeletion(t *testing.T) {
+	friend := newKey(t)
+	e := newEnv(t, func(cfg *relay.Config) { cfg.Allow = []string{friend.pk} })
+	c := e.dial()
+	mine := e.event(e.owner, 1, "regret")
+	theirs := e.event(friend, 1, "not yours to delete")
+	c.mustPublish(mine)
+	c.mustPublish(theirs)
+
+	// A gift wrap for the owner, from a throwaway key: its recipient may delete it (NIP-59).
+	wrapKey := newKey(t)
+	wrap := e.event(wrapKey, 1059, "ciphertext", nostr.Tag{"p", e.owner.pk})
+	c.mustPublish(wrap)
+
+	del := e.event(e.owner, 5, "", nostr.Tag{"e", mine.ID}, nostr.Tag{"e", theirs.ID}, nostr.Tag{"e", wrap.ID})
+	c.mustPublish(del)
+	c.auth(e.owner)
+	got := c.req("q", map[string]any{"ids": []string{mine.ID, theirs.ID, wrap.ID, del.ID}})
+	slices.Sort(got)
+	want := []string{theirs.ID, del.ID}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("after deletion got %v, want %v (the owner's note and the wrap gone, the friend's kept)", got, want)
+	}
+	// A deleted event cannot come back.
+	c.refused(mine, "blocked:")
+}
+
+func TestExpiration(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.dial()
+	now := e.clock.Now().Unix()
+	c.refused(e.event(e.owner, 1, "stale", nostr.Tag{"expiration", strconv.FormatInt(now-1, 10)}), "invalid:")
+
+	soon := e.event(e.owner, 1, "soon gone", nostr.Tag{"expiration", strconv.FormatInt(now+60, 10)})
+	keep := e.event(e.owner, 1, "stays")
+	c.mustPublish(soon)
+	c.mustPublish(keep)
+	if got := c.req("before", map[string]any{"kinds": []int{1}}); len(got) != 2 {
+		t.Fatalf("before expiry: %v", got)
+	}
+	e.clock.Add(61 * time.Second)
+	if got := c.req("after", map[string]any{"kinds": []int{1}}); !slices.Equal(got, []string{keep.ID}) {
+		t.Fatalf("after expiry: got %v, want only %s", got, keep.ID)
+	}
+	n, err := e.store.SweepExpired(t.Context())
+	if err != nil || n != 1 {
+		t.Fatalf("sweep removed %d (%v), want 1", n, err)
+	}
+}
+
+func TestAuth(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.dial()
+	k := newKey(t)
+	sign := func(tags nostr.Tags, at nostr.Timestamp) *nostr.Event {
+		evt := &nostr.Event{Kind: 22242, CreatedAt: at, Tags: tags}
+		if err := evt.Sign(k.sk); err != nil {
+			t.Fatal(err)
+		}
+		return evt
+	}
+	now := nostr.Now()
+	bad := []struct {
+		name string
+		evt  *nostr.Event
+	}{
+		{"wrong challenge", sign(nostr.Tags{{"relay", c.url}, {"challenge", "nope"}}, now)},
+		{"wrong relay", sign(nostr.Tags{{"relay", "wss://elsewhere.example/"}, {"challenge", c.challenge}}, now)},
+		{"stale", sign(nostr.Tags{{"relay", c.url}, {"challenge", c.challenge}}, now-3600)},
+	}
+	for _, b := range bad {
+		c.send("AUTH", b.evt)
+		if ok, msg := c.ok(b.evt.ID); ok || msg[:8] != "invalid:" {
+			t.Errorf("%s: ok=%v %q", b.name, ok, msg)
+		}
+	}
+	forged := sign(nostr.Tags{{"relay", c.url}, {"challenge", c.challenge}}, now)
+	forged.Sig = forged.Sig[:127] + "0"
+	if forged.Sig == forged.Sig[:127]+"0" {
+		forged.Sig = forged.Sig[:127] + "1"
+	}
+	c.send("AUTH", forged)
+	if ok, _ := c.ok(forged.ID); ok {
+		t.Error("AUTH with a bad signature was accepted")
+	}
+	c.auth(k)
+}
+
+func TestProtectedEvents(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.dial()
+	prot := e.event(e.owner, 1, "only from me", nostr.Tag{"-"})
+	c.send("EVENT", prot)
+	var refused bool
+	for !refused {
+		m := c.next()
+		if str(t, m[0]) == "OK" {
+			ok, msg := false, str(t, m[3])
+			_ = json.Unmarshal(m[2], &ok)
+			if ok || msg[:14] != "auth-required:" {
+				t.Fatalf("unauthenticated protected event: ok=%v %q", ok, msg)
+			}
+			refused = true
+		}
+	}
+	c.auth(e.owner)
+	c.mustPublish(prot)
+}
