@@ -698,3 +698,50 @@ func TestSaveContextCancelled(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestQueryPlans checks that each filter shape is served by the intended index.
+func TestQueryPlans(t *testing.T) {
+	s, _, _ := openTest(t)
+	pk := strings.Repeat("ab", 32)
+	cases := []struct {
+		f    nostr.Filter
+		v    Visibility
+		want string
+	}{
+		{nostr.Filter{Authors: []string{pk}, Kinds: []int{1}}, Visibility{}, "events_pubkey_kind_created"},
+		{nostr.Filter{Authors: []string{pk, strings.Repeat("cd", 32)}, Kinds: []int{1, 7}}, Visibility{PrivateKinds: []int{1059}}, "events_pubkey_kind_created"},
+		{nostr.Filter{Tags: nostr.TagMap{"p": {pk}}, Limit: 500}, Visibility{PrivateKinds: []int{1059}, Readers: []string{pk}}, "tags_name_value_created"},
+		{nostr.Filter{Tags: nostr.TagMap{"p": {pk, "x"}}}, Visibility{}, "tags_name_value_created"},
+		{nostr.Filter{IDs: []string{pk, strings.Repeat("01", 32)}}, Visibility{}, "events_id"},
+		{nostr.Filter{Kinds: []int{1}}, Visibility{}, "events_kind_created"},
+		{nostr.Filter{}, Visibility{}, "events_created"},
+	}
+	for _, c := range cases {
+		q, ok := s.buildQuery(c.f, c.v, false)
+		if !ok {
+			t.Fatalf("%v: no query", c.f)
+		}
+		rows, err := s.rdb.Query("EXPLAIN QUERY PLAN "+q.sql+" LIMIT 500", q.args...)
+		if err != nil {
+			t.Fatalf("%s: %v", q.sql, err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, notused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		joined := strings.Join(plan, " | ")
+		t.Logf("%v\n  %s\n  %s", c.f, q.sql, joined)
+		if !strings.Contains(joined, "INDEX "+c.want) {
+			t.Errorf("filter %v: plan %q does not use index %s", c.f, joined, c.want)
+		}
+		if strings.Contains(joined, "SCAN ") && c.want != "events_created" {
+			t.Errorf("filter %v: plan %q has a full scan", c.f, joined)
+		}
+	}
+}
