@@ -1,0 +1,183 @@
+package node_test
+
+import (
+	"context"
+	"flag"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nbd-wtf/go-nostr"
+
+	"github.com/anchorchat/anchorchat/internal/node"
+)
+
+func TestConfigPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	conf := "# comment\nlog.level = warn\nrelay.max-limit = 10\nrelay.open = true\nrelay.allow = " + strings.Repeat("a", 64) + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "anchorchat.conf"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"ANCHORCHAT_RELAY_MAX_LIMIT": "20", "ANCHORCHAT_LOG_LEVEL": "error"}
+	fs := flag.NewFlagSet("node", flag.ContinueOnError)
+	cfg, err := node.Load(fs, []string{"--datadir", dir, "--network", "regtest", "--log.level", "debug"}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.LogLevel != "debug" {
+		t.Errorf("log.level = %q: the flag must beat env and file", cfg.LogLevel)
+	}
+	if cfg.Relay.Limits.MaxLimit != 20 {
+		t.Errorf("relay.max-limit = %d: the environment must beat the file", cfg.Relay.Limits.MaxLimit)
+	}
+	if !cfg.Relay.Open || len(cfg.Relay.Allow) != 1 {
+		t.Errorf("file settings not applied: open=%v allow=%v", cfg.Relay.Open, cfg.Relay.Allow)
+	}
+	if cfg.Listen != "127.0.0.1:34848" || cfg.APIListen != "127.0.0.1:34849" {
+		t.Errorf("regtest defaults: listen %q api %q", cfg.Listen, cfg.APIListen)
+	}
+	if cfg.Relay.Limits.MaxMessageLength != 256<<10 {
+		t.Errorf("default not kept: %d", cfg.Relay.Limits.MaxMessageLength)
+	}
+
+	// The default data dir follows the network.
+	cfg, err = node.Load(flag.NewFlagSet("node", flag.ContinueOnError), []string{"--network", "signet"}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(cfg.DataDir, filepath.Join(".anchorchat", "signet")) {
+		t.Errorf("default datadir %q", cfg.DataDir)
+	}
+
+	for name, bad := range map[string]string{
+		"unknown key": "relay.nope = 1\n",
+		"bad value":   "relay.max-limit = lots\n",
+		"no equals":   "relay.open\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, "anchorchat.conf"), []byte(bad), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := node.Load(flag.NewFlagSet("node", flag.ContinueOnError), []string{"--datadir", dir}, func(string) string { return "" })
+		if err == nil || !strings.Contains(err.Error(), "anchorchat.conf:1") {
+			t.Errorf("%s: error %v should name the file and line", name, err)
+		}
+	}
+	_, err = node.Load(flag.NewFlagSet("node", flag.ContinueOnError), []string{"--network", "moon", "--datadir", dir}, func(string) string { return "" })
+	if err == nil || !strings.Contains(err.Error(), "unknown network") {
+		t.Errorf("bad network: %v", err)
+	}
+}
+
+func startNode(t *testing.T, owner string) (*node.Node, *node.Config) {
+	t.Helper()
+	fs := flag.NewFlagSet("node", flag.ContinueOnError)
+	cfg, err := node.Load(fs, []string{"--datadir", t.TempDir(), "--network", "regtest", "--listen", "127.0.0.1:0", "--relay.owner", owner}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := node.Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n, cfg
+}
+
+func TestAPIAndMetrics(t *testing.T) {
+	sk := nostr.GeneratePrivateKey()
+	pk, _ := nostr.GetPublicKey(sk)
+	n, cfg := startNode(t, pk)
+
+	fi, err := os.Stat(filepath.Join(cfg.DataDir, node.TokenFile))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("api.token: %v mode %v", err, fi.Mode())
+	}
+	fi, err = os.Stat(filepath.Join(cfg.DataDir, node.DBFile))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("events.db: %v mode %v", err, fi.Mode())
+	}
+
+	// A real Nostr client publishes and reads.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := nostr.RelayConnect(ctx, n.RelayURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	evt := nostr.Event{Kind: 1, Content: "hello", CreatedAt: nostr.Now(), Tags: nostr.Tags{}}
+	_ = evt.Sign(sk)
+	if err := r.Publish(ctx, evt); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	stranger := nostr.GeneratePrivateKey()
+	spam := nostr.Event{Kind: 1, Content: "spam", CreatedAt: nostr.Now(), Tags: nostr.Tags{}}
+	_ = spam.Sign(stranger)
+	if err := r.Publish(ctx, spam); err == nil || !strings.Contains(err.Error(), "restricted:") {
+		t.Fatalf("stranger's publish: %v", err)
+	}
+	got, err := r.QuerySync(ctx, nostr.Filter{Kinds: []int{1}})
+	if err != nil || len(got) != 1 || got[0].ID != evt.ID {
+		t.Fatalf("query: %v %v", got, err)
+	}
+
+	// The CLI's client finds the node from its data dir.
+	c, err := node.Dial(cfg.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Events != 1 || st.Owner != pk || st.Network != "regtest" || st.RelayURL != n.RelayURL() {
+		t.Fatalf("status %+v", st)
+	}
+	c.Token = strings.Repeat("0", 64)
+	if _, err := c.Status(ctx); err == nil || !strings.Contains(err.Error(), "token") {
+		t.Fatalf("wrong token: %v", err)
+	}
+
+	resp, err := http.Get(n.HTTPURL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		"anchorchat_relay_connections 1",
+		`anchorchat_relay_events_accepted_total{class="regular"} 1`,
+		`anchorchat_relay_events_rejected_total{reason="restricted"} 1`,
+		`anchorchat_relay_query_seconds_count{op="req"} 1`,
+		`anchorchat_relay_messages_total{verb="EVENT"} 2`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("metrics:\n%s", body)
+	}
+}
+
+func TestCloseRemovesRuntimeFile(t *testing.T) {
+	n, cfg := startNode(t, "")
+	rt := filepath.Join(cfg.DataDir, node.RuntimeFile)
+	if _, err := os.Stat(rt); err != nil {
+		t.Fatalf("runtime file missing while running: %v", err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(rt); !os.IsNotExist(err) {
+		t.Fatalf("runtime file left after Close: %v", err)
+	}
+	if _, err := node.Dial(cfg.DataDir); err == nil || !strings.Contains(err.Error(), "no node is running") {
+		t.Fatalf("Dial after Close: %v", err)
+	}
+}
