@@ -1,0 +1,260 @@
+// Command relaybench measures the anchorchat relay on this machine, in one run:
+//
+//	(a) ingest of pre-signed events over concurrent pipelined connections:
+//	    events/s accepted and OK latency p50/p99;
+//	(b) REQ time-to-EOSE p50/p99 for author+kind, #p and ids filters on a
+//	    store of --store events;
+//	(c) delivery latency p50/p99 of a new event to --subs open subscriptions,
+//	    and how many deliveries were missed;
+//	(d) the single-core BIP-340 verify rate of the verifier this build uses,
+//	    the bound for (a).
+//
+// It starts a real node relay on a real SQLite file on loopback and drives
+// it over websockets. Build it as the node is built:
+//
+//	go run -tags libsecp256k1 ./cmd/relaybench
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nbd-wtf/go-nostr"
+
+	"github.com/anchorchat/anchorchat/relay"
+	"github.com/anchorchat/anchorchat/storage"
+)
+
+type options struct {
+	ingestEvents int
+	conns        int
+	storeEvents  int
+	queries      int
+	subs         int
+	fanoutEvents int
+	dir          string
+	sync         string
+	window       int
+	rate         int
+	cpuprofile   string
+	only         string
+	markdown     bool
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.ingestEvents, "ingest", 200_000, "events published in the ingest test (a)")
+	flag.IntVar(&o.conns, "conns", 8, "concurrent publishing connections in (a)")
+	flag.IntVar(&o.storeEvents, "store", 1_000_000, "events in the store for the query test (b)")
+	flag.IntVar(&o.queries, "queries", 2000, "REQs per filter shape in (b)")
+	flag.IntVar(&o.subs, "subs", 1000, "open subscriptions in (c)")
+	flag.IntVar(&o.fanoutEvents, "fanout", 200, "events published to the subscriptions in (c)")
+	flag.StringVar(&o.dir, "dir", "", "directory for the SQLite files (default: a temp dir, removed after); a store file of the right size found there is reused for (b)")
+	flag.StringVar(&o.sync, "sync", "FULL", "SQLite synchronous mode for the relay: FULL or NORMAL")
+	flag.IntVar(&o.window, "window", 256, "unacknowledged EVENTs each connection keeps in flight in (a)")
+	flag.IntVar(&o.rate, "rate", 20, "events per second published to the subscriptions in (c)")
+	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	flag.StringVar(&o.only, "only", "abcd", "which measures to run (letters of a, b, c, d)")
+	flag.BoolVar(&o.markdown, "markdown", false, "print the results as a Markdown table")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "relaybench:", err)
+		os.Exit(1)
+	}
+}
+
+type result struct{ name, value string }
+
+func run(o options) error {
+	ctx := context.Background()
+	if o.cpuprofile != "" {
+		f, err := os.Create(o.cpuprofile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if o.dir == "" {
+		d, err := os.MkdirTemp("", "relaybench")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		o.dir = d
+	}
+	var results []result
+	add := func(name, format string, args ...any) {
+		r := result{name, fmt.Sprintf(format, args...)}
+		results = append(results, r)
+		fmt.Fprintf(os.Stderr, "  %-58s %s\n", r.name, r.value)
+	}
+	verifier := "pure Go (btcec)"
+	if libsecp {
+		verifier = "libsecp256k1 (cgo)"
+	}
+	fmt.Fprintf(os.Stderr, "relaybench: %d CPUs, GOMAXPROCS %d, verifier %s, %s\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), verifier, runtime.Version())
+
+	// (d) first: it is the bound for (a).
+	if strings.Contains(o.only, "d") {
+		rate := verifyRate(2 * time.Second)
+		add("(d) BIP-340 verify, one core", "%.0f /s", rate)
+		add("(d) two-core verify bound; half of it", "%.0f /s; %.0f /s", 2*rate, rate)
+	}
+	if strings.Contains(o.only, "a") {
+		if err := benchIngest(ctx, o, add); err != nil {
+			return err
+		}
+	}
+	if strings.Contains(o.only, "b") {
+		if err := benchQueries(ctx, o, add); err != nil {
+			return err
+		}
+	}
+	if strings.Contains(o.only, "c") {
+		if err := benchFanout(ctx, o, add); err != nil {
+			return err
+		}
+	}
+	if o.markdown {
+		fmt.Println("| measure | result |")
+		fmt.Println("|---|---|")
+		for _, r := range results {
+			fmt.Printf("| %s | %s |\n", r.name, r.value)
+		}
+	}
+	return nil
+}
+
+type addFunc func(name, format string, args ...any)
+
+func benchIngest(ctx context.Context, o options, add addFunc) error {
+	srv, err := startRelay(ctx, filepath.Join(o.dir, "ingest.db"), o.sync)
+	if err != nil {
+		return err
+	}
+	ing, err := ingest(ctx, srv.url, srv.owner, o.ingestEvents, o.conns, o.window)
+	srv.close()
+	if err != nil {
+		return err
+	}
+	add(fmt.Sprintf("(a) ingest, %d conns, %d in flight each, db.sync %s: accepted", o.conns, o.window, o.sync), "%.0f events/s (%d events)", ing.rate, ing.n)
+	add("(a) OK latency p50 / p99", "%s / %s", ms(ing.p50), ms(ing.p99))
+	return nil
+}
+
+func benchQueries(ctx context.Context, o options, add addFunc) error {
+	qdb := filepath.Join(o.dir, fmt.Sprintf("query-%d.db", o.storeEvents))
+	fill, err := fillStore(ctx, qdb, o.storeEvents)
+	if err != nil {
+		return err
+	}
+	srv, err := startRelay(ctx, qdb, o.sync)
+	if err != nil {
+		return err
+	}
+	qs, err := queries(ctx, srv.url, fill, o.queries)
+	if err != nil {
+		srv.close()
+		return err
+	}
+	for _, q := range qs {
+		add(fmt.Sprintf("(b) REQ→EOSE %s, %d events stored", q.name, o.storeEvents), "p50 %s, p99 %s (%.1f results avg)", ms(q.p50), ms(q.p99), q.avgResults)
+	}
+	srv.close()
+	return nil
+}
+
+func benchFanout(ctx context.Context, o options, add addFunc) error {
+	srv, err := startRelay(ctx, filepath.Join(o.dir, "fanout.db"), o.sync)
+	if err != nil {
+		return err
+	}
+	fo, err := fanout(ctx, srv.url, srv.owner, o.subs, o.fanoutEvents, o.rate)
+	srv.close()
+	if err != nil {
+		return err
+	}
+	add(fmt.Sprintf("(c) delivery to %d subscriptions, %d events at %d/s", o.subs, o.fanoutEvents, o.rate), "p50 %s, p99 %s, missed %d of %d", ms(fo.p50), ms(fo.p99), fo.missed, fo.expected)
+	return nil
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
+
+// percentile of sorted durations.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(p * float64(len(sorted)-1))
+	return sorted[i]
+}
+
+func percentiles(d []time.Duration) (p50, p99 time.Duration) {
+	slices.Sort(d)
+	return percentile(d, 0.50), percentile(d, 0.99)
+}
+
+type relayServer struct {
+	url   string
+	owner keypair
+	close func()
+}
+
+type keypair struct{ sk, pk string }
+
+func newKey() keypair {
+	sk := nostr.GeneratePrivateKey()
+	pk, _ := nostr.GetPublicKey(sk)
+	return keypair{sk, pk}
+}
+
+// ownerKey is fixed across runs so a reused query store still belongs to the owner.
+var ownerKey = func() keypair {
+	sk := "5c0c523f52a5b6fad39ed2403092df8cebc36318b39383bca6c00808626fab3a"
+	pk, _ := nostr.GetPublicKey(sk)
+	return keypair{sk, pk}
+}()
+
+// startRelay runs a relay the way the node does, with the limits a benchmark needs lifted.
+func startRelay(ctx context.Context, path, sync string) (*relayServer, error) {
+	log := slog.New(slog.DiscardHandler)
+	st, err := storage.Open(ctx, storage.Options{Path: path, Synchronous: sync, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	cfg := relay.DefaultConfig()
+	cfg.Owner = ownerKey.pk
+	l := &cfg.Limits
+	l.EventsPerSecondPerIP, l.EventsPerSecondPerPubkey, l.ReqsPerSecondPerIP, l.MaxConnectionsPerIP = 0, 0, 0, 0
+	r := relay.New(cfg, st, log, nil)
+	r.Start()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: r}
+	go srv.Serve(ln)
+	return &relayServer{
+		url:   "ws://" + ln.Addr().String(),
+		owner: ownerKey,
+		close: func() {
+			_ = srv.Close()
+			r.Close()
+			_ = st.Close()
+		},
+	}, nil
+}
