@@ -277,6 +277,7 @@ func (s *Store) runWriter() {
 				break drain
 			}
 		}
+		s.requests.Add(int64(len(batch)))
 		results = s.w.runBatch(batch, results[:0])
 		for i, r := range batch {
 			r.done(results[i])
@@ -359,7 +360,9 @@ func (w *writer) tx(fn func() error) error {
 		}
 		return err
 	}
+	w.s.commits.Add(1)
 	if _, err := w.commit.ExecContext(ctx); err != nil {
+		w.s.commits.Add(-1)
 		if _, rerr := w.rollback.ExecContext(ctx); rerr != nil {
 			w.s.log.Debug("rollback after failed commit", "err", rerr)
 		}
