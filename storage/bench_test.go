@@ -83,7 +83,7 @@ func (bk benchKeys) benchEvent(i int, now int64) *nostr.Event {
 		tags = append(tags, nostr.Tag{"e", fmt.Sprintf("%x", ref)}, nostr.Tag{"t", "topic" + strconv.Itoa(r.IntN(50))})
 	}
 	e := &nostr.Event{
-		PubKey:    a.pk,
+		PubKey: a.pk,
 		// events arrive roughly in time order: ~20 per second, a few seconds of jitter
 		CreatedAt: nostr.Timestamp(now - int64(i/20) - int64(r.IntN(5))),
 		Kind:      kind,
