@@ -1,0 +1,153 @@
+package regtest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"testing"
+	"time"
+
+	"github.com/anchorchat/anchorchat/wallet"
+	"github.com/btcsuite/btcd/btcutil"
+	"github.com/btcsuite/btcd/txscript"
+	"github.com/lightningnetwork/lnd/lnrpc"
+	"github.com/lightningnetwork/lnd/lnrpc/routerrpc"
+)
+
+// TestNetwork is the end-to-end proof: btcd + 2 LND + the wallet; the wallet
+// mines coinbase and pays both LNDs, a channel opens, an invoice of LND 1 is
+// paid by LND 0 through routerrpc, and an OP_RETURN sent by the wallet is
+// found in a mined block with the exact payload.
+func TestNetwork(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts btcd and LND")
+	}
+	n := Start(t, Options{FundSats: 4 * btcutil.SatoshiPerBitcoin, ChannelSats: 2_000_000})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	// The wallet received coinbase (it is the mining address) and still
+	// has plenty after funding.
+	if err := n.Wallet.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bal := n.Wallet.Balance()
+	t.Logf("wallet balance: %+v", bal)
+	if bal.Confirmed < 100*btcutil.SatoshiPerBitcoin || bal.Immature == 0 {
+		t.Fatalf("wallet balance %+v: want mature and immature coinbase", bal)
+	}
+
+	// Both LNDs were paid by the wallet: 4 BTC each, minus channel funding
+	// for LND 0.
+	for i, l := range n.LNDs {
+		wb, err := l.Client.WalletBalance(ctx, &lnrpc.WalletBalanceRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s on-chain: confirmed %d unconfirmed %d", l.Name, wb.ConfirmedBalance, wb.UnconfirmedBalance)
+		total := wb.ConfirmedBalance + wb.UnconfirmedBalance
+		switch i {
+		case 0: // funded 4 BTC, 2M sat went into the channel plus fees
+			if total < 4*1e8-2_000_000-100_000 || total > 4*1e8-2_000_000 {
+				t.Fatalf("%s balance %d", l.Name, total)
+			}
+		case 1:
+			if wb.ConfirmedBalance != 4*1e8 {
+				t.Fatalf("%s confirmed balance %d, want 4 BTC", l.Name, wb.ConfirmedBalance)
+			}
+		}
+	}
+
+	// The channel 0→1 is active on both sides.
+	chans, err := n.LNDs[0].Client.ListChannels(ctx, &lnrpc.ListChannelsRequest{ActiveOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(chans.Channels) != 1 || chans.Channels[0].RemotePubkey != n.LNDs[1].Pubkey || chans.Channels[0].Capacity != 2_000_000 {
+		t.Fatalf("channels of lnd-0: %+v", chans.Channels)
+	}
+
+	// Invoice on LND 1, paid from LND 0 with routerrpc.SendPaymentV2.
+	inv, err := n.LNDs[1].Client.AddInvoice(ctx, &lnrpc.Invoice{Memo: "regtest", Value: 12_345})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := n.LNDs[0].Router.SendPaymentV2(ctx, &routerrpc.SendPaymentRequest{
+		PaymentRequest: inv.PaymentRequest, FeeLimitSat: 100, TimeoutSeconds: 60,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pay *lnrpc.Payment
+	for {
+		p, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("payment stream: %v", err)
+		}
+		if p.Status != lnrpc.Payment_IN_FLIGHT && p.Status != lnrpc.Payment_INITIATED {
+			pay = p
+			break
+		}
+	}
+	if pay.Status != lnrpc.Payment_SUCCEEDED {
+		t.Fatalf("payment %s: %s", pay.Status, pay.FailureReason)
+	}
+	pre, err := hex.DecodeString(pay.PaymentPreimage)
+	if err != nil || len(pre) != 32 {
+		t.Fatalf("preimage %q: %v", pay.PaymentPreimage, err)
+	}
+	if sum := sha256.Sum256(pre); !bytes.Equal(sum[:], inv.RHash) {
+		t.Fatalf("preimage %s does not hash to payment hash %x", pay.PaymentPreimage, inv.RHash)
+	}
+	settled, err := n.LNDs[1].Client.LookupInvoice(ctx, &lnrpc.PaymentHash{RHash: inv.RHash})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if settled.State != lnrpc.Invoice_SETTLED || settled.AmtPaidSat != 12_345 {
+		t.Fatalf("invoice state %s paid %d", settled.State, settled.AmtPaidSat)
+	}
+
+	// OP_RETURN from the wallet, mined, found with the exact payload.
+	payload := append([]byte("ACHR\x01"), bytes.Repeat([]byte{0xab}, 32)...)
+	tx, err := n.Wallet.SendData(ctx, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hashes, err := n.Mine(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, err := wallet.NewRPCChain(n.Btcd).Block(ctx, hashes[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, btx := range blk.Transactions {
+		if btx.TxHash() != tx.TxHash() {
+			continue
+		}
+		for _, out := range btx.TxOut {
+			if len(out.PkScript) == 0 || out.PkScript[0] != txscript.OP_RETURN {
+				continue
+			}
+			pushes, err := txscript.PushedData(out.PkScript)
+			if err != nil || len(pushes) != 1 {
+				t.Fatalf("OP_RETURN script %x: %v", out.PkScript, err)
+			}
+			if !bytes.Equal(pushes[0], payload) {
+				t.Fatalf("payload %x, want %x", pushes[0], payload)
+			}
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("OP_RETURN tx %s not found in block %s", tx.TxHash(), hashes[0])
+	}
+	if err := n.Wallet.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if b := n.Wallet.Balance(); b.Unconfirmed != 0 {
+		t.Fatalf("after mining, unconfirmed %v", b.Unconfirmed)
+	}
+}
