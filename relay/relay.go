@@ -256,6 +256,27 @@ func (r *Relay) sweep() {
 	}
 }
 
+// Publish stores an event the node itself made (already signed) and
+// delivers it to live subscriptions, as if a client had published it. It
+// returns once the event is durably stored; a duplicate is not an error.
+func (r *Relay) Publish(ctx context.Context, evt *nostr.Event) error {
+	if ok, err := evt.CheckSignature(); !ok || !evt.CheckID() {
+		return fmt.Errorf("relay: refusing to publish a badly signed event: %v", err)
+	}
+	if !isEphemeral(evt.Kind) {
+		err := r.store.Save(ctx, evt)
+		if errors.Is(err, storage.ErrDuplicate) || errors.Is(err, storage.ErrReplaced) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("relay: storing event: %w", err)
+		}
+	}
+	r.m.Accepted.WithLabelValues(kindClass(evt.Kind)).Inc()
+	r.publish(evt)
+	return nil
+}
+
 // publish hands an accepted event to the dispatcher. It never blocks the
 // store's writer for long: if the dispatcher is far behind, it waits for room
 // only as long as the relay runs.

@@ -93,7 +93,11 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if owner == "" {
 		owner = "(none: the relay refuses events until an owner is set)"
 	}
-	fmt.Fprintf(stdout, "anchorchat %s on %s (pid %d, up %s)\nrelay:  %s (open: %v)\nowner:  %s\nevents: %d\n",
-		st.Version, st.Network, st.PID, st.Uptime, st.RelayURL, st.Open, owner, st.Events)
+	fmt.Fprintf(stdout, "anchorchat %s on %s (pid %d, up %s)\nrelay:  %s (open: %v)\nowner:  %s\n",
+		st.Version, st.Network, st.PID, st.Uptime, st.RelayURL, st.Open, owner)
+	if st.Npub != "" {
+		fmt.Fprintf(stdout, "npub:   %s\nhandle: %s\n", st.Npub, st.Handle)
+	}
+	fmt.Fprintf(stdout, "events: %d\n", st.Events)
 	return nil
 }

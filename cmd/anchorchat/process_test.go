@@ -50,11 +50,17 @@ type proc struct {
 
 func startProc(t *testing.T, datadir string, args ...string) *proc {
 	t.Helper()
+	return startProcEnv(t, datadir, nil, args...)
+}
+
+func startProcEnv(t *testing.T, datadir string, env []string, args ...string) *proc {
+	t.Helper()
 	_ = os.Remove(filepath.Join(datadir, node.RuntimeFile)) // a killed node leaves it behind
 	p := &proc{logs: new(bytes.Buffer), done: make(chan error, 1)}
 	p.cmd = exec.Command(binPath, append([]string{"node", "--network", "regtest", "--datadir", datadir, "--listen", "127.0.0.1:0"}, args...)...)
 	sw := &syncWriter{w: p.logs}
 	p.cmd.Stdout, p.cmd.Stderr = sw, sw
+	p.cmd.Env = append(os.Environ(), env...)
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -71,6 +77,12 @@ func startProc(t *testing.T, datadir string, args ...string) *proc {
 		b, err := os.ReadFile(filepath.Join(datadir, node.RuntimeFile))
 		if err == nil && json.Unmarshal(b, &p.rt) == nil && p.rt.PID == p.cmd.Process.Pid {
 			return p
+		}
+		select {
+		case err := <-p.done:
+			p.done <- err
+			t.Fatalf("node exited at start (%v): %s", err, p.logs.String())
+		default:
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("node did not start: %s", p.logs.String())

@@ -23,6 +23,8 @@ type Status struct {
 	Network  string `json:"network"`
 	PID      int    `json:"pid"`
 	Owner    string `json:"owner,omitempty"`
+	Npub     string `json:"npub,omitempty"`
+	Handle   string `json:"handle,omitempty"`
 	Open     bool   `json:"open"`
 	RelayURL string `json:"relay_url"`
 	Uptime   string `json:"uptime"`
@@ -39,7 +41,12 @@ func (n *Node) apiHandler() http.Handler {
 			apiError(w, http.StatusInternalServerError, err)
 			return
 		}
+		var npub string
+		if n.key != nil {
+			npub = n.key.Npub()
+		}
 		writeJSON(w, Status{
+			Npub: npub, Handle: n.cfg.Handle,
 			Version: Version, Network: n.cfg.Network, PID: os.Getpid(),
 			Owner: n.cfg.Relay.Owner, Open: n.cfg.Relay.Open, RelayURL: n.RelayURL(),
 			Uptime: time.Since(n.started).Round(time.Second).String(), Events: st.Events,

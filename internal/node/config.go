@@ -13,6 +13,7 @@ import (
 
 	"github.com/nbd-wtf/go-nostr/nip19"
 
+	"github.com/anchorchat/anchorchat/identity"
 	"github.com/anchorchat/anchorchat/internal/config"
 	"github.com/anchorchat/anchorchat/relay"
 )
@@ -37,6 +38,15 @@ type Config struct {
 	Metrics    bool
 
 	Relay relay.Config
+
+	// Identity and profile.
+	Handle         string
+	PassphraseFile string
+	DMRelays       config.StringList
+	PublishRelays  config.StringList
+	ProfileName    string
+	ProfileAbout   string
+	LNNodePubkey   string
 
 	owner string
 	allow config.StringList
@@ -65,6 +75,14 @@ func BindFlags(fs *flag.FlagSet) *Config {
 	fs.StringVar(&c.LogFormat, "log.format", "text", "log format: text or json")
 	fs.StringVar(&c.DBSync, "db.sync", "FULL", "SQLite synchronous mode: FULL (an acknowledged event survives power loss) or NORMAL (survives a crash of the process)")
 	fs.BoolVar(&c.Metrics, "metrics", true, "serve Prometheus metrics at /metrics on the relay address")
+
+	fs.StringVar(&c.Handle, "handle", "", "this user's handle (lowercase letters, digits, _ - .); claimed and served over NIP-05")
+	fs.StringVar(&c.PassphraseFile, "passphrase-file", "", "file holding the identity passphrase (else ANCHORCHAT_PASSPHRASE, else a prompt)")
+	fs.Var(&c.DMRelays, "dm-relays", "relays where this user receives DMs, published as kind 10050 (default: this node's relay)")
+	fs.Var(&c.PublishRelays, "publish-relays", "other relays to publish the profile, DM relay list and handle claim to")
+	fs.StringVar(&c.ProfileName, "profile.name", "", "name in the kind 0 profile (default: the handle)")
+	fs.StringVar(&c.ProfileAbout, "profile.about", "", "about text in the kind 0 profile")
+	fs.StringVar(&c.LNNodePubkey, "ln.node-pubkey", "", "this user's LND node pubkey (66 hex), named in the handle claim")
 
 	fs.StringVar(&c.owner, "relay.owner", "", "the relay owner's pubkey (hex or npub); default: this node's identity")
 	fs.Var(&c.allow, "relay.allow", "pubkeys (hex or npub, comma-separated) that may publish like the owner")
@@ -161,6 +179,13 @@ func (c *Config) Resolve() error {
 			return fmt.Errorf("relay.allow: %w", err)
 		}
 		c.Relay.Allow = append(c.Relay.Allow, pk)
+	}
+	if c.Handle != "" {
+		h, err := identity.NormalizeHandle(c.Handle)
+		if err != nil {
+			return fmt.Errorf("handle: %w", err)
+		}
+		c.Handle = h
 	}
 	if c.Relay.Limits.MaxMessageLength < 1024 {
 		return errors.New("relay.max-message-length must be at least 1024 bytes")

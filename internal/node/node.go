@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/anchorchat/anchorchat/identity"
 	"github.com/anchorchat/anchorchat/relay"
 	"github.com/anchorchat/anchorchat/storage"
 )
@@ -50,6 +51,8 @@ type Node struct {
 	store   *storage.Store
 	relay   *relay.Relay
 	reg     *prometheus.Registry
+	key     *identity.Key
+	nip05   *identity.NIP05Handler
 	token   string
 	started time.Time
 
@@ -70,12 +73,15 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (n *Node, err err
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	n = &Node{cfg: cfg, log: log, reg: prometheus.NewRegistry(), started: time.Now()}
+	n = &Node{cfg: cfg, log: log, reg: prometheus.NewRegistry(), started: time.Now(), nip05: identity.NewNIP05Handler(log)}
 	defer func() {
 		if err != nil {
 			n.Close()
 		}
 	}()
+	if err := n.unlockIdentity(ctx); err != nil {
+		return nil, err
+	}
 	n.token, err = loadOrCreateToken(filepath.Join(cfg.DataDir, TokenFile))
 	if err != nil {
 		return nil, err
@@ -107,6 +113,7 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (n *Node, err err
 
 	mux := http.NewServeMux()
 	mux.Handle("/", n.relay)
+	mux.Handle(identity.NIP05Path, n.nip05)
 	if cfg.Metrics {
 		mux.Handle("/metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{}))
 	}
@@ -115,6 +122,9 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (n *Node, err err
 	n.serve(n.relaySrv, n.relayLn, "relay")
 	n.serve(n.apiSrv, n.apiLn, "api")
 
+	if err := n.publishIdentity(ctx); err != nil {
+		return nil, fmt.Errorf("publishing the identity: %w", err)
+	}
 	if err := n.writeRuntime(); err != nil {
 		return nil, err
 	}
@@ -178,6 +188,9 @@ func (n *Node) Close() error {
 		}
 		if n.store != nil {
 			n.closeErr = n.store.Close()
+		}
+		if n.key != nil {
+			n.key.Wipe()
 		}
 		n.wg.Wait()
 		_ = os.Remove(filepath.Join(n.cfg.DataDir, RuntimeFile))

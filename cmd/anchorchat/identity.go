@@ -1,0 +1,330 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/anchorchat/anchorchat/identity"
+	"github.com/anchorchat/anchorchat/internal/node"
+)
+
+func init() {
+	register(&command{name: "init", summary: "create this node's identity (key, keystore) and config", run: runInit})
+	register(&command{name: "id", summary: "show, export, import or re-encrypt the identity: id show|export|import|passwd", run: runID})
+}
+
+const initHelp = `
+Creates the node's identity: a new secp256k1 key (or one you import with
+--key-file), stored only as a NIP-49 ncryptsec (scrypt + XChaCha20-Poly1305)
+in <datadir>/identity.json, mode 0600; and the config file
+<datadir>/anchorchat.conf if there is none. It refuses to overwrite an
+existing identity.
+
+The passphrase comes from --passphrase-file, else $ANCHORCHAT_PASSPHRASE,
+else a no-echo prompt (asked twice). PINs and short or common passphrases
+are refused with the reason.`
+
+// identityFlags are the flags shared by the commands that touch the keystore.
+type identityFlags struct {
+	network, datadir *string
+	passFile         *string
+	logN             *uint
+}
+
+func bindIdentityFlags(fs *flag.FlagSet) identityFlags {
+	network, datadir := clientFlags(fs)
+	return identityFlags{
+		network:  network,
+		datadir:  datadir,
+		passFile: fs.String("passphrase-file", "", "file holding the passphrase (else $ANCHORCHAT_PASSPHRASE, else a prompt)"),
+		logN:     fs.Uint("scrypt-logn", uint(identity.DefaultLogN), "scrypt cost as log2(N) for a newly written keystore (16 unlocks in about 0.4 s here)"),
+	}
+}
+
+func (f identityFlags) dir() (string, error) {
+	if _, ok := node.Networks[*f.network]; !ok {
+		return "", fmt.Errorf("unknown network %q: use mainnet, testnet, signet or regtest", *f.network)
+	}
+	if *f.datadir != "" {
+		return *f.datadir, nil
+	}
+	return node.DefaultDataDir(*f.network), nil
+}
+
+func (f identityFlags) keystore(dir string) *identity.Keystore {
+	ks := node.Keystore(dir, slog.New(slog.DiscardHandler))
+	ks.LogN = uint8(*f.logN)
+	return ks
+}
+
+func (f identityFlags) passphrase(ctx context.Context, prompt string, confirm bool) (string, error) {
+	p, _, err := identity.ReadPassphrase(ctx, identity.PassphraseOptions{File: *f.passFile, Prompt: prompt, Confirm: confirm})
+	return p, err
+}
+
+func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("init", "init [--network N] [--datadir DIR] [--handle NAME] [--key-file FILE]", initHelp, stderr)
+	f := bindIdentityFlags(fs)
+	handle := fs.String("handle", "", "your handle (lowercase letters, digits, _ - .), written to the config")
+	keyFile := fs.String("key-file", "", "import this key instead of generating one: a file holding hex, nsec or ncryptsec (- for stdin)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	return createIdentity(ctx, f, *handle, *keyFile, stdout)
+}
+
+func createIdentity(ctx context.Context, f identityFlags, handle, keyFile string, stdout io.Writer) error {
+	dir, err := f.dir()
+	if err != nil {
+		return err
+	}
+	if handle != "" {
+		if handle, err = identity.NormalizeHandle(handle); err != nil {
+			return err
+		}
+	}
+	ks := f.keystore(dir)
+	if exists, err := ks.Exists(); err != nil {
+		return err
+	} else if exists {
+		return fmt.Errorf("an identity already exists in %s; refusing to overwrite it (back it up with `anchorchat id export`)", ks.Path)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+
+	var key *identity.Key
+	secret := ""
+	if keyFile != "" {
+		if secret, err = readSecretFile(keyFile); err != nil {
+			return err
+		}
+	}
+	if strings.HasPrefix(secret, "ncryptsec1") {
+		pass, err := f.passphrase(ctx, "Passphrase of the ncryptsec: ", false)
+		if err != nil {
+			return err
+		}
+		// Re-encrypt under this keystore's cost and the passphrase policy.
+		if key, err = ks.Import(ctx, secret, pass, true); err != nil {
+			return err
+		}
+	} else {
+		if secret != "" {
+			key, err = identity.ParseSecretKey(secret)
+		} else {
+			key, err = identity.GenerateKey()
+		}
+		if err != nil {
+			return err
+		}
+		pass, err := f.passphrase(ctx, "New passphrase for the identity: ", true)
+		if err != nil {
+			return err
+		}
+		if err := ks.Create(ctx, key, pass); err != nil {
+			return err
+		}
+	}
+	defer key.Wipe()
+
+	conf := filepath.Join(dir, "anchorchat.conf")
+	if err := writeConfigDefaults(conf, *f.network, handle); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "identity created\n  npub:        %s\n  fingerprint: %s\n", key.Npub(), key.Fingerprint())
+	if handle != "" {
+		fmt.Fprintf(stdout, "  handle:      %s\n", handle)
+	}
+	fmt.Fprintf(stdout, "  keystore:    %s (NIP-49, mode 0600)\n  config:      %s\n\nStart the node with: anchorchat node --network %s\n", ks.Path, conf, *f.network)
+	return nil
+}
+
+// writeConfigDefaults creates the config file, or adds the handle to an existing one that has none.
+func writeConfigDefaults(path, network, handle string) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		content := "# anchorchat node configuration: `name = value`, any flag of `anchorchat node --help`.\nnetwork = " + network + "\n"
+		if handle != "" {
+			content += "handle = " + handle + "\n"
+		}
+		return os.WriteFile(path, []byte(content), 0o600)
+	}
+	if err != nil || handle == "" {
+		return err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, _, ok := strings.Cut(line, "="); ok && strings.TrimSpace(k) == "handle" {
+			return nil // keep the user's own setting
+		}
+	}
+	fh, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer fh.Close()
+	_, err = fmt.Fprintf(fh, "handle = %s\n", handle)
+	return err
+}
+
+func readSecretFile(path string) (string, error) {
+	var r io.Reader = os.Stdin
+	if path != "-" {
+		fh, err := os.Open(path)
+		if err != nil {
+			return "", fmt.Errorf("key file: %w", err)
+		}
+		defer fh.Close()
+		r = fh
+	}
+	line, err := bufio.NewReader(io.LimitReader(r, 4096)).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("key file: %w", err)
+	}
+	return strings.TrimSpace(line), nil
+}
+
+const idHelp = `
+  id show                  npub, hex pubkey, fingerprint and handle (no passphrase needed)
+  id export                print the encrypted key (ncryptsec) for a backup
+  id export --nsec --i-understand-this-reveals-my-key
+                           print the plain nsec (asks for the passphrase)
+  id import --key-file F   create the identity from an existing key (hex, nsec, ncryptsec)
+  id passwd                re-encrypt the keystore under a new passphrase`
+
+func runID(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprintf(stderr, "Usage: anchorchat id <show|export|import|passwd> [flags]\n%s\n", idHelp)
+		if len(args) == 0 {
+			return errors.New("id needs a subcommand")
+		}
+		return nil
+	}
+	sub, args := args[0], args[1:]
+	fs := newFlagSet("id "+sub, "id "+sub+" [flags]", idHelp, stderr)
+	f := bindIdentityFlags(fs)
+	switch sub {
+	case "show":
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		return idShow(f, stdout)
+	case "export":
+		nsec := fs.Bool("nsec", false, "print the plain nsec instead of the ncryptsec (needs --i-understand-this-reveals-my-key)")
+		sure := fs.Bool("i-understand-this-reveals-my-key", false, "confirm printing the unencrypted secret key")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		return idExport(ctx, f, *nsec, *sure, stdout, stderr)
+	case "import":
+		keyFile := fs.String("key-file", "", "file holding the key: hex, nsec or ncryptsec (- for stdin)")
+		handle := fs.String("handle", "", "your handle, written to the config")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if *keyFile == "" {
+			return errors.New("id import needs --key-file (a file, or - for stdin): keys never go on the command line")
+		}
+		return createIdentity(ctx, f, *handle, *keyFile, stdout)
+	case "passwd":
+		newFile := fs.String("new-passphrase-file", "", "file holding the new passphrase (else a prompt, asked twice)")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		return idPasswd(ctx, f, *newFile, stdout)
+	default:
+		return fmt.Errorf("unknown id subcommand %q (show, export, import, passwd)", sub)
+	}
+}
+
+func idShow(f identityFlags, stdout io.Writer) error {
+	dir, err := f.dir()
+	if err != nil {
+		return err
+	}
+	pk, err := f.keystore(dir).PublicKey()
+	if err != nil {
+		return noIdentity(err, dir)
+	}
+	npub, err := identity.EncodeNpub(pk)
+	if err != nil {
+		return err
+	}
+	handle := "(none: set `handle = NAME` in the config)"
+	if cfg, err := node.Load(flag.NewFlagSet("node", flag.ContinueOnError), []string{"--network", *f.network, "--datadir", dir}, os.Getenv); err == nil && cfg.Handle != "" {
+		handle = cfg.Handle
+	}
+	fmt.Fprintf(stdout, "npub:        %s\npubkey:      %s\nfingerprint: %s\nhandle:      %s\n", npub, pk, identity.Fingerprint(pk), handle)
+	return nil
+}
+
+func noIdentity(err error, dir string) error {
+	if errors.Is(err, identity.ErrNoKeystore) {
+		return fmt.Errorf("no identity in %s: create one with `anchorchat init`", dir)
+	}
+	return err
+}
+
+func idExport(ctx context.Context, f identityFlags, nsec, sure bool, stdout, stderr io.Writer) error {
+	dir, err := f.dir()
+	if err != nil {
+		return err
+	}
+	ks := f.keystore(dir)
+	if !nsec {
+		nc, err := ks.Ncryptsec()
+		if err != nil {
+			return noIdentity(err, dir)
+		}
+		fmt.Fprintln(stdout, nc)
+		return nil
+	}
+	if !sure {
+		return errors.New("--nsec prints your secret key in the clear; add --i-understand-this-reveals-my-key if you really mean it")
+	}
+	pass, err := f.passphrase(ctx, "Passphrase: ", false)
+	if err != nil {
+		return err
+	}
+	key, err := ks.Unlock(ctx, pass)
+	if err != nil {
+		return noIdentity(err, dir)
+	}
+	defer key.Wipe()
+	s, err := key.Nsec()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stderr, "WARNING: this is your unencrypted secret key. Anyone who sees it can impersonate you forever.")
+	fmt.Fprintln(stdout, s)
+	return nil
+}
+
+func idPasswd(ctx context.Context, f identityFlags, newFile string, stdout io.Writer) error {
+	dir, err := f.dir()
+	if err != nil {
+		return err
+	}
+	ks := f.keystore(dir)
+	oldPass, err := f.passphrase(ctx, "Current passphrase: ", false)
+	if err != nil {
+		return err
+	}
+	newPass, _, err := identity.ReadPassphrase(ctx, identity.PassphraseOptions{File: newFile, Env: "-", Prompt: "New passphrase: ", Confirm: true})
+	if err != nil {
+		return err
+	}
+	if err := ks.ChangePassphrase(ctx, oldPass, newPass); err != nil {
+		return noIdentity(err, dir)
+	}
+	fmt.Fprintln(stdout, "passphrase changed; restart the node with the new one")
+	return nil
+}

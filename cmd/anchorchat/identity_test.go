@@ -1,0 +1,227 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nbd-wtf/go-nostr"
+	"github.com/nbd-wtf/go-nostr/nip19"
+
+	"github.com/anchorchat/anchorchat/identity"
+)
+
+const testPass = "Tr1cky-Walrus-Juggles-47-Neon-Pianos"
+
+// cli runs the anchorchat binary and returns stdout+stderr.
+func cli(t *testing.T, env []string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(binPath, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+func TestInitAndIDCommands(t *testing.T) {
+	dir := t.TempDir()
+	sk := nostr.GeneratePrivateKey()
+	pk, _ := nostr.GetPublicKey(sk)
+	npub, _ := nip19.EncodePublicKey(pk)
+	keyFile := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(keyFile, []byte(sk+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"ANCHORCHAT_PASSPHRASE=" + testPass}
+	base := []string{"--network", "regtest", "--datadir", dir}
+
+	// Weak passphrases are refused with a reason, and nothing is written.
+	for _, weak := range []string{"1234", "000000", "password", "short pass"} {
+		out, err := cli(t, []string{"ANCHORCHAT_PASSPHRASE=" + weak}, append([]string{"init", "--scrypt-logn", "10"}, base...)...)
+		if err == nil {
+			t.Fatalf("init accepted passphrase %q:\n%s", weak, out)
+		}
+		if !strings.Contains(out, "passphrase") {
+			t.Errorf("refusing %q gave no reason: %s", weak, out)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "identity.json")); !os.IsNotExist(err) {
+			t.Fatalf("a keystore was written for passphrase %q", weak)
+		}
+	}
+
+	out, err := cli(t, env, append([]string{"init", "--scrypt-logn", "10", "--handle", "@Alice", "--key-file", keyFile}, base...)...)
+	if err != nil || !strings.Contains(out, npub) || !strings.Contains(out, "handle:      alice") {
+		t.Fatalf("init: %v\n%s", err, out)
+	}
+	ks := filepath.Join(dir, "identity.json")
+	fi, err := os.Stat(ks)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("keystore: %v %v", err, fi.Mode())
+	}
+	before, _ := os.ReadFile(ks)
+	if bytes.Contains(before, []byte(sk)) {
+		t.Fatal("the keystore holds the secret in the clear")
+	}
+
+	out, err = cli(t, env, append([]string{"init", "--scrypt-logn", "10"}, base...)...)
+	if err == nil || !strings.Contains(out, "refusing to overwrite") {
+		t.Fatalf("second init: %v\n%s", err, out)
+	}
+	if after, _ := os.ReadFile(ks); !bytes.Equal(before, after) {
+		t.Fatal("second init changed the keystore")
+	}
+
+	out, err = cli(t, nil, append([]string{"id", "show"}, base...)...)
+	if err != nil || !strings.Contains(out, npub) || !strings.Contains(out, "alice") || !strings.Contains(out, identity.Fingerprint(pk)) {
+		t.Fatalf("id show: %v\n%s", err, out)
+	}
+	out, err = cli(t, nil, append([]string{"id", "export"}, base...)...)
+	if err != nil || !strings.HasPrefix(out, "ncryptsec1") || strings.Contains(out, "nsec1") && !strings.Contains(out, "ncryptsec1") {
+		t.Fatalf("id export: %v\n%s", err, out)
+	}
+	if !bytes.Contains(before, []byte(strings.TrimSpace(out))) {
+		t.Fatal("id export did not print the stored ncryptsec")
+	}
+	out, err = cli(t, env, append([]string{"id", "export", "--nsec"}, base...)...)
+	if err == nil || !strings.Contains(out, "--i-understand-this-reveals-my-key") {
+		t.Fatalf("id export --nsec without confirmation: %v\n%s", err, out)
+	}
+	nsec, _ := nip19.EncodePrivateKey(sk)
+	out, err = cli(t, env, append([]string{"id", "export", "--nsec", "--i-understand-this-reveals-my-key"}, base...)...)
+	if err != nil || !strings.Contains(out, nsec) || !strings.Contains(out, "WARNING") {
+		t.Fatalf("id export --nsec: %v\n%s", err, out)
+	}
+	out, err = cli(t, []string{"ANCHORCHAT_PASSPHRASE=wrong passphrase entirely"}, append([]string{"id", "export", "--nsec", "--i-understand-this-reveals-my-key"}, base...)...)
+	if err == nil || !strings.Contains(out, "wrong passphrase") || strings.Contains(out, nsec) {
+		t.Fatalf("export with a wrong passphrase: %v\n%s", err, out)
+	}
+
+	newPass := filepath.Join(t.TempDir(), "newpass")
+	_ = os.WriteFile(newPass, []byte("Another!Strong-Passphrase-93-Quokka\n"), 0o600)
+	out, err = cli(t, env, append([]string{"id", "passwd", "--new-passphrase-file", newPass}, base...)...)
+	if err != nil {
+		t.Fatalf("id passwd: %v\n%s", err, out)
+	}
+	if _, err := cli(t, env, append([]string{"id", "export", "--nsec", "--i-understand-this-reveals-my-key"}, base...)...); err == nil {
+		t.Fatal("the old passphrase still opens the keystore after passwd")
+	}
+	out, err = cli(t, []string{"ANCHORCHAT_PASSPHRASE=Another!Strong-Passphrase-93-Quokka"}, append([]string{"id", "export", "--nsec", "--i-understand-this-reveals-my-key"}, base...)...)
+	if err != nil || !strings.Contains(out, nsec) {
+		t.Fatalf("the new passphrase does not open the keystore: %v\n%s", err, out)
+	}
+
+	// A second data dir: id import from an nsec on stdin.
+	dir2 := t.TempDir()
+	cmd := exec.Command(binPath, "id", "import", "--key-file", "-", "--scrypt-logn", "10", "--network", "regtest", "--datadir", dir2)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdin = strings.NewReader(nsec + "\n")
+	if b, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(b), npub) {
+		t.Fatalf("id import: %v\n%s", err, b)
+	}
+}
+
+// The node unlocks the identity, publishes profile, DM relay list and handle
+// claim, serves NIP-05, and never logs a secret.
+func TestNodeIdentityAndNoSecretsInLogs(t *testing.T) {
+	dir := t.TempDir()
+	sk := nostr.GeneratePrivateKey()
+	pk, _ := nostr.GetPublicKey(sk)
+	nsec, _ := nip19.EncodePrivateKey(sk)
+	keyFile := filepath.Join(t.TempDir(), "key")
+	_ = os.WriteFile(keyFile, []byte(nsec), 0o600)
+	env := []string{"ANCHORCHAT_PASSPHRASE=" + testPass}
+	initOut, err := cli(t, env, "init", "--scrypt-logn", "10", "--handle", "alice", "--key-file", keyFile, "--network", "regtest", "--datadir", dir)
+	if err != nil {
+		t.Fatalf("init: %v\n%s", err, initOut)
+	}
+	ncryptsec, _ := os.ReadFile(filepath.Join(dir, "identity.json"))
+	var ksFile struct{ Ncryptsec string }
+	_ = json.Unmarshal(ncryptsec, &ksFile)
+
+	// A wrong passphrase stops the node with a clear error.
+	out, err := cli(t, []string{"ANCHORCHAT_PASSPHRASE=not the right one at all"}, "node", "--network", "regtest", "--datadir", dir, "--listen", "127.0.0.1:0")
+	if err == nil || !strings.Contains(out, "wrong passphrase") {
+		t.Fatalf("node with a wrong passphrase: %v\n%s", err, out)
+	}
+
+	p := startProcEnv(t, dir, env, "--log.level", "debug")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	r, err := nostr.RelayConnect(ctx, p.rt.RelayURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got, err := r.QuerySync(ctx, nostr.Filter{Authors: []string{pk}, Kinds: []int{0, 10050, identity.KindHandleClaim}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[int]*nostr.Event{}
+	for _, e := range got {
+		kinds[e.Kind] = e
+	}
+	if kinds[0] == nil || kinds[10050] == nil || kinds[identity.KindHandleClaim] == nil {
+		t.Fatalf("published kinds: %v", kinds)
+	}
+	if c, err := identity.ValidateClaim(kinds[identity.KindHandleClaim]); err != nil || c.Handle != "alice" {
+		t.Fatalf("claim: %+v %v", c, err)
+	}
+	if kinds[10050].Tags.FindWithValue("relay", p.rt.RelayURL) == nil {
+		t.Fatalf("kind 10050 does not name the node's relay: %v", kinds[10050].Tags)
+	}
+	// The owner is the identity: it may publish, others may not.
+	note := nostr.Event{Kind: 1, Content: "signed by the owner", CreatedAt: nostr.Now(), Tags: nostr.Tags{}}
+	_ = note.Sign(sk)
+	if err := r.Publish(ctx, note); err != nil {
+		t.Fatalf("owner publish: %v", err)
+	}
+
+	resp, err := http.Get(strings.Replace(p.rt.RelayURL, "ws://", "http://", 1) + "/.well-known/nostr.json?name=alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var doc struct{ Names map[string]string }
+	if err := json.Unmarshal(body, &doc); err != nil || doc.Names["alice"] != pk || resp.Header.Get("Access-Control-Allow-Origin") != "*" {
+		t.Fatalf("NIP-05: %s %v", body, err)
+	}
+
+	// Restart: the claim is not made twice.
+	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+	p.done <- nil
+	p2 := startProcEnv(t, dir, env, "--log.level", "debug")
+	r2, err := nostr.RelayConnect(ctx, p2.rt.RelayURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims, err := r2.QuerySync(ctx, nostr.Filter{Authors: []string{pk}, Kinds: []int{identity.KindHandleClaim}})
+	if err != nil || len(claims) != 1 {
+		t.Fatalf("claims after restart: %d %v", len(claims), err)
+	}
+
+	logs := initOut + p.logs.String() + p2.logs.String()
+	if !strings.Contains(logs, "identity unlocked") || !strings.Contains(logs, "published") {
+		t.Fatalf("logs do not cover unlock and publishing:\n%s", logs)
+	}
+	for name, secret := range map[string]string{"secret hex": sk, "nsec": nsec, "passphrase": testPass, "ncryptsec": ksFile.Ncryptsec} {
+		if secret == "" {
+			t.Fatalf("%s unknown to the test", name)
+		}
+		if strings.Contains(logs, secret) {
+			t.Errorf("the %s appears in the logs", name)
+		}
+	}
+}

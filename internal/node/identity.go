@@ -1,0 +1,155 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/nbd-wtf/go-nostr"
+
+	"github.com/anchorchat/anchorchat/identity"
+	"github.com/anchorchat/anchorchat/storage"
+)
+
+// KeystoreFile is the identity keystore's name inside the data dir.
+const KeystoreFile = "identity.json"
+
+// Keystore returns the keystore of a data dir.
+func Keystore(dataDir string, log *slog.Logger) *identity.Keystore {
+	ks := identity.NewKeystore(filepath.Join(dataDir, KeystoreFile))
+	ks.Logger = log
+	return ks
+}
+
+// unlockIdentity unlocks the node's key, if the data dir has one. The
+// passphrase comes from --passphrase-file, ANCHORCHAT_PASSPHRASE or a
+// no-echo prompt, in that order. The key lives only in this process's memory.
+func (n *Node) unlockIdentity(ctx context.Context) error {
+	ks := Keystore(n.cfg.DataDir, n.log.With("component", "identity"))
+	ok, err := ks.Exists()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		if n.cfg.Relay.Owner == "" {
+			n.log.Warn("this node has no identity yet: run `anchorchat init` to create one (until then the relay has no owner)")
+		}
+		return nil
+	}
+	pass, source, err := identity.ReadPassphrase(ctx, identity.PassphraseOptions{
+		File:   n.cfg.PassphraseFile,
+		Prompt: "Passphrase to unlock the anchorchat identity: ",
+		Logger: n.log,
+	})
+	if err != nil {
+		return fmt.Errorf("unlocking the identity: %w", err)
+	}
+	key, err := ks.Unlock(ctx, pass)
+	if err != nil {
+		return fmt.Errorf("unlocking the identity (passphrase from %s): %w", source, err)
+	}
+	n.key = key
+	if n.cfg.Relay.Owner == "" {
+		n.cfg.Relay.Owner = key.PublicKey()
+	}
+	n.log.Info("identity unlocked", "npub", key.Npub(), "fingerprint", key.Fingerprint(), "passphrase_source", source)
+	return nil
+}
+
+// dmRelays are the relays where this user receives DMs (kind 10050).
+func (n *Node) dmRelays() []string {
+	if len(n.cfg.DMRelays) > 0 {
+		return n.cfg.DMRelays
+	}
+	if n.cfg.Relay.URL != "" {
+		return []string{n.cfg.Relay.URL}
+	}
+	return []string{n.RelayURL()}
+}
+
+// publishIdentity signs and publishes the user's profile (kind 0), DM relay
+// list (kind 10050) and, if a handle is configured and not yet claimed by
+// this key, a handle claim: to the node's own relay and to --publish-relays.
+func (n *Node) publishIdentity(ctx context.Context) error {
+	if n.key == nil {
+		return nil
+	}
+	now := time.Now()
+	var evts []*nostr.Event
+	profile := identity.Profile{Name: n.cfg.ProfileName, About: n.cfg.ProfileAbout}
+	if profile.Name == "" {
+		profile.Name = n.cfg.Handle
+	}
+	p, err := identity.NewProfileEvent(n.key, profile, now)
+	if err != nil {
+		return err
+	}
+	evts = append(evts, p)
+	dm, err := identity.NewDMRelayListEvent(n.key, n.dmRelays(), now)
+	if err != nil {
+		return err
+	}
+	evts = append(evts, dm)
+	if n.cfg.Handle != "" {
+		claim, err := n.handleClaim(ctx)
+		if err != nil {
+			return err
+		}
+		if claim != nil {
+			evts = append(evts, claim)
+		}
+		if err := n.nip05.Set(n.cfg.Handle, n.key.PublicKey(), n.dmRelays()); err != nil {
+			return fmt.Errorf("NIP-05: %w", err)
+		}
+	}
+	for _, evt := range evts {
+		if err := n.relay.Publish(ctx, evt); err != nil {
+			return fmt.Errorf("publishing kind %d: %w", evt.Kind, err)
+		}
+		n.log.Info("published", "kind", evt.Kind, "id", evt.ID)
+	}
+	n.publishRemote(ctx, evts)
+	return nil
+}
+
+// handleClaim returns a new claim for the configured handle, or nil if this
+// key's store already holds one.
+func (n *Node) handleClaim(ctx context.Context) (*nostr.Event, error) {
+	handle, err := identity.NormalizeHandle(n.cfg.Handle)
+	if err != nil {
+		return nil, err
+	}
+	have, err := n.store.Query(ctx, nostr.Filter{
+		Kinds: []int{identity.KindHandleClaim}, Authors: []string{n.key.PublicKey()},
+		Tags: nostr.TagMap{"n": {handle}}, Limit: 1,
+	}, storage.Visibility{})
+	if err != nil {
+		return nil, err
+	}
+	if len(have) > 0 {
+		return nil, nil
+	}
+	return identity.NewClaim(n.key, identity.ClaimParams{Handle: handle, LNNode: n.cfg.LNNodePubkey, Relays: n.dmRelays()})
+}
+
+// publishRemote sends events to the configured outside relays, best effort.
+func (n *Node) publishRemote(ctx context.Context, evts []*nostr.Event) {
+	for _, url := range n.cfg.PublishRelays {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		r, err := nostr.RelayConnect(rctx, url)
+		if err != nil {
+			n.log.Warn("cannot reach relay to publish", "relay", url, "err", err)
+			cancel()
+			continue
+		}
+		for _, evt := range evts {
+			if err := r.Publish(rctx, *evt); err != nil {
+				n.log.Warn("relay refused event", "relay", url, "kind", evt.Kind, "err", err)
+			}
+		}
+		r.Close()
+		cancel()
+	}
+}
