@@ -1,0 +1,171 @@
+package regtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/btcsuite/btcd/btcec/v2"
+	"github.com/btcsuite/btcd/btcutil"
+)
+
+func runCLI(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var out, errb bytes.Buffer
+	err := Main(ctx, args, &out, &errb)
+	t.Logf("$ anchorchat regtest %s\n%s", strings.Join(args, " "), out.String())
+	if err != nil {
+		t.Logf("stderr:\n%s", errb.String())
+	}
+	return out.String(), err
+}
+
+func needBinaries(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts btcd and LND")
+	}
+	if _, ok := CachedBinaries(); ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
+	defer cancel()
+	if _, err := EnsureBinaries(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCLIHelp(t *testing.T) {
+	for _, cmd := range []string{"up", "down", "status", "mine", "fund", "build"} {
+		out, err := runCLI(t, cmd, "--help")
+		if err != nil || !strings.Contains(out, "usage: anchorchat regtest "+cmd) || !strings.Contains(out, "-dir") {
+			t.Fatalf("%s --help: err %v out %q", cmd, err, out)
+		}
+	}
+	if _, err := runCLI(t, "bogus"); err == nil {
+		t.Fatal("unknown command accepted")
+	}
+	if out, err := runCLI(t, "mine", "--dir", t.TempDir(), "3"); err == nil || !strings.Contains(err.Error(), "no network") {
+		t.Fatalf("mine without network: %v %q", err, out)
+	}
+}
+
+// TestCLIUpTwiceAndDownAfterCrash: a second up on a live network refuses
+// clearly; mine and fund work; after an LND is SIGKILLed, status says so and
+// down stops the rest.
+func TestCLIUpTwiceAndDownAfterCrash(t *testing.T) {
+	needBinaries(t)
+	dir := filepath.Join(t.TempDir(), "net")
+	out, err := runCLI(t, "up", "--dir", dir, "--detach", "--lnd", "2", "--no-channels", "--fund", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := ReadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = StopState(context.Background(), st) })
+	for _, want := range []string{"lncli", "--macaroonpath=" + st.LNDs[0].MacaroonPath, "--tlscertpath=", StatePath(dir), st.Btcd.RPCAddr} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("up output lacks %q", want)
+		}
+	}
+
+	_, err = runCLI(t, "up", "--dir", dir, "--detach")
+	if !errors.Is(err, ErrRunning) || !strings.Contains(err.Error(), "already running") || !strings.Contains(err.Error(), "regtest down") {
+		t.Fatalf("second up: %v", err)
+	}
+	if !st.AnyAlive() {
+		t.Fatal("second up harmed the running network")
+	}
+
+	out, err = runCLI(t, "mine", "--dir", dir, "3")
+	if err != nil || !strings.Contains(out, "height 444") {
+		t.Fatalf("mine: %v %q", err, out)
+	}
+	k, _ := btcec.NewPrivateKey()
+	addr, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(k.PubKey().SerializeCompressed()), Params)
+	if out, err = runCLI(t, "fund", "--dir", dir, addr.EncodeAddress(), "1.5"); err != nil || !strings.Contains(out, "sent 1.50000000 BTC") {
+		t.Fatalf("fund: %v %q", err, out)
+	}
+
+	if err := syscall.Kill(st.LNDs[0].PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if !waitGone(context.Background(), st.LNDs[0].PID, st.LNDs[0].Binary, 10*time.Second) {
+		t.Fatal("killed lnd still alive")
+	}
+	if out, err = runCLI(t, "status", "--dir", dir); err != nil || !strings.Contains(out, "NOT RUNNING") {
+		t.Fatalf("status after crash: %v %q", err, out)
+	}
+	if _, err = runCLI(t, "down", "--dir", dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range st.Processes() {
+		if p.Alive {
+			t.Fatalf("%s (pid %d) still running after down", p.Name, p.PID)
+		}
+	}
+	if _, err := os.Stat(StatePath(dir)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("state file left: %v", err)
+	}
+	if _, err := os.Stat(st.Btcd.LogPath); err != nil {
+		t.Fatalf("down without --wipe removed data: %v", err)
+	}
+}
+
+// TestCLIStaleState: a state file whose processes all died is detected by
+// status, cleaned by the next up, and down --wipe removes everything.
+func TestCLIStaleState(t *testing.T) {
+	needBinaries(t)
+	dir := filepath.Join(t.TempDir(), "net")
+	if _, err := runCLI(t, "up", "--dir", dir, "--detach", "--lnd", "1", "--fund", "1"); err != nil {
+		t.Fatal(err)
+	}
+	old, err := ReadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = StopState(context.Background(), old) })
+	for _, p := range old.Processes() {
+		_ = syscall.Kill(p.PID, syscall.SIGKILL)
+		waitGone(context.Background(), p.PID, p.Binary, 10*time.Second)
+	}
+	if old.AnyAlive() {
+		t.Fatal("processes survived SIGKILL")
+	}
+	if out, err := runCLI(t, "status", "--dir", dir); err != nil || strings.Count(out, "NOT RUNNING") != 2 {
+		t.Fatalf("status of dead run: %v %q", err, out)
+	}
+	if _, err := runCLI(t, "mine", "--dir", dir, "1"); err == nil || !strings.Contains(err.Error(), "not running") {
+		t.Fatalf("mine on dead network: %v", err)
+	}
+	if _, err := runCLI(t, "up", "--dir", dir, "--detach", "--lnd", "1", "--fund", "1"); err != nil {
+		t.Fatalf("up over a stale state file: %v", err)
+	}
+	st, err := ReadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = StopState(context.Background(), st) })
+	if st.Btcd.PID == old.Btcd.PID || !st.AnyAlive() {
+		t.Fatalf("new network not running: %+v", st.Processes())
+	}
+	if _, err := runCLI(t, "down", "--dir", dir, "--wipe"); err != nil {
+		t.Fatal(err)
+	}
+	if st.AnyAlive() {
+		t.Fatal("processes left after down")
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("dir left after --wipe: %v", err)
+	}
+}
