@@ -196,7 +196,7 @@ func (c *conn) trySend(msg []byte) {
 }
 
 func (c *conn) ok(id string, accepted bool, msg string, async bool) {
-	f := frame("OK", id, accepted, msg)
+	f := okFrame(id, accepted, msg)
 	if async {
 		c.trySend(f)
 	} else {
@@ -509,12 +509,43 @@ func frame(verb string, args ...any) []byte {
 	return b
 }
 
+// eventFrame wraps an event's stored JSON without re-encoding it.
 func eventFrame(subID string, raw []byte) []byte {
-	id, _ := json.Marshal(subID)
-	b := make([]byte, 0, len(raw)+len(id)+12)
+	b := make([]byte, 0, len(raw)+len(subID)+16)
 	b = append(b, `["EVENT",`...)
-	b = append(b, id...)
+	b = appendJSONString(b, subID)
 	b = append(b, ',')
 	b = append(b, raw...)
 	return append(b, ']')
+}
+
+// okFrame is the hot path's ["OK", id, accepted, msg], built without reflection.
+func okFrame(id string, accepted bool, msg string) []byte {
+	b := make([]byte, 0, 80+len(msg))
+	b = append(b, `["OK",`...)
+	b = appendJSONString(b, id)
+	if accepted {
+		b = append(b, ",true,"...)
+	} else {
+		b = append(b, ",false,"...)
+	}
+	b = appendJSONString(b, msg)
+	return append(b, ']')
+}
+
+// appendJSONString appends s as a JSON string literal.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
 }

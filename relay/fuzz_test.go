@@ -1,8 +1,10 @@
 package relay
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/nbd-wtf/go-nostr"
 )
@@ -63,6 +65,30 @@ func FuzzParseClientMessage(f *testing.F) {
 			}
 		default:
 			t.Fatalf("accepted unknown verb %q", msg.Verb)
+		}
+	})
+}
+
+// FuzzFrames checks that hand-built frames are valid JSON carrying exactly their strings.
+func FuzzFrames(f *testing.F) {
+	for _, s := range []string{"", "sub", `q"uo\te`, "line\nbreak\x00\x1f", "ünïcødé ✓"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if !utf8.ValidString(s) {
+			return // JSON strings are UTF-8; the parser only hands out what JSON held
+		}
+		var ok []any
+		if err := json.Unmarshal(okFrame(s, true, s), &ok); err != nil || ok[1] != s || ok[3] != s || ok[2] != true {
+			t.Fatalf("okFrame(%q) = %s (%v)", s, okFrame(s, true, s), err)
+		}
+		var ev []json.RawMessage
+		if err := json.Unmarshal(eventFrame(s, []byte(`{"id":"x"}`)), &ev); err != nil {
+			t.Fatalf("eventFrame(%q): %v", s, err)
+		}
+		var sub string
+		if err := json.Unmarshal(ev[1], &sub); err != nil || sub != s {
+			t.Fatalf("eventFrame sub %q != %q", sub, s)
 		}
 	})
 }

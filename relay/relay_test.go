@@ -289,10 +289,11 @@ func TestAuth(t *testing.T) {
 		}
 	}
 	forged := sign(nostr.Tags{{"relay", c.url}, {"challenge", c.challenge}}, now)
-	forged.Sig = forged.Sig[:127] + "0"
-	if forged.Sig == forged.Sig[:127]+"0" {
-		forged.Sig = forged.Sig[:127] + "1"
+	last := "0"
+	if forged.Sig[127] == '0' {
+		last = "1"
 	}
+	forged.Sig = forged.Sig[:127] + last
 	c.send("AUTH", forged)
 	if ok, _ := c.ok(forged.ID); ok {
 		t.Error("AUTH with a bad signature was accepted")
