@@ -27,6 +27,7 @@ type Status struct {
 	Handle   string `json:"handle,omitempty"`
 	Open     bool   `json:"open"`
 	RelayURL string `json:"relay_url"`
+	LND      string `json:"lnd,omitempty"`
 	Uptime   string `json:"uptime"`
 	Events   int64  `json:"events"`
 }
@@ -46,7 +47,7 @@ func (n *Node) apiHandler() http.Handler {
 			npub = n.key.Npub()
 		}
 		writeJSON(w, Status{
-			Npub: npub, Handle: n.cfg.Handle,
+			Npub: npub, Handle: n.cfg.Handle, LND: n.cfg.LND.RPCServer,
 			Version: Version, Network: n.cfg.Network, PID: os.Getpid(),
 			Owner: n.cfg.Relay.Owner, Open: n.cfg.Relay.Open, RelayURL: n.RelayURL(),
 			Uptime: time.Since(n.started).Round(time.Second).String(), Events: st.Events,

@@ -48,9 +48,23 @@ type Config struct {
 	ProfileAbout   string
 	LNNodePubkey   string
 
+	// The user's LND (tips): gRPC address, TLS cert and macaroon paths.
+	// The files are read from these paths; their contents never reach logs or events.
+	LND LNDConfig
+
 	owner string
 	allow config.StringList
 }
+
+// LNDConfig is how the node reaches the user's LND.
+type LNDConfig struct {
+	RPCServer    string
+	TLSCertPath  string
+	MacaroonPath string
+}
+
+// Configured reports whether an LND connection is set.
+func (l LNDConfig) Configured() bool { return l.RPCServer != "" }
 
 // DefaultDataDir is ~/.anchorchat/<network>.
 func DefaultDataDir(network string) string {
@@ -83,6 +97,10 @@ func BindFlags(fs *flag.FlagSet) *Config {
 	fs.StringVar(&c.ProfileName, "profile.name", "", "name in the kind 0 profile (default: the handle)")
 	fs.StringVar(&c.ProfileAbout, "profile.about", "", "about text in the kind 0 profile")
 	fs.StringVar(&c.LNNodePubkey, "ln.node-pubkey", "", "this user's LND node pubkey (66 hex), named in the handle claim")
+
+	fs.StringVar(&c.LND.RPCServer, "lnd.rpcserver", "", "the user's LND gRPC address, host:port (for tips)")
+	fs.StringVar(&c.LND.TLSCertPath, "lnd.tlscertpath", "", "path of LND's tls.cert")
+	fs.StringVar(&c.LND.MacaroonPath, "lnd.macaroonpath", "", "path of the LND macaroon the node uses (see docs/payments.md for the permissions)")
 
 	fs.StringVar(&c.owner, "relay.owner", "", "the relay owner's pubkey (hex or npub); default: this node's identity")
 	fs.Var(&c.allow, "relay.allow", "pubkeys (hex or npub, comma-separated) that may publish like the owner")
@@ -186,6 +204,16 @@ func (c *Config) Resolve() error {
 			return fmt.Errorf("handle: %w", err)
 		}
 		c.Handle = h
+	}
+	if c.LND.Configured() {
+		for name, path := range map[string]string{"lnd.tlscertpath": c.LND.TLSCertPath, "lnd.macaroonpath": c.LND.MacaroonPath} {
+			if path == "" {
+				return fmt.Errorf("lnd.rpcserver is set but %s is not", name)
+			}
+			if _, err := os.Stat(path); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+		}
 	}
 	if c.Relay.Limits.MaxMessageLength < 1024 {
 		return errors.New("relay.max-message-length must be at least 1024 bytes")
