@@ -1,0 +1,340 @@
+package chat
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/nbd-wtf/go-nostr"
+)
+
+// Dialer opens a websocket to a relay URL. Config.Dial replaces the default
+// (websocket.Dial) in tests, e.g. to make a relay unreachable.
+type Dialer func(ctx context.Context, url string) (*websocket.Conn, error)
+
+func defaultDial(ctx context.Context, url string) (*websocket.Conn, error) {
+	ws, _, err := websocket.Dial(ctx, url, nil)
+	return ws, err
+}
+
+// RejectedError is a relay's OK false answer. Permanent reports whether
+// retrying cannot help (the NIP-01 prefixes invalid:, blocked:,
+// restricted:, pow:, duplicate: none of which change by waiting).
+type RejectedError struct {
+	Relay, Reason string
+}
+
+func (e *RejectedError) Error() string { return fmt.Sprintf("relay %s refused: %s", e.Relay, e.Reason) }
+
+// Permanent reports whether the refusal will not change on retry.
+func (e *RejectedError) Permanent() bool {
+	for _, p := range []string{"invalid:", "blocked:", "restricted:", "pow:"} {
+		if strings.HasPrefix(e.Reason, p) {
+			return true
+		}
+	}
+	return false
+}
+
+type okResult struct {
+	ok     bool
+	reason string
+}
+
+// relayConn is a small NIP-01/NIP-42 client: unlike go-nostr's Relay it
+// reports success only on an explicit OK true, and it answers AUTH
+// challenges with the given signer when a relay asks for it.
+type relayConn struct {
+	url  string
+	ws   *websocket.Conn
+	sign func(*nostr.Event) error
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	mu        sync.Mutex
+	oks       map[string]chan okResult
+	subs      map[string]*subscription
+	challenge string
+	chalCh    chan struct{} // closed when the first challenge arrives
+	authed    bool
+	subSeq    atomic.Int64
+}
+
+type subscription struct {
+	id     string
+	events chan *nostr.Event
+	eose   chan struct{}
+	closed chan string // CLOSED reason
+	once   sync.Once
+
+	// Stored holds the events received before EOSE.
+	Stored []*nostr.Event
+}
+
+func dialRelay(ctx context.Context, dial Dialer, url string, sign func(*nostr.Event) error) (*relayConn, error) {
+	if dial == nil {
+		dial = defaultDial
+	}
+	ws, err := dial(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", url, err)
+	}
+	ws.SetReadLimit(4 << 20)
+	cctx, cancel := context.WithCancelCause(context.Background())
+	c := &relayConn{
+		url: url, ws: ws, sign: sign, ctx: cctx, cancel: cancel,
+		oks: make(map[string]chan okResult), subs: make(map[string]*subscription),
+		chalCh: make(chan struct{}),
+	}
+	go c.readLoop()
+	return c, nil
+}
+
+// Done is closed when the connection is gone.
+func (c *relayConn) Done() <-chan struct{} { return c.ctx.Done() }
+
+// Err says why the connection ended.
+func (c *relayConn) Err() error { return context.Cause(c.ctx) }
+
+func (c *relayConn) Close() {
+	c.cancel(errors.New("closed"))
+	_ = c.ws.Close(websocket.StatusNormalClosure, "")
+}
+
+func (c *relayConn) readLoop() {
+	defer func() {
+		_ = c.ws.CloseNow()
+	}()
+	for {
+		_, data, err := c.ws.Read(c.ctx)
+		if err != nil {
+			c.cancel(fmt.Errorf("relay %s: connection lost: %w", c.url, err))
+			return
+		}
+		env := nostr.ParseMessage(string(data))
+		switch e := env.(type) {
+		case *nostr.OKEnvelope:
+			c.mu.Lock()
+			ch := c.oks[e.EventID]
+			delete(c.oks, e.EventID)
+			c.mu.Unlock()
+			if ch != nil {
+				ch <- okResult{e.OK, e.Reason}
+			}
+		case *nostr.EventEnvelope:
+			if e.SubscriptionID == nil {
+				continue
+			}
+			c.mu.Lock()
+			s := c.subs[*e.SubscriptionID]
+			c.mu.Unlock()
+			if s == nil {
+				continue
+			}
+			evt := e.Event
+			select {
+			case s.events <- &evt:
+			case <-c.ctx.Done():
+				return
+			}
+		case *nostr.EOSEEnvelope:
+			c.mu.Lock()
+			s := c.subs[string(*e)]
+			c.mu.Unlock()
+			if s != nil {
+				s.once.Do(func() { close(s.eose) })
+			}
+		case *nostr.ClosedEnvelope:
+			c.mu.Lock()
+			s := c.subs[e.SubscriptionID]
+			delete(c.subs, e.SubscriptionID)
+			c.mu.Unlock()
+			if s != nil {
+				s.closed <- e.Reason
+			}
+		case *nostr.AuthEnvelope:
+			if e.Challenge == nil {
+				continue
+			}
+			c.mu.Lock()
+			first := c.challenge == ""
+			c.challenge = *e.Challenge
+			c.mu.Unlock()
+			if first {
+				close(c.chalCh)
+			}
+		}
+	}
+}
+
+func (c *relayConn) write(ctx context.Context, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if err := c.ws.Write(ctx, websocket.MessageText, b); err != nil {
+		return fmt.Errorf("relay %s: write: %w", c.url, err)
+	}
+	return nil
+}
+
+// send writes a frame carrying an event (EVENT or AUTH) and waits for its OK.
+func (c *relayConn) send(ctx context.Context, verb string, evt *nostr.Event) error {
+	ch := make(chan okResult, 1)
+	c.mu.Lock()
+	c.oks[evt.ID] = ch
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.oks, evt.ID)
+		c.mu.Unlock()
+	}()
+	if err := c.write(ctx, []any{verb, evt}); err != nil {
+		return err
+	}
+	select {
+	case r := <-ch:
+		if !r.ok {
+			return &RejectedError{Relay: c.url, Reason: r.reason}
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("relay %s: waiting for OK: %w", c.url, ctx.Err())
+	case <-c.ctx.Done():
+		return fmt.Errorf("relay %s: no OK before the connection ended: %w", c.url, context.Cause(c.ctx))
+	}
+}
+
+// Auth answers the relay's NIP-42 challenge (waiting for one if needed).
+func (c *relayConn) Auth(ctx context.Context) error {
+	if c.sign == nil {
+		return errors.New("no signer for AUTH")
+	}
+	c.mu.Lock()
+	done := c.authed
+	c.mu.Unlock()
+	if done {
+		return nil
+	}
+	select {
+	case <-c.chalCh:
+	case <-ctx.Done():
+		return fmt.Errorf("relay %s: waiting for AUTH challenge: %w", c.url, ctx.Err())
+	case <-c.ctx.Done():
+		return fmt.Errorf("relay %s: %w", c.url, context.Cause(c.ctx))
+	}
+	c.mu.Lock()
+	chal := c.challenge
+	c.mu.Unlock()
+	evt := &nostr.Event{
+		Kind: nostr.KindClientAuthentication, CreatedAt: nostr.Now(),
+		Tags: nostr.Tags{{"relay", c.url}, {"challenge", chal}},
+	}
+	if err := c.sign(evt); err != nil {
+		return fmt.Errorf("sign AUTH: %w", err)
+	}
+	if err := c.send(ctx, "AUTH", evt); err != nil {
+		return fmt.Errorf("AUTH: %w", err)
+	}
+	c.mu.Lock()
+	c.authed = true
+	c.mu.Unlock()
+	return nil
+}
+
+// Publish sends evt and returns nil only when the relay answered OK true.
+// An auth-required: refusal is answered with AUTH and one retry.
+func (c *relayConn) Publish(ctx context.Context, evt *nostr.Event) error {
+	err := c.send(ctx, "EVENT", evt)
+	var rej *RejectedError
+	if errors.As(err, &rej) && strings.HasPrefix(rej.Reason, "auth-required:") && c.sign != nil {
+		if aerr := c.Auth(ctx); aerr != nil {
+			return fmt.Errorf("%w (then %v)", err, aerr)
+		}
+		err = c.send(ctx, "EVENT", evt)
+	}
+	return err
+}
+
+// Subscribe opens a subscription; on auth-required: it authenticates and
+// re-subscribes once. The returned subscription's events channel is fed
+// until the connection ends or Unsubscribe.
+func (c *relayConn) Subscribe(ctx context.Context, filters ...nostr.Filter) (*subscription, error) {
+	for attempt := 0; ; attempt++ {
+		s := &subscription{
+			id:     "s" + strconv.FormatInt(c.subSeq.Add(1), 10),
+			events: make(chan *nostr.Event, 256),
+			eose:   make(chan struct{}),
+			closed: make(chan string, 1),
+		}
+		c.mu.Lock()
+		c.subs[s.id] = s
+		c.mu.Unlock()
+		msg := []any{"REQ", s.id}
+		for _, f := range filters {
+			msg = append(msg, f)
+		}
+		if err := c.write(ctx, msg); err != nil {
+			return nil, err
+		}
+	wait:
+		select {
+		case e := <-s.events:
+			s.Stored = append(s.Stored, e)
+			goto wait
+		case <-s.eose:
+			for {
+				select {
+				case e := <-s.events:
+					s.Stored = append(s.Stored, e)
+				default:
+					return s, nil
+				}
+			}
+		case reason := <-s.closed:
+			if strings.HasPrefix(reason, "auth-required:") && attempt == 0 && c.sign != nil {
+				if err := c.Auth(ctx); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			return nil, fmt.Errorf("relay %s closed the subscription: %s", c.url, reason)
+		case <-ctx.Done():
+			c.Unsubscribe(s)
+			return nil, fmt.Errorf("relay %s: waiting for EOSE: %w", c.url, ctx.Err())
+		case <-c.ctx.Done():
+			return nil, fmt.Errorf("relay %s: %w", c.url, context.Cause(c.ctx))
+		}
+	}
+}
+
+// Unsubscribe sends CLOSE and forgets the subscription.
+func (c *relayConn) Unsubscribe(s *subscription) {
+	c.mu.Lock()
+	_, ok := c.subs[s.id]
+	delete(c.subs, s.id)
+	c.mu.Unlock()
+	if ok {
+		ctx, cancel := context.WithTimeout(c.ctx, time.Second)
+		_ = c.write(ctx, []any{"CLOSE", s.id})
+		cancel()
+	}
+}
+
+// Query returns the stored events matching filters (up to EOSE).
+func (c *relayConn) Query(ctx context.Context, filters ...nostr.Filter) ([]*nostr.Event, error) {
+	s, err := c.Subscribe(ctx, filters...)
+	if err != nil {
+		return nil, err
+	}
+	c.Unsubscribe(s)
+	return s.Stored, nil
+}

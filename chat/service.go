@@ -1,0 +1,630 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nbd-wtf/go-nostr"
+
+	"github.com/anchorchat/anchorchat/identity"
+)
+
+// Config configures a Service.
+type Config struct {
+	// Key is the user's identity (required). Its secret is used for
+	// NIP-44, seals and NIP-42 AUTH and is never logged.
+	Key *identity.Key
+	// RelayURL is the user's own relay (ws:// or wss://, required): inbox,
+	// the sender's copies, and the first place to look things up.
+	RelayURL string
+	// DBPath is the SQLite message store (created 0600, WAL).
+	DBPath string
+	// Logger defaults to slog.Default(). Message contents are never logged
+	// above debug level, and even there only ids and kinds.
+	Logger *slog.Logger
+	// Dial opens relay websockets (default websocket.Dial); a hook for tests.
+	Dial Dialer
+	// Now is the clock (default time.Now); tests inject one.
+	Now func() time.Time
+
+	// InboxRelays, when set, replaces the default inbox: the own relay plus
+	// the relays of our own kind 10050 list found there.
+	InboxRelays []string
+	// DiscoveryRelays are asked for other people's kind 10050 lists and
+	// handle claims, besides the own relay and the hints known for them.
+	DiscoveryRelays []string
+	// FallbackRelays receive messages for a recipient who has no kind 10050
+	// list and no known relays.
+	FallbackRelays []string
+
+	// BlobURL is the base URL of the blob store files are uploaded to (the
+	// node mounts BlobStore there), e.g. "http://127.0.0.1:4848/blobs".
+	BlobURL string
+	// HTTPClient is used for blob uploads/downloads (default: 60 s timeout).
+	HTTPClient *http.Client
+	// MaxFileSize bounds files sent and downloaded (default 32 MiB).
+	MaxFileSize int64
+
+	// Resolver resolves name@domain (NIP-05); nil means the zero Resolver.
+	Resolver *identity.Resolver
+	// Verdict, when set, is asked for the anchoring verdict of a contact's
+	// handle claim (the anchoring layer provides it). It must not block long.
+	Verdict func(ctx context.Context, pubkey, handle string) string
+
+	// Outbox retry: the first retry after RetryBase (default 2 s), doubling
+	// up to RetryMax (default 10 min); a delivery still failing after
+	// GiveUpAfter (default 72 h) is marked failed.
+	RetryBase, RetryMax, GiveUpAfter time.Duration
+	// PublishTimeout bounds waiting for one relay's OK (default 10 s).
+	PublishTimeout time.Duration
+	// PurgeInterval is how often expired messages are purged (default 30 s).
+	PurgeInterval time.Duration
+	// ReconnectDelay is the first wait before re-subscribing to an inbox
+	// relay that dropped (default 1 s, doubling up to 1 min).
+	ReconnectDelay time.Duration
+}
+
+// Service is one user's messenger: the outbox, the inbox subscriptions and
+// the message store. Create it with New, run it with Start, stop it with Close.
+type Service struct {
+	cfg   Config
+	log   *slog.Logger
+	w     *Wrapper
+	pk    string
+	st    *store
+	now   func() time.Time
+	httpc *http.Client
+
+	sign func(*nostr.Event) error
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	wake   chan struct{}
+
+	poolMu sync.Mutex
+	pool   map[string]*relayConn
+
+	watchMu  sync.Mutex
+	watchers map[chan Event]struct{}
+
+	startOnce sync.Once
+	closeOnce sync.Once
+}
+
+// New opens the message store and prepares the service; nothing talks to
+// the network until Start.
+func New(cfg Config) (*Service, error) {
+	if cfg.Key == nil {
+		return nil, errors.New("chat: Config.Key is required")
+	}
+	if cfg.RelayURL == "" {
+		return nil, errors.New("chat: Config.RelayURL is required")
+	}
+	if cfg.DBPath == "" {
+		return nil, errors.New("chat: Config.DBPath is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.RetryBase <= 0 {
+		cfg.RetryBase = 2 * time.Second
+	}
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = 10 * time.Minute
+	}
+	if cfg.GiveUpAfter <= 0 {
+		cfg.GiveUpAfter = 72 * time.Hour
+	}
+	if cfg.PublishTimeout <= 0 {
+		cfg.PublishTimeout = 10 * time.Second
+	}
+	if cfg.PurgeInterval <= 0 {
+		cfg.PurgeInterval = 30 * time.Second
+	}
+	if cfg.ReconnectDelay <= 0 {
+		cfg.ReconnectDelay = time.Second
+	}
+	if cfg.MaxFileSize <= 0 {
+		cfg.MaxFileSize = 32 << 20
+	}
+	if cfg.Resolver == nil {
+		cfg.Resolver = &identity.Resolver{}
+	}
+	httpc := cfg.HTTPClient
+	if httpc == nil {
+		httpc = &http.Client{Timeout: 60 * time.Second}
+	}
+	secret, err := cfg.Key.SecretHex()
+	if err != nil {
+		return nil, fmt.Errorf("chat: key: %w", err)
+	}
+	w, err := NewWrapper(secret)
+	if err != nil {
+		return nil, err
+	}
+	w.Now = cfg.Now
+	st, err := openStore(context.Background(), cfg.DBPath)
+	if err != nil {
+		return nil, err
+	}
+	key := cfg.Key
+	s := &Service{
+		cfg: cfg, log: cfg.Logger.With("component", "chat"), w: w, pk: w.PublicKey(), st: st,
+		now: cfg.Now, httpc: httpc,
+		sign:     func(e *nostr.Event) error { return key.Sign(e) },
+		wake:     make(chan struct{}, 1),
+		pool:     make(map[string]*relayConn),
+		watchers: make(map[chan Event]struct{}),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// PublicKey is the user's hex pubkey.
+func (s *Service) PublicKey() string { return s.pk }
+
+// Start runs the outbox worker, the inbox subscriptions and the expiry
+// purger in the background until Close (or until ctx is cancelled). ctx also
+// bounds the initial lookup of our own kind 10050 list.
+func (s *Service) Start(ctx context.Context) error {
+	started := false
+	s.startOnce.Do(func() { started = true })
+	if !started {
+		return errors.New("chat: already started")
+	}
+	stop := context.AfterFunc(ctx, s.cancel)
+	_ = stop
+	inbox := s.inboxRelays(ctx)
+	s.log.Info("chat service starting", "pubkey", s.pk, "inbox_relays", inbox)
+	s.wg.Add(2 + len(inbox))
+	go s.outboxLoop()
+	go s.purgeLoop()
+	for _, u := range inbox {
+		go s.inboxLoop(u)
+	}
+	return nil
+}
+
+// Close stops the background work, closes relay connections and the store.
+// Queued deliveries stay in the outbox for the next Start.
+func (s *Service) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.cancel()
+		s.wg.Wait()
+		s.poolMu.Lock()
+		for u, c := range s.pool {
+			c.Close()
+			delete(s.pool, u)
+		}
+		s.poolMu.Unlock()
+		s.watchMu.Lock()
+		for ch := range s.watchers {
+			close(ch)
+			delete(s.watchers, ch)
+		}
+		s.watchMu.Unlock()
+		err = s.st.close()
+	})
+	return err
+}
+
+func (s *Service) inboxRelays(ctx context.Context) []string {
+	if len(s.cfg.InboxRelays) > 0 {
+		return dedupRelays(s.cfg.InboxRelays)
+	}
+	out := []string{s.cfg.RelayURL}
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if evt := s.newest(lctx, []string{s.cfg.RelayURL}, nostr.Filter{Kinds: []int{KindDMRelayList}, Authors: []string{s.pk}, Limit: 1}); evt != nil {
+		out = append(out, relayTags(evt)...)
+	}
+	return dedupRelays(out)
+}
+
+func relayTags(evt *nostr.Event) []string {
+	var out []string
+	for t := range evt.Tags.FindAll("relay") {
+		if nostr.IsValidRelayURL(t[1]) {
+			out = append(out, t[1])
+		}
+	}
+	return out
+}
+
+func dedupRelays(urls []string) []string {
+	out := make([]string, 0, len(urls))
+	for _, u := range urls {
+		u = strings.TrimSpace(u)
+		if u == "" {
+			continue
+		}
+		n := nostr.NormalizeURL(u)
+		if n == "" {
+			continue
+		}
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Watch returns a channel of new messages, state changes, deletions and
+// expiries, until ctx is done or the service closes. A watcher that does not
+// keep up loses events (logged), never blocking the service.
+func (s *Service) Watch(ctx context.Context) <-chan Event {
+	ch := make(chan Event, 256)
+	s.watchMu.Lock()
+	if s.ctx.Err() != nil {
+		s.watchMu.Unlock()
+		close(ch)
+		return ch
+	}
+	s.watchers[ch] = struct{}{}
+	s.watchMu.Unlock()
+	context.AfterFunc(ctx, func() {
+		s.watchMu.Lock()
+		if _, ok := s.watchers[ch]; ok {
+			delete(s.watchers, ch)
+			close(ch)
+		}
+		s.watchMu.Unlock()
+	})
+	return ch
+}
+
+func (s *Service) notify(e Event) {
+	s.watchMu.Lock()
+	defer s.watchMu.Unlock()
+	for ch := range s.watchers {
+		select {
+		case ch <- e:
+		default:
+			s.log.Warn("chat watcher too slow, event dropped", "type", e.Type, "message", e.MessageID)
+		}
+	}
+}
+
+// SendOptions tune one message.
+type SendOptions struct {
+	// Subject sets the conversation title (NIP-17 "subject" tag).
+	Subject string
+	// ReplyTo is the rumor id this message answers ("e" tag).
+	ReplyTo string
+	// Expire overrides the conversation's disappearing timer for this
+	// message (0: use the conversation's timer; negative: never expire).
+	Expire time.Duration
+	// Relays are extra relay hints for the recipients, used to find their
+	// kind 10050 lists and as the fallback when they have none.
+	Relays []string
+}
+
+// Send sends a text message (kind 14) to the recipients (each an @handle,
+// npub, nprofile, hex pubkey or name@domain). The message is stored and
+// queued at once; the outbox delivers it in the background. The returned
+// message is in state queued; follow it with Watch, Message or WaitSent.
+func (s *Service) Send(ctx context.Context, recipients []string, text string, opts SendOptions) (*Message, error) {
+	if text == "" {
+		return nil, errors.New("chat: empty message")
+	}
+	return s.send(ctx, recipients, KindChatMessage, text, nil, opts)
+}
+
+// ResolveAll resolves addresses to pubkeys (see Resolve).
+func (s *Service) ResolveAll(ctx context.Context, addrs []string) ([]*Contact, error) {
+	var out []*Contact
+	for _, a := range addrs {
+		c, err := s.Resolve(ctx, a)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func (s *Service) send(ctx context.Context, recipients []string, kind int, content string, extra nostr.Tags, opts SendOptions) (*Message, error) {
+	contacts, err := s.ResolveAll(ctx, recipients)
+	if err != nil {
+		return nil, err
+	}
+	var peers []string
+	for _, c := range contacts {
+		if c.PubKey != s.pk && !slices.Contains(peers, c.PubKey) {
+			peers = append(peers, c.PubKey)
+		}
+	}
+	if len(peers) == 0 {
+		return nil, errors.New("chat: no recipients other than ourselves")
+	}
+	participants := normParticipants(append([]string{s.pk}, peers...))
+	conv := ConversationID(participants)
+
+	now := s.now()
+	exp := int64(0)
+	d := opts.Expire
+	if d == 0 {
+		if _, cd, err := s.st.conversation(ctx, conv); err == nil {
+			d = cd
+		}
+	}
+	if d > 0 {
+		exp = now.Add(d).Unix()
+	}
+
+	tags := nostr.Tags{}
+	for _, p := range peers {
+		tags = append(tags, nostr.Tag{"p", p})
+	}
+	if opts.ReplyTo != "" {
+		tags = append(tags, nostr.Tag{"e", opts.ReplyTo, "", "reply"})
+	}
+	if opts.Subject != "" {
+		tags = append(tags, nostr.Tag{"subject", opts.Subject})
+	}
+	tags = append(tags, extra...)
+	if exp > 0 {
+		tags = append(tags, expirationTag(exp))
+	}
+	rumor := s.w.NewRumor(kind, content, tags, now)
+
+	dels, err := s.wrapAll(ctx, &rumor, peers, exp, opts.Relays)
+	if err != nil {
+		return nil, err
+	}
+	m := &Message{
+		ID: rumor.ID, Conversation: conv, Sender: s.pk, Kind: kind, Content: content, Tags: rumor.Tags,
+		CreatedAt: now, Outgoing: true, Read: true,
+	}
+	if exp > 0 {
+		m.ExpiresAt = time.Unix(exp, 0)
+	}
+	tx, err := s.st.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("chat: store message: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if err := upsertConversation(ctx, tx, conv, participants, opts.Subject, now.Unix()); err != nil {
+		return nil, fmt.Errorf("chat: store conversation: %w", err)
+	}
+	if _, err := insertMessage(ctx, tx, m, now.Unix()); err != nil {
+		return nil, fmt.Errorf("chat: store message: %w", err)
+	}
+	for _, d := range dels {
+		if err := insertDelivery(ctx, tx, d, now.UnixMilli()); err != nil {
+			return nil, fmt.Errorf("chat: queue delivery: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("chat: store message: %w", err)
+	}
+	s.log.Info("message queued", "id", rumor.ID, "kind", kind, "conversation", conv, "recipients", len(peers), "deliveries", len(dels))
+	s.kick()
+	stored, err := s.st.message(ctx, rumor.ID)
+	if err != nil {
+		return nil, err
+	}
+	s.notify(Event{Type: EventMessage, Conversation: conv, MessageID: stored.ID, Message: stored})
+	return stored, nil
+}
+
+// wrapAll makes one gift wrap per recipient for each of their DM relays and
+// one for our own copy on our own relay.
+func (s *Service) wrapAll(ctx context.Context, rumor *nostr.Event, peers []string, exp int64, hints []string) ([]delivery, error) {
+	var dels []delivery
+	created := s.now().Unix()
+	for _, p := range peers {
+		relays, err := s.dmRelaysFor(ctx, p, hints)
+		if err != nil {
+			return nil, err
+		}
+		wrap, err := s.w.Wrap(*rumor, p, exp)
+		if err != nil {
+			return nil, err
+		}
+		raw := wrap.String()
+		for _, r := range relays {
+			dels = append(dels, delivery{WrapID: wrap.ID, Relay: r, RumorID: rumor.ID, Recipient: p, Wrap: raw, CreatedAt: created, ExpiresAt: exp})
+		}
+	}
+	own, err := s.w.Wrap(*rumor, s.pk, exp)
+	if err != nil {
+		return nil, err
+	}
+	dels = append(dels, delivery{WrapID: own.ID, Relay: nostr.NormalizeURL(s.cfg.RelayURL), RumorID: rumor.ID, Recipient: s.pk, Self: true, Wrap: own.String(), CreatedAt: created, ExpiresAt: exp})
+	return dels, nil
+}
+
+// Delete deletes one of our messages: a kind 5 rumor naming it is
+// gift-wrapped to every participant; their services remove it. It is removed
+// from our store at once.
+func (s *Service) Delete(ctx context.Context, messageID string) error {
+	m, err := s.st.message(ctx, messageID)
+	if err != nil {
+		return err
+	}
+	if m.Sender != s.pk {
+		return fmt.Errorf("chat: message %s is not ours to delete", messageID)
+	}
+	participants, _, err := s.st.conversation(ctx, m.Conversation)
+	if err != nil {
+		return err
+	}
+	var peers []string
+	tags := nostr.Tags{{"e", messageID}, {"k", fmt.Sprint(m.Kind)}}
+	for _, p := range participants {
+		if p != s.pk {
+			peers = append(peers, p)
+			tags = append(tags, nostr.Tag{"p", p})
+		}
+	}
+	now := s.now()
+	exp := int64(0)
+	if !m.ExpiresAt.IsZero() {
+		exp = m.ExpiresAt.Unix()
+		tags = append(tags, expirationTag(exp))
+	}
+	rumor := s.w.NewRumor(KindDeletion, "", tags, now)
+	dels, err := s.wrapAll(ctx, &rumor, peers, exp, nil)
+	if err != nil {
+		return err
+	}
+	tx, err := s.st.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("chat: delete: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, _, err := deleteMessage(ctx, tx, messageID, s.pk, now.Unix()); err != nil {
+		return fmt.Errorf("chat: delete: %w", err)
+	}
+	for _, d := range dels {
+		if err := insertDelivery(ctx, tx, d, now.UnixMilli()); err != nil {
+			return fmt.Errorf("chat: queue deletion: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("chat: delete: %w", err)
+	}
+	s.log.Info("message deleted", "id", messageID, "conversation", m.Conversation)
+	s.kick()
+	s.notify(Event{Type: EventDeleted, Conversation: m.Conversation, MessageID: messageID})
+	return nil
+}
+
+// Message returns one stored message.
+func (s *Service) Message(ctx context.Context, id string) (*Message, error) { return s.st.message(ctx, id) }
+
+// WaitSent waits until an outgoing message leaves the queued state (sent or
+// failed) and returns it.
+func (s *Service) WaitSent(ctx context.Context, id string) (*Message, error) {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		m, err := s.st.message(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if m.State != StateQueued {
+			return m, nil
+		}
+		select {
+		case <-ctx.Done():
+			return m, fmt.Errorf("chat: waiting for %s: %w", id, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// HistoryOptions page through a conversation.
+type HistoryOptions struct {
+	Before time.Time // only messages created before this (zero: newest)
+	Limit  int       // default 100
+}
+
+// History returns a conversation's messages, oldest first.
+func (s *Service) History(ctx context.Context, conversationID string, opts HistoryOptions) ([]*Message, error) {
+	return s.st.history(ctx, conversationID, opts.Before, opts.Limit)
+}
+
+// Conversations lists the conversations, most recent first, with unread
+// counts and each peer's identity status.
+func (s *Service) Conversations(ctx context.Context) ([]*Conversation, error) {
+	convs, err := s.st.conversations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range convs {
+		for _, p := range c.Participants {
+			if p == s.pk {
+				continue
+			}
+			ct, err := s.contactStatus(ctx, p)
+			if err != nil {
+				return nil, err
+			}
+			c.Peers = append(c.Peers, ct)
+		}
+	}
+	return convs, nil
+}
+
+// ConversationWith returns the id of the conversation between us and
+// these addresses (it may have no messages yet).
+func (s *Service) ConversationWith(ctx context.Context, addrs []string) (string, []string, error) {
+	cs, err := s.ResolveAll(ctx, addrs)
+	if err != nil {
+		return "", nil, err
+	}
+	ps := []string{s.pk}
+	for _, c := range cs {
+		ps = append(ps, c.PubKey)
+	}
+	ps = normParticipants(ps)
+	return ConversationID(ps), ps, nil
+}
+
+// MarkRead marks every message of a conversation read.
+func (s *Service) MarkRead(ctx context.Context, conversationID string) error {
+	return s.st.markRead(ctx, conversationID)
+}
+
+// SetDisappearing sets the disappearing-messages timer of the conversation
+// with these addresses (0 switches it off). Messages sent afterwards carry
+// a NIP-40 expiration of now + d on the rumor, the seal and the wrap.
+func (s *Service) SetDisappearing(ctx context.Context, addrs []string, d time.Duration) (string, error) {
+	if d < 0 {
+		return "", errors.New("chat: negative timer")
+	}
+	id, ps, err := s.ConversationWith(ctx, addrs)
+	if err != nil {
+		return "", err
+	}
+	if err := s.st.setDisappear(ctx, id, ps, d); err != nil {
+		return "", fmt.Errorf("chat: set timer: %w", err)
+	}
+	return id, nil
+}
+
+// PurgeExpired removes expired messages from the store now (the purger
+// also runs every PurgeInterval) and returns how many were removed.
+func (s *Service) PurgeExpired(ctx context.Context) (int, error) {
+	gone, err := s.st.purgeExpired(ctx, s.now().Unix())
+	if err != nil {
+		return 0, fmt.Errorf("chat: purge: %w", err)
+	}
+	for id, conv := range gone {
+		s.notify(Event{Type: EventExpired, Conversation: conv, MessageID: id})
+	}
+	if len(gone) > 0 {
+		s.log.Info("expired messages purged", "count", len(gone))
+	}
+	return len(gone), nil
+}
+
+func (s *Service) purgeLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.cfg.PurgeInterval)
+	defer t.Stop()
+	for {
+		if _, err := s.PurgeExpired(s.ctx); err != nil && s.ctx.Err() == nil {
+			s.log.Error("purge failed", "err", err)
+		}
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
