@@ -504,7 +504,9 @@ func (s *Service) Delete(ctx context.Context, messageID string) error {
 }
 
 // Message returns one stored message.
-func (s *Service) Message(ctx context.Context, id string) (*Message, error) { return s.st.message(ctx, id) }
+func (s *Service) Message(ctx context.Context, id string) (*Message, error) {
+	return s.st.message(ctx, id)
+}
 
 // WaitSent waits until an outgoing message leaves the queued state (sent or
 // failed) and returns it.

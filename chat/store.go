@@ -285,8 +285,9 @@ func (s *store) history(ctx context.Context, conv string, before time.Time, limi
 	if !before.IsZero() {
 		b = before.Unix()
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT * FROM (SELECT `+messageCols+` FROM messages m
-		WHERE m.conversation = ? AND m.created_at < ? ORDER BY m.created_at DESC, m.rumor_id DESC LIMIT ?) ORDER BY 7, 1`, conv, b, limit)
+	rows, err := s.db.QueryContext(ctx, `SELECT `+messageCols+` FROM messages m WHERE m.rowid IN (
+		SELECT rowid FROM messages WHERE conversation = ? AND created_at < ? ORDER BY created_at DESC, rowid DESC LIMIT ?)
+		ORDER BY m.created_at, m.rowid`, conv, b, limit)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,247 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nbd-wtf/go-nostr"
+
+	"github.com/anchorchat/anchorchat/identity"
+	"github.com/anchorchat/anchorchat/relay"
+	"github.com/anchorchat/anchorchat/storage"
+)
+
+// clock is real time plus a settable offset, shared by a test's relays and
+// services: backoff timers run in real time, expiry tests jump ahead.
+type clock struct {
+	mu  sync.Mutex
+	off time.Duration
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return time.Now().Add(c.off) }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.off += d
+	c.mu.Unlock()
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("CHAT_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// testRelay is a real relay on a real SQLite file behind a real TCP
+// listener that can be stopped and started again on the same address.
+type testRelay struct {
+	t     testing.TB
+	cfg   relay.Config
+	store *storage.Store
+	clock *clock
+	addr  string
+	url   string
+
+	mu    sync.Mutex
+	relay *relay.Relay
+	srv   *http.Server
+}
+
+func startRelay(t testing.TB, clk *clock, owner string, allow ...string) *testRelay {
+	t.Helper()
+	st, err := storage.Open(context.Background(), storage.Options{
+		Path: filepath.Join(t.TempDir(), "events.db"), Synchronous: "NORMAL", Now: clk.Now,
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := relay.DefaultConfig()
+	cfg.Owner = owner
+	cfg.Allow = allow
+	cfg.Limits.EventsPerSecondPerIP, cfg.Limits.EventsPerSecondPerPubkey, cfg.Limits.ReqsPerSecondPerIP = 0, 0, 0
+	cfg.Limits.MaxConnectionsPerIP = 0
+	r := &testRelay{t: t, cfg: cfg, store: st, clock: clk}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.addr = ln.Addr().String()
+	r.url = "ws://" + r.addr
+	r.serve(ln)
+	t.Cleanup(func() {
+		r.stop()
+		if err := st.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return r
+}
+
+func (r *testRelay) serve(ln net.Listener) {
+	rl := relay.New(r.cfg, r.store, slog.New(slog.DiscardHandler), nil)
+	rl.Now = r.clock.Now
+	rl.SweepInterval = 0
+	rl.Start()
+	srv := &http.Server{Handler: rl}
+	go func() { _ = srv.Serve(ln) }()
+	r.mu.Lock()
+	r.relay, r.srv = rl, srv
+	r.mu.Unlock()
+}
+
+// stop takes the relay off the network: the listener closes and every
+// websocket is dropped. The store stays.
+func (r *testRelay) stop() {
+	r.mu.Lock()
+	rl, srv := r.relay, r.srv
+	r.relay, r.srv = nil, nil
+	r.mu.Unlock()
+	if srv == nil {
+		return
+	}
+	_ = srv.Close()
+	rl.Close()
+}
+
+// start brings a stopped relay back on the same address and store.
+func (r *testRelay) start() {
+	r.t.Helper()
+	var ln net.Listener
+	var err error
+	for range 50 {
+		if ln, err = net.Listen("tcp", r.addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.serve(ln)
+}
+
+// wraps returns the gift wraps for pk the relay would serve now.
+func (r *testRelay) wraps(t testing.TB, pk string) []*nostr.Event {
+	t.Helper()
+	evts, err := r.store.Query(context.Background(), nostr.Filter{Kinds: []int{KindGiftWrap}, Tags: nostr.TagMap{"p": {pk}}}, storage.Visibility{PrivateKinds: relay.PrivateKinds, Readers: []string{pk}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evts
+}
+
+type user struct {
+	name  string
+	key   *identity.Key
+	relay *testRelay
+	clock *clock
+	db    string
+	svc   *Service
+}
+
+func newKey(t testing.TB) *identity.Key {
+	t.Helper()
+	k, err := identity.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// newUser makes a key, its own relay (owner = that key) and publishes its
+// kind 10050 list naming dmRelays (its own relay when none given).
+func newUser(t testing.TB, clk *clock, name string) *user {
+	t.Helper()
+	k := newKey(t)
+	u := &user{name: name, key: k, clock: clk, db: filepath.Join(t.TempDir(), name+"-chat.db")}
+	u.relay = startRelay(t, clk, k.PublicKey())
+	return u
+}
+
+func (u *user) publishDMRelays(t testing.TB, on string, relays ...string) {
+	t.Helper()
+	tags := nostr.Tags{}
+	for _, r := range relays {
+		tags = append(tags, nostr.Tag{"relay", r})
+	}
+	evt := &nostr.Event{Kind: KindDMRelayList, CreatedAt: nostr.Timestamp(u.clock.Now().Unix()), Tags: tags}
+	if err := u.key.Sign(evt); err != nil {
+		t.Fatal(err)
+	}
+	publishTo(t, on, u.key, evt)
+}
+
+func publishTo(t testing.TB, url string, k *identity.Key, evt *nostr.Event) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := dialRelay(ctx, nil, url, func(e *nostr.Event) error { return k.Sign(e) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Publish(ctx, evt); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (u *user) start(t testing.TB, mutate func(*Config)) *Service {
+	t.Helper()
+	cfg := Config{
+		Key: u.key, RelayURL: u.relay.url, DBPath: u.db, Logger: testLogger(t).With("user", u.name),
+		Now: u.clock.Now, RetryBase: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond,
+		ReconnectDelay: 50 * time.Millisecond, PurgeInterval: time.Hour,
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	svc, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	u.svc = svc
+	t.Cleanup(func() { _ = svc.Close() })
+	return svc
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, d time.Duration, what string, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var last error
+	for time.Now().Before(deadline) {
+		ok, err := cond()
+		if ok {
+			return
+		}
+		last = err
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s (last error: %v)", what, last)
+}
+
+// hasMessage reports whether svc's conversation holds a message with this text.
+func findMessage(ctx context.Context, svc *Service, conv, text string) (*Message, error) {
+	ms, err := svc.History(ctx, conv, HistoryOptions{})
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range ms {
+		if m.Content == text {
+			return m, nil
+		}
+	}
+	return nil, errors.New("not there yet")
+}
