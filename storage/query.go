@@ -1,6 +1,8 @@
 package storage
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
@@ -58,34 +60,77 @@ func (s *Store) QueryRaw(ctx context.Context, f nostr.Filter, v Visibility, fn f
 	if !ok {
 		return nil
 	}
-	q.sql += " LIMIT ?"
-	q.args = append(q.args, limit)
-
-	st, cached, err := s.readStmt(ctx, q.sql)
+	// Walk the index newest first and stop at the limit: no sort of all
+	// candidates. Ties on created_at come back in index (insertion) order;
+	// NIP-01 wants the lowest id first, fixed below.
+	rows, err := s.collect(ctx, q.sql+" ORDER BY "+q.orderCol+" DESC LIMIT ?", append(q.args, limit), limit)
 	if err != nil {
-		return fmt.Errorf("storage: query: %w", err)
+		return err
+	}
+	if len(rows) == limit {
+		// The limit may have cut a group of equal created_at: take that
+		// group's lowest ids instead of whichever came first in the index.
+		last := rows[len(rows)-1].createdAt
+		keep := 0
+		for keep < len(rows) && rows[keep].createdAt > last {
+			keep++
+		}
+		g := f
+		g.Since, g.Until = &[]nostr.Timestamp{nostr.Timestamp(last)}[0], &[]nostr.Timestamp{nostr.Timestamp(last)}[0]
+		gq, _ := s.buildQuery(g, v, false)
+		group, err := s.collect(ctx, gq.sql+" ORDER BY e.id ASC LIMIT ?", append(gq.args, limit-keep), limit-keep)
+		if err != nil {
+			return err
+		}
+		rows = append(rows[:keep], group...)
+	}
+	slices.SortStableFunc(rows, func(a, b row) int {
+		if a.createdAt != b.createdAt {
+			return cmp.Compare(b.createdAt, a.createdAt)
+		}
+		return bytes.Compare(a.id, b.id)
+	})
+	for _, r := range rows {
+		if err := fn(r.raw); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type row struct {
+	createdAt int64
+	id, raw   []byte
+}
+
+// collect runs a query selecting (created_at, id, raw) and copies the rows out.
+func (s *Store) collect(ctx context.Context, query string, args []any, sizeHint int) ([]row, error) {
+	st, cached, err := s.readStmt(ctx, query)
+	if err != nil {
+		return nil, fmt.Errorf("storage: query: %w", err)
 	}
 	if !cached {
 		defer st.Close()
 	}
-	rows, err := st.QueryContext(ctx, q.args...)
+	rs, err := st.QueryContext(ctx, args...)
 	if err != nil {
-		return fmt.Errorf("storage: query: %w", err)
+		return nil, fmt.Errorf("storage: query: %w", err)
 	}
-	defer rows.Close()
-	var raw sql.RawBytes
-	for rows.Next() {
-		if err := rows.Scan(&raw); err != nil {
-			return fmt.Errorf("storage: query: %w", err)
+	defer rs.Close()
+	out := make([]row, 0, min(sizeHint, 1024))
+	var id, raw sql.RawBytes
+	for rs.Next() {
+		var r row
+		if err := rs.Scan(&r.createdAt, &id, &raw); err != nil {
+			return nil, fmt.Errorf("storage: query: %w", err)
 		}
-		if err := fn(raw); err != nil {
-			return err
-		}
+		r.id, r.raw = bytes.Clone(id), bytes.Clone(raw)
+		out = append(out, r)
 	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("storage: query: %w", err)
+	if err := rs.Err(); err != nil {
+		return nil, fmt.Errorf("storage: query: %w", err)
 	}
-	return nil
+	return out, nil
 }
 
 // Count returns how many events match f (NIP-45), ignoring f.Limit and
@@ -110,8 +155,9 @@ func (s *Store) Count(ctx context.Context, f nostr.Filter, v Visibility) (int64,
 }
 
 type builtQuery struct {
-	sql  string
-	args []any
+	sql      string // SELECT ... WHERE ..., without ORDER BY or LIMIT
+	args     []any
+	orderCol string // the created_at column whose index the query walks
 }
 
 type sqlBuilder struct {
@@ -241,7 +287,7 @@ func (s *Store) buildQuery(f nostr.Filter, v Visibility, count bool) (builtQuery
 	if count {
 		sb.w("SELECT count(*)")
 	} else {
-		sb.w("SELECT e.raw")
+		sb.w("SELECT e.created_at, e.id, e.raw")
 	}
 	orderCol := "e.created_at"
 	tagJoin := len(ids) == 0 && len(tags) > 0 && len(tags[0].values) == 1
@@ -321,10 +367,7 @@ func (s *Store) buildQuery(f nostr.Filter, v Visibility, count bool) (builtQuery
 			sb.w(")")
 		}
 	}
-	if !count {
-		sb.w(" ORDER BY ", orderCol, " DESC, e.id ASC")
-	}
-	return builtQuery{sql: sb.b.String(), args: sb.args}, true
+	return builtQuery{sql: sb.b.String(), args: sb.args, orderCol: orderCol}, true
 }
 
 func tagRank(name string) int {

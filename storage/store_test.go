@@ -703,25 +703,28 @@ func TestSaveContextCancelled(t *testing.T) {
 func TestQueryPlans(t *testing.T) {
 	s, _, _ := openTest(t)
 	pk := strings.Repeat("ab", 32)
+	// sorts: the plan may sort the candidates (several index ranges to merge);
+	// the single-range shapes must stream in index order and stop at the limit.
 	cases := []struct {
-		f    nostr.Filter
-		v    Visibility
-		want string
+		f     nostr.Filter
+		v     Visibility
+		want  string
+		sorts bool
 	}{
-		{nostr.Filter{Authors: []string{pk}, Kinds: []int{1}}, Visibility{}, "events_pubkey_kind_created"},
-		{nostr.Filter{Authors: []string{pk, strings.Repeat("cd", 32)}, Kinds: []int{1, 7}}, Visibility{PrivateKinds: []int{1059}}, "events_pubkey_kind_created"},
-		{nostr.Filter{Tags: nostr.TagMap{"p": {pk}}, Limit: 500}, Visibility{PrivateKinds: []int{1059}, Readers: []string{pk}}, "tags_name_value_created"},
-		{nostr.Filter{Tags: nostr.TagMap{"p": {pk, "x"}}}, Visibility{}, "tags_name_value_created"},
-		{nostr.Filter{IDs: []string{pk, strings.Repeat("01", 32)}}, Visibility{}, "events_id"},
-		{nostr.Filter{Kinds: []int{1}}, Visibility{}, "events_kind_created"},
-		{nostr.Filter{}, Visibility{}, "events_created"},
+		{nostr.Filter{Authors: []string{pk}, Kinds: []int{1}}, Visibility{}, "events_pubkey_kind_created", false},
+		{nostr.Filter{Authors: []string{pk, strings.Repeat("cd", 32)}, Kinds: []int{1, 7}}, Visibility{PrivateKinds: []int{1059}}, "events_pubkey_kind_created", true},
+		{nostr.Filter{Tags: nostr.TagMap{"p": {pk}}, Limit: 500}, Visibility{PrivateKinds: []int{1059}, Readers: []string{pk}}, "tags_name_value_created", false},
+		{nostr.Filter{Tags: nostr.TagMap{"p": {pk, "x"}}}, Visibility{}, "tags_name_value_created", true},
+		{nostr.Filter{IDs: []string{pk, strings.Repeat("01", 32)}}, Visibility{}, "events_id", true},
+		{nostr.Filter{Kinds: []int{1}}, Visibility{}, "events_kind_created", false},
+		{nostr.Filter{}, Visibility{}, "events_created", false},
 	}
 	for _, c := range cases {
 		q, ok := s.buildQuery(c.f, c.v, false)
 		if !ok {
 			t.Fatalf("%v: no query", c.f)
 		}
-		rows, err := s.rdb.Query("EXPLAIN QUERY PLAN "+q.sql+" LIMIT 500", q.args...)
+		rows, err := s.rdb.Query("EXPLAIN QUERY PLAN "+q.sql+" ORDER BY "+q.orderCol+" DESC LIMIT 500", q.args...)
 		if err != nil {
 			t.Fatalf("%s: %v", q.sql, err)
 		}
@@ -739,6 +742,9 @@ func TestQueryPlans(t *testing.T) {
 		t.Logf("%v\n  %s\n  %s", c.f, q.sql, joined)
 		if !strings.Contains(joined, "INDEX "+c.want) {
 			t.Errorf("filter %v: plan %q does not use index %s", c.f, joined, c.want)
+		}
+		if !c.sorts && strings.Contains(joined, "TEMP B-TREE") {
+			t.Errorf("filter %v: plan %q sorts every candidate instead of walking the index", c.f, joined)
 		}
 		if strings.Contains(joined, "SCAN ") && c.want != "events_created" {
 			t.Errorf("filter %v: plan %q has a full scan", c.f, joined)
