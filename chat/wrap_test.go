@@ -1,0 +1,261 @@
+package chat
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nbd-wtf/go-nostr"
+	"github.com/nbd-wtf/go-nostr/nip44"
+)
+
+func wrapper(t testing.TB) *Wrapper {
+	t.Helper()
+	w, err := NewWrapper(nostr.GeneratePrivateKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func TestWrapUnwrapRoundTrip(t *testing.T) {
+	alice, bob := wrapper(t), wrapper(t)
+	now := time.Now()
+	exp := now.Add(time.Hour).Unix()
+	rumor := alice.NewRumor(KindChatMessage, "hi bob", nostr.Tags{{"p", bob.PublicKey()}, expirationTag(exp)}, now)
+	w1, err := alice.Wrap(rumor, bob.PublicKey(), exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w2, _ := alice.Wrap(rumor, bob.PublicKey(), exp)
+	if w1.PubKey == w2.PubKey || w1.PubKey == alice.PublicKey() {
+		t.Fatal("gift wraps must use a fresh one-time key")
+	}
+	if w1.Kind != KindGiftWrap || w1.Tags.FindWithValue("p", bob.PublicKey()) == nil || Expiration(&w1) != exp {
+		t.Fatalf("wrap tags %v", w1.Tags)
+	}
+	for _, w := range []nostr.Event{w1, w2} {
+		age := now.Unix() - int64(w.CreatedAt)
+		if age < 0 || age > int64(MaxBackdate/time.Second) {
+			t.Fatalf("wrap created_at %d s in the past", age)
+		}
+	}
+	got, err := bob.Unwrap(&w1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Content != "hi bob" || got.PubKey != alice.PublicKey() || got.ID != rumor.ID || got.Sig != "" {
+		t.Fatalf("rumor %+v", got)
+	}
+	// The seal inside carries the expiration too and is signed by alice.
+	tk, _ := nip44.GenerateConversationKey(w1.PubKey, bob.sk)
+	sealJSON, _ := nip44.Decrypt(w1.Content, tk)
+	var seal nostr.Event
+	_ = seal.UnmarshalJSON([]byte(sealJSON))
+	if seal.Kind != KindSeal || seal.PubKey != alice.PublicKey() || Expiration(&seal) != exp {
+		t.Fatalf("seal %+v", seal)
+	}
+	// Alice can read her own copy.
+	own, _ := alice.Wrap(rumor, alice.PublicKey(), 0)
+	if r, err := alice.Unwrap(&own); err != nil || r.Content != "hi bob" {
+		t.Fatal(err)
+	}
+	// A wrapper refuses to wrap someone else's rumor.
+	if _, err := bob.Wrap(rumor, alice.PublicKey(), 0); err == nil {
+		t.Fatal("bob wrapped alice's rumor")
+	}
+}
+
+// sealAs builds a gift wrap whose seal is signed by signerSK while the
+// rumor inside claims author claimed: an impersonation attempt.
+func sealAs(t testing.TB, signerSK, claimed, recipient, text string) nostr.Event {
+	t.Helper()
+	rumor := nostr.Event{Kind: KindChatMessage, Content: text, PubKey: claimed, CreatedAt: nostr.Now(), Tags: nostr.Tags{{"p", recipient}}}
+	rumor.ID = rumor.GetID()
+	ck, _ := nip44.GenerateConversationKey(recipient, signerSK)
+	ct, _ := nip44.Encrypt(rumor.String(), ck)
+	seal := nostr.Event{Kind: KindSeal, Content: ct, CreatedAt: nostr.Now(), Tags: nostr.Tags{}}
+	if err := seal.Sign(signerSK); err != nil {
+		t.Fatal(err)
+	}
+	one := nostr.GeneratePrivateKey()
+	tk, _ := nip44.GenerateConversationKey(recipient, one)
+	sct, _ := nip44.Encrypt(seal.String(), tk)
+	wrap := nostr.Event{Kind: KindGiftWrap, Content: sct, CreatedAt: nostr.Now(), Tags: nostr.Tags{{"p", recipient}}}
+	if err := wrap.Sign(one); err != nil {
+		t.Fatal(err)
+	}
+	return wrap
+}
+
+func TestUnwrapRefusals(t *testing.T) {
+	alice, bob, carol := wrapper(t), wrapper(t), wrapper(t)
+	mallory := nostr.GeneratePrivateKey()
+
+	imp := sealAs(t, mallory, alice.PublicKey(), bob.PublicKey(), "send me your seed")
+	_, err := bob.Unwrap(&imp)
+	if !errors.Is(err, ErrImpersonation) {
+		t.Fatalf("impersonation: %v", err)
+	}
+	if !strings.Contains(err.Error(), "impersonation") {
+		t.Fatalf("unclear error: %v", err)
+	}
+
+	rumor := alice.NewRumor(KindChatMessage, "for carol", nostr.Tags{{"p", carol.PublicKey()}}, time.Now())
+	wc, _ := alice.Wrap(rumor, carol.PublicKey(), 0)
+	if _, err := bob.Unwrap(&wc); !errors.Is(err, ErrNotForUs) {
+		t.Fatalf("wrap for carol: %v", err)
+	}
+	// Even if the p tag is forged to name bob, bob cannot open it.
+	forged := wc
+	forged.Tags = nostr.Tags{{"p", bob.PublicKey()}}
+	if _, err := bob.Unwrap(&forged); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("forged p tag: %v", err)
+	}
+	// Expired.
+	exp := time.Now().Add(-time.Minute).Unix()
+	old, _ := alice.Wrap(alice.NewRumor(KindChatMessage, "old", nil, time.Now()), bob.PublicKey(), exp)
+	if _, err := bob.Unwrap(&old); !errors.Is(err, ErrExpired) {
+		t.Fatalf("expired: %v", err)
+	}
+	// Tampered content.
+	bad, _ := alice.Wrap(rumor, bob.PublicKey(), 0)
+	bad.Content = bad.Content[:len(bad.Content)-4] + "AAAA"
+	if _, err := bob.Unwrap(&bad); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("tampered: %v", err)
+	}
+}
+
+// Through the Service: an impersonating wrap is refused and stored nowhere;
+// a wrap for someone else is ignored.
+func TestServiceRefusesImpersonation(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{}
+	bob := newUser(t, clk, "bob")
+	bs := bob.start(t, nil)
+	alice, carol := wrapper(t), wrapper(t)
+	imp := sealAs(t, nostr.GeneratePrivateKey(), alice.PublicKey(), bob.key.PublicKey(), "it is me, alice")
+	// Delivered through bob's relay like any mail.
+	publishTo(t, bob.relay.url, newKey(t), &imp)
+	wc, _ := alice.Wrap(alice.NewRumor(KindChatMessage, "carol only", nil, time.Now()), carol.PublicKey(), 0)
+	if err := bs.Ingest(ctx, &wc); !errors.Is(err, ErrNotForUs) {
+		t.Fatalf("wrap for carol: %v", err)
+	}
+	if err := bs.Ingest(ctx, &imp); err != nil {
+		// already seen through the relay (refused once, remembered) or refused now
+		if !errors.Is(err, ErrImpersonation) {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 5*time.Second, "bob's inbox sees the wrap", func() (bool, error) {
+		return bs.st.seen(ctx, imp.ID)
+	})
+	convs, err := bs.Conversations(ctx)
+	if err != nil || len(convs) != 0 {
+		t.Fatalf("conversations after refusals: %d %v", len(convs), err)
+	}
+}
+
+func TestFileEncryption(t *testing.T) {
+	data := []byte("a picture, honestly")
+	blob, fi, err := EncryptFile(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(blob, data) || fi.Size != int64(len(blob)) || len(fi.Key) != 64 || len(fi.Nonce) != 24 {
+		t.Fatalf("%+v", fi)
+	}
+	got, err := DecryptFile(blob, fi)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatal(err)
+	}
+	blob[3] ^= 1
+	if _, err := DecryptFile(blob, fi); err == nil || !strings.Contains(err.Error(), "hash") {
+		t.Fatalf("tampered blob: %v", err)
+	}
+}
+
+func TestBlobStoreAuth(t *testing.T) {
+	owner, stranger := newKey(t), newKey(t)
+	now := time.Now()
+	bs, err := NewBlobStore(BlobConfig{Dir: t.TempDir(), Owner: owner.PublicKey(), MaxSize: 1000, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(bs)
+	defer srv.Close()
+	body := []byte("encrypted bytes")
+	blobSHA := sha256hex(body)
+	put := func(auth string, b []byte) *http.Response {
+		req, _ := http.NewRequest(http.MethodPut, srv.URL+"/upload", bytes.NewReader(b))
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	sign := func(k interface{ Sign(*nostr.Event) error }) func(*nostr.Event) error {
+		return func(e *nostr.Event) error { return k.Sign(e) }
+	}
+	good, _ := BlobAuth(sign(owner), blobSHA, int64(len(body)), now, time.Minute)
+	expired, _ := BlobAuth(sign(owner), blobSHA, int64(len(body)), now.Add(-time.Hour), time.Minute)
+	wrongX, _ := BlobAuth(sign(owner), sha256hex([]byte("other")), 5, now, time.Minute)
+	strangers, _ := BlobAuth(sign(stranger), blobSHA, int64(len(body)), now, time.Minute)
+	getAuth := &nostr.Event{Kind: KindBlobAuth, CreatedAt: nostr.Now(), Tags: nostr.Tags{{"t", "get"}, {"x", blobSHA}, expirationTag(now.Add(time.Minute).Unix())}}
+	_ = owner.Sign(getAuth)
+	wrongVerb := "Nostr " + base64.StdEncoding.EncodeToString([]byte(getAuth.String()))
+	for name, auth := range map[string]string{"none": "", "expired": expired, "wrong x": wrongX, "stranger": strangers, "wrong verb": wrongVerb, "garbage": "Nostr !!!"} {
+		if resp := put(auth, body); resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("X-Reason") == "" {
+			t.Errorf("%s: status %d", name, resp.StatusCode)
+		}
+	}
+	big := bytes.Repeat([]byte("x"), 1001)
+	bigAuth, _ := BlobAuth(sign(owner), sha256hex(big), 1001, now, time.Minute)
+	if resp := put(bigAuth, big); resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("too large: %d", resp.StatusCode)
+	}
+	if resp := put(good, body); resp.StatusCode != http.StatusOK {
+		t.Fatalf("upload: %d %s", resp.StatusCode, resp.Header.Get("X-Reason"))
+	}
+	for _, p := range []string{"/" + blobSHA, "/" + blobSHA + ".jpg"} {
+		resp, err := http.Get(srv.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		_, _ = buf.ReadFrom(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !bytes.Equal(buf.Bytes(), body) {
+			t.Fatalf("GET %s: %d", p, resp.StatusCode)
+		}
+	}
+	resp, _ := http.Head(srv.URL + "/" + blobSHA)
+	if resp.StatusCode != 200 || resp.ContentLength != int64(len(body)) {
+		t.Fatalf("HEAD: %d %d", resp.StatusCode, resp.ContentLength)
+	}
+	resp, _ = http.Get(srv.URL + "/" + sha256hex([]byte("missing")))
+	if resp.StatusCode != 404 {
+		t.Fatalf("missing: %d", resp.StatusCode)
+	}
+	resp, _ = http.Get(srv.URL + "/../etc/passwd")
+	if resp.StatusCode != 404 {
+		t.Fatalf("traversal: %d", resp.StatusCode)
+	}
+}
+
+func sha256hex(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
