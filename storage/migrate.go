@@ -60,6 +60,28 @@ CREATE TABLE deleted_coords (
 	PRIMARY KEY (pubkey, kind, dtag)
 ) WITHOUT ROWID;
 `,
+	// 2: tags as one clustered B-tree instead of a rowid table with two
+	// indexes: an insert touches one tree, and a tag query walks the primary
+	// key in (name, value, created_at) order. An event's tag rows are found
+	// for deletion from its own stored JSON, so no index on seq is needed.
+	`
+CREATE TABLE tags_v2 (
+	name       TEXT    NOT NULL,
+	value      TEXT    NOT NULL,
+	created_at INTEGER NOT NULL,
+	seq        INTEGER NOT NULL,
+	PRIMARY KEY (name, value, created_at, seq)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO tags_v2(name, value, created_at, seq) SELECT name, value, created_at, seq FROM tags;
+DROP TRIGGER events_delete_tags;
+DROP TABLE tags;
+ALTER TABLE tags_v2 RENAME TO tags;
+CREATE TRIGGER events_delete_tags AFTER DELETE ON events BEGIN
+	DELETE FROM tags WHERE (name, value, created_at, seq) IN (
+		SELECT json_extract(t.value, '$[0]'), json_extract(t.value, '$[1]'), old.created_at, old.seq
+		FROM json_each(CAST(old.raw AS TEXT), '$.tags') AS t);
+END;
+`,
 }
 
 // SchemaVersion is the schema version this package writes.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/nbd-wtf/go-nostr"
 )
@@ -59,4 +60,31 @@ func idsOf(evts []*nostr.Event) []string {
 		out[i] = e.ID
 	}
 	return out
+}
+
+// Deleting an event by any path (replacement, NIP-09, expiry sweep) removes its tag rows.
+func TestTagRowsFollowTheirEvents(t *testing.T) {
+	s, clock, _ := openTest(t)
+	a := newKey(t)
+	now := clock.Now().Unix()
+	keep := ev(t, a, 1, now, nostr.Tags{{"t", "keep"}, {"p", a.pk}, {"long-name", "not indexed"}}, "keep")
+	gone := ev(t, a, 1, now, nostr.Tags{{"t", "gone"}, {"e", keep.ID}}, "gone")
+	old := ev(t, a, 0, now-10, nostr.Tags{{"t", "old profile"}}, "{}")
+	exp := ev(t, a, 1, now, nostr.Tags{{"t", "exp"}, {"expiration", fmt.Sprint(now + 5)}}, "exp")
+	mustSave(t, s, keep, gone, old, exp)
+	mustSave(t, s, ev(t, a, 0, now, nostr.Tags{{"t", "new profile"}}, "{}")) // replaces old
+	del := ev(t, a, 5, now, nostr.Tags{{"e", gone.ID}}, "")
+	mustSave(t, s, del)
+	clock.Set(clock.Now().Add(10 * time.Second))
+	if n, err := s.SweepExpired(context.Background()); err != nil || n != 1 {
+		t.Fatalf("sweep: %d %v", n, err)
+	}
+	st, err := s.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// keep: t, p; new profile: t; deletion: e. Nothing of gone, old or exp.
+	if st.Events != 3 || st.Tags != 4 {
+		t.Fatalf("events %d tags %d, want 3 and 4", st.Events, st.Tags)
+	}
 }

@@ -338,7 +338,7 @@ func (s *Store) buildQuery(f nostr.Filter, v Visibility, count bool) (builtQuery
 			sb.w(")")
 			continue
 		}
-		sb.w(" AND EXISTS (SELECT 1 FROM tags x WHERE x.seq = e.seq AND x.name = ? AND ")
+		sb.w(" AND EXISTS (SELECT 1 FROM tags x WHERE x.seq = e.seq AND x.created_at = e.created_at AND x.name = ? AND ")
 		sb.args = append(sb.args, t.name)
 		sb.eqOrIn("x.value", len(t.values), func(i int) any { return t.values[i] })
 		sb.w(")")
@@ -347,7 +347,7 @@ func (s *Store) buildQuery(f nostr.Filter, v Visibility, count bool) (builtQuery
 	sb.args = append(sb.args, s.now().Unix())
 	if needPrivClause && len(private) > 0 {
 		readerClause := func() {
-			sb.w("EXISTS (SELECT 1 FROM tags r WHERE r.seq = e.seq AND r.name = 'p' AND ")
+			sb.w("EXISTS (SELECT 1 FROM tags r WHERE r.seq = e.seq AND r.created_at = e.created_at AND r.name = 'p' AND ")
 			sb.eqOrIn("r.value", len(readers), func(i int) any { return readers[i] })
 			sb.w(")")
 		}

@@ -218,14 +218,14 @@ func newWriter(ctx context.Context, s *Store, conn *sql.Conn) (*writer, error) {
 		{&w.insEventCheck, `INSERT INTO events` + eventCols + ` SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
 			WHERE NOT EXISTS (SELECT 1 FROM deleted_ids WHERE id = ?1) ON CONFLICT(id) DO NOTHING`},
 		{&w.insEvent, `INSERT INTO events` + eventCols + ` VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`},
-		{&w.insTag, `INSERT INTO tags(seq, name, value, created_at) VALUES (?, ?, ?, ?)`},
+		{&w.insTag, `INSERT OR IGNORE INTO tags(seq, name, value, created_at) VALUES (?, ?, ?, ?)`},
 		{&w.existsID, `SELECT 1 FROM events WHERE id = ?`},
 		{&w.deletersOf, `SELECT deleter FROM deleted_ids WHERE id = ?`},
 		{&w.coordCurrent, `SELECT seq, created_at, id FROM events WHERE pubkey = ? AND kind = ? AND dtag = ?`},
 		{&w.coordDeleted, `SELECT created_at FROM deleted_coords WHERE pubkey = ? AND kind = ? AND dtag = ?`},
 		{&w.delSeq, `DELETE FROM events WHERE seq = ?`},
-		{&w.targetByID, `SELECT seq, pubkey, kind FROM events WHERE id = ?`},
-		{&w.hasTag, `SELECT 1 FROM tags WHERE seq = ? AND name = ? AND value = ? LIMIT 1`},
+		{&w.targetByID, `SELECT seq, pubkey, kind, created_at FROM events WHERE id = ?`},
+		{&w.hasTag, `SELECT 1 FROM tags WHERE seq = ? AND name = ? AND value = ? AND created_at = ? LIMIT 1`},
 		{&w.insDeletedID, `INSERT OR IGNORE INTO deleted_ids(id, deleter) VALUES (?, ?)`},
 		{&w.upsertCoord, `INSERT INTO deleted_coords(pubkey, kind, dtag, created_at) VALUES (?, ?, ?, ?)
 			ON CONFLICT(pubkey, kind, dtag) DO UPDATE SET created_at = max(created_at, excluded.created_at)`},
@@ -544,9 +544,9 @@ func (w *writer) applyDeletion(r *request) error {
 			if _, err := w.insDeletedID.ExecContext(ctx, target, r.pubkey); err != nil {
 				return fmt.Errorf("record deletion: %w", err)
 			}
-			var seq, kind int64
+			var seq, kind, createdAt int64
 			var author []byte
-			err := w.targetByID.QueryRowContext(ctx, target).Scan(&seq, &author, &kind)
+			err := w.targetByID.QueryRowContext(ctx, target).Scan(&seq, &author, &kind, &createdAt)
 			if errors.Is(err, sql.ErrNoRows) {
 				continue
 			}
@@ -559,7 +559,7 @@ func (w *writer) applyDeletion(r *request) error {
 			allowed := bytes.Equal(author, r.pubkey)
 			if !allowed && kind == int64(nostr.KindGiftWrap) {
 				var one int
-				err := w.hasTag.QueryRowContext(ctx, seq, "p", deleterHex).Scan(&one)
+				err := w.hasTag.QueryRowContext(ctx, seq, "p", deleterHex, createdAt).Scan(&one)
 				switch {
 				case err == nil:
 					allowed = true
