@@ -185,6 +185,7 @@ a dead run is cleaned up.`)
 	if err := n.writeState(); err != nil {
 		c.log.Warn("could not record supervisor pid", "err", err)
 	}
+	n.watchChildren(sigCtx)
 	fmt.Fprintf(c.stdout, "\nrunning in the foreground; Ctrl-C stops it (or: anchorchat regtest down --dir %s)\n", n.Dir)
 	<-sigCtx.Done()
 	c.log.Info("stopping regtest network")

@@ -668,6 +668,21 @@ func (n *Network) openChannels(ctx context.Context, channels []ChannelSpec) erro
 			return err
 		}
 	}
+	// "Active" channels may still have zero usable bandwidth for a moment
+	// (the link is not yet eligible to forward): wait until the opener can
+	// route a payment over each channel.
+	for _, c := range channels {
+		from, to := n.LNDs[c.From], n.LNDs[c.To]
+		if err := waitFor(ctx, from.Name+" route to "+to.Name, func() (bool, string, error) {
+			r, err := from.Client.QueryRoutes(ctx, &lnrpc.QueryRoutesRequest{PubKey: to.Pubkey, Amt: 1000})
+			if err != nil {
+				return false, "", err
+			}
+			return len(r.Routes) > 0, "no route", nil
+		}); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -749,6 +764,28 @@ func (n *Network) Close(ctx context.Context) error {
 		n.log.Info("regtest network stopped", "dir", n.Dir)
 	})
 	return n.closeErr
+}
+
+// watchChildren logs, until ctx ends, any child that exits on its own.
+func (n *Network) watchChildren(ctx context.Context) {
+	procs := []*proc{n.btcd}
+	for _, l := range n.LNDs {
+		procs = append(procs, l.proc)
+	}
+	for _, p := range procs {
+		if p == nil {
+			continue
+		}
+		go func() {
+			select {
+			case <-ctx.Done():
+			case <-p.exited:
+				if ctx.Err() == nil {
+					n.log.Error("child process exited unexpectedly", "name", p.name, "pid", p.pid, "log", p.logPath)
+				}
+			}
+		}()
+	}
 }
 
 // Detach closes the Go clients and leaves the processes running (for

@@ -5,6 +5,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,7 +27,37 @@ func TestNetwork(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts btcd and LND")
 	}
-	n := Start(t, Options{FundSats: 4 * btcutil.SatoshiPerBitcoin, ChannelSats: 2_000_000})
+	// The node hook: a stand-in process (sleep) that must be recorded and
+	// stopped by the harness; the spec must point at the LND's files.
+	var nodePID int
+	t.Cleanup(func() { // runs after the network's cleanup
+		if nodePID != 0 && pidAlive(nodePID, "") {
+			t.Errorf("node process %d still running after cleanup", nodePID)
+			_ = syscall.Kill(nodePID, syscall.SIGKILL)
+		}
+	})
+	startNode := func(ctx context.Context, spec NodeSpec) (NodeInfo, error) {
+		for _, f := range []string{spec.LND.TLSCertPath, spec.LND.MacaroonPath, spec.Btcd.RPCCert, spec.Dir} {
+			if _, err := os.Stat(f); err != nil {
+				return NodeInfo{}, err
+			}
+		}
+		if spec.LND.Pubkey == "" || spec.LND.RPCAddr == "" || spec.Network != "regtest" {
+			return NodeInfo{}, fmt.Errorf("incomplete spec %+v", spec)
+		}
+		cmd := exec.Command("sleep", "600")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			return NodeInfo{}, err
+		}
+		go func() { _ = cmd.Wait() }()
+		nodePID = cmd.Process.Pid
+		return NodeInfo{PID: nodePID, Binary: "sleep", URL: "ws://127.0.0.1:1/" + spec.Name}, nil
+	}
+	n := Start(t, Options{FundSats: 4 * btcutil.SatoshiPerBitcoin, ChannelSats: 2_000_000, Nodes: 1, StartNode: startNode})
+	if len(n.Nodes) != 1 || len(n.State.Nodes) != 1 || n.State.Nodes[0].PID != nodePID {
+		t.Fatalf("node not recorded: %+v", n.State.Nodes)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
