@@ -61,8 +61,10 @@ func (s *Service) Resolve(ctx context.Context, addr string) (*Contact, error) {
 		c.PubKey = pk
 	}
 	c.Relays = dedupRelays(c.Relays)
-	if err := s.st.saveContact(ctx, c, 0); err != nil {
-		return nil, fmt.Errorf("chat: save contact: %w", err)
+	if c.Handle != "" || c.NIP05 != "" || len(c.Relays) > 0 || c.Verdict != "" {
+		if err := s.st.saveContact(ctx, c, 0); err != nil {
+			return nil, fmt.Errorf("chat: save contact: %w", err)
+		}
 	}
 	return s.contactStatus(ctx, c.PubKey)
 }

@@ -72,7 +72,8 @@ var migrations = []string{
 }
 
 type store struct {
-	db *sql.DB
+	db      *sql.DB
+	msgStmt *sql.Stmt // message by id: hot (every send, receipt and delivery outcome)
 }
 
 func openStore(ctx context.Context, path string) (*store, error) {
@@ -98,10 +99,19 @@ func openStore(ctx context.Context, path string) (*store, error) {
 		_ = db.Close()
 		return nil, err
 	}
+	if s.msgStmt, err = db.PrepareContext(ctx, `SELECT `+messageCols+` FROM messages m WHERE m.rumor_id = ?`); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("chat: prepare: %w", err)
+	}
 	return s, nil
 }
 
-func (s *store) close() error { return s.db.Close() }
+func (s *store) close() error {
+	if s.msgStmt != nil {
+		_ = s.msgStmt.Close()
+	}
+	return s.db.Close()
+}
 
 func (s *store) migrate(ctx context.Context) error {
 	var v int
@@ -270,7 +280,7 @@ func scanMessage(sc interface{ Scan(...any) error }) (*Message, error) {
 }
 
 func (s *store) message(ctx context.Context, id string) (*Message, error) {
-	m, err := scanMessage(s.db.QueryRowContext(ctx, `SELECT `+messageCols+` FROM messages m WHERE m.rumor_id = ?`, id))
+	m, err := scanMessage(s.msgStmt.QueryRowContext(ctx, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("chat: message %s: %w", id, ErrNotFound)
 	}
