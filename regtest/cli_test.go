@@ -36,6 +36,10 @@ func needBinaries(t *testing.T) {
 	if _, ok := CachedBinaries(); ok {
 		return
 	}
+	if d, ok := t.Deadline(); ok && time.Until(d) < 20*time.Minute {
+		t.Fatalf("regtest: btcd/lnd are not built yet (cache %s) and building lnd takes ~9 min on 2 cores; "+
+			"run `go test -timeout 60m` (or `anchorchat regtest build` first)", mustCacheDir())
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 	if _, err := EnsureBinaries(ctx, nil); err != nil {
