@@ -71,5 +71,4 @@ func TestEnsureBuiltOnceUnderConcurrency(t *testing.T) {
 	}
 }
 
-
 func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
