@@ -183,8 +183,7 @@ func (s *Service) Start(ctx context.Context) error {
 	if !started {
 		return errors.New("chat: already started")
 	}
-	stop := context.AfterFunc(ctx, s.cancel)
-	_ = stop
+	context.AfterFunc(ctx, s.cancel)
 	inbox := s.inboxRelays(ctx)
 	s.log.Info("chat service starting", "pubkey", s.pk, "inbox_relays", inbox)
 	s.wg.Add(2 + len(inbox))
