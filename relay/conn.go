@@ -34,6 +34,7 @@ const (
 type conn struct {
 	r         *Relay
 	ws        *websocket.Conn
+	co        *coalescer
 	ip        string
 	url       string
 	challenge string
@@ -49,12 +50,12 @@ type conn struct {
 	subs   map[string][]nostr.Filter
 }
 
-func newConn(r *Relay, ws *websocket.Conn, ip, url string) *conn {
+func newConn(r *Relay, ws *websocket.Conn, co *coalescer, ip, url string) *conn {
 	ctx, cancel := context.WithCancel(r.ctx)
 	var ch [16]byte
 	_, _ = rand.Read(ch[:])
 	return &conn{
-		r: r, ws: ws, ip: ip, url: url,
+		r: r, ws: ws, co: co, ip: ip, url: url,
 		challenge: hex.EncodeToString(ch[:]),
 		ctx:       ctx, cancel: cancel,
 		out:   make(chan []byte, outQueue),
@@ -86,11 +87,15 @@ func (c *conn) serve() {
 }
 
 func (c *conn) writeLoop() {
+	defer c.co.flush() // never leave bytes held (the close frame follows)
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
 		case msg := <-c.out:
+			// Hold the bytes while more messages are queued: the write of the
+			// last one carries the whole burst in one syscall.
+			c.co.setHold(len(c.out) > 0)
 			ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
 			err := c.ws.Write(ctx, websocket.MessageText, msg)
 			cancel()

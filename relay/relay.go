@@ -154,7 +154,8 @@ func (r *Relay) serveWebsocket(w http.ResponseWriter, req *http.Request) {
 	r.perIP[ip]++
 	r.mu.Unlock()
 
-	ws, err := websocket.Accept(w, req, &websocket.AcceptOptions{
+	co := &coalescer{}
+	ws, err := websocket.Accept(&coalescingWriter{ResponseWriter: w, c: co}, req, &websocket.AcceptOptions{
 		InsecureSkipVerify: true, // Nostr clients connect from any origin
 		CompressionMode:    websocket.CompressionDisabled,
 	})
@@ -163,7 +164,7 @@ func (r *Relay) serveWebsocket(w http.ResponseWriter, req *http.Request) {
 		r.log.Debug("websocket accept failed", "ip", ip, "err", err)
 		return
 	}
-	c := newConn(r, ws, ip, r.relayURL(req))
+	c := newConn(r, ws, co, ip, r.relayURL(req))
 	r.mu.Lock()
 	r.conns[c] = struct{}{}
 	r.mu.Unlock()
