@@ -66,6 +66,9 @@ func (s *Service) Resolve(ctx context.Context, addr string) (*Contact, error) {
 			return nil, fmt.Errorf("chat: save contact: %w", err)
 		}
 	}
+	if c.Handle == "" {
+		s.learnHandle(ctx, c.PubKey)
+	}
 	return s.contactStatus(ctx, c.PubKey)
 }
 
@@ -174,4 +177,62 @@ func (s *Service) dmRelaysFor(ctx context.Context, pubkey string, hints []string
 		return nil, fmt.Errorf("chat: no DM relays known for %s (no kind 10050 list found, no hints, no fallback relays)", pubkey)
 	}
 	return fb, nil
+}
+
+// learnHandle looks for handle claims made by pubkey (on our relay, the
+// discovery relays and the contact's known relays) and, if the newest names
+// a handle that this key really holds under the earliest-claim rule, records
+// it, so a conversation shows who someone is even when they wrote first.
+func (s *Service) learnHandle(ctx context.Context, pubkey string) {
+	c, _, err := s.st.contact(ctx, pubkey)
+	if err != nil || c.Handle != "" {
+		return
+	}
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var newest *identity.Claim
+	for _, u := range dedupRelays(slices.Concat([]string{s.cfg.RelayURL}, s.cfg.DiscoveryRelays, c.Relays)) {
+		evts, err := s.query(lctx, u, nostr.Filter{Kinds: []int{identity.KindHandleClaim}, Authors: []string{pubkey}, Limit: 20})
+		if err != nil {
+			continue
+		}
+		for _, e := range evts {
+			cl, err := identity.ValidateClaim(e)
+			if err == nil && cl.PubKey == pubkey && (newest == nil || cl.CreatedAt > newest.CreatedAt) {
+				newest = cl
+			}
+		}
+	}
+	if newest == nil {
+		return
+	}
+	held := &Contact{}
+	if err := s.resolveHandle(lctx, newest.Handle, held); err != nil || held.PubKey != pubkey {
+		s.log.Debug("claimed handle is held by another key", "handle", newest.Handle, "pubkey", pubkey)
+		return
+	}
+	held.Relays = dedupRelays(slices.Concat(c.Relays, held.Relays))
+	if err := s.st.saveContact(ctx, held, 0); err != nil {
+		s.log.Warn("saving a learnt contact", "err", err)
+	}
+}
+
+// learnSender runs learnHandle for a message's sender in the background, at
+// most once every ten minutes per key.
+func (s *Service) learnSender(pubkey string) {
+	s.learnMu.Lock()
+	if s.learnt == nil {
+		s.learnt = map[string]time.Time{}
+	}
+	if last, ok := s.learnt[pubkey]; ok && s.now().Sub(last) < 10*time.Minute {
+		s.learnMu.Unlock()
+		return
+	}
+	s.learnt[pubkey] = s.now()
+	s.learnMu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.learnHandle(s.ctx, pubkey)
+	}()
 }

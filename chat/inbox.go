@@ -169,6 +169,9 @@ func (s *Service) ingest(ctx context.Context, wrap *nostr.Event) error {
 				ev.Message = m
 			}
 			s.log.Info("message received", "id", ev.MessageID, "kind", rumor.Kind, "from", rumor.PubKey, "conversation", ev.Conversation)
+			if rumor.PubKey != s.pk {
+				s.learnSender(rumor.PubKey)
+			}
 		}
 		s.notify(*ev)
 	}

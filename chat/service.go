@@ -95,6 +95,9 @@ type Service struct {
 	watchMu  sync.Mutex
 	watchers map[chan Event]struct{}
 
+	learnMu sync.Mutex
+	learnt  map[string]time.Time // when a sender's handle was last looked up
+
 	startOnce sync.Once
 	closeOnce sync.Once
 }

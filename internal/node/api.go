@@ -53,6 +53,7 @@ func (n *Node) apiHandler() http.Handler {
 			Uptime: time.Since(n.started).Round(time.Second).String(), Events: st.Events,
 		})
 	})
+	n.chatRoutes(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if subtle.ConstantTimeCompare([]byte(got), []byte(n.token)) != 1 {

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -166,10 +168,19 @@ func (c *Config) Resolve() error {
 		c.Listen = fmt.Sprintf("127.0.0.1:%d", port)
 	}
 	if c.APIListen == "" {
-		if strings.HasSuffix(c.Listen, ":0") {
+		// The relay's port + 1, on loopback; a relay on port 0 gets an API on port 0.
+		_, p, err := net.SplitHostPort(c.Listen)
+		if err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
+		rp, err := strconv.Atoi(p)
+		if err != nil {
+			return fmt.Errorf("listen: bad port %q", p)
+		}
+		if rp == 0 {
 			c.APIListen = "127.0.0.1:0"
 		} else {
-			c.APIListen = fmt.Sprintf("127.0.0.1:%d", port+1)
+			c.APIListen = fmt.Sprintf("127.0.0.1:%d", rp+1)
 		}
 	}
 	if _, err := ParseLevel(c.LogLevel); err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/anchorchat/anchorchat/chat"
 	"github.com/anchorchat/anchorchat/identity"
 	"github.com/anchorchat/anchorchat/relay"
 	"github.com/anchorchat/anchorchat/storage"
@@ -53,6 +54,7 @@ type Node struct {
 	reg     *prometheus.Registry
 	key     *identity.Key
 	nip05   *identity.NIP05Handler
+	chat    *chat.Service
 	token   string
 	started time.Time
 
@@ -66,19 +68,21 @@ type Node struct {
 
 // Start opens the store, starts the relay and the API, and writes the
 // runtime file. On error, everything already started is stopped.
-func Start(ctx context.Context, cfg *Config, log *slog.Logger) (n *Node, err error) {
+func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Node, error) {
 	if log == nil {
 		log = slog.Default()
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	n = &Node{cfg: cfg, log: log, reg: prometheus.NewRegistry(), started: time.Now(), nip05: identity.NewNIP05Handler(log)}
+	n := &Node{cfg: cfg, log: log, reg: prometheus.NewRegistry(), started: time.Now(), nip05: identity.NewNIP05Handler(log)}
+	started := false
 	defer func() {
-		if err != nil {
+		if !started { // stop whatever did start
 			n.Close()
 		}
 	}()
+	var err error
 	if err := n.unlockIdentity(ctx); err != nil {
 		return nil, err
 	}
@@ -119,15 +123,23 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (n *Node, err err
 	}
 	n.relaySrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	n.apiSrv = &http.Server{Handler: n.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
+	if err := n.setupChat(mux); err != nil {
+		return nil, err
+	}
 	n.serve(n.relaySrv, n.relayLn, "relay")
 	n.serve(n.apiSrv, n.apiLn, "api")
-
+	if n.chat != nil {
+		if err := n.chat.Start(ctx); err != nil {
+			return nil, fmt.Errorf("messenger: %w", err)
+		}
+	}
 	if err := n.publishIdentity(ctx); err != nil {
 		return nil, fmt.Errorf("publishing the identity: %w", err)
 	}
 	if err := n.writeRuntime(); err != nil {
 		return nil, err
 	}
+	started = true
 	log.Info("node started", "network", cfg.Network, "relay", n.RelayURL(), "api", n.APIURL(),
 		"datadir", cfg.DataDir, "owner", cfg.Relay.Owner, "open", cfg.Relay.Open)
 	return n, nil
@@ -181,6 +193,11 @@ func (n *Node) Close() error {
 		for _, ln := range []net.Listener{n.relayLn, n.apiLn} {
 			if ln != nil {
 				_ = ln.Close()
+			}
+		}
+		if n.chat != nil {
+			if err := n.chat.Close(); err != nil {
+				n.log.Warn("closing the messenger", "err", err)
 			}
 		}
 		if n.relay != nil {

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -180,4 +181,33 @@ func TestCloseRemovesRuntimeFile(t *testing.T) {
 	if _, err := node.Dial(cfg.DataDir); err == nil || !strings.Contains(err.Error(), "no node is running") {
 		t.Fatalf("Dial after Close: %v", err)
 	}
+}
+
+// A node that cannot start says why and leaves nothing running or behind.
+func TestStartFailureCleansUp(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dir := t.TempDir()
+	cfg, err := node.Load(flag.NewFlagSet("node", flag.ContinueOnError), []string{"--datadir", dir, "--network", "regtest", "--listen", busy.Addr().String()}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := node.Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err == nil || n != nil || !strings.Contains(err.Error(), "relay listener") {
+		t.Fatalf("Start on a busy port: %v, %v", n, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, node.RuntimeFile)); !os.IsNotExist(err) {
+		t.Fatalf("runtime file written by a failed start: %v", err)
+	}
+	// The store was closed: a second node can open it.
+	cfg.Listen = "127.0.0.1:0"
+	cfg.APIListen = "127.0.0.1:0"
+	n, err = node.Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("restart after a failed start: %v", err)
+	}
+	n.Close()
 }

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nbd-wtf/go-nostr"
+	"github.com/nbd-wtf/go-nostr/nip19"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// newUser creates an identity with a handle in a fresh data dir.
+func newUser(t *testing.T, handle string) (dir, pk string) {
+	t.Helper()
+	dir = t.TempDir()
+	sk := nostr.GeneratePrivateKey()
+	pk, _ = nostr.GetPublicKey(sk)
+	keyFile := filepath.Join(t.TempDir(), "key")
+	_ = os.WriteFile(keyFile, []byte(sk), 0o600)
+	if out, err := cli(t, []string{"ANCHORCHAT_PASSPHRASE=" + testPass}, "init", "--scrypt-logn", "10", "--handle", handle, "--key-file", keyFile, "--network", "regtest", "--datadir", dir); err != nil {
+		t.Fatalf("init %s: %v\n%s", handle, err, out)
+	}
+	return dir, pk
+}
+
+func TestTwoNodesConverse(t *testing.T) {
+	aliceDir, alicePK := newUser(t, "alice")
+	bobDir, _ := newUser(t, "bob")
+	aliceAddr, bobAddr := freeAddr(t), freeAddr(t)
+	env := []string{"ANCHORCHAT_PASSPHRASE=" + testPass}
+	// Each node looks up the other's claims and DM relays on the other's relay.
+	startProcEnv(t, bobDir, env, "--listen", bobAddr, "--api.listen", "127.0.0.1:0", "--publish-relays", "ws://"+aliceAddr)
+	startProcEnv(t, aliceDir, env, "--listen", aliceAddr, "--api.listen", "127.0.0.1:0", "--publish-relays", "ws://"+bobAddr)
+	alice := []string{"--network", "regtest", "--datadir", aliceDir}
+	bob := []string{"--network", "regtest", "--datadir", bobDir}
+	aliceNpub, _ := nip19.EncodePublicKey(alicePK)
+
+	out, err := cli(t, nil, append(append([]string{"send", "--wait"}, alice...), "@bob", "hello bob, this is alice")...)
+	if err != nil || !strings.Contains(out, "sent to") {
+		t.Fatalf("send: %v\n%s", err, out)
+	}
+	waitFor(t, "bob's inbox shows the message", func() (bool, string) {
+		out, _ := cli(t, nil, append([]string{"inbox"}, bob...)...)
+		return strings.Contains(out, "1 unread") && strings.Contains(out, "@alice"), out
+	})
+
+	// A file, encrypted, through alice's blob store.
+	photo := bytes.Repeat([]byte("not really a jpeg "), 1000)
+	photoPath := filepath.Join(t.TempDir(), "photo.jpg")
+	_ = os.WriteFile(photoPath, photo, 0o600)
+	out, err = cli(t, nil, append(append([]string{"send", "--wait", "--file", photoPath}, alice...), "@bob")...)
+	if err != nil {
+		t.Fatalf("send --file: %v\n%s", err, out)
+	}
+	fileMsgID := strings.Fields(out)[0]
+
+	// bob's chat view shows both, with alice's identity status, then exits on our deadline.
+	var view string
+	waitFor(t, "bob's chat view shows text and file", func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, binPath, append(append([]string{"chat", "--no-input"}, bob...), aliceNpub)...)
+		b, _ := cmd.Output()
+		view = string(b)
+		return strings.Contains(view, "hello bob, this is alice") && strings.Contains(view, fileMsgID) && strings.Contains(view, "claimed"), view
+	})
+
+	dst := filepath.Join(t.TempDir(), "got.jpg")
+	out, err = cli(t, nil, append(append([]string{"fetch", "-o", dst}, bob...), fileMsgID)...)
+	if err != nil {
+		t.Fatalf("fetch: %v\n%s", err, out)
+	}
+	if got, _ := os.ReadFile(dst); !bytes.Equal(got, photo) {
+		t.Fatalf("fetched file differs (%d bytes vs %d)", len(got), len(photo))
+	}
+
+	// bob answers by npub; alice's live chat view shows it as it arrives.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	watcher := exec.CommandContext(ctx, binPath, append(append([]string{"chat", "--no-input"}, alice...), "@bob")...)
+	stdout, _ := watcher.StdoutPipe()
+	if err := watcher.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); _ = watcher.Wait() }()
+	lines := bufio.NewScanner(stdout)
+	for lines.Scan() { // history first, up to alice's own file message
+		if strings.Contains(lines.Text(), fileMsgID) {
+			break
+		}
+	}
+	if out, err := cli(t, nil, append(append([]string{"send"}, bob...), aliceNpub, "hi alice, got it")...); err != nil {
+		t.Fatalf("bob's reply: %v\n%s", err, out)
+	}
+	for lines.Scan() {
+		if strings.Contains(lines.Text(), "hi alice, got it") {
+			return
+		}
+	}
+	t.Fatalf("alice's live chat view never showed bob's reply (%v)", lines.Err())
+}
+
+// waitFor polls cond until it holds or 20 s pass.
+func waitFor(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		last = state
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("%s: timed out; last state:\n%s", what, last)
+}
