@@ -117,7 +117,7 @@ func (s *Service) resolveHandle(ctx context.Context, handle string, c *Contact) 
 			win = cl
 		}
 	}
-	c.PubKey, c.Handle, c.Relays = win.PubKey, h, win.Relays
+	c.PubKey, c.Handle, c.Relays, c.LNNode = win.PubKey, h, win.Relays, win.LNNode
 	keys := map[string]bool{}
 	for _, cl := range claims {
 		keys[cl.PubKey] = true

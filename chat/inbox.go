@@ -125,7 +125,7 @@ func (s *Service) ingest(ctx context.Context, wrap *nostr.Event) error {
 	}
 	var ev *Event
 	switch rumor.Kind {
-	case KindChatMessage, KindFileMessage:
+	case KindChatMessage, KindFileMessage, KindTipRequest, KindTipInvoice, KindTipReceipt, KindTipStatus:
 		parts := participantsOf(rumor)
 		conv := ConversationID(parts)
 		m := &Message{
@@ -171,6 +171,9 @@ func (s *Service) ingest(ctx context.Context, wrap *nostr.Event) error {
 			s.log.Info("message received", "id", ev.MessageID, "kind", rumor.Kind, "from", rumor.PubKey, "conversation", ev.Conversation)
 			if rumor.PubKey != s.pk {
 				s.learnSender(rumor.PubKey)
+			}
+			if h := s.handler(rumor.Kind); h != nil && ev.Message != nil {
+				h(ctx, ev.Message)
 			}
 		}
 		s.notify(*ev)

@@ -98,6 +98,9 @@ type Service struct {
 	learnMu sync.Mutex
 	learnt  map[string]time.Time // when a sender's handle was last looked up
 
+	handlersMu sync.RWMutex
+	handlers   map[int]func(context.Context, *Message)
+
 	startOnce sync.Once
 	closeOnce sync.Once
 }
@@ -322,6 +325,51 @@ func (s *Service) Send(ctx context.Context, recipients []string, text string, op
 		return nil, errors.New("chat: empty message")
 	}
 	return s.send(ctx, recipients, KindChatMessage, text, nil, opts)
+}
+
+// SendRumor sends an application message of a kind the conversation
+// carries besides text (today the tip kinds, KindTipRequest …
+// KindTipStatus) with these extra tags ("p" tags are added). It is stored
+// and delivered exactly like Send; the returned message's ID is the rumor
+// id, i.e. SHA-256 of its NIP-01 serialization.
+func (s *Service) SendRumor(ctx context.Context, recipients []string, kind int, content string, tags nostr.Tags, opts SendOptions) (*Message, error) {
+	if !IsTipKind(kind) {
+		return nil, fmt.Errorf("chat: SendRumor: kind %d is not an application kind", kind)
+	}
+	return s.send(ctx, recipients, kind, content, tags, opts)
+}
+
+// Handle registers fn for incoming messages of kind (one of the tip
+// kinds): it is called once per new message, after the message is stored,
+// on the inbox goroutine — fn must return quickly. A nil fn unregisters.
+func (s *Service) Handle(kind int, fn func(ctx context.Context, m *Message)) {
+	s.handlersMu.Lock()
+	defer s.handlersMu.Unlock()
+	if s.handlers == nil {
+		s.handlers = map[int]func(context.Context, *Message){}
+	}
+	if fn == nil {
+		delete(s.handlers, kind)
+		return
+	}
+	s.handlers[kind] = fn
+}
+
+func (s *Service) handler(kind int) func(context.Context, *Message) {
+	s.handlersMu.RLock()
+	defer s.handlersMu.RUnlock()
+	return s.handlers[kind]
+}
+
+// TipMessages returns the stored tip messages created at or after since,
+// oldest first, in every conversation: the payments engine replays them at
+// start-up so that a message stored just before a crash is not lost.
+func (s *Service) TipMessages(ctx context.Context, since time.Time) ([]*Message, error) {
+	ms, err := s.st.tipMessages(ctx, since.Unix())
+	if err != nil {
+		return nil, fmt.Errorf("chat: tip messages: %w", err)
+	}
+	return ms, nil
 }
 
 // ResolveAll resolves addresses to pubkeys (see Resolve).

@@ -69,6 +69,9 @@ var migrations = []string{
 		verdict     TEXT NOT NULL DEFAULT ''
 	);
 	CREATE TABLE cursors (relay TEXT PRIMARY KEY, since INTEGER NOT NULL);`,
+	// 2: the LND node named by a contact's handle claim; tip messages by kind.
+	`ALTER TABLE contacts ADD COLUMN ln_node TEXT NOT NULL DEFAULT '';
+	CREATE INDEX messages_by_kind ON messages(kind, created_at) WHERE kind BETWEEN 3790 AND 3793;`,
 }
 
 type store struct {
@@ -313,6 +316,26 @@ func (s *store) history(ctx context.Context, conv string, before time.Time, limi
 	return out, rows.Err()
 }
 
+// tipMessages returns the stored tip messages (KindTipRequest …
+// KindTipStatus) created at or after since, oldest first.
+func (s *store) tipMessages(ctx context.Context, since int64) ([]*Message, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+messageCols+` FROM messages m
+		WHERE m.kind BETWEEN 3790 AND 3793 AND m.created_at >= ? ORDER BY m.created_at, m.rowid`, since)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*Message
+	for rows.Next() {
+		m, err := scanMessage(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
 func (s *store) conversations(ctx context.Context) ([]*Conversation, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT c.id, c.participants, c.subject, c.disappear_s, c.last_at,
 		(SELECT count(*) FROM messages m WHERE m.conversation = c.id AND m.read = 0),
@@ -463,8 +486,8 @@ func (s *store) contact(ctx context.Context, pubkey string) (*Contact, int64, er
 	c := &Contact{PubKey: pubkey}
 	var relays, dm string
 	var fetched int64
-	err := s.db.QueryRowContext(ctx, `SELECT handle, nip05, relays, dm_relays, dm_fetched, verdict FROM contacts WHERE pubkey = ?`, pubkey).
-		Scan(&c.Handle, &c.NIP05, &relays, &dm, &fetched, &c.Verdict)
+	err := s.db.QueryRowContext(ctx, `SELECT handle, nip05, relays, dm_relays, dm_fetched, verdict, ln_node FROM contacts WHERE pubkey = ?`, pubkey).
+		Scan(&c.Handle, &c.NIP05, &relays, &dm, &fetched, &c.Verdict, &c.LNNode)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, 0, nil
 	}
@@ -480,15 +503,16 @@ func (s *store) contact(ctx context.Context, pubkey string) (*Contact, int64, er
 func (s *store) saveContact(ctx context.Context, c *Contact, dmFetched int64) error {
 	relays := mustJSON(nonNil(c.Relays))
 	dm := mustJSON(nonNil(c.DMRelays))
-	_, err := s.db.ExecContext(ctx, `INSERT INTO contacts(pubkey, handle, nip05, relays, dm_relays, dm_fetched, verdict) VALUES(?,?,?,?,?,?,?)
+	_, err := s.db.ExecContext(ctx, `INSERT INTO contacts(pubkey, handle, nip05, relays, dm_relays, dm_fetched, verdict, ln_node) VALUES(?,?,?,?,?,?,?,?)
 		ON CONFLICT(pubkey) DO UPDATE SET
 			handle = CASE WHEN excluded.handle != '' THEN excluded.handle ELSE handle END,
 			nip05 = CASE WHEN excluded.nip05 != '' THEN excluded.nip05 ELSE nip05 END,
 			relays = CASE WHEN excluded.relays != '[]' THEN excluded.relays ELSE relays END,
 			dm_relays = CASE WHEN excluded.dm_fetched > 0 THEN excluded.dm_relays ELSE dm_relays END,
 			dm_fetched = max(dm_fetched, excluded.dm_fetched),
-			verdict = CASE WHEN excluded.verdict != '' THEN excluded.verdict ELSE verdict END`,
-		c.PubKey, c.Handle, c.NIP05, relays, dm, dmFetched, c.Verdict)
+			verdict = CASE WHEN excluded.verdict != '' THEN excluded.verdict ELSE verdict END,
+			ln_node = CASE WHEN excluded.handle != '' THEN excluded.ln_node ELSE ln_node END`,
+		c.PubKey, c.Handle, c.NIP05, relays, dm, dmFetched, c.Verdict, c.LNNode)
 	return err
 }
 

@@ -56,6 +56,15 @@ type Message struct {
 	File         *FileInfo // kind 15 only
 }
 
+// TipID is the tip a tip message (KindTipRequest … KindTipStatus) is
+// about, "" for other messages. The payments engine knows its state.
+func (m *Message) TipID() string {
+	if !IsTipKind(m.Kind) {
+		return ""
+	}
+	return tagValue(m.Tags, "tip")
+}
+
 // Status renders the delivery state for people: "queued", "sent to 2 of 3
 // relays", "failed: <reason>", "received".
 func (m *Message) Status() string {
@@ -102,6 +111,9 @@ type Contact struct {
 	NIP05    string // name@domain that resolved to PubKey, "" if none
 	Relays   []string
 	DMRelays []string // their kind 10050 list
+	// LNNode is the LND node pubkey (66 hex) named by their valid handle
+	// claim, "" if none: tips to them must be paid to this node.
+	LNNode string
 	// Verdict is the anchoring layer's judgement of the handle claim (e.g.
 	// "anchored at block 812345", "conflict: earlier claim by ..."), filled
 	// by Config.Verdict; "" when unknown.

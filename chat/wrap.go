@@ -33,6 +33,19 @@ const (
 	KindBlobAuth    = 24242
 )
 
+// Tip rumor kinds (docs/protocol.md, "Tip messages"). The chat service
+// stores them in their conversation like texts and hands them to the
+// handler registered with Service.Handle (package payments).
+const (
+	KindTipRequest = 3790 // ["tip", id], ["amount", msat]; content: memo
+	KindTipInvoice = 3791 // ["tip", id], ["e", request id], ["bolt11", invoice]
+	KindTipReceipt = 3792 // ["tip", id], ["e", invoice id], ["preimage", hex], ["payment_hash", hex]
+	KindTipStatus  = 3793 // ["tip", id], ["state", settled|failed|cancelled]; content: reason
+)
+
+// IsTipKind reports whether kind is one of the tip rumor kinds.
+func IsTipKind(kind int) bool { return kind >= KindTipRequest && kind <= KindTipStatus }
+
 // MaxBackdate is how far NIP-59 lets seal and wrap timestamps lie in the past.
 const MaxBackdate = 48 * time.Hour
 
