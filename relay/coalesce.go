@@ -11,8 +11,8 @@ import (
 // maxCoalesce bounds the bytes held back before they are written anyway.
 const maxCoalesce = 64 << 10
 
-// coalescer sits between the websocket library's buffered writer and the
-// TCP connection. The library flushes after every message; while the
+// coalescer sits between the websocket library and the TCP connection. The
+// library writes each message with one syscall; while the
 // connection's writer goroutine knows more messages are queued it sets hold,
 // and the coalescer keeps the bytes, so a burst of EVENTs (a REQ's results,
 // a run of OKs) leaves in a few large writes instead of one syscall each.
@@ -82,5 +82,14 @@ func (w *coalescingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	w.c.conn = conn
-	return conn, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(w.c, 8<<10)), nil
+	return coalescedConn{conn, w.c}, brw, nil
 }
+
+// coalescedConn is the hijacked connection as the websocket library sees it:
+// its writes go through the coalescer.
+type coalescedConn struct {
+	net.Conn
+	c *coalescer
+}
+
+func (cc coalescedConn) Write(p []byte) (int, error) { return cc.c.Write(p) }

@@ -15,7 +15,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/gorilla/websocket"
 	"github.com/nbd-wtf/go-nostr"
 	"github.com/tidwall/gjson"
 
@@ -29,6 +29,8 @@ const (
 	// maxPendingSaves bounds the EVENTs of one connection awaiting commit;
 	// beyond it the connection's reader waits (backpressure on the socket).
 	maxPendingSaves = 2048
+	// writeTimeout bounds one write to a client's socket.
+	writeTimeout = 30 * time.Second
 )
 
 type conn struct {
@@ -64,10 +66,13 @@ func newConn(r *Relay, ws *websocket.Conn, co *coalescer, ip, url string) *conn 
 	}
 }
 
-func (c *conn) close(code websocket.StatusCode, reason string) {
+// close says goodbye with a close frame and drops the connection, which
+// also ends the reader and writer goroutines.
+func (c *conn) close(code int, reason string) {
 	c.once.Do(func() {
 		c.cancel()
-		go c.ws.Close(code, reason)
+		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+		_ = c.ws.Close()
 	})
 }
 
@@ -82,7 +87,7 @@ func (c *conn) serve() {
 	c.ws.SetReadLimit(c.r.cfg.Limits.hardMessageLimit())
 	c.send(frame("AUTH", c.challenge))
 	c.readLoop()
-	c.close(websocket.StatusNormalClosure, "")
+	c.close(websocket.CloseNormalClosure, "")
 	<-done
 }
 
@@ -96,11 +101,12 @@ func (c *conn) writeLoop() {
 			// Hold the bytes while more messages are queued: the write of the
 			// last one carries the whole burst in one syscall.
 			c.co.setHold(len(c.out) > 0)
-			ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
-			err := c.ws.Write(ctx, websocket.MessageText, msg)
-			cancel()
+			// A client that stops reading blocks the socket write: the deadline
+			// ends it (cheaper than a context with a timer per message).
+			_ = c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
+			err := c.ws.WriteMessage(websocket.TextMessage, msg)
 			if err != nil {
-				c.close(websocket.StatusInternalError, "write failed")
+				c.close(websocket.CloseInternalServerErr, "write failed")
 				return
 			}
 		}
@@ -111,7 +117,7 @@ func (c *conn) readLoop() {
 	limit := int64(c.r.cfg.Limits.MaxMessageLength)
 	buf := new(bytes.Buffer)
 	for {
-		typ, rd, err := c.ws.Reader(c.ctx)
+		typ, rd, err := c.ws.NextReader()
 		if err != nil {
 			return
 		}
@@ -134,7 +140,7 @@ func (c *conn) readLoop() {
 			}
 			continue
 		}
-		if typ != websocket.MessageText {
+		if typ != websocket.TextMessage {
 			c.send(frame("NOTICE", "invalid: only text frames carry Nostr messages"))
 			continue
 		}
@@ -196,7 +202,7 @@ func (c *conn) trySend(msg []byte) {
 	case <-c.ctx.Done():
 	default:
 		c.r.log.Info("dropping slow client", "ip", c.ip)
-		c.close(websocket.StatusPolicyViolation, "too slow: "+fmt.Sprint(outQueue)+" messages queued")
+		go c.close(websocket.ClosePolicyViolation, "too slow: "+fmt.Sprint(outQueue)+" messages queued")
 	}
 }
 
@@ -246,7 +252,9 @@ func (c *conn) subCount() int {
 }
 
 // deliver sends evt to each of this connection's subscriptions it matches.
-func (c *conn) deliver(evt *nostr.Event, raw []byte) {
+// frames caches the encoded frame per subscription id for this event: many
+// clients use the same ids, and the frames are immutable once built.
+func (c *conn) deliver(evt *nostr.Event, raw []byte, frames map[string][]byte) {
 	c.mu.RLock()
 	var hits []string
 	for id, filters := range c.subs {
@@ -259,7 +267,12 @@ func (c *conn) deliver(evt *nostr.Event, raw []byte) {
 	}
 	c.mu.RUnlock()
 	for _, id := range hits {
-		c.trySend(eventFrame(id, raw))
+		f, ok := frames[id]
+		if !ok {
+			f = eventFrame(id, raw)
+			frames[id] = f
+		}
+		c.trySend(f)
 		c.r.m.Delivered.Inc()
 	}
 }

@@ -18,7 +18,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/gorilla/websocket"
 	"github.com/nbd-wtf/go-nostr"
 
 	"github.com/anchorchat/anchorchat/storage"
@@ -109,7 +109,7 @@ func (r *Relay) Close() {
 	r.cancel()
 	r.mu.Lock()
 	for c := range r.conns {
-		c.close(websocket.StatusGoingAway, "relay shutting down")
+		go c.close(websocket.CloseGoingAway, "relay shutting down")
 	}
 	r.mu.Unlock()
 	r.wg.Wait()
@@ -155,10 +155,7 @@ func (r *Relay) serveWebsocket(w http.ResponseWriter, req *http.Request) {
 	r.mu.Unlock()
 
 	co := &coalescer{}
-	ws, err := websocket.Accept(&coalescingWriter{ResponseWriter: w, c: co}, req, &websocket.AcceptOptions{
-		InsecureSkipVerify: true, // Nostr clients connect from any origin
-		CompressionMode:    websocket.CompressionDisabled,
-	})
+	ws, err := upgrader.Upgrade(&coalescingWriter{ResponseWriter: w, c: co}, req, nil)
 	if err != nil {
 		r.releaseIP(ip)
 		r.log.Debug("websocket accept failed", "ip", ip, "err", err)
@@ -200,6 +197,12 @@ func (r *Relay) relayURL(req *http.Request) string {
 	return scheme + "://" + req.Host + req.URL.Path
 }
 
+var upgrader = websocket.Upgrader{
+	ReadBufferSize:  4096,
+	WriteBufferSize: 8192,
+	CheckOrigin:     func(*http.Request) bool { return true }, // Nostr clients connect from any origin
+}
+
 // dispatch delivers stored and ephemeral events to matching live subscriptions.
 func (r *Relay) dispatch() {
 	defer r.wg.Done()
@@ -222,11 +225,12 @@ func (r *Relay) dispatch() {
 		}
 		r.mu.Unlock()
 		private := isPrivateKind(evt.Kind)
+		frames := make(map[string][]byte)
 		for _, c := range conns {
 			if private && !c.mayRead(evt) {
 				continue
 			}
-			c.deliver(evt, raw)
+			c.deliver(evt, raw, frames)
 		}
 		if r.OnSaved != nil {
 			r.OnSaved(evt)
