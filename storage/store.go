@@ -115,7 +115,7 @@ func registerDrivers() {
 					"PRAGMA query_only=1",
 					"PRAGMA temp_store=MEMORY",
 					"PRAGMA cache_size=-16384", // 16 MiB per connection
-					"PRAGMA mmap_size=268435456",
+					"PRAGMA mmap_size=4294967296", // readers map up to 4 GiB of the file
 				)
 			},
 		})
