@@ -142,7 +142,7 @@ func run(o options) error {
 type addFunc func(name, format string, args ...any)
 
 func benchIngest(ctx context.Context, o options, add addFunc) error {
-	srv, err := startRelay(ctx, filepath.Join(o.dir, "ingest.db"), o.sync)
+	srv, err := startRelay(ctx, freshDB(filepath.Join(o.dir, "ingest.db")), o.sync)
 	if err != nil {
 		return err
 	}
@@ -179,7 +179,7 @@ func benchQueries(ctx context.Context, o options, add addFunc) error {
 }
 
 func benchFanout(ctx context.Context, o options, add addFunc) error {
-	srv, err := startRelay(ctx, filepath.Join(o.dir, "fanout.db"), o.sync)
+	srv, err := startRelay(ctx, freshDB(filepath.Join(o.dir, "fanout.db")), o.sync)
 	if err != nil {
 		return err
 	}
@@ -228,6 +228,14 @@ var ownerKey = func() keypair {
 	pk, _ := nostr.GetPublicKey(sk)
 	return keypair{sk, pk}
 }()
+
+// freshDB removes a benchmark's SQLite file (and its WAL) from an earlier run.
+func freshDB(path string) string {
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		_ = os.Remove(path + suffix)
+	}
+	return path
+}
 
 // startRelay runs a relay the way the node does, with the limits a benchmark needs lifted.
 func startRelay(ctx context.Context, path, sync string) (*relayServer, error) {
