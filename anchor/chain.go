@@ -1,0 +1,70 @@
+package anchor
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/btcsuite/btcd/chaincfg/chainhash"
+	"github.com/btcsuite/btcd/rpcclient"
+	"github.com/btcsuite/btcd/wire"
+)
+
+// ChainSource is what verification needs from a chain: headers and the best
+// chain. Verify never trusts what it returns beyond that: it checks the
+// header's hash and merkle root itself.
+type ChainSource interface {
+	// BlockHeader returns the header of the block with hash (any branch).
+	BlockHeader(ctx context.Context, hash *chainhash.Hash) (*wire.BlockHeader, error)
+	// BlockHash returns the hash of the best chain's block at height.
+	BlockHash(ctx context.Context, height int32) (*chainhash.Hash, error)
+	// BestHeight returns the height of the best chain's tip.
+	BestHeight(ctx context.Context) (int32, error)
+}
+
+// BtcdChain is a ChainSource on btcd's JSON-RPC (getblockheader,
+// getblockhash, getblockcount). rpcclient takes no context: each call runs
+// in a goroutine and ctx bounds the wait.
+type BtcdChain struct {
+	Client *rpcclient.Client
+}
+
+// NewBtcdChain wraps an rpcclient.
+func NewBtcdChain(c *rpcclient.Client) *BtcdChain { return &BtcdChain{Client: c} }
+
+func rpcCall[T any](ctx context.Context, what string, f func() (T, error)) (T, error) {
+	type res struct {
+		v   T
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		v, err := f()
+		ch <- res{v, err}
+	}()
+	select {
+	case <-ctx.Done():
+		var zero T
+		return zero, fmt.Errorf("btcd %s: %w", what, ctx.Err())
+	case r := <-ch:
+		if r.err != nil {
+			return r.v, fmt.Errorf("btcd %s: %w", what, r.err)
+		}
+		return r.v, nil
+	}
+}
+
+// BlockHeader implements ChainSource.
+func (c *BtcdChain) BlockHeader(ctx context.Context, hash *chainhash.Hash) (*wire.BlockHeader, error) {
+	return rpcCall(ctx, "getblockheader", func() (*wire.BlockHeader, error) { return c.Client.GetBlockHeader(hash) })
+}
+
+// BlockHash implements ChainSource.
+func (c *BtcdChain) BlockHash(ctx context.Context, height int32) (*chainhash.Hash, error) {
+	return rpcCall(ctx, "getblockhash", func() (*chainhash.Hash, error) { return c.Client.GetBlockHash(int64(height)) })
+}
+
+// BestHeight implements ChainSource.
+func (c *BtcdChain) BestHeight(ctx context.Context) (int32, error) {
+	n, err := rpcCall(ctx, "getblockcount", c.Client.GetBlockCount)
+	return int32(n), err
+}

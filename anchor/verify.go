@@ -1,0 +1,355 @@
+package anchor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/anchorchat/anchorchat/identity"
+	"github.com/nbd-wtf/go-nostr"
+)
+
+// Status is the outcome of verifying a handle or key.
+type Status string
+
+// Verdicts.
+const (
+	// Verified: the handle's earliest anchored claim has the required
+	// confirmations; PubKey is the key holding it now.
+	Verified Status = "VERIFIED"
+	// Pending: anchored, but with fewer confirmations than required.
+	Pending Status = "PENDING"
+	// Unanchored: claims exist, none has a valid anchoring proof.
+	Unanchored Status = "UNANCHORED"
+	// Conflict: the asked key does not hold the handle; Holder does.
+	Conflict Status = "CONFLICT"
+	// Revoked: the handle's current key revoked it.
+	Revoked Status = "REVOKED"
+	// Invalid: the evidence for the asked claim fails; Reason says where.
+	Invalid Status = "INVALID"
+)
+
+// DefaultMinConfirmations is what Verify requires when Options leaves it 0.
+const DefaultMinConfirmations = 6
+
+// Query names what to verify: a handle, a key, or both (is this key the
+// holder of this handle?).
+type Query struct {
+	Handle string `json:"handle,omitempty"`
+	PubKey string `json:"pubkey,omitempty"`
+}
+
+// Options of Verify.
+type Options struct {
+	MinConfirmations int32 // 0 means DefaultMinConfirmations
+}
+
+// Holder is who holds a handle.
+type Holder struct {
+	PubKey  string `json:"pubkey"`
+	ClaimID string `json:"claim_id"` // the current claim (first claim or latest rotation)
+	Height  int32  `json:"height"`   // anchoring height of the handle's first claim
+}
+
+// Verdict is the result of Verify, JSON-ready for `anchorchat verify --json`.
+type Verdict struct {
+	Status Status `json:"status"`
+	Handle string `json:"handle,omitempty"`
+	// PubKey is the key the verdict is about: the holder for VERIFIED and
+	// PENDING, the asked key otherwise.
+	PubKey string `json:"pubkey,omitempty"`
+	// ClaimID is the current claim of the holder (VERIFIED, PENDING,
+	// REVOKED), or the asked claim.
+	ClaimID               string    `json:"claim_id,omitempty"`
+	Anchor                *Anchored `json:"anchor,omitempty"` // the first claim's anchoring
+	Height                int32     `json:"height,omitempty"`
+	Confirmations         int32     `json:"confirmations,omitempty"`
+	RequiredConfirmations int32     `json:"required_confirmations"`
+	Holder                *Holder   `json:"holder,omitempty"` // CONFLICT: who holds the handle
+	Reason                string    `json:"reason,omitempty"`
+}
+
+func (v Verdict) String() string {
+	switch v.Status {
+	case Verified, Pending:
+		return fmt.Sprintf("%s @%s key %s height %d confirmations %d/%d", v.Status, v.Handle, v.PubKey, v.Height, v.Confirmations, v.RequiredConfirmations)
+	case Conflict:
+		return fmt.Sprintf("%s @%s held by %s: %s", v.Status, v.Handle, v.Holder.PubKey, v.Reason)
+	}
+	return fmt.Sprintf("%s @%s: %s", v.Status, v.Handle, v.Reason)
+}
+
+// Verify decides q from claim events (kinds 3780/3781, any source, junk
+// allowed) and attestations, checking every attestation against chain:
+//
+//  1. events and the claims embedded in attestations are validated one by
+//     one (identity.ValidateClaim); invalid ones are set aside;
+//  2. every attestation of a claim of the handle is verified end to end
+//     (VerifyProof); a claim's anchoring is its earliest verified one;
+//  3. the holder's chain starts at the earliest anchored first claim of the
+//     handle (block height, then position in block, then leaf index); other
+//     first claims lose, whenever they were signed;
+//  4. from there, rotations whose prev names the current claim and whose
+//     consent comes from its key move the handle (a fork is decided by the
+//     earlier anchoring); a revocation by the current key naming the
+//     current claim ends it; identity.ValidateChain re-checks the result;
+//  5. the verdict: REVOKED; else CONFLICT if q.PubKey is not the current
+//     key; else PENDING below opts.MinConfirmations, or VERIFIED.
+//
+// No anchored first claim: INVALID with the failing step if an attestation
+// of the asked claim failed, UNANCHORED otherwise. The error is for chain
+// source failures only (then no verdict can be given).
+func Verify(ctx context.Context, chain ChainSource, q Query, events []*nostr.Event, atts []*Attestation, opts Options) (Verdict, error) {
+	minConf := opts.MinConfirmations
+	if minConf <= 0 {
+		minConf = DefaultMinConfirmations
+	}
+	v := Verdict{Handle: q.Handle, PubKey: q.PubKey, RequiredConfirmations: minConf}
+
+	// 1. Valid claims, by id.
+	valid := map[string]*identity.Claim{}
+	rejected := map[string]error{} // subject's events that fail on their own
+	consider := func(evt *nostr.Event) {
+		if evt == nil || valid[evt.ID] != nil {
+			return
+		}
+		c, err := identity.ValidateClaim(evt)
+		if err != nil {
+			if q.PubKey != "" && evt.PubKey == q.PubKey {
+				rejected[evt.ID] = err
+			}
+			return
+		}
+		valid[c.ID] = c
+	}
+	for _, e := range events {
+		consider(e)
+	}
+	for _, a := range atts {
+		if a != nil {
+			consider(a.Claim)
+		}
+	}
+	if v.Handle == "" {
+		v.Handle = handleOf(q.PubKey, valid)
+		if v.Handle == "" {
+			v.Status, v.Reason = Unanchored, "no valid claim by this key"
+			if len(rejected) > 0 {
+				v.Status, v.Reason = Invalid, firstErr(rejected).Error()
+			}
+			return v, nil
+		}
+	}
+	for id, c := range valid {
+		if c.Handle != v.Handle {
+			delete(valid, id)
+		}
+	}
+
+	// 2. Anchorings.
+	anchored := map[string]*Anchored{}
+	failed := map[string]error{}
+	for _, a := range atts {
+		if a == nil || a.Claim == nil || a.Proof == nil {
+			continue
+		}
+		if c := valid[a.Claim.ID]; c == nil && !(q.PubKey != "" && a.Claim.PubKey == q.PubKey) {
+			continue
+		}
+		an, err := VerifyProof(ctx, chain, a.Claim, a.Proof)
+		if err != nil {
+			var pe *ProofError
+			if errors.As(err, &pe) && pe.Step == StepChain {
+				return v, fmt.Errorf("anchor: verify: %w", err)
+			}
+			if failed[a.Claim.ID] == nil {
+				failed[a.Claim.ID] = fmt.Errorf("attestation of claim %s: %w", a.Claim.ID, err)
+			}
+			continue
+		}
+		if cur := anchored[an.ClaimID]; cur == nil || an.Before(cur) {
+			anchored[an.ClaimID] = an
+		}
+	}
+
+	// 3. Earliest anchored first claim.
+	var win *Anchored
+	for id, an := range anchored {
+		if c := valid[id]; c != nil && c.Type == identity.ClaimFirst && (win == nil || an.Before(win)) {
+			win = an
+		}
+	}
+	if win == nil {
+		for id, c := range valid {
+			if q.PubKey == "" || c.PubKey == q.PubKey {
+				if err := failed[id]; err != nil {
+					v.Status, v.ClaimID, v.Reason = Invalid, id, err.Error()
+					return v, nil
+				}
+			}
+		}
+		if err := firstErr(failed); err != nil && len(valid) == 0 {
+			v.Status, v.Reason = Invalid, err.Error()
+			return v, nil
+		}
+		if len(rejected) > 0 {
+			v.Status, v.Reason = Invalid, firstErr(rejected).Error()
+			return v, nil
+		}
+		v.Status = Unanchored
+		switch {
+		case len(valid) == 0:
+			v.Reason = "no valid claim of this handle found"
+		default:
+			v.Reason = fmt.Sprintf("%d valid claim(s) of this handle, none with a valid anchoring proof", len(valid))
+		}
+		return v, nil
+	}
+
+	// 4. The chain from the winning first claim.
+	genesis := valid[win.ClaimID]
+	chainEvts := []*nostr.Event{genesis.Event}
+	cur := genesis
+	var notes []string
+	for {
+		var kids []*identity.Claim
+		for _, c := range valid {
+			if c.Type == identity.ClaimRotation && c.PrevID == cur.ID {
+				if c.PrevPubKey != cur.PubKey {
+					notes = append(notes, fmt.Sprintf("rotation %s refused: consent by %s, claim %s is held by %s", c.ID, c.PrevPubKey, cur.ID, cur.PubKey))
+					continue
+				}
+				kids = append(kids, c)
+			}
+		}
+		if len(kids) == 0 {
+			break
+		}
+		if len(kids) > 1 {
+			sort.Slice(kids, func(i, j int) bool {
+				ai, aj := anchored[kids[i].ID], anchored[kids[j].ID]
+				switch {
+				case ai != nil && aj != nil:
+					return ai.Before(aj)
+				case ai != nil || aj != nil:
+					return ai != nil
+				}
+				return kids[i].ID < kids[j].ID
+			})
+			if anchored[kids[0].ID] == nil {
+				v.Status, v.ClaimID = Invalid, cur.ID
+				v.Reason = fmt.Sprintf("fork: claim %s is rotated by %s and %s and neither rotation is anchored", cur.ID, kids[0].ID, kids[1].ID)
+				return v, nil
+			}
+		}
+		cur = kids[0]
+		chainEvts = append(chainEvts, cur.Event)
+	}
+	var revocation *identity.Claim
+	for _, c := range valid {
+		if c.Type == identity.ClaimRevocation && c.Revokes == cur.ID && c.PubKey == cur.PubKey &&
+			(revocation == nil || c.ID < revocation.ID) {
+			revocation = c
+		}
+	}
+	if revocation != nil {
+		chainEvts = append(chainEvts, revocation.Event)
+	}
+	st, err := identity.ValidateChain(chainEvts)
+	if err != nil {
+		v.Status, v.ClaimID, v.Reason = Invalid, cur.ID, err.Error()
+		return v, nil
+	}
+	v.Anchor, v.Height, v.Confirmations = win, win.Height, win.Confirmations
+	holder := &Holder{PubKey: st.Current.PubKey, ClaimID: st.Current.ID, Height: win.Height}
+
+	// 5. The verdict.
+	if st.Revoked {
+		v.Status, v.ClaimID = Revoked, st.Current.ID
+		v.Reason = fmt.Sprintf("revoked by %s in event %s", st.Current.PubKey, st.Revocation.ID)
+		if st.Revocation.Reason != "" {
+			v.Reason += ": " + st.Revocation.Reason
+		}
+		return v, nil
+	}
+	if q.PubKey != "" && q.PubKey != st.Current.PubKey {
+		v.Status, v.Holder = Conflict, holder
+		v.Reason = conflictReason(q.PubKey, st, valid, anchored, rejected, failed, notes)
+		return v, nil
+	}
+	v.PubKey, v.ClaimID = st.Current.PubKey, st.Current.ID
+	if win.Confirmations < minConf {
+		v.Status = Pending
+		v.Reason = fmt.Sprintf("%d of %d confirmations", win.Confirmations, minConf)
+		return v, nil
+	}
+	v.Status = Verified
+	return v, nil
+}
+
+func conflictReason(pk string, st *identity.ChainState, valid map[string]*identity.Claim, anchored map[string]*Anchored,
+	rejected, failed map[string]error, notes []string) string {
+	for _, c := range st.Claims {
+		if c.PubKey == pk {
+			return fmt.Sprintf("key held the handle in claim %s, rotated to %s since", c.ID, st.Current.PubKey)
+		}
+	}
+	reason := fmt.Sprintf("the handle is held by %s since its first claim %s anchored at height %d", st.Current.PubKey, st.Genesis.ID, anchoredHeight(anchored, st.Genesis.ID))
+	var ids []string
+	for id, c := range valid {
+		if c.PubKey == pk {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		if an := anchored[id]; an != nil {
+			return reason + fmt.Sprintf("; this key's claim %s was anchored later, at height %d", id, an.Height)
+		}
+		if err := failed[id]; err != nil {
+			return reason + "; this key's " + err.Error()
+		}
+	}
+	if err := firstErr(rejected); err != nil {
+		return reason + "; this key's event refused: " + err.Error()
+	}
+	if len(notes) > 0 {
+		return reason + "; " + notes[0]
+	}
+	if len(ids) > 0 {
+		return reason + fmt.Sprintf("; this key's claim %s is not anchored", ids[0])
+	}
+	return reason + "; no claim by this key"
+}
+
+func anchoredHeight(m map[string]*Anchored, id string) int32 {
+	if a := m[id]; a != nil {
+		return a.Height
+	}
+	return 0
+}
+
+func firstErr(m map[string]error) error {
+	var keys []string
+	for k := range m {
+		keys = append(keys, k)
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	sort.Strings(keys)
+	return m[keys[0]]
+}
+
+// handleOf picks the handle a key asks about when the query names none: the
+// handle of the key's claims (the lowest handle if it claimed several).
+func handleOf(pk string, valid map[string]*identity.Claim) string {
+	h := ""
+	for _, c := range valid {
+		if c.PubKey == pk && (h == "" || c.Handle < h) {
+			h = c.Handle
+		}
+	}
+	return h
+}
