@@ -469,11 +469,14 @@ func (b *Batcher) advance(ctx context.Context) error {
 func (b *Batcher) advanceOne(ctx context.Context, r *batchRow, best int32) error {
 	if r.state != BatchBroadcast {
 		// Still in the best chain?
-		h, err := b.cfg.Chain.BlockHash(ctx, int32(r.height.Int64))
-		if err != nil {
-			return err
+		var h *chainhash.Hash
+		if int32(r.height.Int64) <= best {
+			var err error
+			if h, err = b.cfg.Chain.BlockHash(ctx, int32(r.height.Int64)); err != nil {
+				return err
+			}
 		}
-		if h.String() != r.blockHash.String {
+		if h == nil || h.String() != r.blockHash.String {
 			b.log.Warn("anchor block left the best chain (reorg); waiting for the tx again",
 				"batch", r.id, "height", r.height.Int64, "block", r.blockHash.String)
 			if _, err := b.db.ExecContext(ctx, `DELETE FROM attestations WHERE batch_id = ?`, r.id); err != nil {

@@ -3,6 +3,7 @@ package anchor
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
 	"github.com/btcsuite/btcd/rpcclient"
@@ -67,4 +68,75 @@ func (c *BtcdChain) BlockHash(ctx context.Context, height int32) (*chainhash.Has
 func (c *BtcdChain) BestHeight(ctx context.Context) (int32, error) {
 	n, err := rpcCall(ctx, "getblockcount", c.Client.GetBlockCount)
 	return int32(n), err
+}
+
+// MemoChain memoises a ChainSource for one verification pass: headers by
+// hash, best-chain hashes by height and the best height are fetched once.
+// Use a new one per pass (it does not notice a reorg or new blocks).
+type MemoChain struct {
+	src      ChainSource
+	mu       sync.Mutex
+	headers  map[chainhash.Hash]*wire.BlockHeader
+	hashes   map[int32]*chainhash.Hash
+	best     int32
+	haveBest bool
+}
+
+// NewMemoChain wraps src.
+func NewMemoChain(src ChainSource) *MemoChain {
+	return &MemoChain{src: src, headers: map[chainhash.Hash]*wire.BlockHeader{}, hashes: map[int32]*chainhash.Hash{}}
+}
+
+// BlockHeader implements ChainSource.
+func (m *MemoChain) BlockHeader(ctx context.Context, hash *chainhash.Hash) (*wire.BlockHeader, error) {
+	m.mu.Lock()
+	h := m.headers[*hash]
+	m.mu.Unlock()
+	if h != nil {
+		return h, nil
+	}
+	h, err := m.src.BlockHeader(ctx, hash)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	m.headers[*hash] = h
+	m.mu.Unlock()
+	return h, nil
+}
+
+// BlockHash implements ChainSource.
+func (m *MemoChain) BlockHash(ctx context.Context, height int32) (*chainhash.Hash, error) {
+	m.mu.Lock()
+	h := m.hashes[height]
+	m.mu.Unlock()
+	if h != nil {
+		return h, nil
+	}
+	h, err := m.src.BlockHash(ctx, height)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	m.hashes[height] = h
+	m.mu.Unlock()
+	return h, nil
+}
+
+// BestHeight implements ChainSource.
+func (m *MemoChain) BestHeight(ctx context.Context) (int32, error) {
+	m.mu.Lock()
+	if m.haveBest {
+		defer m.mu.Unlock()
+		return m.best, nil
+	}
+	m.mu.Unlock()
+	b, err := m.src.BestHeight(ctx)
+	if err != nil {
+		return 0, err
+	}
+	m.mu.Lock()
+	m.best, m.haveBest = b, true
+	m.mu.Unlock()
+	return b, nil
 }

@@ -106,6 +106,9 @@ func Verify(ctx context.Context, chain ChainSource, q Query, events []*nostr.Eve
 		minConf = DefaultMinConfirmations
 	}
 	v := Verdict{Handle: q.Handle, PubKey: q.PubKey, RequiredConfirmations: minConf}
+	if _, ok := chain.(*MemoChain); !ok {
+		chain = NewMemoChain(chain)
+	}
 
 	// 1. Valid claims, by id.
 	valid := map[string]*identity.Claim{}

@@ -79,6 +79,12 @@ func (a *Anchored) Before(b *Anchored) bool {
 // and the block merkle root the branch leads to.
 func CheckProofOffline(claim *nostr.Event, p *Proof) (*identity.Claim, Hash, chainhash.Hash, error) {
 	var zero chainhash.Hash
+	if claim == nil {
+		return nil, Hash{}, zero, perr(StepClaim, "no claim event")
+	}
+	if !claim.CheckID() {
+		return nil, Hash{}, zero, perr(StepClaim, "claim event does not hash to its id %s (content altered)", claim.ID)
+	}
 	c, err := identity.ValidateClaim(claim)
 	if err != nil {
 		if errors.Is(err, identity.ErrClaimSignature) {
