@@ -18,11 +18,12 @@ import (
 
 // Scrypt cost bounds for NIP-49 (N = 2^logN, r = 8, p = 1; memory ≈ 2^logN KiB).
 const (
-	// DefaultLogN is the default scrypt cost. Measured on the project's
-	// machine (2 cores): log_n 16 unlocks in about 0.39 s (64 MiB), 17 in
-	// 0.9 s, 18 in 1.8 s. 16 is the smallest cost at or above the 0.25 s
-	// target, and also the NIP-49 ecosystem default.
-	DefaultLogN uint8 = 16
+	// DefaultLogN is the default scrypt cost: the smallest at or above the
+	// issue's "at least a quarter of a second here". Measured on the
+	// project's 2-core machine with BenchmarkUnlock: log_n 16 unlocks in
+	// 0.14 s when the machine is quiet (0.23 s at load 10), 17 in about
+	// 0.29 s quiet (0.52 s at load 10), 18 in 0.92 s at load 10.
+	DefaultLogN uint8 = 17
 	// MinLogN is the lowest cost accepted when writing a keystore. Low
 	// values exist for tests only.
 	MinLogN uint8 = 1

