@@ -5,12 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/anchorchat/anchorchat/identity"
 	"github.com/anchorchat/anchorchat/regtest"
+	"github.com/anchorchat/anchorchat/relay"
+	"github.com/anchorchat/anchorchat/storage"
 	"github.com/anchorchat/anchorchat/wallet"
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
 	"github.com/btcsuite/btcd/wire"
@@ -459,6 +464,49 @@ func TestRegtest(t *testing.T) {
 		t.Logf("fee %d -> %d sat, txid %s -> %s", orig.Fee, bi.Fee, orig.Txid, bi.Txid)
 	})
 
+	t.Run("RelayFetchAndHook", func(t *testing.T) {
+		r := *r
+		r.t = t
+		url := startRelay(t)
+		pub, err := nostr.RelayConnect(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pub.Close()
+		b := r.batcher(t.TempDir()+"/anchor.db", 1, func(c *Config) {
+			c.Publish = func(ctx context.Context, evt *nostr.Event) error { return pub.Publish(ctx, *evt) }
+		})
+		defer b.Close()
+		gina, hank := newKey(t), newKey(t)
+		g, h := claim(t, gina, "gina"), claim(t, hank, "gina")
+		for _, e := range []*nostr.Event{g, h} {
+			if err := pub.Publish(ctx, *e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r.anchorAndAttest(b, g)
+		r.anchorAndAttest(b, h)
+		vf := &Verifier{Chain: r.chain, Relays: []string{url}, Options: Options{MinConfirmations: 1}, CacheTTL: -1}
+		if s := vf.Hook(ctx, gina.PublicKey(), "gina"); s != "VERIFIED" {
+			t.Fatalf("hook gina: %s", s)
+		}
+		if s := vf.Hook(ctx, hank.PublicKey(), "gina"); s != "CONFLICT" {
+			t.Fatalf("hook hank: %s", s)
+		}
+		// By key only: the handle is learnt from the key's claims.
+		v, err := vf.Check(ctx, Query{PubKey: gina.PublicKey()})
+		if err != nil || v.Status != Verified || v.Handle != "gina" {
+			t.Fatalf("by key: %s %v", v, err)
+		}
+		if s := vf.Hook(ctx, gina.PublicKey(), "nobody"); s != "UNANCHORED" {
+			t.Fatalf("hook unknown handle: %s", s)
+		}
+		bad := &Verifier{Chain: r.chain, Relays: []string{"ws://127.0.0.1:1"}, CacheTTL: -1}
+		if s := bad.Hook(ctx, gina.PublicKey(), "gina"); s != "UNKNOWN" {
+			t.Fatalf("no relay: %s", s)
+		}
+	})
+
 	t.Run("Reorg", func(t *testing.T) {
 		r := *r
 		r.t = t
@@ -492,6 +540,28 @@ func TestRegtest(t *testing.T) {
 			t.Fatalf("after re-anchoring: %s", v)
 		}
 	})
+}
+
+func startRelay(t *testing.T) string {
+	t.Helper()
+	st, err := storage.Open(context.Background(), storage.Options{
+		Path: filepath.Join(t.TempDir(), "events.db"), Synchronous: "NORMAL", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := relay.DefaultConfig()
+	cfg.Open = true
+	cfg.Limits.EventsPerSecondPerIP, cfg.Limits.EventsPerSecondPerPubkey, cfg.Limits.ReqsPerSecondPerIP = 0, 0, 0
+	rl := relay.New(cfg, st, slog.New(slog.DiscardHandler), nil)
+	rl.Start()
+	srv := httptest.NewServer(rl)
+	t.Cleanup(func() {
+		srv.CloseClientConnections()
+		rl.Close()
+		srv.Close()
+		st.Close()
+	})
+	return "ws" + strings.TrimPrefix(srv.URL, "http")
 }
 
 type failBroadcast struct{ wallet.Chain }

@@ -1,0 +1,193 @@
+package anchor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/anchorchat/anchorchat/identity"
+	"github.com/nbd-wtf/go-nostr"
+)
+
+// FetchLimit bounds each relay query.
+const FetchLimit = 500
+
+// Fetch collects, from relays, the claim events (3780, 3781) and
+// attestations (3782) needed to decide q: for a key, first its claims and
+// attestations (to learn its handles), then everything tagged with the
+// handle (so competing claims are seen). Relays that fail are logged and
+// skipped; the error is returned only if every relay failed. Malformed
+// attestation events are dropped (and logged at debug level).
+func Fetch(ctx context.Context, relays []string, q Query, log *slog.Logger) ([]*nostr.Event, []*Attestation, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if q.Handle == "" && q.PubKey == "" {
+		return nil, nil, errors.New("anchor: fetch needs a handle or a key")
+	}
+	conns := make([]*nostr.Relay, 0, len(relays))
+	var errs []error
+	for _, u := range relays {
+		r, err := nostr.RelayConnect(ctx, u)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", u, err))
+			log.Debug("anchor fetch: relay unreachable", "relay", u, "err", err)
+			continue
+		}
+		defer r.Close()
+		conns = append(conns, r)
+	}
+	if len(conns) == 0 {
+		return nil, nil, fmt.Errorf("anchor: fetch: no relay reachable: %w", errors.Join(errs...))
+	}
+	seen := map[string]*nostr.Event{}
+	query := func(f nostr.Filter) {
+		f.Limit = FetchLimit
+		for _, r := range conns {
+			evts, err := r.QuerySync(ctx, f)
+			if err != nil {
+				log.Debug("anchor fetch: query failed", "relay", r.URL, "err", err)
+				continue
+			}
+			for _, e := range evts {
+				if e != nil && seen[e.ID] == nil && e.CheckID() {
+					seen[e.ID] = e
+				}
+			}
+		}
+	}
+	kinds := []int{identity.KindHandleClaim, identity.KindHandleRevocation, KindAttestation}
+	handles := map[string]bool{}
+	if q.Handle != "" {
+		handles[q.Handle] = true
+	} else {
+		query(nostr.Filter{Kinds: kinds[:2], Authors: []string{q.PubKey}})
+		query(nostr.Filter{Kinds: kinds[2:], Tags: nostr.TagMap{"p": {q.PubKey}}})
+		for _, e := range seen {
+			if t := e.Tags.Find("n"); t != nil {
+				handles[t[1]] = true
+			}
+		}
+	}
+	for h := range handles {
+		query(nostr.Filter{Kinds: kinds, Tags: nostr.TagMap{"n": {h}}})
+	}
+	var claims, attEvts []*nostr.Event
+	for _, e := range seen {
+		if e.Kind == KindAttestation {
+			attEvts = append(attEvts, e)
+		} else {
+			claims = append(claims, e)
+		}
+	}
+	atts, perrs := ParseAttestations(attEvts)
+	for _, err := range perrs {
+		log.Debug("anchor fetch: dropped attestation", "err", err)
+	}
+	return claims, atts, nil
+}
+
+// Source supplies claim events and attestations for a query (the node's
+// batcher store, a cache, ...).
+type Source func(ctx context.Context, q Query) ([]*nostr.Event, []*Attestation, error)
+
+// BatcherSource is a Source over a batcher's store (the node's own claims
+// and those it anchored for others).
+func BatcherSource(b *Batcher) Source {
+	return func(ctx context.Context, q Query) ([]*nostr.Event, []*Attestation, error) {
+		claims, attEvts, err := b.Attestations(ctx, q.Handle)
+		if err != nil {
+			return nil, nil, err
+		}
+		atts, _ := ParseAttestations(attEvts)
+		return claims, atts, nil
+	}
+}
+
+// Verifier answers verification queries from relays and local sources
+// against a chain, with a small cache for chat views.
+type Verifier struct {
+	Chain   ChainSource
+	Relays  []string
+	Sources []Source // consulted besides the relays
+	Options Options
+	// CacheTTL keeps verdicts this long (0: 1 minute; negative: no cache).
+	CacheTTL time.Duration
+	Logger   *slog.Logger
+
+	mu    sync.Mutex
+	cache map[Query]cached
+}
+
+type cached struct {
+	v  Verdict
+	at time.Time
+}
+
+// Check fetches the evidence for q and verifies it. The error means no
+// verdict could be reached (no relay, chain source down).
+func (vf *Verifier) Check(ctx context.Context, q Query) (Verdict, error) {
+	ttl := vf.CacheTTL
+	if ttl == 0 {
+		ttl = time.Minute
+	}
+	if ttl > 0 {
+		vf.mu.Lock()
+		c, ok := vf.cache[q]
+		vf.mu.Unlock()
+		if ok && time.Since(c.at) < ttl {
+			return c.v, nil
+		}
+	}
+	var evts []*nostr.Event
+	var atts []*Attestation
+	var errs []error
+	if len(vf.Relays) > 0 {
+		e, a, err := Fetch(ctx, vf.Relays, q, vf.Logger)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		evts, atts = append(evts, e...), append(atts, a...)
+	}
+	for _, src := range vf.Sources {
+		e, a, err := src(ctx, q)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		evts, atts = append(evts, e...), append(atts, a...)
+	}
+	if len(evts) == 0 && len(atts) == 0 && len(errs) > 0 {
+		return Verdict{}, errors.Join(errs...)
+	}
+	v, err := Verify(ctx, vf.Chain, q, evts, atts, vf.Options)
+	if err != nil {
+		return Verdict{}, err
+	}
+	if ttl > 0 {
+		vf.mu.Lock()
+		if vf.cache == nil {
+			vf.cache = map[Query]cached{}
+		}
+		vf.cache[q] = cached{v, time.Now()}
+		vf.mu.Unlock()
+	}
+	return v, nil
+}
+
+// Hook is the chat contact verdict hook: the status of (pubkey, handle)
+// as a string ("VERIFIED", "PENDING", ...), or "UNKNOWN" when no verdict
+// could be reached.
+func (vf *Verifier) Hook(ctx context.Context, pubkey, handle string) string {
+	v, err := vf.Check(ctx, Query{Handle: handle, PubKey: pubkey})
+	if err != nil {
+		if vf.Logger != nil {
+			vf.Logger.Debug("anchor verdict unavailable", "pubkey", pubkey, "handle", handle, "err", err)
+		}
+		return "UNKNOWN"
+	}
+	return string(v.Status)
+}
