@@ -147,9 +147,13 @@ func benchIngest(ctx context.Context, o options, add addFunc) error {
 		return err
 	}
 	ing, err := ingest(ctx, srv.url, srv.owner, o.ingestEvents, o.conns, o.window)
+	stats, _ := srv.store.Stats(ctx)
 	srv.close()
 	if err != nil {
 		return err
+	}
+	if stats.Commits > 0 {
+		add("(a) group commit: events per transaction", "%.0f (%d transactions)", float64(stats.Requests)/float64(stats.Commits), stats.Commits)
 	}
 	add(fmt.Sprintf("(a) ingest, %d conns, %d in flight each, db.sync %s: accepted", o.conns, o.window, o.sync), "%.0f events/s (%d events)", ing.rate, ing.n)
 	add("(a) OK latency p50 / p99", "%s / %s", ms(ing.p50), ms(ing.p99))
@@ -211,6 +215,7 @@ func percentiles(d []time.Duration) (p50, p99 time.Duration) {
 type relayServer struct {
 	url   string
 	owner keypair
+	store *storage.Store
 	close func()
 }
 
@@ -259,6 +264,7 @@ func startRelay(ctx context.Context, path, sync string) (*relayServer, error) {
 	return &relayServer{
 		url:   "ws://" + ln.Addr().String(),
 		owner: ownerKey,
+		store: st,
 		close: func() {
 			_ = srv.Close()
 			r.Close()
