@@ -611,8 +611,10 @@ func (e *Engine) onStatus(ctx context.Context, id string, m *chat.Message) error
 	if t, err := getTip(ctx, e.st.db, id, "out", m.Sender); err == nil {
 		switch st {
 		case StateSettled:
-			_, err = e.st.db.ExecContext(ctx, `UPDATE tips SET state = 'settled', updated_ms = ? WHERE id = ? AND dir = 'out' AND peer = ? AND state = 'paid'`,
-				e.now().UnixMilli(), id, m.Sender)
+			// The confirmation may overtake LND's answer to our payment:
+			// remember it (receipt = 1) and settle once we know it is paid.
+			_, err = e.st.db.ExecContext(ctx, `UPDATE tips SET receipt = 1, state = CASE WHEN state = 'paid' THEN 'settled' ELSE state END, updated_ms = ?
+				WHERE id = ? AND dir = 'out' AND peer = ? AND state IN ('paying', 'paid')`, e.now().UnixMilli(), id, m.Sender)
 			if err == nil {
 				e.log.Info("tip settled (confirmed by the recipient)", "tip", id)
 				e.notify(id, "out", m.Sender)
@@ -1022,7 +1024,7 @@ func (e *Engine) record(ctx context.Context, t *Tip, p *Payment, hash string) er
 			tags = append(tags, nostr.Tag{"keysend", "1"})
 		}
 		err := e.tx(ctx, func(tx *sql.Tx) error {
-			res, err := tx.ExecContext(ctx, `UPDATE tips SET state = 'paid', preimage = ?, fee_msat = ?, done_ms = ?, updated_ms = ?, last_error = ''
+			res, err := tx.ExecContext(ctx, `UPDATE tips SET state = CASE WHEN receipt = 1 THEN 'settled' ELSE 'paid' END, preimage = ?, fee_msat = ?, done_ms = ?, updated_ms = ?, last_error = ''
 				WHERE id = ? AND dir = 'out' AND peer = ? AND state = 'paying'`, pre, p.FeeMsat, now, now, t.ID, t.Peer)
 			if err != nil {
 				return err

@@ -185,6 +185,7 @@ func TestRegtestTips(t *testing.T) {
 	alice, bob, carol := e.users["alice"], e.users["bob"], e.users["carol"]
 	ctx := context.Background()
 	const wait = 60 * time.Second
+	top := t // processes started in subtests live until the whole test ends
 
 	var first *Tip
 	t.Run("tip succeeds, both conversations show it", func(t *testing.T) {
@@ -349,7 +350,7 @@ func TestRegtestTips(t *testing.T) {
 		if h.LND != nil || h.LNDError == "" {
 			t.Fatalf("health while down: %+v", h)
 		}
-		startLND(t, cmd)
+		startLND(top, cmd)
 		waitState(t, alice.eng, tip.ID, StateSettled, 3*time.Minute)
 		waitState(t, bob.eng, tip.ID, StateSettled, wait)
 		if got, _ := alice.eng.Get(ctx, tip2.ID); got.State != StateCancelled || got.PaymentHash != "" {
@@ -369,7 +370,7 @@ func TestRegtestTips(t *testing.T) {
 			t.Fatal("not a keysend")
 		}
 		bob.relay.start()
-		e.start(t, bob)
+		e.start(top, bob)
 		in := waitState(t, bob.eng, tip.ID, StateSettled, wait)
 		waitState(t, alice.eng, tip.ID, StateSettled, wait)
 		eventually(t, wait, "bob has the request and the receipt", func() (bool, error) {

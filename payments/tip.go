@@ -78,11 +78,13 @@ type Tip struct {
 	Preimage         string // hex; only once paid or settled
 	FeeMsat          int64
 	Keysend          bool
-	ReceiptReceived  bool // incoming: the sender's receipt arrived and its preimage matches
-	CreatedAt        time.Time
-	UpdatedAt        time.Time
-	PayingAt         time.Time
-	DoneAt           time.Time // paid (out) or settled
+	// ReceiptReceived: incoming, the sender's receipt arrived and its
+	// preimage matches; outgoing, the recipient confirmed settlement.
+	ReceiptReceived bool
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+	PayingAt        time.Time
+	DoneAt          time.Time // paid (out) or settled
 
 	attempts      int
 	nextMs        int64
