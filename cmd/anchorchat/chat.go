@@ -34,16 +34,16 @@ pubkey or name@domain; several recipients make a group conversation. Without
 --file the last argument is the text.`
 
 func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("send", "send [--file F] [--expire 1h] [--wait] RECIPIENT... [TEXT]", sendHelp, stderr)
-	network, datadir := clientFlags(fs)
-	file := fs.String("file", "", "send this file as an encrypted attachment")
-	expire := fs.String("expire", "", "make this message disappear after a duration (e.g. 30s, 24h)")
-	wait := fs.Bool("wait", false, "wait until a relay has acknowledged the message")
-	asJSON := fs.Bool("json", false, "print the message as JSON")
-	if err := fs.Parse(args); err != nil {
+	cmd := newClientCommand("send", "send [--file F] [--expire 1h] [--wait] RECIPIENT... [TEXT]", sendHelp, stderr)
+	file := cmd.String("file", "", "send this file as an encrypted attachment")
+	expire := cmd.String("expire", "", "make this message disappear after a duration (e.g. 30s, 24h)")
+	wait := cmd.Bool("wait", false, "wait until a relay has acknowledged the message")
+	asJSON := cmd.Bool("json", false, "print the message as JSON")
+	c, err := cmd.dial(args)
+	if err != nil {
 		return err
 	}
-	rest := fs.Args()
+	rest := cmd.Args()
 	req := node.SendRequest{Expire: *expire, Wait: *wait}
 	if *file != "" {
 		if len(rest) == 0 {
@@ -64,16 +64,12 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		req.To, req.Text = rest[:len(rest)-1], rest[len(rest)-1]
 	}
-	c, err := dialNode(*network, *datadir)
-	if err != nil {
-		return err
-	}
 	var m node.MessageView
 	if err := c.Do(ctx, http.MethodPost, "/v1/send", jsonBody(req), &m); err != nil {
 		return err
 	}
 	if *asJSON {
-		return json.NewEncoder(stdout).Encode(m)
+		return printJSON(stdout, m)
 	}
 	fmt.Fprintf(stdout, "%s  %s\n", m.ID, m.Status)
 	return nil
@@ -91,20 +87,16 @@ typed on standard input are sent to the conversation; end with Ctrl-D or
 Ctrl-C. With --no-input it only watches.`
 
 func runChat(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("chat", "chat [--limit N] [--no-input] RECIPIENT...", chatHelp, stderr)
-	network, datadir := clientFlags(fs)
-	limit := fs.Int("limit", 50, "how many past messages to show")
-	noInput := fs.Bool("no-input", false, "do not read messages to send from standard input")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	with := fs.Args()
-	if len(with) == 0 {
-		return errors.New("chat needs the people of the conversation: anchorchat chat @alice")
-	}
-	c, err := dialNode(*network, *datadir)
+	cmd := newClientCommand("chat", "chat [--limit N] [--no-input] RECIPIENT...", chatHelp, stderr)
+	limit := cmd.Int("limit", 50, "how many past messages to show")
+	noInput := cmd.Bool("no-input", false, "do not read messages to send from standard input")
+	c, err := cmd.dial(args)
 	if err != nil {
 		return err
+	}
+	with := cmd.Args()
+	if len(with) == 0 {
+		return errors.New("chat needs the people of the conversation: anchorchat chat @alice")
 	}
 	q := url.Values{"with": {strings.Join(with, ",")}, "limit": {fmt.Sprint(*limit)}}
 	var h node.HistoryResponse
@@ -216,13 +208,9 @@ func short(id string) string {
 }
 
 func runInbox(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("inbox", "inbox [--json]", "Lists the conversations, most recent first, with unread counts.", stderr)
-	network, datadir := clientFlags(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	c, err := dialNode(*network, *datadir)
+	cmd := newClientCommand("inbox", "inbox [--json]", "Lists the conversations, most recent first, with unread counts.", stderr)
+	asJSON := cmd.Bool("json", false, "print JSON")
+	c, err := cmd.dial(args)
 	if err != nil {
 		return err
 	}
@@ -231,7 +219,7 @@ func runInbox(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if *asJSON {
-		return json.NewEncoder(stdout).Encode(convs)
+		return printJSON(stdout, convs)
 	}
 	if len(convs) == 0 {
 		fmt.Fprintln(stdout, "no conversations yet: anchorchat send @someone \"hello\"")
@@ -247,20 +235,16 @@ func runInbox(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 func runFetch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("fetch", "fetch MESSAGE_ID [-o FILE]", "Downloads a file message's attachment, checks its hash and decrypts it.", stderr)
-	network, datadir := clientFlags(fs)
-	out := fs.String("o", "", "write to this file (default: the sender's file name in the current directory)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return errors.New("fetch needs one message id")
-	}
-	c, err := dialNode(*network, *datadir)
+	cmd := newClientCommand("fetch", "fetch MESSAGE_ID [-o FILE]", "Downloads a file message's attachment, checks its hash and decrypts it.", stderr)
+	out := cmd.String("o", "", "write to this file (default: the sender's file name in the current directory)")
+	c, err := cmd.dial(args)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.BaseURL+"/v1/file?id="+url.QueryEscape(fs.Arg(0)), nil)
+	if cmd.NArg() != 1 {
+		return errors.New("fetch needs one message id")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.BaseURL+"/v1/file?id="+url.QueryEscape(cmd.Arg(0)), nil)
 	if err != nil {
 		return err
 	}
@@ -280,7 +264,7 @@ func runFetch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		_, params, _ := mime.ParseMediaType(resp.Header.Get("Content-Disposition"))
 		name = filepath.Base(params["filename"])
 		if name == "" || name == "." || name == "/" {
-			name = fs.Arg(0)
+			name = cmd.Arg(0)
 		}
 	}
 	f, err := os.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)

@@ -52,6 +52,34 @@ func clientFlags(fs *flag.FlagSet) (network, datadir *string) {
 	return
 }
 
+// clientCommand is a command that talks to a running node: its flag set
+// carries --network and --datadir, and dial parses the arguments and finds
+// the node.
+type clientCommand struct {
+	*flag.FlagSet
+	network, datadir *string
+}
+
+func newClientCommand(name, synopsis, description string, stderr io.Writer) clientCommand {
+	fs := newFlagSet(name, synopsis, description, stderr)
+	network, datadir := clientFlags(fs)
+	return clientCommand{fs, network, datadir}
+}
+
+func (c clientCommand) dial(args []string) (*node.Client, error) {
+	if err := c.Parse(args); err != nil {
+		return nil, err
+	}
+	return dialNode(*c.network, *c.datadir)
+}
+
+// printJSON writes v indented.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
 func dialNode(network, datadir string) (*node.Client, error) {
 	if _, ok := node.Networks[network]; !ok {
 		return nil, fmt.Errorf("unknown network %q", network)
@@ -70,13 +98,9 @@ func envOr(name, def string) string {
 }
 
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("status", "status [--network N] [--datadir DIR] [--json]", "Shows a running node's status through its local API.", stderr)
-	network, datadir := clientFlags(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	c, err := dialNode(*network, *datadir)
+	cmd := newClientCommand("status", "status [--network N] [--datadir DIR] [--json]", "Shows a running node's status through its local API.", stderr)
+	asJSON := cmd.Bool("json", false, "print JSON")
+	c, err := cmd.dial(args)
 	if err != nil {
 		return err
 	}
@@ -85,9 +109,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
+		return printJSON(stdout, st)
 	}
 	owner := st.Owner
 	if owner == "" {
