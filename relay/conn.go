@@ -71,6 +71,7 @@ func newConn(r *Relay, ws *websocket.Conn, co *coalescer, ip, url string) *conn 
 func (c *conn) close(code int, reason string) {
 	c.once.Do(func() {
 		c.cancel()
+		_ = c.co.flush() // held bytes first, then the close frame after them
 		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
 		_ = c.ws.Close()
 	})
