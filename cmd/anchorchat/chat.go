@@ -281,3 +281,47 @@ func runFetch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stdout, "%s (%d bytes)\n", name, n)
 	return nil
 }
+
+func init() {
+	register(&command{name: "delete", summary: "delete a message you sent, for everyone in the conversation: delete MESSAGE_ID", run: runDelete})
+	register(&command{name: "disappear", summary: "set a conversation's disappearing timer: disappear @bob 1h (or off)", run: runDisappear})
+}
+
+func runDelete(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := newClientCommand("delete", "delete MESSAGE_ID", "Deletes a message you sent: a kind 5 deletion is gift-wrapped to everyone in the conversation, whose nodes remove it.", stderr)
+	c, err := cmd.dial(args)
+	if err != nil {
+		return err
+	}
+	if cmd.NArg() != 1 {
+		return errors.New("delete needs one message id (see `anchorchat chat` or `send --json`)")
+	}
+	if err := c.Do(ctx, http.MethodPost, "/v1/delete", jsonBody(map[string]string{"id": cmd.Arg(0)}), nil); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "deleted", cmd.Arg(0))
+	return nil
+}
+
+func runDisappear(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := newClientCommand("disappear", "disappear RECIPIENT... DURATION|off", "Sets how long new messages in a conversation live (NIP-40 expiration on each seal and wrap); off turns it off.", stderr)
+	c, err := cmd.dial(args)
+	if err != nil {
+		return err
+	}
+	rest := cmd.Args()
+	if len(rest) < 2 {
+		return errors.New("disappear needs the people of the conversation and a duration: anchorchat disappear @bob 24h")
+	}
+	var res map[string]string
+	body := map[string]any{"with": rest[:len(rest)-1], "after": rest[len(rest)-1]}
+	if err := c.Do(ctx, http.MethodPost, "/v1/disappearing", jsonBody(body), &res); err != nil {
+		return err
+	}
+	if res["disappear"] == "0s" {
+		fmt.Fprintln(stdout, "messages in this conversation no longer disappear")
+	} else {
+		fmt.Fprintf(stdout, "new messages in this conversation disappear after %s\n", res["disappear"])
+	}
+	return nil
+}

@@ -56,6 +56,7 @@ func TestTwoNodesConverse(t *testing.T) {
 	if err != nil || !strings.Contains(out, "sent to") {
 		t.Fatalf("send: %v\n%s", err, out)
 	}
+	firstID := strings.Fields(out)[0]
 	waitFor(t, "bob's inbox shows the message", func() (bool, string) {
 		out, _ := cli(t, nil, append([]string{"inbox"}, bob...)...)
 		return strings.Contains(out, "1 unread") && strings.Contains(out, "@alice"), out
@@ -109,12 +110,44 @@ func TestTwoNodesConverse(t *testing.T) {
 	if out, err := cli(t, nil, append(append([]string{"send"}, bob...), aliceNpub, "hi alice, got it")...); err != nil {
 		t.Fatalf("bob's reply: %v\n%s", err, out)
 	}
-	for lines.Scan() {
-		if strings.Contains(lines.Text(), "hi alice, got it") {
-			return
-		}
+	replied := false
+	for !replied && lines.Scan() {
+		replied = strings.Contains(lines.Text(), "hi alice, got it")
 	}
-	t.Fatalf("alice's live chat view never showed bob's reply (%v)", lines.Err())
+	if !replied {
+		t.Fatalf("alice's live chat view never showed bob's reply (%v)", lines.Err())
+	}
+
+	history := func(args []string, with string) string {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		b, _ := exec.CommandContext(ctx, binPath, append(append([]string{"chat", "--no-input"}, args...), with)...).Output()
+		return string(b)
+	}
+	// A disappearing conversation: the message goes from both sides' stores.
+	if out, err := cli(t, nil, append(append([]string{"disappear"}, alice...), "@bob", "3s")...); err != nil || !strings.Contains(out, "3s") {
+		t.Fatalf("disappear: %v\n%s", err, out)
+	}
+	if out, err := cli(t, nil, append(append([]string{"send", "--wait"}, alice...), "@bob", "this will vanish")...); err != nil {
+		t.Fatalf("send: %v\n%s", err, out)
+	}
+	waitFor(t, "bob receives the disappearing message", func() (bool, string) {
+		h := history(bob, aliceNpub)
+		return strings.Contains(h, "this will vanish") && strings.Contains(h, "disappears"), h
+	})
+	waitFor(t, "the message disappears on both sides", func() (bool, string) {
+		a, b := history(alice, "@bob"), history(bob, aliceNpub)
+		return !strings.Contains(a, "this will vanish") && !strings.Contains(b, "this will vanish"), a + b
+	})
+
+	// Deleting a sent message removes it from the recipient's conversation.
+	if out, err := cli(t, nil, append(append([]string{"delete"}, alice...), firstID)...); err != nil {
+		t.Fatalf("delete: %v\n%s", err, out)
+	}
+	waitFor(t, "bob's copy of the deleted message is gone", func() (bool, string) {
+		h := history(bob, aliceNpub)
+		return !strings.Contains(h, "hello bob, this is alice") && strings.Contains(h, "hi alice, got it"), h
+	})
 }
 
 // waitFor polls cond until it holds or 20 s pass.

@@ -51,6 +51,7 @@ func (n *Node) setupChat(mux *http.ServeMux) error {
 		BlobURL:         n.HTTPURL() + "/blobs",
 		MaxFileSize:     MaxFileSize,
 		Resolver:        &identity.Resolver{},
+		PurgeInterval:   5 * time.Second, // disappearing messages go within seconds of expiring
 	})
 	if err != nil {
 		return fmt.Errorf("messenger: %w", err)
