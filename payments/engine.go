@@ -502,11 +502,11 @@ func (e *Engine) onRequest(ctx context.Context, id string, m *chat.Message) erro
 			}
 			return nil
 		}
-		// Known tip: a keysend or a receipt may have come first; attach the
-		// request. A second request for the same tip never makes a second
+		// Known tip: a keysend (whose record names this request) or a
+		// receipt may have come first; attach the request. A second request for the same tip never makes a second
 		// invoice.
-		res, err = tx.ExecContext(ctx, `UPDATE tips SET request_id = ?, memo = ?, conversation = ?, updated_ms = ? WHERE id = ? AND dir = 'in' AND peer = ? AND request_id = ''`,
-			m.ID, m.Content, m.Conversation, now, id, m.Sender)
+		res, err = tx.ExecContext(ctx, `UPDATE tips SET request_id = ?, memo = ?, conversation = ?, updated_ms = ? WHERE id = ? AND dir = 'in' AND peer = ? AND memo = '' AND request_id IN ('', ?)`,
+			m.ID, m.Content, m.Conversation, now, id, m.Sender, m.ID)
 		if err != nil {
 			return err
 		}
