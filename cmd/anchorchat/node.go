@@ -120,6 +120,9 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if st.Npub != "" {
 		fmt.Fprintf(stdout, "npub:   %s\nhandle: %s\n", st.Npub, st.Handle)
 	}
+	if st.LND != "" {
+		fmt.Fprintf(stdout, "lnd:    %s\n", st.LND)
+	}
 	fmt.Fprintf(stdout, "events: %d\n", st.Events)
 	return nil
 }
