@@ -187,7 +187,9 @@ func printMessage(w io.Writer, m *node.MessageView) {
 		who = short(m.Sender)
 	}
 	body := m.Text
-	if m.File != nil {
+	if m.Kind >= 3790 && m.Kind <= 3793 { // tip protocol messages
+		body = tipLine(m)
+	} else if m.File != nil {
 		body = fmt.Sprintf("[file %q, %s, %d bytes: anchorchat fetch %s]", m.File.Name, m.File.Type, m.File.Size, m.ID)
 	}
 	line := fmt.Sprintf("%s %s: %s", m.CreatedAt.Local().Format("2006-01-02 15:04"), who, body)
@@ -198,6 +200,29 @@ func printMessage(w io.Writer, m *node.MessageView) {
 		line += fmt.Sprintf("   [disappears %s]", m.ExpiresAt.Local().Format(time.Kitchen))
 	}
 	fmt.Fprintln(w, line)
+}
+
+// tipLine renders a tip protocol message: the request with the tip's
+// current state, and the later steps briefly.
+func tipLine(m *node.MessageView) string {
+	state := ""
+	if m.Tip != nil {
+		state = " — " + m.Tip.Status
+	}
+	switch m.Kind {
+	case 3790:
+		amount := ""
+		if m.Tip != nil {
+			amount = fmt.Sprintf(" of %d sat", m.Tip.AmountSat)
+		}
+		return fmt.Sprintf("⚡ tip%s: %q%s", amount, m.Text, state)
+	case 3791:
+		return "⚡ (invoice for the tip)" + state
+	case 3792:
+		return "⚡ (receipt: paid)" + state
+	default:
+		return "⚡ (tip status)" + state
+	}
 }
 
 func short(id string) string {

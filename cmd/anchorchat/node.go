@@ -121,7 +121,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stdout, "npub:   %s\nhandle: %s\n", st.Npub, st.Handle)
 	}
 	if st.LND != "" {
-		fmt.Fprintf(stdout, "lnd:    %s\n", st.LND)
+		fmt.Fprintf(stdout, "lnd:    %s %s\n", st.LND, st.LNDState)
 	}
 	fmt.Fprintf(stdout, "events: %d\n", st.Events)
 	return nil

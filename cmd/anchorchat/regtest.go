@@ -28,6 +28,11 @@ func init() {
 // regtestHandles names the nodes of a regtest network.
 var regtestHandles = []string{"alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"}
 
+// directoryRelay is the relay URL of the network's first node. Its relay is
+// open and every node publishes its profile, DM relay list and handle claim
+// there and looks others up there: the network's public directory.
+var directoryRelay string
+
 // startRegtestNode creates an identity for node spec.Index, points it at its
 // LND, and starts `anchorchat node` as its own process (in a new session, so
 // a Ctrl-C in the terminal does not reach it).
@@ -68,8 +73,14 @@ lnd.rpcserver = %s
 lnd.tlscertpath = %s
 lnd.macaroonpath = %s
 relay.events-per-second-ip = 0
+relay.events-per-second-pubkey = 0
 relay.reqs-per-second-ip = 0
 `, handle, passFile, spec.LND.Pubkey, spec.LND.RPCAddr, spec.LND.TLSCertPath, spec.LND.MacaroonPath)
+	if spec.Index == 0 || directoryRelay == "" {
+		conf += "# the first node's relay is the network's open directory relay\nrelay.open = true\n"
+	} else {
+		conf += "publish-relays = " + directoryRelay + "\n"
+	}
 	if err := os.WriteFile(filepath.Join(spec.Dir, "anchorchat.conf"), []byte(conf), 0o600); err != nil {
 		return regtest.NodeInfo{}, err
 	}
@@ -101,6 +112,9 @@ relay.reqs-per-second-ip = 0
 	for {
 		var rt node.Runtime
 		if b, err := os.ReadFile(filepath.Join(spec.Dir, node.RuntimeFile)); err == nil && json.Unmarshal(b, &rt) == nil && rt.PID == cmd.Process.Pid {
+			if spec.Index == 0 {
+				directoryRelay = rt.RelayURL
+			}
 			return regtest.NodeInfo{
 				PID: rt.PID, Binary: exe, URL: rt.RelayURL, LogPath: logPath,
 				Info: map[string]string{"handle": handle, "npub": key.Npub(), "api": rt.APIURL, "datadir": spec.Dir,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -56,6 +57,24 @@ func TestRegtestUpStartsNodes(t *testing.T) {
 			t.Fatalf("%s's relay NIP-11: %v", want, err)
 		}
 		resp.Body.Close()
+	}
+
+	// alice tips bob inside their conversation, through LND-0 → LND-1.
+	alice := []string{"--network", "regtest", "--datadir", st.Nodes[0].Info["datadir"]}
+	bob := []string{"--network", "regtest", "--datadir", st.Nodes[1].Info["datadir"]}
+	out, err = cli(t, nil, append(append([]string{"tip", "--wait"}, alice...), "@bob", "1000", "thanks for the relay")...)
+	if err != nil || !strings.Contains(out, "settled") {
+		t.Fatalf("tip: %v\n%s", err, out)
+	}
+	waitFor(t, "bob's payments show the settled tip", func() (bool, string) {
+		out, _ := cli(t, nil, append([]string{"payments"}, bob...)...)
+		return strings.Contains(out, "from") && strings.Contains(out, "1000 sat") && strings.Contains(out, "settled"), out
+	})
+	tctx, tcancel := context.WithTimeout(ctx, 3*time.Second)
+	view, _ := exec.CommandContext(tctx, binPath, append(append([]string{"chat", "--no-input"}, alice...), "@bob")...).Output()
+	tcancel()
+	if !strings.Contains(string(view), "tip of 1000 sat") || !strings.Contains(string(view), "thanks for the relay") {
+		t.Fatalf("alice's conversation does not show the tip inline:\n%s", view)
 	}
 
 	// A second up on the same directory is refused while the network lives.

@@ -28,6 +28,7 @@ type Status struct {
 	Open     bool   `json:"open"`
 	RelayURL string `json:"relay_url"`
 	LND      string `json:"lnd,omitempty"`
+	LNDState string `json:"lnd_state,omitempty"` // reachable (alias), or the last error
 	Uptime   string `json:"uptime"`
 	Events   int64  `json:"events"`
 }
@@ -46,7 +47,20 @@ func (n *Node) apiHandler() http.Handler {
 		if n.key != nil {
 			npub = n.key.Npub()
 		}
+		var lndState string
+		if n.pay != nil {
+			ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+			h := n.pay.Health(ctx)
+			cancel()
+			switch {
+			case h.LND != nil:
+				lndState = fmt.Sprintf("reachable (%s, height %d, synced %v)", h.LND.Alias, h.LND.BlockHeight, h.LND.SyncedToChain)
+			case h.LNDError != "":
+				lndState = "unreachable: " + h.LNDError
+			}
+		}
 		writeJSON(w, Status{
+			LNDState: lndState,
 			Npub: npub, Handle: n.cfg.Handle, LND: n.cfg.LND.RPCServer,
 			Version: Version, Network: n.cfg.Network, PID: os.Getpid(),
 			Owner: n.cfg.Relay.Owner, Open: n.cfg.Relay.Open, RelayURL: n.RelayURL(),
@@ -54,6 +68,7 @@ func (n *Node) apiHandler() http.Handler {
 		})
 	})
 	n.chatRoutes(mux)
+	n.paymentRoutes(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if subtle.ConstantTimeCompare([]byte(got), []byte(n.token)) != 1 {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/anchorchat/anchorchat/chat"
 	"github.com/anchorchat/anchorchat/identity"
+	"github.com/anchorchat/anchorchat/payments"
 )
 
 // File names inside the data dir.
@@ -76,6 +77,7 @@ type MessageView struct {
 	Read         bool      `json:"read"`
 	State        string    `json:"state"`
 	Status       string    `json:"status"`
+	Tip          *TipView  `json:"tip,omitempty"` // a tip protocol message, with the tip's current state
 }
 
 // FileView describes an attachment.
@@ -298,9 +300,24 @@ func (n *Node) apiHistory(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	nm := names(c)
+	tips := map[string]TipView{}
+	if n.pay != nil {
+		list, err := n.pay.List(r.Context(), payments.ListOptions{Conversation: c.ID, Limit: 1000})
+		if err != nil {
+			apiError(w, http.StatusInternalServerError, err)
+			return
+		}
+		for _, t := range list {
+			tips[t.ID] = tipView(t)
+		}
+	}
 	resp := HistoryResponse{Conversation: conversationView(c), Messages: make([]*MessageView, 0, len(msgs))}
 	for _, m := range msgs {
-		resp.Messages = append(resp.Messages, messageView(m, nm))
+		v := messageView(m, nm)
+		if t, ok := tips[m.TipID()]; ok {
+			v.Tip = &t
+		}
+		resp.Messages = append(resp.Messages, v)
 	}
 	writeJSON(w, resp)
 }
@@ -334,6 +351,12 @@ func (n *Node) apiWatch(w http.ResponseWriter, r *http.Request) {
 		out := WatchEvent{Type: string(ev.Type), Conversation: ev.Conversation, MessageID: ev.MessageID}
 		if ev.Message != nil {
 			out.Message = messageView(ev.Message, nm)
+			if id := ev.Message.TipID(); id != "" && n.pay != nil {
+				if t, err := n.pay.Get(r.Context(), id); err == nil {
+					tv := tipView(t)
+					out.Message.Tip = &tv
+				}
+			}
 		}
 		if err := enc.Encode(out); err != nil {
 			return

@@ -52,7 +52,8 @@ type Config struct {
 
 	// The user's LND (tips): gRPC address, TLS cert and macaroon paths.
 	// The files are read from these paths; their contents never reach logs or events.
-	LND LNDConfig
+	LND      LNDConfig
+	Payments PaymentsConfig
 
 	owner string
 	allow config.StringList
@@ -103,6 +104,12 @@ func BindFlags(fs *flag.FlagSet) *Config {
 	fs.StringVar(&c.LND.RPCServer, "lnd.rpcserver", "", "the user's LND gRPC address, host:port (for tips)")
 	fs.StringVar(&c.LND.TLSCertPath, "lnd.tlscertpath", "", "path of LND's tls.cert")
 	fs.StringVar(&c.LND.MacaroonPath, "lnd.macaroonpath", "", "path of the LND macaroon the node uses (see docs/payments.md for the permissions)")
+
+	fs.Int64Var(&c.Payments.MaxTipSat, "payments.max-tip-sat", 100_000, "largest outgoing tip, in sat")
+	fs.Int64Var(&c.Payments.DailyLimitSat, "payments.daily-limit-sat", 1_000_000, "outgoing tips in any 24 hours, in sat (fees excluded)")
+	fs.Int64Var(&c.Payments.MaxReceiveSat, "payments.max-receive-sat", 10_000_000, "largest tip request this node invoices, in sat")
+	fs.Int64Var(&c.Payments.FeeLimitPPM, "payments.fee-limit-ppm", 10_000, "routing fee limit per tip, parts per million of the amount")
+	fs.Int64Var(&c.Payments.FeeLimitMinSat, "payments.fee-limit-min-sat", 10, "routing fee limit per tip at least this many sat")
 
 	fs.StringVar(&c.owner, "relay.owner", "", "the relay owner's pubkey (hex or npub); default: this node's identity")
 	fs.Var(&c.allow, "relay.allow", "pubkeys (hex or npub, comma-separated) that may publish like the owner")

@@ -22,6 +22,7 @@ import (
 
 	"github.com/anchorchat/anchorchat/chat"
 	"github.com/anchorchat/anchorchat/identity"
+	"github.com/anchorchat/anchorchat/payments"
 	"github.com/anchorchat/anchorchat/relay"
 	"github.com/anchorchat/anchorchat/storage"
 )
@@ -55,6 +56,7 @@ type Node struct {
 	key     *identity.Key
 	nip05   *identity.NIP05Handler
 	chat    *chat.Service
+	pay     *payments.Engine
 	token   string
 	started time.Time
 
@@ -126,8 +128,16 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Node, error) {
 	if err := n.setupChat(mux); err != nil {
 		return nil, err
 	}
+	if err := n.setupPayments(); err != nil {
+		return nil, err
+	}
 	n.serve(n.relaySrv, n.relayLn, "relay")
 	n.serve(n.apiSrv, n.apiLn, "api")
+	if n.pay != nil { // before the messenger: it handles the tip messages the inbox delivers
+		if err := n.pay.Start(ctx); err != nil {
+			return nil, fmt.Errorf("tips: %w", err)
+		}
+	}
 	if n.chat != nil {
 		if err := n.chat.Start(ctx); err != nil {
 			return nil, fmt.Errorf("messenger: %w", err)
@@ -198,6 +208,11 @@ func (n *Node) Close() error {
 		if n.chat != nil {
 			if err := n.chat.Close(); err != nil {
 				n.log.Warn("closing the messenger", "err", err)
+			}
+		}
+		if n.pay != nil {
+			if err := n.pay.Close(); err != nil {
+				n.log.Warn("closing the tip engine", "err", err)
 			}
 		}
 		if n.relay != nil {
