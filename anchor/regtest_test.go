@@ -267,6 +267,11 @@ func TestRegtest(t *testing.T) {
 			if v.Status != Invalid || !strings.Contains(v.Reason, tc.step+":") {
 				t.Errorf("%s: verdict %s", tc.name, v)
 			}
+			if tc.name != "claim content" {
+				if v := r.verify(Query{Handle: q.Handle}, nil, []*Attestation{{Claim: &c, Proof: p}}, 1); v.Status != Invalid {
+					t.Errorf("%s, by handle only: verdict %s", tc.name, v)
+				}
+			}
 			t.Logf("%-13s -> %s", tc.name, v.Reason)
 		}
 		// The untouched one still verifies.

@@ -157,8 +157,9 @@ func Verify(ctx context.Context, chain ChainSource, q Query, events []*nostr.Eve
 		if a == nil || a.Claim == nil || a.Proof == nil {
 			continue
 		}
-		if c := valid[a.Claim.ID]; c == nil && !(q.PubKey != "" && a.Claim.PubKey == q.PubKey) {
-			continue
+		if valid[a.Claim.ID] == nil && !(q.PubKey != "" && a.Claim.PubKey == q.PubKey) &&
+			!(q.PubKey == "" && handleTag(a.Claim) == v.Handle) {
+			continue // not about this query
 		}
 		an, err := VerifyProof(ctx, chain, a.Claim, a.Proof)
 		if err != nil {
@@ -355,4 +356,11 @@ func handleOf(pk string, valid map[string]*identity.Claim) string {
 		}
 	}
 	return h
+}
+
+func handleTag(evt *nostr.Event) string {
+	if t := evt.Tags.Find("n"); t != nil {
+		return t[1]
+	}
+	return ""
 }
