@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -15,6 +13,7 @@ import (
 	"github.com/nbd-wtf/go-nostr"
 
 	"github.com/anchorchat/anchorchat/identity"
+	"github.com/anchorchat/anchorchat/internal/relaytest"
 	"github.com/anchorchat/anchorchat/relay"
 	"github.com/anchorchat/anchorchat/storage"
 )
@@ -42,92 +41,23 @@ func testLogger(t testing.TB) *slog.Logger {
 
 // testRelay is a real relay on a real SQLite file behind a real TCP
 // listener that can be stopped and started again on the same address.
+// testRelay is a real relay (internal/relaytest) with this package's names.
 type testRelay struct {
-	t     testing.TB
-	cfg   relay.Config
+	*relaytest.Relay
 	store *storage.Store
 	clock *clock
-	addr  string
 	url   string
-
-	mu    sync.Mutex
-	relay *relay.Relay
-	srv   *http.Server
 }
 
 func startRelay(t testing.TB, clk *clock, owner string, allow ...string) *testRelay {
 	t.Helper()
-	st, err := storage.Open(context.Background(), storage.Options{
-		Path: filepath.Join(t.TempDir(), "events.db"), Synchronous: "NORMAL", Now: clk.Now,
-		Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := relay.DefaultConfig()
-	cfg.Owner = owner
-	cfg.Allow = allow
-	cfg.Limits.EventsPerSecondPerIP, cfg.Limits.EventsPerSecondPerPubkey, cfg.Limits.ReqsPerSecondPerIP = 0, 0, 0
-	cfg.Limits.MaxConnectionsPerIP = 0
-	r := &testRelay{t: t, cfg: cfg, store: st, clock: clk}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.addr = ln.Addr().String()
-	r.url = "ws://" + r.addr
-	r.serve(ln)
-	t.Cleanup(func() {
-		r.stop()
-		if err := st.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	return r
+	r := relaytest.Start(t, relaytest.Options{Owner: owner, Allow: allow, Now: clk.Now})
+	return &testRelay{Relay: r, store: r.Store, clock: clk, url: r.URL}
 }
 
-func (r *testRelay) serve(ln net.Listener) {
-	rl := relay.New(r.cfg, r.store, slog.New(slog.DiscardHandler), nil)
-	rl.Now = r.clock.Now
-	rl.SweepInterval = 0
-	rl.Start()
-	srv := &http.Server{Handler: rl}
-	go func() { _ = srv.Serve(ln) }()
-	r.mu.Lock()
-	r.relay, r.srv = rl, srv
-	r.mu.Unlock()
-}
-
-// stop takes the relay off the network: the listener closes and every
-// websocket is dropped. The store stays.
-func (r *testRelay) stop() {
-	r.mu.Lock()
-	rl, srv := r.relay, r.srv
-	r.relay, r.srv = nil, nil
-	r.mu.Unlock()
-	if srv == nil {
-		return
-	}
-	_ = srv.Close()
-	rl.Close()
-}
-
-// start brings a stopped relay back on the same address and store.
-func (r *testRelay) start() {
-	r.t.Helper()
-	var ln net.Listener
-	var err error
-	for range 50 {
-		if ln, err = net.Listen("tcp", r.addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	r.serve(ln)
-}
+// stop takes the relay off the network; start brings it back on the same address and store.
+func (r *testRelay) stop()  { r.Stop() }
+func (r *testRelay) start() { r.Restart() }
 
 // wraps returns the gift wraps for pk the relay would serve now.
 func (r *testRelay) wraps(t testing.TB, pk string) []*nostr.Event {

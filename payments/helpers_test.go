@@ -3,11 +3,7 @@ package payments
 import (
 	"context"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
-	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,7 +11,7 @@ import (
 
 	"github.com/anchorchat/anchorchat/chat"
 	"github.com/anchorchat/anchorchat/identity"
-	"github.com/anchorchat/anchorchat/relay"
+	"github.com/anchorchat/anchorchat/internal/relaytest"
 	"github.com/anchorchat/anchorchat/storage"
 )
 
@@ -29,86 +25,23 @@ func testLogger(t testing.TB) *slog.Logger {
 // testRelay is a real relay on a real SQLite file behind a TCP listener
 // that can be stopped and started again on the same address (the pattern
 // of chat's tests).
+// testRelay is a real relay (internal/relaytest) with this package's names.
 type testRelay struct {
-	t     testing.TB
-	cfg   relay.Config
+	*relaytest.Relay
 	store *storage.Store
-	addr  string
 	url   string
-
-	mu    sync.Mutex
-	relay *relay.Relay
-	srv   *http.Server
 }
 
 func startRelay(t testing.TB, owner string, allow ...string) *testRelay {
 	t.Helper()
-	st, err := storage.Open(context.Background(), storage.Options{
-		Path: filepath.Join(t.TempDir(), "events.db"), Synchronous: "NORMAL", Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := relay.DefaultConfig()
-	cfg.Owner = owner
-	cfg.Allow = allow
-	cfg.Limits.EventsPerSecondPerIP, cfg.Limits.EventsPerSecondPerPubkey, cfg.Limits.ReqsPerSecondPerIP = 0, 0, 0
-	cfg.Limits.MaxConnectionsPerIP = 0
-	r := &testRelay{t: t, cfg: cfg, store: st}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.addr = ln.Addr().String()
-	r.url = "ws://" + r.addr
-	r.serve(ln)
-	t.Cleanup(func() {
-		r.stop()
-		_ = st.Close()
-	})
-	return r
+	r := relaytest.Start(t, relaytest.Options{Owner: owner, Allow: allow})
+	return &testRelay{Relay: r, store: r.Store, url: r.URL}
 }
 
-func (r *testRelay) serve(ln net.Listener) {
-	rl := relay.New(r.cfg, r.store, slog.New(slog.DiscardHandler), nil)
-	rl.SweepInterval = 0
-	rl.Start()
-	srv := &http.Server{Handler: rl}
-	go func() { _ = srv.Serve(ln) }()
-	r.mu.Lock()
-	r.relay, r.srv = rl, srv
-	r.mu.Unlock()
-}
+// stop takes the relay off the network; start brings it back on the same address and store.
+func (r *testRelay) stop()  { r.Stop() }
+func (r *testRelay) start() { r.Restart() }
 
-func (r *testRelay) stop() {
-	r.mu.Lock()
-	rl, srv := r.relay, r.srv
-	r.relay, r.srv = nil, nil
-	r.mu.Unlock()
-	if srv == nil {
-		return
-	}
-	_ = srv.Close()
-	rl.Close()
-}
-
-func (r *testRelay) start() {
-	r.t.Helper()
-	var ln net.Listener
-	var err error
-	for range 100 {
-		if ln, err = net.Listen("tcp", r.addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	r.serve(ln)
-}
-
-// save stores a signed event directly (claims and kind 10050 lists).
 func (r *testRelay) save(t testing.TB, evt *nostr.Event) {
 	t.Helper()
 	if err := r.store.Save(context.Background(), evt); err != nil {
