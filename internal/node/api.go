@@ -61,7 +61,7 @@ func (n *Node) apiHandler() http.Handler {
 		}
 		writeJSON(w, Status{
 			LNDState: lndState,
-			Npub: npub, Handle: n.cfg.Handle, LND: n.cfg.LND.RPCServer,
+			Npub:     npub, Handle: n.cfg.Handle, LND: n.cfg.LND.RPCServer,
 			Version: Version, Network: n.cfg.Network, PID: os.Getpid(),
 			Owner: n.cfg.Relay.Owner, Open: n.cfg.Relay.Open, RelayURL: n.RelayURL(),
 			Uptime: time.Since(n.started).Round(time.Second).String(), Events: st.Events,
