@@ -114,7 +114,7 @@ func registerDrivers() {
 					"PRAGMA busy_timeout=10000",
 					"PRAGMA query_only=1",
 					"PRAGMA temp_store=MEMORY",
-					"PRAGMA cache_size=-16384", // 16 MiB per connection
+					"PRAGMA cache_size=-16384",    // 16 MiB per connection
 					"PRAGMA mmap_size=4294967296", // readers map up to 4 GiB of the file
 				)
 			},

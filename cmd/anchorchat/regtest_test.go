@@ -82,9 +82,11 @@ func TestRegtestUpStartsNodes(t *testing.T) {
 		t.Fatalf("second up: %v\n%s", err, out)
 	}
 
-	if out, err := cli(t, nil, "regtest", "down", "--dir", dir); err != nil {
+	out, err = cli(t, nil, "regtest", "down", "--dir", dir)
+	if err != nil {
 		t.Fatalf("regtest down: %v\n%s", err, out)
 	}
+	t.Logf("down:\n%s", out)
 	for _, n := range st.Nodes {
 		if running(n.PID) {
 			t.Errorf("node %s (pid %d) still running after down", n.Name, n.PID)
@@ -96,7 +98,9 @@ func TestRegtestUpStartsNodes(t *testing.T) {
 		}
 	}
 	if running(st.Btcd.PID) {
-		t.Errorf("btcd still running after down")
+		stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", st.Btcd.PID))
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", st.Btcd.PID))
+		t.Errorf("btcd still running after down: %s | %q | recorded binary %q", stat, cmdline, st.Btcd.Binary)
 	}
 }
 
