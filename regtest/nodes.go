@@ -15,11 +15,27 @@ import (
 	"time"
 
 	"github.com/anchorchat/anchorchat/identity"
-	"github.com/anchorchat/anchorchat/internal/node"
 )
 
 // nodeHandles names the nodes of a regtest network.
 var nodeHandles = []string{"alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"}
+
+// The node's data-dir files this package reads or writes. They are the
+// node's (internal/node: KeystoreFile, RuntimeFile, Runtime), repeated here
+// because regtest must not import the node: the node's packages import
+// regtest in their tests. TestRegtestUpStartsNodes (cmd/anchorchat) fails
+// if they drift apart.
+const (
+	nodeKeystoreFile = "identity.json"
+	nodeRuntimeFile  = "node.json"
+)
+
+// nodeRuntime is the part of a running node's runtime file used here.
+type nodeRuntime struct {
+	PID      int    `json:"pid"`
+	RelayURL string `json:"relay_url"`
+	APIURL   string `json:"api_url"`
+}
 
 // AnchorchatNodes returns a StartNodeFunc that runs real anchorchat nodes
 // from the anchorchat binary at exe: for node i, a new identity (a random
@@ -68,7 +84,8 @@ func startAnchorchatNode(ctx context.Context, exe string, spec NodeSpec, directo
 		return NodeInfo{}, err
 	}
 	defer key.Wipe()
-	ks := node.Keystore(spec.Dir, slog.New(slog.DiscardHandler))
+	ks := identity.NewKeystore(filepath.Join(spec.Dir, nodeKeystoreFile))
+	ks.Logger = slog.New(slog.DiscardHandler)
 	ks.SkipPolicy = true // the random hex passphrase is strong; the policy's word heuristics need not judge it
 	if err := ks.Create(ctx, key, hex.EncodeToString(raw[:])); err != nil {
 		return NodeInfo{}, err
@@ -116,8 +133,8 @@ relay.reqs-per-second-ip = 0
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		var rt node.Runtime
-		if b, err := os.ReadFile(filepath.Join(spec.Dir, node.RuntimeFile)); err == nil && json.Unmarshal(b, &rt) == nil && rt.PID == cmd.Process.Pid {
+		var rt nodeRuntime
+		if b, err := os.ReadFile(filepath.Join(spec.Dir, nodeRuntimeFile)); err == nil && json.Unmarshal(b, &rt) == nil && rt.PID == cmd.Process.Pid {
 			return NodeInfo{
 				PID: rt.PID, Binary: exe, URL: rt.RelayURL, LogPath: logPath,
 				Info: map[string]string{"handle": handle, "npub": key.Npub(), "api": rt.APIURL, "datadir": spec.Dir,
