@@ -18,6 +18,9 @@ import (
 // anchorchat nodes, each with its own identity, relay and LND connection;
 // `regtest down` stops them all.
 func TestRegtestUpStartsNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: starts btcd and LND")
+	}
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute) // the first run may build lnd
 	defer cancel()
