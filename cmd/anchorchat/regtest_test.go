@@ -108,9 +108,13 @@ func TestRegtestUpStartsNodes(t *testing.T) {
 }
 
 // running tells whether pid is a live process: a zombie (exited, not yet
-// reaped by an init that does not reap) is not running.
+// reaped by an init that does not reap) is not running, nor is a process
+// caught exiting (its memory, and so its cmdline, already released).
 func running(pid int) bool {
 	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err != nil || len(cmdline) == 0 {
 		return false
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
