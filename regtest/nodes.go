@@ -99,10 +99,17 @@ ln.node-pubkey = %s
 lnd.rpcserver = %s
 lnd.tlscertpath = %s
 lnd.macaroonpath = %s
+btcd.rpcserver = %s
+btcd.rpcuser = %s
+btcd.rpcpass = %s
+btcd.rpccert = %s
+anchor.confirmations = 2
+anchor.poll-interval = 2s
 relay.events-per-second-ip = 0
 relay.events-per-second-pubkey = 0
 relay.reqs-per-second-ip = 0
-`, handle, passFile, spec.LND.Pubkey, spec.LND.RPCAddr, spec.LND.TLSCertPath, spec.LND.MacaroonPath)
+`, handle, passFile, spec.LND.Pubkey, spec.LND.RPCAddr, spec.LND.TLSCertPath, spec.LND.MacaroonPath,
+		spec.Btcd.RPCAddr, spec.Btcd.RPCUser, spec.Btcd.RPCPass, spec.Btcd.RPCCert)
 	if directoryRelay == "" {
 		conf += "# the first node's relay is the network's open directory relay\nrelay.open = true\n"
 	} else {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -78,6 +79,36 @@ func TestRegtestUpStartsNodes(t *testing.T) {
 	tcancel()
 	if !strings.Contains(string(view), "tip of 1000 sat") || !strings.Contains(string(view), "thanks for the relay") {
 		t.Fatalf("alice's conversation does not show the tip inline:\n%s", view)
+	}
+
+	// alice anchors her handle claim on-chain; bob verifies @alice against btcd.
+	var wv struct {
+		Address string `json:"address"`
+	}
+	out, err = cli(t, nil, append([]string{"wallet", "--json"}, alice...)...)
+	if err != nil || json.Unmarshal([]byte(out), &wv) != nil || wv.Address == "" {
+		t.Fatalf("wallet: %v\n%s", err, out)
+	}
+	if out, err := cli(t, nil, "regtest", "fund", "--dir", dir, wv.Address, "0.01"); err != nil {
+		t.Fatalf("fund: %v\n%s", err, out)
+	}
+	out, err = cli(t, nil, append([]string{"anchor", "now"}, alice...)...)
+	if err != nil || !strings.Contains(out, "1 claims") {
+		t.Fatalf("anchor now: %v\n%s", err, out)
+	}
+	if out, err := cli(t, nil, append(append([]string{"verify"}, bob...), "@alice")...); err == nil || strings.Contains(out, "VERIFIED") {
+		t.Fatalf("@alice verified before her anchor was mined: %s", out)
+	}
+	if out, err := cli(t, nil, "regtest", "mine", "--dir", dir, "2"); err != nil {
+		t.Fatalf("mine: %v\n%s", err, out)
+	}
+	waitFor(t, "bob verifies @alice on-chain", func() (bool, string) {
+		out, err := cli(t, nil, append(append([]string{"verify"}, bob...), "@alice")...)
+		return err == nil && strings.Contains(out, "VERIFIED @alice"), out
+	})
+	out, _ = cli(t, nil, append(append([]string{"verify", "--json"}, bob...), "@bob")...)
+	if !strings.Contains(out, `"UNANCHORED"`) {
+		t.Fatalf("@bob never anchored, verdict: %s", out)
 	}
 
 	// A second up on the same directory is refused while the network lives.

@@ -53,11 +53,20 @@ func (n *Node) setupChat(mux *http.ServeMux) error {
 		MaxFileSize:     MaxFileSize,
 		Resolver:        &identity.Resolver{},
 		PurgeInterval:   5 * time.Second, // disappearing messages go within seconds of expiring
+		Verdict:         n.verdict(),
 	})
 	if err != nil {
 		return fmt.Errorf("messenger: %w", err)
 	}
 	return nil
+}
+
+// verdict is the chat contacts' on-chain identity verdict, when this node can verify.
+func (n *Node) verdict() func(ctx context.Context, pubkey, handle string) string {
+	if n.verifier == nil {
+		return nil
+	}
+	return n.verifier.Hook
 }
 
 // API views: what the CLI sees of messages and conversations (never a file key).

@@ -54,6 +54,8 @@ type Config struct {
 	// The files are read from these paths; their contents never reach logs or events.
 	LND      LNDConfig
 	Payments PaymentsConfig
+	Btcd     BtcdConfig
+	Anchor   AnchorConfig
 
 	owner string
 	allow config.StringList
@@ -104,6 +106,16 @@ func BindFlags(fs *flag.FlagSet) *Config {
 	fs.StringVar(&c.LND.RPCServer, "lnd.rpcserver", "", "the user's LND gRPC address, host:port (for tips)")
 	fs.StringVar(&c.LND.TLSCertPath, "lnd.tlscertpath", "", "path of LND's tls.cert")
 	fs.StringVar(&c.LND.MacaroonPath, "lnd.macaroonpath", "", "path of the LND macaroon the node uses (see docs/payments.md for the permissions)")
+
+	fs.StringVar(&c.Btcd.RPCServer, "btcd.rpcserver", "", "btcd RPC host:port, for anchoring handles and verifying contacts on-chain")
+	fs.StringVar(&c.Btcd.RPCUser, "btcd.rpcuser", "", "btcd RPC user")
+	fs.StringVar(&c.Btcd.RPCPass, "btcd.rpcpass", "", "btcd RPC password")
+	fs.StringVar(&c.Btcd.RPCCert, "btcd.rpccert", "", "path of btcd's rpc.cert")
+	fs.DurationVar(&c.Anchor.Interval, "anchor.interval", 10*time.Minute, "anchor pending claims this long after the first arrived")
+	fs.IntVar(&c.Anchor.MaxBatch, "anchor.max-batch", 100_000, "anchor as soon as this many claims are pending")
+	fs.IntVar(&c.Anchor.Confirmations, "anchor.confirmations", 6, "confirmations before attesting, and before a contact counts as VERIFIED")
+	fs.DurationVar(&c.Anchor.PollInterval, "anchor.poll-interval", 30*time.Second, "how often the batcher checks the chain for confirmations, stuck transactions and reorgs")
+	fs.BoolVar(&c.Anchor.AcceptOthers, "anchor.accept-others", false, "also anchor claims other people publish to this relay (with relay.open)")
 
 	fs.Int64Var(&c.Payments.MaxTipSat, "payments.max-tip-sat", 100_000, "largest outgoing tip, in sat")
 	fs.Int64Var(&c.Payments.DailyLimitSat, "payments.daily-limit-sat", 1_000_000, "outgoing tips in any 24 hours, in sat (fees excluded)")
@@ -232,6 +244,9 @@ func (c *Config) Resolve() error {
 				return fmt.Errorf("%s: %w", name, err)
 			}
 		}
+	}
+	if c.Btcd.Configured() && c.Btcd.RPCCert == "" {
+		return errors.New("btcd.rpcserver is set but btcd.rpccert is not (btcd always speaks TLS)")
 	}
 	if c.Relay.Limits.MaxMessageLength < 1024 {
 		return errors.New("relay.max-message-length must be at least 1024 bytes")

@@ -25,18 +25,20 @@ func Keystore(dataDir string, log *slog.Logger) *identity.Keystore {
 
 // unlockIdentity unlocks the node's key, if the data dir has one. The
 // passphrase comes from --passphrase-file, ANCHORCHAT_PASSPHRASE or a
-// no-echo prompt, in that order. The key lives only in this process's memory.
-func (n *Node) unlockIdentity(ctx context.Context) error {
+// no-echo prompt, in that order. The key lives only in this process's
+// memory; the passphrase is returned once more to open the anchoring wallet
+// and is not kept.
+func (n *Node) unlockIdentity(ctx context.Context) (string, error) {
 	ks := Keystore(n.cfg.DataDir, n.log.With("component", "identity"))
 	ok, err := ks.Exists()
 	if err != nil {
-		return err
+		return "", err
 	}
 	if !ok {
 		if n.cfg.Relay.Owner == "" {
 			n.log.Warn("this node has no identity yet: run `anchorchat init` to create one (until then the relay has no owner)")
 		}
-		return nil
+		return "", nil
 	}
 	pass, source, err := identity.ReadPassphrase(ctx, identity.PassphraseOptions{
 		File:   n.cfg.PassphraseFile,
@@ -44,18 +46,18 @@ func (n *Node) unlockIdentity(ctx context.Context) error {
 		Logger: n.log,
 	})
 	if err != nil {
-		return fmt.Errorf("unlocking the identity: %w", err)
+		return "", fmt.Errorf("unlocking the identity: %w", err)
 	}
 	key, err := ks.Unlock(ctx, pass)
 	if err != nil {
-		return fmt.Errorf("unlocking the identity (passphrase from %s): %w", source, err)
+		return "", fmt.Errorf("unlocking the identity (passphrase from %s): %w", source, err)
 	}
 	n.key = key
 	if n.cfg.Relay.Owner == "" {
 		n.cfg.Relay.Owner = key.PublicKey()
 	}
 	n.log.Info("identity unlocked", "npub", key.Npub(), "fingerprint", key.Fingerprint(), "passphrase_source", source)
-	return nil
+	return pass, nil
 }
 
 // dmRelays are the relays where this user receives DMs (kind 10050).

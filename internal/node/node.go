@@ -16,15 +16,18 @@ import (
 	"sync"
 	"time"
 
+	"github.com/btcsuite/btcd/rpcclient"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/anchorchat/anchorchat/anchor"
 	"github.com/anchorchat/anchorchat/chat"
 	"github.com/anchorchat/anchorchat/identity"
 	"github.com/anchorchat/anchorchat/payments"
 	"github.com/anchorchat/anchorchat/relay"
 	"github.com/anchorchat/anchorchat/storage"
+	"github.com/anchorchat/anchorchat/wallet"
 )
 
 // Version is the node's version, set at build time with -ldflags.
@@ -48,15 +51,25 @@ type Runtime struct {
 
 // Node is one running anchorchat node.
 type Node struct {
-	cfg     *Config
-	log     *slog.Logger
-	store   *storage.Store
-	relay   *relay.Relay
-	reg     *prometheus.Registry
-	key     *identity.Key
-	nip05   *identity.NIP05Handler
-	chat    *chat.Service
-	pay     *payments.Engine
+	cfg   *Config
+	log   *slog.Logger
+	store *storage.Store
+	relay *relay.Relay
+	reg   *prometheus.Registry
+	key   *identity.Key
+	nip05 *identity.NIP05Handler
+	chat  *chat.Service
+	pay   *payments.Engine
+
+	btcd     *rpcclient.Client
+	wallet   *wallet.Wallet
+	batcher  *anchor.Batcher
+	verifier *anchor.Verifier // cached, for conversations
+	// freshVerifier never caches, for `anchorchat verify`.
+	freshVerifier *anchor.Verifier
+
+	ctx     context.Context // the node's lifetime
+	cancel  context.CancelFunc
 	token   string
 	started time.Time
 
@@ -85,7 +98,9 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Node, error) {
 		}
 	}()
 	var err error
-	if err := n.unlockIdentity(ctx); err != nil {
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	passphrase, err := n.unlockIdentity(ctx)
+	if err != nil {
 		return nil, err
 	}
 	n.token, err = loadOrCreateToken(filepath.Join(cfg.DataDir, TokenFile))
@@ -105,7 +120,6 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Node, error) {
 	rcfg := cfg.Relay
 	rcfg.Version = Version
 	n.relay = relay.New(rcfg, n.store, log.With("component", "relay"), relay.NewMetrics(n.reg))
-	n.relay.Start()
 
 	if n.relayLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("relay listener: %w", err)
@@ -125,6 +139,12 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Node, error) {
 	}
 	n.relaySrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	n.apiSrv = &http.Server{Handler: n.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
+	if err := n.setupAnchor(ctx, passphrase); err != nil {
+		return nil, err
+	}
+	passphrase = ""
+	n.relay.OnSaved = n.submitClaims
+	n.relay.Start()
 	if err := n.setupChat(mux); err != nil {
 		return nil, err
 	}
@@ -133,6 +153,9 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Node, error) {
 	}
 	n.serve(n.relaySrv, n.relayLn, "relay")
 	n.serve(n.apiSrv, n.apiLn, "api")
+	if n.batcher != nil {
+		n.batcher.Start(n.ctx)
+	}
 	if n.pay != nil { // before the messenger: it handles the tip messages the inbox delivers
 		if err := n.pay.Start(ctx); err != nil {
 			return nil, fmt.Errorf("tips: %w", err)
@@ -214,6 +237,17 @@ func (n *Node) Close() error {
 			if err := n.pay.Close(); err != nil {
 				n.log.Warn("closing the tip engine", "err", err)
 			}
+		}
+		if n.batcher != nil {
+			if err := n.batcher.Close(); err != nil {
+				n.log.Warn("closing the anchor batcher", "err", err)
+			}
+		}
+		if n.btcd != nil {
+			n.btcd.Shutdown()
+		}
+		if n.cancel != nil {
+			n.cancel()
 		}
 		if n.relay != nil {
 			n.relay.Close()
