@@ -106,6 +106,14 @@ func TestRegtestUpStartsNodes(t *testing.T) {
 		out, err := cli(t, nil, append(append([]string{"verify"}, bob...), "@alice")...)
 		return err == nil && strings.Contains(out, "VERIFIED @alice"), out
 	})
+	// Conversations show the contact's on-chain verdict.
+	if out, err := cli(t, nil, append(append([]string{"send", "--wait"}, alice...), "@bob", "my handle is anchored")...); err != nil {
+		t.Fatalf("send: %v\n%s", err, out)
+	}
+	waitFor(t, "bob's inbox shows alice as VERIFIED", func() (bool, string) {
+		out, _ := cli(t, nil, append([]string{"inbox"}, bob...)...)
+		return strings.Contains(out, "@alice (claimed; VERIFIED"), out
+	})
 	out, _ = cli(t, nil, append(append([]string{"verify", "--json"}, bob...), "@bob")...)
 	if !strings.Contains(out, `"UNANCHORED"`) {
 		t.Fatalf("@bob never anchored, verdict: %s", out)

@@ -104,8 +104,8 @@ func (n *Node) setupAnchor(ctx context.Context, passphrase string) error {
 	if err != nil {
 		return fmt.Errorf("anchor batcher: %w", err)
 	}
-	// Two verifiers: conversations ask often and may see a verdict up to a
-	// minute old; `anchorchat verify` always checks afresh.
+	// Two verifiers: conversations ask often and may see a verdict up to ten
+	// seconds old; `anchorchat verify` always checks afresh.
 	newVerifier := func(cacheTTL time.Duration) *anchor.Verifier {
 		return &anchor.Verifier{
 			Chain:    anchor.NewBtcdChain(n.btcd),
@@ -116,7 +116,7 @@ func (n *Node) setupAnchor(ctx context.Context, passphrase string) error {
 			Logger:   n.log.With("component", "verify"),
 		}
 	}
-	n.verifier, n.freshVerifier = newVerifier(time.Minute), newVerifier(-1)
+	n.verifier, n.freshVerifier = newVerifier(10*time.Second), newVerifier(-1)
 	return nil
 }
 
