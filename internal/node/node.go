@@ -97,7 +97,6 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Node, error) {
 			n.Close()
 		}
 	}()
-	var err error
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	passphrase, err := n.unlockIdentity(ctx)
 	if err != nil {
@@ -142,7 +141,6 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Node, error) {
 	if err := n.setupAnchor(ctx, passphrase); err != nil {
 		return nil, err
 	}
-	passphrase = ""
 	n.relay.OnSaved = n.submitClaims
 	n.relay.Start()
 	if err := n.setupChat(mux); err != nil {
