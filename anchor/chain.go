@@ -2,8 +2,9 @@ package anchor
 
 import (
 	"context"
-	"fmt"
 	"sync"
+
+	"github.com/anchorchat/anchorchat/internal/btcrpc"
 
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
 	"github.com/btcsuite/btcd/rpcclient"
@@ -32,41 +33,19 @@ type BtcdChain struct {
 // NewBtcdChain wraps an rpcclient.
 func NewBtcdChain(c *rpcclient.Client) *BtcdChain { return &BtcdChain{Client: c} }
 
-func rpcCall[T any](ctx context.Context, what string, f func() (T, error)) (T, error) {
-	type res struct {
-		v   T
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		v, err := f()
-		ch <- res{v, err}
-	}()
-	select {
-	case <-ctx.Done():
-		var zero T
-		return zero, fmt.Errorf("btcd %s: %w", what, ctx.Err())
-	case r := <-ch:
-		if r.err != nil {
-			return r.v, fmt.Errorf("btcd %s: %w", what, r.err)
-		}
-		return r.v, nil
-	}
-}
-
 // BlockHeader implements ChainSource.
 func (c *BtcdChain) BlockHeader(ctx context.Context, hash *chainhash.Hash) (*wire.BlockHeader, error) {
-	return rpcCall(ctx, "getblockheader", func() (*wire.BlockHeader, error) { return c.Client.GetBlockHeader(hash) })
+	return btcrpc.Call(ctx, "getblockheader", func() (*wire.BlockHeader, error) { return c.Client.GetBlockHeader(hash) })
 }
 
 // BlockHash implements ChainSource.
 func (c *BtcdChain) BlockHash(ctx context.Context, height int32) (*chainhash.Hash, error) {
-	return rpcCall(ctx, "getblockhash", func() (*chainhash.Hash, error) { return c.Client.GetBlockHash(int64(height)) })
+	return btcrpc.Call(ctx, "getblockhash", func() (*chainhash.Hash, error) { return c.Client.GetBlockHash(int64(height)) })
 }
 
 // BestHeight implements ChainSource.
 func (c *BtcdChain) BestHeight(ctx context.Context) (int32, error) {
-	n, err := rpcCall(ctx, "getblockcount", c.Client.GetBlockCount)
+	n, err := btcrpc.Call(ctx, "getblockcount", c.Client.GetBlockCount)
 	return int32(n), err
 }
 

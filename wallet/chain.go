@@ -2,7 +2,8 @@ package wallet
 
 import (
 	"context"
-	"fmt"
+
+	"github.com/anchorchat/anchorchat/internal/btcrpc"
 
 	"github.com/btcsuite/btcd/btcutil"
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
@@ -38,54 +39,32 @@ type RPCChain struct {
 // NewRPCChain wraps an rpcclient (HTTP POST mode is fine).
 func NewRPCChain(c *rpcclient.Client) *RPCChain { return &RPCChain{Client: c} }
 
-func call[T any](ctx context.Context, what string, f func() (T, error)) (T, error) {
-	type res struct {
-		v   T
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		v, err := f()
-		ch <- res{v, err}
-	}()
-	select {
-	case <-ctx.Done():
-		var zero T
-		return zero, fmt.Errorf("btcd %s: %w", what, ctx.Err())
-	case r := <-ch:
-		if r.err != nil {
-			return r.v, fmt.Errorf("btcd %s: %w", what, r.err)
-		}
-		return r.v, nil
-	}
-}
-
 // BestHeight implements Chain.
 func (c *RPCChain) BestHeight(ctx context.Context) (int32, error) {
-	n, err := call(ctx, "getblockcount", c.Client.GetBlockCount)
+	n, err := btcrpc.Call(ctx, "getblockcount", c.Client.GetBlockCount)
 	return int32(n), err
 }
 
 // BlockHash implements Chain.
 func (c *RPCChain) BlockHash(ctx context.Context, height int32) (*chainhash.Hash, error) {
-	return call(ctx, "getblockhash", func() (*chainhash.Hash, error) { return c.Client.GetBlockHash(int64(height)) })
+	return btcrpc.Call(ctx, "getblockhash", func() (*chainhash.Hash, error) { return c.Client.GetBlockHash(int64(height)) })
 }
 
 // Block implements Chain.
 func (c *RPCChain) Block(ctx context.Context, hash *chainhash.Hash) (*wire.MsgBlock, error) {
-	return call(ctx, "getblock", func() (*wire.MsgBlock, error) { return c.Client.GetBlock(hash) })
+	return btcrpc.Call(ctx, "getblock", func() (*wire.MsgBlock, error) { return c.Client.GetBlock(hash) })
 }
 
 // Mempool implements Chain. A transaction that leaves the mempool between the
 // two calls is skipped.
 func (c *RPCChain) Mempool(ctx context.Context) ([]*wire.MsgTx, error) {
-	hashes, err := call(ctx, "getrawmempool", c.Client.GetRawMempool)
+	hashes, err := btcrpc.Call(ctx, "getrawmempool", c.Client.GetRawMempool)
 	if err != nil {
 		return nil, err
 	}
 	txs := make([]*wire.MsgTx, 0, len(hashes))
 	for _, h := range hashes {
-		tx, err := call(ctx, "getrawtransaction", func() (*btcutil.Tx, error) { return c.Client.GetRawTransaction(h) })
+		tx, err := btcrpc.Call(ctx, "getrawtransaction", func() (*btcutil.Tx, error) { return c.Client.GetRawTransaction(h) })
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, err
@@ -99,14 +78,14 @@ func (c *RPCChain) Mempool(ctx context.Context) ([]*wire.MsgTx, error) {
 
 // Broadcast implements Chain.
 func (c *RPCChain) Broadcast(ctx context.Context, tx *wire.MsgTx) (*chainhash.Hash, error) {
-	return call(ctx, "sendrawtransaction", func() (*chainhash.Hash, error) { return c.Client.SendRawTransaction(tx, false) })
+	return btcrpc.Call(ctx, "sendrawtransaction", func() (*chainhash.Hash, error) { return c.Client.SendRawTransaction(tx, false) })
 }
 
 // FeeRate implements Chain with btcd's estimatefee (BTC per kB). On regtest
 // the estimator has no data and returns an error or a non-positive value:
 // both mean "no estimate" (0), and the wallet then uses its floor.
 func (c *RPCChain) FeeRate(ctx context.Context, blocks int) (btcutil.Amount, error) {
-	v, err := call(ctx, "estimatefee", func() (float64, error) { return c.Client.EstimateFee(int64(blocks)) })
+	v, err := btcrpc.Call(ctx, "estimatefee", func() (float64, error) { return c.Client.EstimateFee(int64(blocks)) })
 	if err != nil {
 		if ctx.Err() != nil {
 			return 0, err
