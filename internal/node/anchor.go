@@ -139,15 +139,7 @@ type WalletView struct {
 }
 
 func (n *Node) anchorRoutes(mux *http.ServeMux) {
-	need := func(h http.HandlerFunc) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			if n.batcher == nil {
-				apiError(w, http.StatusConflict, errors.New("anchoring needs an identity and a btcd connection: set btcd.rpcserver, btcd.rpcuser, btcd.rpcpass, btcd.rpccert"))
-				return
-			}
-			h(w, r)
-		}
-	}
+	need := requires(func() bool { return n.batcher != nil }, "anchoring needs an identity and a btcd connection: set btcd.rpcserver, btcd.rpcuser, btcd.rpcpass, btcd.rpccert")
 	mux.HandleFunc("POST /v1/anchor/now", need(func(w http.ResponseWriter, r *http.Request) {
 		batches, err := n.batcher.AnchorNow(r.Context())
 		if errors.Is(err, anchor.ErrNothingToAnchor) {

@@ -80,6 +80,20 @@ func (n *Node) apiHandler() http.Handler {
 	})
 }
 
+// requires guards the handlers of a feature that may be off (no identity,
+// no LND, no btcd): while on() is false they answer 409 with why.
+func requires(on func() bool, why string) func(http.HandlerFunc) http.HandlerFunc {
+	return func(h http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if !on() {
+				apiError(w, http.StatusConflict, errors.New(why))
+				return
+			}
+			h(w, r)
+		}
+	}
+}
+
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(v)

@@ -165,15 +165,7 @@ type HistoryResponse struct {
 }
 
 func (n *Node) chatRoutes(mux *http.ServeMux) {
-	need := func(h func(http.ResponseWriter, *http.Request)) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			if n.chat == nil {
-				apiError(w, http.StatusConflict, errors.New("this node has no identity, so no messenger: run `anchorchat init`"))
-				return
-			}
-			h(w, r)
-		}
-	}
+	need := requires(func() bool { return n.chat != nil }, "this node has no identity, so no messenger: run `anchorchat init`")
 	mux.HandleFunc("POST /v1/send", need(n.apiSend))
 	mux.HandleFunc("GET /v1/conversations", need(n.apiConversations))
 	mux.HandleFunc("GET /v1/history", need(n.apiHistory))

@@ -211,3 +211,22 @@ func TestStartFailureCleansUp(t *testing.T) {
 	}
 	n.Close()
 }
+
+// Features that need what a node lacks answer with what to configure.
+func TestAPIExplainsMissingFeatures(t *testing.T) {
+	_, cfg := startNode(t, strings.Repeat("ab", 32))
+	c, err := node.Dial(cfg.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		"/v1/send":       "anchorchat init",
+		"/v1/tip":        "lnd.rpcserver",
+		"/v1/anchor/now": "btcd.rpcserver",
+	} {
+		err := c.Do(context.Background(), http.MethodPost, path, strings.NewReader(`{}`), nil)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("POST %s on a node without it: %v (want a reason naming %q)", path, err, want)
+		}
+	}
+}

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -82,15 +81,7 @@ type TipRequest struct {
 }
 
 func (n *Node) paymentRoutes(mux *http.ServeMux) {
-	need := func(h http.HandlerFunc) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			if n.pay == nil {
-				apiError(w, http.StatusConflict, errors.New("tips need an identity and an LND connection: set lnd.rpcserver, lnd.tlscertpath and lnd.macaroonpath (docs/payments.md)"))
-				return
-			}
-			h(w, r)
-		}
-	}
+	need := requires(func() bool { return n.pay != nil }, "tips need an identity and an LND connection: set lnd.rpcserver, lnd.tlscertpath and lnd.macaroonpath (docs/payments.md)")
 	mux.HandleFunc("POST /v1/tip", need(func(w http.ResponseWriter, r *http.Request) {
 		var req TipRequest
 		if err := decodeBody(r, &req); err != nil {
