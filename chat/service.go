@@ -587,7 +587,7 @@ type HistoryOptions struct {
 
 // History returns a conversation's messages, oldest first.
 func (s *Service) History(ctx context.Context, conversationID string, opts HistoryOptions) ([]*Message, error) {
-	return s.st.history(ctx, conversationID, opts.Before, opts.Limit)
+	return s.st.history(ctx, conversationID, opts.Before, opts.Limit, s.now())
 }
 
 // Conversations lists the conversations, most recent first, with unread

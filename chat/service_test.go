@@ -160,6 +160,18 @@ func TestTwoUsersExchange(t *testing.T) {
 		t.Fatalf("bob's relay holds %d expiring wraps, want 1", expWraps)
 	}
 	clk.Add(2 * time.Minute)
+	// Gone from the conversation at once, before any purge runs.
+	for _, s := range []*Service{as, bs} {
+		hist, err := s.History(ctx, conv, HistoryOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range hist {
+			if m.Content == "this will self-destruct" {
+				t.Fatal("an expired message is still shown in the history before the purge")
+			}
+		}
+	}
 	for _, s := range []*Service{as, bs} {
 		if n, err := s.PurgeExpired(ctx); err != nil || n != 1 {
 			t.Fatalf("purge: %d %v", n, err)

@@ -290,7 +290,10 @@ func (s *store) message(ctx context.Context, id string) (*Message, error) {
 	return m, err
 }
 
-func (s *store) history(ctx context.Context, conv string, before time.Time, limit int) ([]*Message, error) {
+// history returns up to limit messages of a conversation created before
+// before, oldest first. Messages whose disappearing time has passed are
+// left out even before the purge deletes them.
+func (s *store) history(ctx context.Context, conv string, before time.Time, limit int, now time.Time) ([]*Message, error) {
 	if limit <= 0 {
 		limit = 100
 	}
@@ -298,29 +301,22 @@ func (s *store) history(ctx context.Context, conv string, before time.Time, limi
 	if !before.IsZero() {
 		b = before.Unix()
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT `+messageCols+` FROM messages m WHERE m.rowid IN (
-		SELECT rowid FROM messages WHERE conversation = ? AND created_at < ? ORDER BY created_at DESC, rowid DESC LIMIT ?)
-		ORDER BY m.created_at, m.rowid`, conv, b, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*Message
-	for rows.Next() {
-		m, err := scanMessage(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, m)
-	}
-	return out, rows.Err()
+	return s.messages(ctx, `SELECT `+messageCols+` FROM messages m WHERE m.rowid IN (
+		SELECT rowid FROM messages WHERE conversation = ? AND created_at < ? AND (expires_at = 0 OR expires_at > ?)
+		ORDER BY created_at DESC, rowid DESC LIMIT ?)
+		ORDER BY m.created_at, m.rowid`, conv, b, now.Unix(), limit)
 }
 
 // tipMessages returns the stored tip messages (KindTipRequest …
 // KindTipStatus) created at or after since, oldest first.
 func (s *store) tipMessages(ctx context.Context, since int64) ([]*Message, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+messageCols+` FROM messages m
+	return s.messages(ctx, `SELECT `+messageCols+` FROM messages m
 		WHERE m.kind BETWEEN 3790 AND 3793 AND m.created_at >= ? ORDER BY m.created_at, m.rowid`, since)
+}
+
+// messages runs a query selecting messageCols and scans the rows.
+func (s *store) messages(ctx context.Context, query string, args ...any) ([]*Message, error) {
+	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
