@@ -98,7 +98,7 @@ type Options struct {
 	// PushSats the default push amount.
 	ChannelSats, PushSats btcutil.Amount
 	// Nodes anchorchat nodes are started with StartNode after the LNDs
-	// (the lead wires cmd/anchorchat's node here). Nodes > 0 with a nil
+	// (AnchorchatNodes runs real anchorchat nodes). Nodes > 0 with a nil
 	// StartNode is an error.
 	Nodes     int
 	StartNode StartNodeFunc
