@@ -14,6 +14,7 @@ import (
 
 	"github.com/anchorchat/anchorchat/identity"
 	"github.com/anchorchat/anchorchat/internal/relaytest"
+	"github.com/anchorchat/anchorchat/internal/testutil"
 	"github.com/anchorchat/anchorchat/relay"
 	"github.com/anchorchat/anchorchat/storage"
 )
@@ -146,20 +147,10 @@ func (u *user) start(t testing.TB, mutate func(*Config)) *Service {
 	return svc
 }
 
-// eventually polls cond until it holds or the deadline passes.
+// eventually is testutil.Eventually.
 func eventually(t testing.TB, d time.Duration, what string, cond func() (bool, error)) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	var last error
-	for time.Now().Before(deadline) {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		last = err
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s (last error: %v)", what, last)
+	testutil.Eventually(t, d, what, cond)
 }
 
 // hasMessage reports whether svc's conversation holds a message with this text.

@@ -14,6 +14,7 @@ import (
 	"github.com/nbd-wtf/go-nostr"
 
 	"github.com/anchorchat/anchorchat/identity"
+	"github.com/anchorchat/anchorchat/internal/hub"
 )
 
 // Config configures a Service.
@@ -92,8 +93,7 @@ type Service struct {
 	poolMu sync.Mutex
 	pool   map[string]*relayConn
 
-	watchMu  sync.Mutex
-	watchers map[chan Event]struct{}
+	watch *hub.Hub[Event]
 
 	learnMu sync.Mutex
 	learnt  map[string]time.Time // when a sender's handle was last looked up
@@ -168,10 +168,10 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{
 		cfg: cfg, log: cfg.Logger.With("component", "chat"), w: w, pk: w.PublicKey(), st: st,
 		now: cfg.Now, httpc: httpc,
-		sign:     func(e *nostr.Event) error { return key.Sign(e) },
-		wake:     make(chan struct{}, 1),
-		pool:     make(map[string]*relayConn),
-		watchers: make(map[chan Event]struct{}),
+		sign:  func(e *nostr.Event) error { return key.Sign(e) },
+		wake:  make(chan struct{}, 1),
+		pool:  make(map[string]*relayConn),
+		watch: hub.New[Event](256),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
@@ -214,12 +214,7 @@ func (s *Service) Close() error {
 			delete(s.pool, u)
 		}
 		s.poolMu.Unlock()
-		s.watchMu.Lock()
-		for ch := range s.watchers {
-			close(ch)
-			delete(s.watchers, ch)
-		}
-		s.watchMu.Unlock()
+		s.watch.Close()
 		err = s.st.close()
 	})
 	return err
@@ -270,35 +265,12 @@ func dedupRelays(urls []string) []string {
 // expiries, until ctx is done or the service closes. A watcher that does not
 // keep up loses events (logged), never blocking the service.
 func (s *Service) Watch(ctx context.Context) <-chan Event {
-	ch := make(chan Event, 256)
-	s.watchMu.Lock()
-	if s.ctx.Err() != nil {
-		s.watchMu.Unlock()
-		close(ch)
-		return ch
-	}
-	s.watchers[ch] = struct{}{}
-	s.watchMu.Unlock()
-	context.AfterFunc(ctx, func() {
-		s.watchMu.Lock()
-		if _, ok := s.watchers[ch]; ok {
-			delete(s.watchers, ch)
-			close(ch)
-		}
-		s.watchMu.Unlock()
-	})
-	return ch
+	return s.watch.Watch(ctx)
 }
 
 func (s *Service) notify(e Event) {
-	s.watchMu.Lock()
-	defer s.watchMu.Unlock()
-	for ch := range s.watchers {
-		select {
-		case ch <- e:
-		default:
-			s.log.Warn("chat watcher too slow, event dropped", "type", e.Type, "message", e.MessageID)
-		}
+	if n := s.watch.Publish(e); n > 0 {
+		s.log.Warn("chat watchers too slow, event dropped", "watchers", n, "type", e.Type, "message", e.MessageID)
 	}
 }
 

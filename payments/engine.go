@@ -18,6 +18,7 @@ import (
 	"github.com/nbd-wtf/go-nostr"
 
 	"github.com/anchorchat/anchorchat/chat"
+	"github.com/anchorchat/anchorchat/internal/hub"
 )
 
 // Config configures an Engine.
@@ -70,8 +71,7 @@ type Engine struct {
 
 	flushMu sync.Mutex // one outbox flusher at a time
 
-	watchMu  sync.Mutex
-	watchers map[chan *Tip]struct{}
+	watch *hub.Hub[*Tip]
 
 	healthMu sync.Mutex
 	health   Health
@@ -125,7 +125,7 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{
 		cfg: cfg, ln: cfg.Lightning, ch: cfg.Chat, me: cfg.Chat.PublicKey(), st: st,
 		log: cfg.Logger.With("component", "payments"), now: cfg.Now,
-		wake: make(chan struct{}, 1), active: map[string]bool{}, watchers: map[chan *Tip]struct{}{},
+		wake: make(chan struct{}, 1), active: map[string]bool{}, watch: hub.New[*Tip](256),
 	}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	return e, nil
@@ -161,12 +161,7 @@ func (e *Engine) Start(ctx context.Context) error {
 func (e *Engine) Close() error {
 	e.cancel()
 	e.wg.Wait()
-	e.watchMu.Lock()
-	for ch := range e.watchers {
-		close(ch)
-		delete(e.watchers, ch)
-	}
-	e.watchMu.Unlock()
+	e.watch.Close()
 	return e.st.db.Close()
 }
 
@@ -195,19 +190,7 @@ func (e *Engine) kick() {
 // Watch delivers every tip change until ctx ends or the engine closes; a
 // slow watcher loses changes (never blocking the engine).
 func (e *Engine) Watch(ctx context.Context) <-chan *Tip {
-	ch := make(chan *Tip, 256)
-	e.watchMu.Lock()
-	e.watchers[ch] = struct{}{}
-	e.watchMu.Unlock()
-	context.AfterFunc(ctx, func() {
-		e.watchMu.Lock()
-		if _, ok := e.watchers[ch]; ok {
-			delete(e.watchers, ch)
-			close(ch)
-		}
-		e.watchMu.Unlock()
-	})
-	return ch
+	return e.watch.Watch(ctx)
 }
 
 func (e *Engine) notify(id, dir, peer string) {
@@ -215,14 +198,7 @@ func (e *Engine) notify(id, dir, peer string) {
 	if err != nil {
 		return
 	}
-	e.watchMu.Lock()
-	defer e.watchMu.Unlock()
-	for ch := range e.watchers {
-		select {
-		case ch <- t:
-		default:
-		}
-	}
+	e.watch.Publish(t)
 }
 
 // TipRequest is a tip to send.

@@ -12,6 +12,7 @@ import (
 	"github.com/anchorchat/anchorchat/chat"
 	"github.com/anchorchat/anchorchat/identity"
 	"github.com/anchorchat/anchorchat/internal/relaytest"
+	"github.com/anchorchat/anchorchat/internal/testutil"
 	"github.com/anchorchat/anchorchat/storage"
 )
 
@@ -80,17 +81,8 @@ func claim(t testing.TB, k *identity.Key, handle, lnNode string, relays ...strin
 	return evt
 }
 
+// eventually is testutil.Eventually.
 func eventually(t testing.TB, d time.Duration, what string, cond func() (bool, error)) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	var last error
-	for time.Now().Before(deadline) {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		last = err
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s (last: %v)", what, last)
+	testutil.Eventually(t, d, what, cond)
 }
