@@ -23,9 +23,6 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// testRelay is a real relay on a real SQLite file behind a TCP listener
-// that can be stopped and started again on the same address (the pattern
-// of chat's tests).
 // testRelay is a real relay (internal/relaytest) with this package's names.
 type testRelay struct {
 	*relaytest.Relay

@@ -19,6 +19,7 @@ import (
 
 	"github.com/anchorchat/anchorchat/wallet"
 	"github.com/btcsuite/btcd/btcutil"
+	"github.com/btcsuite/btcd/rpcclient"
 	"github.com/lightningnetwork/lnd/lnrpc"
 )
 
@@ -350,11 +351,7 @@ func (c *cli) mine(ctx context.Context, args []string) error {
 	if err != nil || k <= 0 {
 		return fmt.Errorf("regtest mine: N must be a positive integer, got %q", fs.Arg(0))
 	}
-	st, err := c.loadLive(*dir)
-	if err != nil {
-		return err
-	}
-	bc, err := DialBtcd(st.Btcd)
+	_, bc, err := c.liveBtcd(*dir)
 	if err != nil {
 		return err
 	}
@@ -369,6 +366,19 @@ func (c *cli) mine(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(c.stdout, "mined %d blocks, height %d, last %s\n", len(hashes), h, hashes[len(hashes)-1])
 	return nil
+}
+
+// liveBtcd loads the state of the live network in dir and dials its btcd.
+func (c *cli) liveBtcd(dir string) (*State, *rpcclient.Client, error) {
+	st, err := c.loadLive(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	bc, err := DialBtcd(st.Btcd)
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, bc, nil
 }
 
 func (c *cli) fund(ctx context.Context, args []string) error {
@@ -393,11 +403,7 @@ func (c *cli) fund(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("regtest fund: amount: %w", err)
 	}
-	st, err := c.loadLive(*dir)
-	if err != nil {
-		return err
-	}
-	bc, err := DialBtcd(st.Btcd)
+	st, bc, err := c.liveBtcd(*dir)
 	if err != nil {
 		return err
 	}

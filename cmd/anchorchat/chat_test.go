@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/nbd-wtf/go-nostr"
 	"github.com/nbd-wtf/go-nostr/nip19"
+
+	"github.com/anchorchat/anchorchat/internal/testutil"
 )
 
 func freeAddr(t *testing.T) string {
@@ -150,18 +153,14 @@ func TestTwoNodesConverse(t *testing.T) {
 	})
 }
 
-// waitFor polls cond until it holds or 20 s pass.
+// waitFor polls cond until it holds or 20 s pass; on failure it shows the last state.
 func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	var last string
-	for time.Now().Before(deadline) {
+	testutil.Eventually(t, 20*time.Second, what, func() (bool, error) {
 		ok, state := cond()
 		if ok {
-			return
+			return true, nil
 		}
-		last = state
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatalf("%s: timed out; last state:\n%s", what, last)
+		return false, fmt.Errorf("last state:\n%s", state)
+	})
 }
