@@ -289,7 +289,8 @@ func (c *conn) handleEvent(evt *nostr.Event) {
 		c.reject(evt.ID, "invalid: AUTH events are sent with the AUTH verb, not EVENT")
 		return
 	}
-	if msg := r.check(evt, now); msg != "" {
+	hash, msg := r.check(evt, now)
+	if msg != "" {
 		c.reject(evt.ID, msg)
 		return
 	}
@@ -301,7 +302,7 @@ func (c *conn) handleEvent(evt *nostr.Event) {
 		c.reject(evt.ID, "rate-limited: too many events from this author; slow down")
 		return
 	}
-	if ok, _ := evt.CheckSignature(); !ok {
+	if r.verify.CheckSig(evt, hash) != nil {
 		c.reject(evt.ID, "invalid: bad signature")
 		return
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/nbd-wtf/go-nostr"
 
+	"github.com/anchorchat/anchorchat/internal/eventsig"
 	"github.com/anchorchat/anchorchat/storage"
 )
 
@@ -43,6 +44,7 @@ type Relay struct {
 	SweepInterval time.Duration
 
 	writers map[string]bool // owner and allowlist
+	verify  *eventsig.Verifier
 
 	ipEvents, pkEvents, ipReqs *keyedLimiter
 
@@ -74,6 +76,7 @@ func New(cfg Config, store *storage.Store, log *slog.Logger, metrics *Metrics) *
 		Now:           time.Now,
 		SweepInterval: time.Minute,
 		writers:       make(map[string]bool),
+		verify:        eventsig.New(0),
 		ipEvents:      newKeyedLimiter(cfg.Limits.EventsPerSecondPerIP, cfg.Limits.EventBurstPerIP),
 		pkEvents:      newKeyedLimiter(cfg.Limits.EventsPerSecondPerPubkey, cfg.Limits.EventBurstPerPubkey),
 		ipReqs:        newKeyedLimiter(cfg.Limits.ReqsPerSecondPerIP, cfg.Limits.ReqBurstPerIP),
@@ -297,18 +300,19 @@ func isPrivateKind(kind int) bool { return slices.Contains(PrivateKinds, kind) }
 func isEphemeral(kind int) bool { return kind >= 20000 && kind < 30000 }
 
 // check applies the stateless validity rules to an event whose JSON shape has
-// already been parsed. It returns a NIP-01 rejection message, or "".
-func (r *Relay) check(evt *nostr.Event, now time.Time) string {
+// already been parsed. It returns a NIP-01 rejection message, or "" and the
+// event's hash (its verified id), over which the signature is then checked.
+func (r *Relay) check(evt *nostr.Event, now time.Time) (hash [32]byte, msg string) {
 	l := r.cfg.Limits
 	if l.MaxEventTags > 0 && len(evt.Tags) > l.MaxEventTags {
-		return fmt.Sprintf("invalid: too many tags (max %d)", l.MaxEventTags)
+		return hash, fmt.Sprintf("invalid: too many tags (max %d)", l.MaxEventTags)
 	}
 	if l.MaxContentLength > 0 && len(evt.Content) > l.MaxContentLength {
-		return fmt.Sprintf("invalid: content too long (max %d bytes)", l.MaxContentLength)
+		return hash, fmt.Sprintf("invalid: content too long (max %d bytes)", l.MaxContentLength)
 	}
 	created := evt.CreatedAt.Time()
 	if l.MaxFutureSkew > 0 && created.After(now.Add(l.MaxFutureSkew)) {
-		return fmt.Sprintf("invalid: created_at is more than %s in the future", l.MaxFutureSkew)
+		return hash, fmt.Sprintf("invalid: created_at is more than %s in the future", l.MaxFutureSkew)
 	}
 	if l.MaxPastAge > 0 {
 		oldest := now.Add(-l.MaxPastAge)
@@ -316,16 +320,17 @@ func (r *Relay) check(evt *nostr.Event, now time.Time) string {
 			oldest = oldest.Add(-GiftWrapBackdate)
 		}
 		if created.Before(oldest) {
-			return fmt.Sprintf("invalid: created_at is more than %s in the past", now.Sub(oldest).Round(time.Second))
+			return hash, fmt.Sprintf("invalid: created_at is more than %s in the past", now.Sub(oldest).Round(time.Second))
 		}
 	}
 	if exp, ok := expiration(evt); ok && exp <= now.Unix() {
-		return "invalid: event has expired"
+		return hash, "invalid: event has expired"
 	}
-	if !evt.CheckID() {
-		return "invalid: event id does not match its content"
+	hash, ok := eventsig.CheckID(evt)
+	if !ok {
+		return hash, "invalid: event id does not match its content"
 	}
-	return ""
+	return hash, ""
 }
 
 // policy decides who may write what. It returns a rejection message, or "".

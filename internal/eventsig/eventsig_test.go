@@ -1,0 +1,145 @@
+package eventsig
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/nbd-wtf/go-nostr"
+)
+
+func signed(t testing.TB, sk, content string, tags nostr.Tags) nostr.Event {
+	t.Helper()
+	evt := nostr.Event{Kind: 1, CreatedAt: 1700000000, Content: content, Tags: tags}
+	if err := evt.Sign(sk); err != nil {
+		t.Fatal(err)
+	}
+	return evt
+}
+
+var tricky = []string{"", "plain", `quote " and \ backslash`, "ctl \x00\x01\x08\x09\x0a\x0b\x0c\x0d\x0e\x1a\x1f\x7f end",
+	"ünïcödé ✓ 🚀", "\u2028\u2029", strings.Repeat("long ", 500), "\xff\xfe invalid utf-8"}
+
+func TestSerializationMatchesGoNostr(t *testing.T) {
+	for i, s := range tricky {
+		evt := nostr.Event{PubKey: strings.Repeat("ab", 32), CreatedAt: nostr.Timestamp(i * 1000003), Kind: i * 7,
+			Content: s, Tags: nostr.Tags{{"p", s}, {"t"}, {}, {"x", s, "y"}}}
+		if got, want := AppendSerialized(nil, &evt), evt.Serialize(); !bytes.Equal(got, want) {
+			t.Errorf("content %q:\n got %s\nwant %s", s, got, want)
+		}
+		if Hash(&evt) != sha256.Sum256(evt.Serialize()) {
+			t.Errorf("content %q: hash differs", s)
+		}
+	}
+}
+
+func TestCheckAgreesWithGoNostr(t *testing.T) {
+	sk := nostr.GeneratePrivateKey()
+	other := nostr.GeneratePrivateKey()
+	third := nostr.GeneratePrivateKey()
+	v := New(2) // tiny cache: the eviction path runs too
+	for i, s := range tricky {
+		good := signed(t, sk, s, nostr.Tags{{"t", s}})
+		if i%2 == 1 {
+			good = signed(t, other, s, nil)
+		}
+		cases := map[string]struct {
+			mutate func(e *nostr.Event)
+			want   error
+		}{
+			"valid":         {func(e *nostr.Event) {}, nil},
+			"content":       {func(e *nostr.Event) { e.Content += "!" }, ErrID},
+			"id":            {func(e *nostr.Event) { e.ID = strings.Repeat("0", 64) }, ErrID},
+			"short id":      {func(e *nostr.Event) { e.ID = e.ID[:63] }, ErrID},
+			"sig bit":       {func(e *nostr.Event) { e.Sig = flip(e.Sig) }, ErrSig},
+			"sig not hex":   {func(e *nostr.Event) { e.Sig = "zz" + e.Sig[2:] }, ErrSig},
+			"sig short":     {func(e *nostr.Event) { e.Sig = e.Sig[:126] }, ErrSig},
+			"other signer":  {func(e *nostr.Event) { o := signed(t, other, e.Content, e.Tags); e.Sig = o.Sig }, ErrSig},
+			"pubkey swap":   {func(e *nostr.Event) { pk, _ := nostr.GetPublicKey(third); e.PubKey = pk; e.ID = e.GetID() }, ErrSig},
+			"pubkey !curve": {func(e *nostr.Event) { e.PubKey = strings.Repeat("f", 64); e.ID = e.GetID() }, ErrSig},
+		}
+		for name, c := range cases {
+			if name == "other signer" && i%2 == 1 {
+				continue // signed by other already
+			}
+			e := good
+			e.Tags = append(nostr.Tags(nil), good.Tags...)
+			c.mutate(&e)
+			err := v.Check(&e)
+			if !errors.Is(err, c.want) && !(err == nil && c.want == nil) {
+				t.Errorf("%d %s: got %v, want %v", i, name, err, c.want)
+			}
+			sigOK, _ := e.CheckSignature()
+			if (err == nil) != (e.CheckID() && sigOK) {
+				t.Errorf("%d %s: Check says %v, go-nostr says id %v sig %v", i, name, err, e.CheckID(), sigOK)
+			}
+		}
+	}
+	if len(v.keys) > 2 {
+		t.Errorf("cache holds %d keys, limit 2", len(v.keys))
+	}
+}
+
+func flip(hexs string) string {
+	b := []byte(hexs)
+	if b[10] == '0' {
+		b[10] = '1'
+	} else {
+		b[10] = '0'
+	}
+	return string(b)
+}
+
+func FuzzSerialize(f *testing.F) {
+	for _, s := range tricky {
+		f.Add(s, s, int64(1), 1)
+	}
+	f.Fuzz(func(t *testing.T, content, tag string, created int64, kind int) {
+		evt := nostr.Event{PubKey: strings.Repeat("cd", 32), CreatedAt: nostr.Timestamp(created), Kind: kind,
+			Content: content, Tags: nostr.Tags{{"e", tag, content}}}
+		if got, want := AppendSerialized(nil, &evt), evt.Serialize(); !bytes.Equal(got, want) {
+			t.Fatalf("got %q want %q", got, want)
+		}
+	})
+}
+
+func benchEvents(b *testing.B, authors int) []nostr.Event {
+	keys := make([]string, authors)
+	for i := range keys {
+		keys[i] = nostr.GeneratePrivateKey()
+	}
+	evts := make([]nostr.Event, 1024)
+	for i := range evts {
+		evts[i] = signed(b, keys[i%authors], fmt.Sprintf("benchmark event %d with a little text", i), nostr.Tags{{"t", "bench"}})
+	}
+	return evts
+}
+
+// BenchmarkGoNostr is go-nostr's CheckID + CheckSignature, as the relay did before this package.
+func BenchmarkGoNostr(b *testing.B) {
+	evts := benchEvents(b, 1)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		e := &evts[i%len(evts)]
+		if ok, _ := e.CheckSignature(); !ok || !e.CheckID() {
+			b.Fatal("bad")
+		}
+	}
+}
+
+func BenchmarkCheckOneAuthor(b *testing.B)   { benchCheck(b, 1) }
+func BenchmarkCheckManyAuthors(b *testing.B) { benchCheck(b, 1024) }
+
+func benchCheck(b *testing.B, authors int) {
+	evts := benchEvents(b, authors)
+	v := New(authors / 2) // many authors: the cache keeps missing
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := v.Check(&evts[i%len(evts)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,52 @@
+//go:build libsecp256k1 && cgo
+
+package eventsig
+
+/*
+#include <stddef.h>
+
+// The libsecp256k1 that go-nostr compiles into the binary under the same
+// build tag (github.com/nbd-wtf/go-nostr/signature_libsecp256k1.go): these
+// are its public declarations (include/secp256k1.h, secp256k1_extrakeys.h,
+// secp256k1_schnorrsig.h), resolved when the binary is linked.
+typedef struct secp256k1_context_struct secp256k1_context;
+typedef struct { unsigned char data[64]; } secp256k1_xonly_pubkey;
+extern secp256k1_context *secp256k1_context_create(unsigned int flags);
+extern int secp256k1_xonly_pubkey_parse(const secp256k1_context *ctx, secp256k1_xonly_pubkey *pubkey, const unsigned char *input32);
+extern int secp256k1_schnorrsig_verify(const secp256k1_context *ctx, const unsigned char *sig64, const unsigned char *msg, size_t msglen, const secp256k1_xonly_pubkey *pubkey);
+
+#define ANCHORCHAT_SECP256K1_CONTEXT_NONE 1
+*/
+import "C"
+
+import (
+	"errors"
+	"unsafe"
+
+	_ "github.com/nbd-wtf/go-nostr" // links libsecp256k1 (build tag libsecp256k1)
+)
+
+const backend = "libsecp256k1"
+
+// ctx is read-only after creation, so concurrent verifications may share it.
+var ctx = func() *C.secp256k1_context {
+	c := C.secp256k1_context_create(C.ANCHORCHAT_SECP256K1_CONTEXT_NONE)
+	if c == nil {
+		panic("eventsig: secp256k1_context_create failed")
+	}
+	return c
+}()
+
+type pubkey struct{ xonly C.secp256k1_xonly_pubkey }
+
+func parsePubkey(pk *[32]byte) (*pubkey, error) {
+	k := new(pubkey)
+	if C.secp256k1_xonly_pubkey_parse(ctx, &k.xonly, (*C.uchar)(unsafe.Pointer(&pk[0]))) != 1 {
+		return nil, errors.New("eventsig: public key is not on the curve")
+	}
+	return k, nil
+}
+
+func (k *pubkey) verify(sig *[64]byte, hash *[32]byte) bool {
+	return C.secp256k1_schnorrsig_verify(ctx, (*C.uchar)(unsafe.Pointer(&sig[0])), (*C.uchar)(unsafe.Pointer(&hash[0])), 32, &k.xonly) == 1
+}
