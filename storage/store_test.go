@@ -751,3 +751,30 @@ func TestQueryPlans(t *testing.T) {
 		}
 	}
 }
+
+// The stored JSON must decode to exactly the signed bytes, whatever the
+// content: escapes, control characters, HTML characters, non-ASCII and even
+// invalid UTF-8 (whose hash is still well defined).
+func TestStoredJSONKeepsSignedBytes(t *testing.T) {
+	s, _, _ := openTest(t)
+	k := newKey(t)
+	for i, c := range []string{"a \"quote\" and a \\ backslash", "<script>&amp;</script>", "ctl \x00\x01\x08\t\n\x0b\x0c\r\x1f\x7f",
+		"ünïcödé ✓ 🚀 \u2028\u2029", "\xff\xfe not utf-8", ""} {
+		e := ev(t, k, 1, int64(i), nostr.Tags{{"t", c}, {"x", c, c}}, c)
+		mustSave(t, s, e)
+		got := query(t, s, nostr.Filter{IDs: []string{e.ID}}, Visibility{})
+		if len(got) != 1 {
+			t.Fatalf("%q: stored event not found", c)
+		}
+		g := got[0]
+		if g.Content != c || g.Tags[0][1] != c || g.Tags[1][2] != c {
+			t.Errorf("%q: came back as content %q, tags %q", c, g.Content, g.Tags)
+		}
+		if !g.CheckID() {
+			t.Errorf("%q: stored event's id no longer matches", c)
+		}
+		if ok, _ := g.CheckSignature(); !ok {
+			t.Errorf("%q: stored event no longer verifies", c)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/anchorchat/anchorchat/internal/eventsig"
 	"github.com/nbd-wtf/go-nostr"
 )
 
@@ -154,13 +155,37 @@ func (s *Store) prepare(evt *nostr.Event, done func(error)) *request {
 	default:
 		req.dstr = ""
 	}
-	raw, err := evt.MarshalJSON()
-	if err != nil {
-		req.err = fmt.Errorf("%w: encode: %v", ErrInvalid, err)
-		return req
-	}
-	req.raw = raw
+	req.raw = encodeEvent(evt)
 	return req
+}
+
+// encodeEvent is the stored JSON of evt: the NIP-01 object with its strings
+// escaped as for the id serialization, so that decoding it gives back exactly
+// the bytes that were signed. One allocation, sized up front.
+func encodeEvent(evt *nostr.Event) []byte {
+	size := 160 + len(evt.ID) + len(evt.PubKey) + len(evt.Sig) + len(evt.Content)
+	for _, t := range evt.Tags {
+		size += 3
+		for _, v := range t {
+			size += len(v) + 3
+		}
+	}
+	b := make([]byte, 0, size)
+	b = append(b, `{"kind":`...)
+	b = strconv.AppendInt(b, int64(evt.Kind), 10)
+	b = append(b, `,"id":`...)
+	b = eventsig.AppendString(b, evt.ID)
+	b = append(b, `,"pubkey":`...)
+	b = eventsig.AppendString(b, evt.PubKey)
+	b = append(b, `,"created_at":`...)
+	b = strconv.AppendInt(b, int64(evt.CreatedAt), 10)
+	b = append(b, `,"tags":`...)
+	b = eventsig.AppendTags(b, evt.Tags)
+	b = append(b, `,"content":`...)
+	b = eventsig.AppendString(b, evt.Content)
+	b = append(b, `,"sig":`...)
+	b = eventsig.AppendString(b, evt.Sig)
+	return append(b, '}')
 }
 
 func decodeHex32(s string) ([]byte, bool) {
