@@ -48,6 +48,7 @@ type options struct {
 	window       int
 	rate         int
 	cpuprofile   string
+	memprofile   string
 	only         string
 	markdown     bool
 }
@@ -65,6 +66,7 @@ func main() {
 	flag.IntVar(&o.window, "window", 256, "unacknowledged EVENTs each connection keeps in flight in (a)")
 	flag.IntVar(&o.rate, "rate", 20, "events per second published to the subscriptions in (c)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	flag.StringVar(&o.memprofile, "memprofile", "", "write an allocation profile of the whole run to this file")
 	flag.StringVar(&o.only, "only", "abcd", "which measures to run (letters of a, b, c, d)")
 	flag.BoolVar(&o.markdown, "markdown", false, "print the results as a Markdown table")
 	flag.Parse()
@@ -87,6 +89,14 @@ func run(o options) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if o.memprofile != "" {
+		defer func() {
+			if f, err := os.Create(o.memprofile); err == nil {
+				_ = pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
 	}
 	if o.dir == "" {
 		d, err := os.MkdirTemp("", "relaybench")
