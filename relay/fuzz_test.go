@@ -2,11 +2,13 @@ package relay
 
 import (
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
 	"github.com/nbd-wtf/go-nostr"
+	"github.com/tidwall/gjson"
 )
 
 // FuzzParseClientMessage feeds arbitrary frames to the parser: it must never
@@ -91,4 +93,67 @@ func FuzzFrames(f *testing.F) {
 			t.Fatalf("eventFrame sub %q != %q", sub, s)
 		}
 	})
+}
+
+// FuzzFastEvent holds the EVENT fast path to the general parser: whatever it
+// accepts, parseEvent accepts too, with an identical event.
+func FuzzFastEvent(f *testing.F) {
+	sk := nostr.GeneratePrivateKey()
+	for _, e := range []nostr.Event{
+		{Kind: 1, Content: "hi \"q\" \\ \u2603 \x01", CreatedAt: 1700000000, Tags: nostr.Tags{{"p", strings.Repeat("a", 64)}, {"-"}, {}}},
+		{Kind: 30023, CreatedAt: 1, Tags: nostr.Tags{}},
+	} {
+		_ = e.Sign(sk)
+		raw, _ := e.MarshalJSON()
+		f.Add([]byte(`["EVENT",` + string(raw) + `]`))
+		f.Add([]byte(`["EVENT",` + string(raw) + `,1]`))
+		f.Add([]byte(`["EVENT",` + strings.Replace(string(raw), `"kind":`, `"kind":1,"kind":`, 1) + `]`))
+		f.Add([]byte(`["EVENT",` + strings.Replace(string(raw), `"tags":[`, `"x":{"y":[1,{}]},"tags":[`, 1) + `]`))
+		f.Add([]byte(`["EVENT",` + strings.Replace(string(raw), `"created_at":`, `"created_at":1.5e`, 1) + `]`))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if !gjson.ValidBytes(data) {
+			return
+		}
+		fast := fastEvent(data)
+		if fast == nil {
+			return
+		}
+		arr := gjson.ParseBytes(data).Array()
+		if len(arr) != 2 || arr[0].Str != "EVENT" {
+			t.Fatalf("fast path accepted a frame that is not [\"EVENT\",{...}]: %s", data)
+		}
+		slow, err := parseEvent(arr[1])
+		if err != nil {
+			t.Fatalf("fast path accepted what parseEvent refuses (%v): %s", err, data)
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("fast and general parsers disagree on %s:\n fast %#v\n slow %#v", data, fast, slow)
+		}
+	})
+}
+
+// The fast path must actually take the frames clients send, and leave the
+// rest (and every error message) to the general parser.
+func TestFastEventTakesTypicalFrames(t *testing.T) {
+	sk := nostr.GeneratePrivateKey()
+	e := nostr.Event{Kind: 1, Content: "hello", CreatedAt: 1700000000, Tags: nostr.Tags{{"p", strings.Repeat("a", 64)}}}
+	_ = e.Sign(sk)
+	raw, _ := e.MarshalJSON()
+	if got := fastEvent([]byte(`["EVENT",` + string(raw) + `]`)); got == nil || got.ID != e.ID || got.Tags[0][1] != e.Tags[0][1] {
+		t.Fatalf("fast path refused or garbled a typical EVENT: %+v", got)
+	}
+	for _, frame := range []string{
+		`[ "EVENT",` + string(raw) + `]`,                                                         // another layout
+		`["EVENT",` + string(raw) + `,{}]`,                                                       // extra element
+		`["EVENT",` + strings.Replace(string(raw), `"sig":`, `"sig":1,"x":`, 1) + `]`,            // mistyped
+		`["EVENT",` + strings.Replace(string(raw), `"id":`, `"id":"0","id":`, 1) + `]`,           // repeated
+		`["EVENT",` + strings.Replace(string(raw), `"kind":1`, `"kind":1.5`, 1) + `]`,            // not an integer
+		`["EVENT",` + strings.Replace(string(raw), `"content":"hello",`, ``, 1) + `]`,            // missing
+		`["EVENT",` + strings.Replace(string(raw), e.PubKey, strings.ToUpper(e.PubKey), 1) + `]`, // upper-case hex
+	} {
+		if got := fastEvent([]byte(frame)); got != nil {
+			t.Errorf("fast path took %s", frame)
+		}
+	}
 }

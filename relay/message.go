@@ -55,6 +55,9 @@ func ParseClientMessage(data []byte) (*ClientMessage, error) {
 	if !gjson.ValidBytes(data) {
 		return nil, parseErr("", "invalid: malformed JSON")
 	}
+	if evt := fastEvent(data); evt != nil {
+		return &ClientMessage{Verb: VerbEvent, Event: evt}, nil
+	}
 	root := gjson.ParseBytes(data)
 	if !root.IsArray() {
 		return nil, parseErr("", "invalid: a message must be a JSON array")
