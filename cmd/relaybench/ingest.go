@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -77,26 +78,28 @@ func ingest(ctx context.Context, url string, owner keypair, n, conns, window int
 			defer wg.Done()
 			local := make([]time.Duration, 0, len(mine))
 			ok := 0
+			buf := make([]byte, 0, 512)
 			for got := 0; got < len(mine); {
-				_, data, err := st.ws.ReadMessage()
+				_, rd, err := st.ws.NextReader()
+				if err == nil {
+					buf, err = readAll(rd, buf[:0])
+				}
 				if err != nil {
 					latMu.Lock()
 					firstErr = err
 					latMu.Unlock()
 					return
 				}
-				var msg []json.RawMessage
-				if json.Unmarshal(data, &msg) != nil || len(msg) < 3 || string(msg[0]) != `"OK"` {
+				id, accepted, isOK := parseOK(buf)
+				if !isOK {
 					continue
 				}
 				got++
 				<-st.window
-				var id string
-				_ = json.Unmarshal(msg[1], &id)
 				st.mu.Lock()
 				t0 := st.sent[id]
 				st.mu.Unlock()
-				if string(msg[2]) == "true" {
+				if accepted {
 					ok++
 					local = append(local, time.Since(t0))
 				}
@@ -120,4 +123,43 @@ func ingest(ctx context.Context, url string, owner keypair, n, conns, window int
 	}
 	p50, p99 := percentiles(latencies)
 	return ingestResult{n: accepted, rate: float64(accepted) / elapsed.Seconds(), p50: p50, p99: p99}, nil
+}
+
+// readAll reads r to its end into buf, reusing its storage.
+func readAll(r io.Reader, buf []byte) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+// parseOK reads an ["OK",<id>,<bool>,<message>] frame without a JSON
+// decoder, so the clients cost the shared CPUs little; any other frame, or an
+// OK in an unexpected layout, is decoded with encoding/json.
+func parseOK(frame []byte) (id string, accepted, isOK bool) {
+	const prefix = `["OK","`
+	if len(frame) > len(prefix)+64+2 && string(frame[:len(prefix)]) == prefix && frame[len(prefix)+64] == '"' && frame[len(prefix)+65] == ',' {
+		rest := frame[len(prefix)+66:]
+		switch {
+		case len(rest) >= 4 && string(rest[:4]) == "true":
+			return string(frame[len(prefix) : len(prefix)+64]), true, true
+		case len(rest) >= 5 && string(rest[:5]) == "false":
+			return string(frame[len(prefix) : len(prefix)+64]), false, true
+		}
+	}
+	var msg []json.RawMessage
+	if json.Unmarshal(frame, &msg) != nil || len(msg) < 3 || string(msg[0]) != `"OK"` {
+		return "", false, false
+	}
+	_ = json.Unmarshal(msg[1], &id)
+	return id, string(msg[2]) == "true", true
 }
