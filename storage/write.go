@@ -215,7 +215,6 @@ type writer struct {
 
 	insEventCheck *sql.Stmt // insert unless the id is in deleted_ids; no-op on duplicate id
 	insEvent      *sql.Stmt // insert; no-op on duplicate id
-	insTag        *sql.Stmt
 	existsID      *sql.Stmt
 	deletersOf    *sql.Stmt
 	coordCurrent  *sql.Stmt
@@ -227,7 +226,23 @@ type writer struct {
 	upsertCoord   *sql.Stmt
 	delCoord      *sql.Stmt
 	all           []*sql.Stmt
+
+	// Tag rows wait here and go in with multi-row inserts (one statement per
+	// tagRowsPerInsert rows instead of one per tag). flushTags runs before
+	// anything that reads or deletes tags, and before COMMIT.
+	pendingTags []tagRow
+	tagArgs     []any
+	insTags     [tagRowsPerInsert + 1]*sql.Stmt // by row count, prepared on first use
 }
+
+// tagRow is one row of the tags table.
+type tagRow struct {
+	seq         int64
+	name, value string
+	createdAt   int64
+}
+
+const tagRowsPerInsert = 64
 
 const eventCols = `(id, pubkey, kind, created_at, expiration, dtag, raw)`
 
@@ -243,7 +258,6 @@ func newWriter(ctx context.Context, s *Store, conn *sql.Conn) (*writer, error) {
 		{&w.insEventCheck, `INSERT INTO events` + eventCols + ` SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
 			WHERE NOT EXISTS (SELECT 1 FROM deleted_ids WHERE id = ?1) ON CONFLICT(id) DO NOTHING`},
 		{&w.insEvent, `INSERT INTO events` + eventCols + ` VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`},
-		{&w.insTag, `INSERT OR IGNORE INTO tags(seq, name, value, created_at) VALUES (?, ?, ?, ?)`},
 		{&w.existsID, `SELECT 1 FROM events WHERE id = ?`},
 		{&w.deletersOf, `SELECT deleter FROM deleted_ids WHERE id = ?`},
 		{&w.coordCurrent, `SELECT seq, created_at, id FROM events WHERE pubkey = ? AND kind = ? AND dtag = ?`},
@@ -379,7 +393,12 @@ func (w *writer) tx(fn func() error) error {
 	if _, err := w.begin.ExecContext(ctx); err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	if err := fn(); err != nil {
+	w.pendingTags = w.pendingTags[:0]
+	err := fn()
+	if err == nil {
+		err = w.flushTags()
+	}
+	if err != nil {
 		if _, rerr := w.rollback.ExecContext(ctx); rerr != nil {
 			w.s.log.Error("rollback failed", "err", rerr)
 		}
@@ -400,12 +419,18 @@ func (w *writer) tx(fn func() error) error {
 // the event's outcome (nil, ErrDuplicate, ErrDeleted, ErrReplaced); the second
 // is a database failure that aborts the transaction.
 func (w *writer) apply(r *request) (error, error) {
+	evt := r.evt
+	replaceable := r.dtag != nil
+	if r.job != nil || replaceable || evt.Kind == nostr.KindDeletion {
+		// These read or delete tag rows, perhaps of events earlier in this batch.
+		if err := w.flushTags(); err != nil {
+			return nil, err
+		}
+	}
 	if r.job != nil {
 		return nil, r.job(w)
 	}
 	ctx := context.Background()
-	evt := r.evt
-	replaceable := r.dtag != nil
 	var olderSeqs []int64
 
 	if replaceable {
@@ -484,8 +509,11 @@ func (w *writer) apply(r *request) (error, error) {
 		return nil, fmt.Errorf("insert event: %w", err)
 	}
 	for _, t := range r.tags {
-		if _, err := w.insTag.ExecContext(ctx, seq, t[0], t[1], int64(evt.CreatedAt)); err != nil {
-			return nil, fmt.Errorf("insert tag: %w", err)
+		w.pendingTags = append(w.pendingTags, tagRow{seq, t[0], t[1], int64(evt.CreatedAt)})
+	}
+	if len(olderSeqs) > 0 || evt.Kind == nostr.KindDeletion {
+		if err := w.flushTags(); err != nil {
+			return nil, err
 		}
 	}
 	for _, old := range olderSeqs {
@@ -499,6 +527,37 @@ func (w *writer) apply(r *request) (error, error) {
 		}
 	}
 	return nil, nil
+}
+
+// flushTags inserts the pending tag rows.
+func (w *writer) flushTags() error {
+	rows := w.pendingTags
+	for len(rows) > 0 {
+		n := min(len(rows), tagRowsPerInsert)
+		st := w.insTags[n]
+		if st == nil {
+			q := `INSERT OR IGNORE INTO tags(seq, name, value, created_at) VALUES (?, ?, ?, ?)` +
+				strings.Repeat(`, (?, ?, ?, ?)`, n-1)
+			var err error
+			if st, err = w.conn.PrepareContext(context.Background(), q); err != nil {
+				return fmt.Errorf("prepare tag insert: %w", err)
+			}
+			w.insTags[n] = st
+			w.all = append(w.all, st)
+		}
+		args := w.tagArgs[:0]
+		for _, t := range rows[:n] {
+			args = append(args, t.seq, t.name, t.value, t.createdAt)
+		}
+		w.tagArgs = args
+		if _, err := st.ExecContext(context.Background(), args...); err != nil {
+			return fmt.Errorf("insert tags: %w", err)
+		}
+		rows = rows[n:]
+	}
+	clear(w.tagArgs[:cap(w.tagArgs)]) // keep no strings alive
+	w.pendingTags = w.pendingTags[:0]
+	return nil
 }
 
 // notInserted explains why the conditional insert did nothing: ErrDuplicate,
