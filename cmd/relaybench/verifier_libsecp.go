@@ -1,5 +1,0 @@
-//go:build libsecp256k1
-
-package main
-
-const libsecp = true
