@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"syscall"
 	"time"
 
 	gws "github.com/gorilla/websocket"
@@ -16,6 +17,7 @@ type ingestResult struct {
 	n        int
 	rate     float64
 	p50, p99 time.Duration
+	cpu      time.Duration // user + system CPU of the whole process (relay and clients) per event
 }
 
 // ingest publishes n pre-signed events over conns connections, each writing
@@ -55,6 +57,7 @@ func ingest(ctx context.Context, url string, owner keypair, n, conns, window int
 		ws.SetReadLimit(1 << 20)
 		states[c] = &connState{ws: ws, sent: make(map[string]time.Time, n/conns+1), window: make(chan struct{}, window)}
 	}
+	cpu0 := processCPU()
 	start := time.Now()
 	for c, st := range states {
 		var mine []int
@@ -112,6 +115,7 @@ func ingest(ctx context.Context, url string, owner keypair, n, conns, window int
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu := processCPU() - cpu0
 	for _, st := range states {
 		st.ws.Close()
 	}
@@ -122,7 +126,7 @@ func ingest(ctx context.Context, url string, owner keypair, n, conns, window int
 		return ingestResult{}, fmt.Errorf("ingest: only %d of %d events accepted", accepted, n)
 	}
 	p50, p99 := percentiles(latencies)
-	return ingestResult{n: accepted, rate: float64(accepted) / elapsed.Seconds(), p50: p50, p99: p99}, nil
+	return ingestResult{n: accepted, rate: float64(accepted) / elapsed.Seconds(), p50: p50, p99: p99, cpu: cpu / time.Duration(accepted)}, nil
 }
 
 // readAll reads r to its end into buf, reusing its storage.
@@ -162,4 +166,13 @@ func parseOK(frame []byte) (id string, accepted, isOK bool) {
 	}
 	_ = json.Unmarshal(msg[1], &id)
 	return id, string(msg[2]) == "true", true
+}
+
+// processCPU is the user + system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

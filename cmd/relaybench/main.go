@@ -172,6 +172,7 @@ func benchIngest(ctx context.Context, o options, add addFunc) error {
 	}
 	add(fmt.Sprintf("(a) ingest, %d conns, %d in flight each, db.sync %s: accepted", o.conns, o.window, o.sync), "%.0f events/s (%d events)", ing.rate, ing.n)
 	add("(a) OK latency p50 / p99", "%s / %s", ms(ing.p50), ms(ing.p99))
+	add("(a) CPU per accepted event (relay and clients, user + system)", "%.1f µs", float64(ing.cpu.Nanoseconds())/1000)
 	return nil
 }
 
