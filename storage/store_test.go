@@ -778,3 +778,83 @@ func TestStoredJSONKeepsSignedBytes(t *testing.T) {
 		}
 	}
 }
+
+// holdWriter parks the writer goroutine on a job until the returned func is
+// called, so that everything saved meanwhile lands in one batch.
+func holdWriter(t *testing.T, s *Store) (release func()) {
+	t.Helper()
+	started, gate := make(chan struct{}), make(chan struct{})
+	if err := s.enqueue(context.Background(), &request{done: func(error) {}, job: func(*writer) error {
+		close(started)
+		<-gate
+		return nil
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	return func() { close(gate) }
+}
+
+// One batch mixing plain events (the multi-row insert), duplicates of them
+// within the batch and of stored events, an event deleted before it arrived,
+// a deletion of an event earlier in the same batch, and a replaceable: every
+// event gets its own outcome and the stored set, tags included, is exact.
+func TestMixedBatchOutcomes(t *testing.T) {
+	s, _, _ := openTest(t)
+	k, other := newKey(t), newKey(t)
+	stored := ev(t, k, 1, 0, nostr.Tags{{"t", "old"}}, "already stored")
+	deletedEarly := ev(t, k, 1, 1, nil, "deleted before it arrived")
+	mustSave(t, s, stored, ev(t, k, 5, 2, nostr.Tags{{"e", deletedEarly.ID}}, ""))
+
+	var plain []*nostr.Event
+	for i := range 150 {
+		plain = append(plain, ev(t, k, 1, int64(10+i), nostr.Tags{{"t", "x"}, {"p", other.pk}}, fmt.Sprint(i)))
+	}
+	victim := plain[7]
+	deletion := ev(t, k, 5, 500, nostr.Tags{{"e", victim.ID}}, "")
+	repl := ev(t, k, 0, 501, nil, "profile")
+
+	type want struct {
+		e   *nostr.Event
+		err error
+	}
+	var wants []want
+	for i, e := range plain {
+		wants = append(wants, want{e, nil})
+		switch i {
+		case 20:
+			wants = append(wants, want{plain[3], ErrDuplicate}, want{stored, ErrDuplicate}, want{deletedEarly, ErrDeleted})
+		case 70:
+			wants = append(wants, want{deletion, nil}, want{repl, nil})
+		}
+	}
+	release := holdWriter(t, s)
+	var wg sync.WaitGroup
+	got := make([]error, len(wants))
+	for i, w := range wants {
+		wg.Add(1)
+		s.SaveAsync(w.e, func(err error) { got[i] = err; wg.Done() })
+	}
+	release()
+	wg.Wait()
+	for i, w := range wants {
+		if !errors.Is(got[i], w.err) && got[i] != w.err {
+			t.Errorf("event %d (%q): got %v, want %v", i, w.e.Content, got[i], w.err)
+		}
+	}
+	all := query(t, s, nostr.Filter{Authors: []string{k.pk}, Limit: 1000}, Visibility{})
+	if len(all) != 1+1+150-1+1+1 { // stored, first deletion, plain minus the victim, deletion, profile
+		t.Fatalf("%d events stored, want 153", len(all))
+	}
+	if has(t, s, victim.ID) || has(t, s, deletedEarly.ID) {
+		t.Fatal("a deleted event is stored")
+	}
+	tagged := query(t, s, nostr.Filter{Tags: nostr.TagMap{"p": {other.pk}}, Limit: 1000}, Visibility{})
+	if len(tagged) != 149 {
+		t.Fatalf("#p finds %d events, want 149 (the victim's tag rows must go with it)", len(tagged))
+	}
+	st, _ := s.Stats(context.Background())
+	if wantTags := int64(1 + 1 + 149*2 + 1); st.Tags != wantTags { // old t, e of deletion 1, 149×(t,p), e of deletion 2
+		t.Fatalf("%d tag rows, want %d", st.Tags, wantTags)
+	}
+}

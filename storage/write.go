@@ -225,6 +225,10 @@ type writer struct {
 	insDeletedID  *sql.Stmt
 	upsertCoord   *sql.Stmt
 	delCoord      *sql.Stmt
+	maxSeq        *sql.Stmt
+	savepoint     *sql.Stmt
+	rollbackTo    *sql.Stmt
+	release       *sql.Stmt
 	all           []*sql.Stmt
 
 	// Tag rows wait here and go in with multi-row inserts (one statement per
@@ -232,7 +236,10 @@ type writer struct {
 	// anything that reads or deletes tags, and before COMMIT.
 	pendingTags []tagRow
 	tagArgs     []any
-	insTags     [tagRowsPerInsert + 1]*sql.Stmt // by row count, prepared on first use
+	run         []int
+	eventArgs   []any
+	insEvents   [eventRowsPerInsert + 1]*sql.Stmt // by row count, prepared on first use
+	insTags     [tagRowsPerInsert + 1]*sql.Stmt   // by row count, prepared on first use
 }
 
 // tagRow is one row of the tags table.
@@ -268,6 +275,10 @@ func newWriter(ctx context.Context, s *Store, conn *sql.Conn) (*writer, error) {
 		{&w.insDeletedID, `INSERT OR IGNORE INTO deleted_ids(id, deleter) VALUES (?, ?)`},
 		{&w.upsertCoord, `INSERT INTO deleted_coords(pubkey, kind, dtag, created_at) VALUES (?, ?, ?, ?)
 			ON CONFLICT(pubkey, kind, dtag) DO UPDATE SET created_at = max(created_at, excluded.created_at)`},
+		{&w.maxSeq, `SELECT coalesce(max(seq), 0) FROM events`},
+		{&w.savepoint, `SAVEPOINT run`},
+		{&w.rollbackTo, `ROLLBACK TO run`},
+		{&w.release, `RELEASE run`},
 		{&w.delCoord, `DELETE FROM events WHERE pubkey = ? AND kind = ? AND dtag = ? AND created_at <= ?`},
 	} {
 		st, err := conn.PrepareContext(ctx, p.sql)
@@ -345,17 +356,35 @@ func (w *writer) runBatch(batch []*request, results []error) []error {
 	}
 	start := time.Now()
 	err := w.tx(func() error {
+		// Runs of plain events (not replaceable, not deletions, not jobs) go
+		// in with multi-row inserts; everything else, in order, one by one.
+		run := w.run[:0]
+		defer func() { clear(w.run); w.run = run[:0] }()
 		for i, r := range batch {
 			if r.err != nil || r.skip {
 				continue
 			}
+			if r.plain() {
+				run = append(run, i)
+				if len(run) == eventRowsPerInsert {
+					if err := w.insertRun(batch, run, results); err != nil {
+						return err
+					}
+					run = run[:0]
+				}
+				continue
+			}
+			if err := w.insertRun(batch, run, results); err != nil {
+				return err
+			}
+			run = run[:0]
 			res, err := w.apply(r)
 			if err != nil {
 				return err
 			}
 			results[i] = res
 		}
-		return nil
+		return w.insertRun(batch, run, results)
 	})
 	if err == nil {
 		if d := time.Since(start); d > time.Second {
@@ -385,6 +414,90 @@ func (w *writer) runBatch(batch []*request, results []error) []error {
 		}
 	}
 	return results
+}
+
+// plain reports whether r is an event that only needs inserting: not a job,
+// not replaceable or addressable, not a deletion.
+func (r *request) plain() bool {
+	return r.job == nil && r.dtag == nil && r.evt.Kind != nostr.KindDeletion
+}
+
+const eventRowsPerInsert = 64
+
+// insertRun stores the plain events batch[run[i]] with one multi-row insert,
+// optimistically: their seqs are assigned here, and if any row is not
+// inserted (a duplicate id, even within the run, or an id in deleted_ids)
+// the insert is rolled back to a savepoint and the run goes through apply one
+// event at a time, which sorts out each outcome.
+func (w *writer) insertRun(batch []*request, run []int, results []error) error {
+	if len(run) == 0 {
+		return nil
+	}
+	if len(run) == 1 {
+		res, err := w.apply(batch[run[0]])
+		results[run[0]] = res
+		return err
+	}
+	ctx := context.Background()
+	var next int64
+	if err := w.maxSeq.QueryRowContext(ctx).Scan(&next); err != nil {
+		return fmt.Errorf("next seq: %w", err)
+	}
+	next++
+	st := w.insEvents[len(run)]
+	if st == nil {
+		q := `INSERT INTO events(seq, id, pubkey, kind, created_at, expiration, dtag, raw)
+			SELECT column1, column2, column3, column4, column5, column6, column7, column8
+			FROM (VALUES (?, ?, ?, ?, ?, ?, ?, ?)` + strings.Repeat(`, (?, ?, ?, ?, ?, ?, ?, ?)`, len(run)-1) + `)
+			WHERE NOT EXISTS (SELECT 1 FROM deleted_ids WHERE id = column2) ON CONFLICT(id) DO NOTHING`
+		var err error
+		if st, err = w.conn.PrepareContext(ctx, q); err != nil {
+			return fmt.Errorf("prepare event insert: %w", err)
+		}
+		w.insEvents[len(run)] = st
+		w.all = append(w.all, st)
+	}
+	args := w.eventArgs[:0]
+	for j, i := range run {
+		r := batch[i]
+		args = append(args, next+int64(j), r.id, r.pubkey, r.evt.Kind, int64(r.evt.CreatedAt), r.exp, r.dtag, r.raw)
+	}
+	w.eventArgs = args
+	defer clear(w.eventArgs[:cap(w.eventArgs)])
+	if _, err := w.savepoint.ExecContext(ctx); err != nil {
+		return fmt.Errorf("savepoint: %w", err)
+	}
+	res, err := st.ExecContext(ctx, args...)
+	if err != nil {
+		return fmt.Errorf("insert events: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n != int64(len(run)) {
+		if _, err := w.rollbackTo.ExecContext(ctx); err != nil {
+			return fmt.Errorf("rollback to savepoint: %w", err)
+		}
+		if _, err := w.release.ExecContext(ctx); err != nil {
+			return fmt.Errorf("release savepoint: %w", err)
+		}
+		for _, i := range run {
+			res, err := w.apply(batch[i])
+			if err != nil {
+				return err
+			}
+			results[i] = res
+		}
+		return nil
+	}
+	if _, err := w.release.ExecContext(ctx); err != nil {
+		return fmt.Errorf("release savepoint: %w", err)
+	}
+	for j, i := range run {
+		r := batch[i]
+		for _, t := range r.tags {
+			w.pendingTags = append(w.pendingTags, tagRow{next + int64(j), t[0], t[1], int64(r.evt.CreatedAt)})
+		}
+		results[i] = nil
+	}
+	return nil
 }
 
 // tx runs fn inside BEGIN IMMEDIATE ... COMMIT, rolling back on error.
