@@ -74,8 +74,13 @@ type Store struct {
 	closed bool
 
 	writerDone chan struct{}
-	closeOnce  sync.Once
-	closeErr   error
+	// completions carries committed batches from the writer to the notifier
+	// goroutine, which calls their done callbacks in order, so the writer
+	// goes on to the next transaction at once.
+	completions  chan completion
+	notifierDone chan struct{}
+	closeOnce    sync.Once
+	closeErr     error
 
 	commits  atomic.Int64
 	requests atomic.Int64
@@ -182,11 +187,13 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 
 	registerDrivers()
 	s := &Store{
-		opts:       opts,
-		log:        opts.Logger.With("component", "storage"),
-		now:        opts.Now,
-		writerDone: make(chan struct{}),
-		stmts:      make(map[string]*sql.Stmt),
+		opts:         opts,
+		log:          opts.Logger.With("component", "storage"),
+		now:          opts.Now,
+		writerDone:   make(chan struct{}),
+		completions:  make(chan completion, 4),
+		notifierDone: make(chan struct{}),
+		stmts:        make(map[string]*sql.Stmt),
 	}
 
 	s.wdb, err = sql.Open(driverRW, dsn(opts.Path))
@@ -241,6 +248,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	s.queue = make(chan *request, opts.QueueSize)
 	go s.runWriter()
+	go s.runNotifier()
 	s.log.Debug("store opened", "path", opts.Path, "synchronous", opts.Synchronous, "max_batch", opts.MaxBatch)
 	return s, nil
 }
@@ -254,6 +262,7 @@ func (s *Store) Close() error {
 		close(s.queue)
 		s.mu.Unlock()
 		<-s.writerDone
+		<-s.notifierDone
 
 		var errs []error
 		s.stmtMu.Lock()

@@ -57,8 +57,8 @@ func (s *Store) Save(ctx context.Context, evt *nostr.Event) error {
 }
 
 // SaveAsync queues evt and returns at once; done is called exactly once, from
-// the writer goroutine, after the transaction holding evt committed (or with
-// the error). If the store is already closed, done(ErrClosed) is called
+// the store's notifier goroutine (in commit order), after the transaction
+// holding evt committed (or with the error). If the store is already closed, done(ErrClosed) is called
 // synchronously, from the caller's goroutine.
 func (s *Store) SaveAsync(evt *nostr.Event, done func(error)) {
 	if done == nil {
@@ -302,17 +302,17 @@ func (w *writer) close() error {
 }
 
 // runWriter is the writer goroutine: it drains the queue in batches of up to
-// MaxBatch requests and commits each batch as one transaction.
+// MaxBatch requests, commits each batch as one transaction and hands it to the
+// notifier.
 func (s *Store) runWriter() {
 	defer close(s.writerDone)
-	batch := make([]*request, 0, s.opts.MaxBatch)
-	results := make([]error, 0, s.opts.MaxBatch)
+	defer close(s.completions)
 	for {
 		req, ok := <-s.queue
 		if !ok {
 			return
 		}
-		batch = append(batch[:0], req)
+		batch := append(make([]*request, 0, min(s.opts.MaxBatch, len(s.queue)+1)), req)
 		open := true
 	drain:
 		for len(batch) < s.opts.MaxBatch {
@@ -328,13 +328,28 @@ func (s *Store) runWriter() {
 			}
 		}
 		s.requests.Add(int64(len(batch)))
-		results = s.w.runBatch(batch, results[:0])
-		for i, r := range batch {
-			r.done(results[i])
-			batch[i] = nil
-		}
+		results := s.w.runBatch(batch, make([]error, 0, len(batch)))
+		s.completions <- completion{batch, results}
 		if !open {
 			return
+		}
+	}
+}
+
+// completion is a committed (or failed) batch and each request's result.
+type completion struct {
+	reqs    []*request
+	results []error
+}
+
+// runNotifier calls the done callbacks of each completed batch, in commit
+// order, off the writer goroutine: a callback that sends an OK or wakes
+// subscribers must not hold up the next transaction.
+func (s *Store) runNotifier() {
+	defer close(s.notifierDone)
+	for c := range s.completions {
+		for i, r := range c.reqs {
+			r.done(c.results[i])
 		}
 	}
 }
