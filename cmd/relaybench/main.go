@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strings"
 	"time"
@@ -51,6 +52,7 @@ type options struct {
 	rate         int
 	cpuprofile   string
 	memprofile   string
+	trace        string
 	only         string
 	markdown     bool
 }
@@ -68,6 +70,7 @@ func main() {
 	flag.IntVar(&o.window, "window", 256, "unacknowledged EVENTs each connection keeps in flight in (a)")
 	flag.IntVar(&o.rate, "rate", 20, "events per second published to the subscriptions in (c)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	flag.StringVar(&o.trace, "trace", "", "write a runtime execution trace of the whole run to this file (go tool trace)")
 	flag.StringVar(&o.memprofile, "memprofile", "", "write an allocation profile of the whole run to this file")
 	flag.StringVar(&o.only, "only", "abcd", "which measures to run (letters of a, b, c, d)")
 	flag.BoolVar(&o.markdown, "markdown", false, "print the results as a Markdown table")
@@ -91,6 +94,16 @@ func run(o options) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if o.trace != "" {
+		f, err := os.Create(o.trace)
+		if err != nil {
+			return err
+		}
+		if err := trace.Start(f); err != nil {
+			return err
+		}
+		defer trace.Stop()
 	}
 	if o.memprofile != "" {
 		defer func() {
