@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,6 +50,11 @@ type Options struct {
 	ReadConns int
 	// QueueSize is the capacity of the writer's queue (default 4*MaxBatch).
 	QueueSize int
+	// PageSize is the SQLite page size of a new database (default 8192; a
+	// power of two from 512 to 65536). An existing database keeps its own.
+	// 8 KiB pages ingested about 5 % faster than 4 KiB ones here (fewer
+	// B-tree pages to split and to write per commit); see docs/performance.md.
+	PageSize int
 }
 
 // Stats describes the store.
@@ -160,6 +166,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = 4 * opts.MaxBatch
 	}
+	if opts.PageSize == 0 {
+		opts.PageSize = 8192
+	}
+	if opts.PageSize < 512 || opts.PageSize > 65536 || opts.PageSize&(opts.PageSize-1) != 0 {
+		return nil, fmt.Errorf("storage: PageSize must be a power of two from 512 to 65536, not %d", opts.PageSize)
+	}
 	switch strings.ToUpper(opts.Synchronous) {
 	case "":
 		opts.Synchronous = "FULL"
@@ -214,6 +226,11 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		conn.Close()
 		s.wdb.Close()
 		return nil, err
+	}
+	// Only takes effect while the file is still empty (before WAL mode and
+	// the first table); an existing database keeps its page size.
+	if _, err := conn.ExecContext(ctx, "PRAGMA page_size="+strconv.Itoa(opts.PageSize)); err != nil {
+		return fail(fmt.Errorf("storage: set page size: %w", err))
 	}
 	var mode string
 	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode); err != nil {

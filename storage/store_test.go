@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -856,5 +857,42 @@ func TestMixedBatchOutcomes(t *testing.T) {
 	st, _ := s.Stats(context.Background())
 	if wantTags := int64(1 + 1 + 149*2 + 1); st.Tags != wantTags { // old t, e of deletion 1, 149×(t,p), e of deletion 2
 		t.Fatalf("%d tag rows, want %d", st.Tags, wantTags)
+	}
+}
+
+func TestPageSize(t *testing.T) {
+	pageSize := func(s *Store) int {
+		var n int
+		if err := s.rdb.QueryRow("PRAGMA page_size").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	s, _, path := openTest(t)
+	if got := pageSize(s); got != 8192 {
+		t.Fatalf("new database: page size %d, want the default 8192", got)
+	}
+	old := filepath.Join(t.TempDir(), "old.db")
+	s4, err := Open(context.Background(), Options{Path: old, PageSize: 4096, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustSave(t, s4, ev(t, newKey(t), 1, 0, nil, "x"))
+	s4.Close()
+	s4, err = Open(context.Background(), Options{Path: old, Logger: quietLogger()}) // default 8192 asked
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s4.Close()
+	if got := pageSize(s4); got != 4096 {
+		t.Fatalf("existing database: page size %d, want its own 4096", got)
+	}
+	if got := len(query(t, s4, nostr.Filter{}, Visibility{})); got != 1 {
+		t.Fatalf("existing database: %d events after reopen, want 1", got)
+	}
+	for _, bad := range []int{100, 3000, 131072, -1} {
+		if _, err := Open(context.Background(), Options{Path: path + "x", PageSize: bad}); err == nil || !strings.Contains(err.Error(), "PageSize") {
+			t.Errorf("PageSize %d: err %v", bad, err)
+		}
 	}
 }
