@@ -51,6 +51,18 @@ func TestBadInput(t *testing.T) {
 		c.refused(evt, "invalid:")
 		stillServed(t)
 	})
+	t.Run("invalid UTF-8", func(t *testing.T) {
+		evt := &nostr.Event{PubKey: e.owner.pk, CreatedAt: nostr.Now(), Kind: 1, Tags: nostr.Tags{}, Content: "caf\xe9 latin-1"}
+		if err := evt.Sign(e.owner.sk); err != nil { // signed over the raw bytes, so only the UTF-8 rule refuses it
+			t.Fatal(err)
+		}
+		c.sendRaw(fmt.Sprintf(`["EVENT",{"id":"%s","pubkey":"%s","created_at":%d,"kind":1,"tags":[],"content":"%s","sig":"%s"}]`,
+			evt.ID, evt.PubKey, evt.CreatedAt, evt.Content, evt.Sig))
+		if ok, msg := c.ok(evt.ID); ok || !strings.HasPrefix(msg, "invalid:") || !strings.Contains(msg, "UTF-8") {
+			t.Fatalf("ok=%v %q", ok, msg)
+		}
+		stillServed(t)
+	})
 	t.Run("missing field", func(t *testing.T) {
 		evt := e.event(e.owner, 1, "x")
 		b, _ := json.Marshal(evt)

@@ -310,6 +310,9 @@ func (r *Relay) check(evt *nostr.Event, now time.Time) (hash [32]byte, msg strin
 	if l.MaxContentLength > 0 && len(evt.Content) > l.MaxContentLength {
 		return hash, fmt.Sprintf("invalid: content too long (max %d bytes)", l.MaxContentLength)
 	}
+	if !storage.ValidUTF8(evt) {
+		return hash, "invalid: content and tags must be valid UTF-8"
+	}
 	created := evt.CreatedAt.Time()
 	if l.MaxFutureSkew > 0 && created.After(now.Add(l.MaxFutureSkew)) {
 		return hash, fmt.Sprintf("invalid: created_at is more than %s in the future", l.MaxFutureSkew)

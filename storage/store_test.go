@@ -754,13 +754,14 @@ func TestQueryPlans(t *testing.T) {
 }
 
 // The stored JSON must decode to exactly the signed bytes, whatever the
-// content: escapes, control characters, HTML characters, non-ASCII and even
-// invalid UTF-8 (whose hash is still well defined).
+// content: escapes, control characters, HTML characters, non-ASCII. Invalid
+// UTF-8 is refused: JSON text is UTF-8, and a websocket text frame carrying it
+// would be rejected by clients.
 func TestStoredJSONKeepsSignedBytes(t *testing.T) {
 	s, _, _ := openTest(t)
 	k := newKey(t)
 	for i, c := range []string{"a \"quote\" and a \\ backslash", "<script>&amp;</script>", "ctl \x00\x01\x08\t\n\x0b\x0c\r\x1f\x7f",
-		"ünïcödé ✓ 🚀 \u2028\u2029", "\xff\xfe not utf-8", ""} {
+		"ünïcödé ✓ 🚀 \u2028\u2029", ""} {
 		e := ev(t, k, 1, int64(i), nostr.Tags{{"t", c}, {"x", c, c}}, c)
 		mustSave(t, s, e)
 		got := query(t, s, nostr.Filter{IDs: []string{e.ID}}, Visibility{})
@@ -776,6 +777,16 @@ func TestStoredJSONKeepsSignedBytes(t *testing.T) {
 		}
 		if ok, _ := g.CheckSignature(); !ok {
 			t.Errorf("%q: stored event no longer verifies", c)
+		}
+	}
+	for _, bad := range []nostr.Tags{{{"t", "ok"}}, {{"t", "\xff"}}} {
+		content := "\xff\xfe not utf-8"
+		if bad[0][1] == "\xff" {
+			content = "fine"
+		}
+		e := ev(t, k, 1, 99, bad, content)
+		if err := s.Save(context.Background(), e); !errors.Is(err, ErrInvalid) {
+			t.Errorf("invalid UTF-8 (content %q, tags %q): Save = %v, want ErrInvalid", content, bad, err)
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/anchorchat/anchorchat/internal/eventsig"
 	"github.com/nbd-wtf/go-nostr"
@@ -58,8 +59,10 @@ func (s *Store) Save(ctx context.Context, evt *nostr.Event) error {
 
 // SaveAsync queues evt and returns at once; done is called exactly once, from
 // the store's notifier goroutine (in commit order), after the transaction
-// holding evt committed (or with the error). If the store is already closed, done(ErrClosed) is called
-// synchronously, from the caller's goroutine.
+// holding evt committed (or with the error). If the store is already closed,
+// done(ErrClosed) is called synchronously, from the caller's goroutine. done
+// must not wait for the store (Save, SweepExpired): the notifier would
+// deadlock.
 func (s *Store) SaveAsync(evt *nostr.Event, done func(error)) {
 	if done == nil {
 		done = func(error) {}
@@ -99,6 +102,10 @@ func (s *Store) prepare(evt *nostr.Event, done func(error)) *request {
 	}
 	if nostr.IsEphemeralKind(evt.Kind) {
 		req.skip = true
+		return req
+	}
+	if !ValidUTF8(evt) {
+		req.err = fmt.Errorf("%w: strings must be valid UTF-8", ErrInvalid)
 		return req
 	}
 	var ok bool
@@ -186,6 +193,24 @@ func encodeEvent(evt *nostr.Event) []byte {
 	b = append(b, `,"sig":`...)
 	b = eventsig.AppendString(b, evt.Sig)
 	return append(b, '}')
+}
+
+// ValidUTF8 reports whether the content and every tag of evt are valid
+// UTF-8, as JSON text must be. The stored JSON keeps the signed bytes as they
+// are, so an event that is not valid UTF-8 is refused rather than stored and
+// later sent in a websocket text frame that clients must reject.
+func ValidUTF8(evt *nostr.Event) bool {
+	if !utf8.ValidString(evt.Content) {
+		return false
+	}
+	for _, t := range evt.Tags {
+		for _, v := range t {
+			if !utf8.ValidString(v) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func decodeHex32(s string) ([]byte, bool) {
@@ -374,7 +399,7 @@ func (w *writer) runBatch(batch []*request, results []error) []error {
 		// Runs of plain events (not replaceable, not deletions, not jobs) go
 		// in with multi-row inserts; everything else, in order, one by one.
 		run := w.run[:0]
-		defer func() { clear(w.run); w.run = run[:0] }()
+		defer func() { w.run = run[:0] }()
 		for i, r := range batch {
 			if r.err != nil || r.skip {
 				continue
@@ -684,6 +709,7 @@ func (w *writer) flushTags() error {
 		rows = rows[n:]
 	}
 	clear(w.tagArgs[:cap(w.tagArgs)]) // keep no strings alive
+	clear(w.pendingTags[:cap(w.pendingTags)])
 	w.pendingTags = w.pendingTags[:0]
 	return nil
 }
