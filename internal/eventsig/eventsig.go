@@ -1,11 +1,13 @@
 // Package eventsig checks a Nostr event's id and BIP-340 signature for the
 // relay's hot path: the NIP-01 serialization is built once into a pooled
-// buffer, and parsed x-only public keys are cached, so an author who publishes
-// many events pays for lifting their key onto the curve once.
+// buffer and hashed once for both checks.
 //
 // Two implementations exist: with the build tag libsecp256k1 (and cgo), the
 // signature is checked by the libsecp256k1 that go-nostr compiles into the
-// binary; otherwise by btcec's pure-Go BIP-340 code. Both agree with
+// binary, and parsed x-only public keys are cached, so an author who
+// publishes many events pays for lifting their key onto the curve once;
+// otherwise by btcec's pure-Go BIP-340 code, whose Verify parses the key
+// again on every call, so there the cache saves nothing. Both agree with
 // nostr.Event.CheckSignature; the tests hold them to that.
 package eventsig
 
@@ -99,7 +101,7 @@ func (v *Verifier) CheckSig(evt *nostr.Event, hash [32]byte) error {
 	if _, err := hex.Decode(sig[:], []byte(evt.Sig)); err != nil {
 		return ErrSig
 	}
-	key, err := v.key(pk)
+	key, err := v.key(pk, evt.Kind != nostr.KindGiftWrap)
 	if err != nil {
 		return ErrSig
 	}
@@ -109,9 +111,11 @@ func (v *Verifier) CheckSig(evt *nostr.Event, hash [32]byte) error {
 	return nil
 }
 
-// key returns the parsed key for pk, from the cache or parsed and cached.
-// A key that does not parse is not cached.
-func (v *Verifier) key(pk [32]byte) (*pubkey, error) {
+// key returns the parsed key for pk, from the cache or parsed (and cached if
+// keep). A key that does not parse is not cached. Gift wraps are not cached:
+// NIP-59 signs each with a fresh one-time key, which would only push real
+// authors out.
+func (v *Verifier) key(pk [32]byte, keep bool) (*pubkey, error) {
 	v.mu.RLock()
 	k := v.keys[pk]
 	v.mu.RUnlock()
@@ -119,8 +123,8 @@ func (v *Verifier) key(pk [32]byte) (*pubkey, error) {
 		return k, nil
 	}
 	k, err := parsePubkey(&pk)
-	if err != nil {
-		return nil, err
+	if err != nil || !keep {
+		return k, err
 	}
 	v.mu.Lock()
 	if len(v.keys) >= v.limit {

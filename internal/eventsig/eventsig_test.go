@@ -143,3 +143,28 @@ func benchCheck(b *testing.B, authors int) {
 		}
 	}
 }
+
+// Gift wraps are signed with one-time keys (NIP-59): checking them must not
+// fill the cache, while a regular author's key is kept.
+func TestGiftWrapKeysNotCached(t *testing.T) {
+	v := New(0)
+	for range 3 {
+		w := nostr.Event{Kind: nostr.KindGiftWrap, CreatedAt: 1700000000, Content: "sealed", Tags: nostr.Tags{{"p", strings.Repeat("a", 64)}}}
+		if err := w.Sign(nostr.GeneratePrivateKey()); err != nil {
+			t.Fatal(err)
+		}
+		if err := v.Check(&w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(v.keys); n != 0 {
+		t.Fatalf("%d gift-wrap keys cached, want 0", n)
+	}
+	e := signed(t, nostr.GeneratePrivateKey(), "hello", nil)
+	if err := v.Check(&e); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(v.keys); n != 1 {
+		t.Fatalf("%d keys cached after a regular event, want 1", n)
+	}
+}

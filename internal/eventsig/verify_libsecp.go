@@ -8,9 +8,12 @@ package eventsig
 // The libsecp256k1 that go-nostr compiles into the binary under the same
 // build tag (github.com/nbd-wtf/go-nostr/signature_libsecp256k1.go): these
 // are its public declarations (include/secp256k1.h, secp256k1_extrakeys.h,
-// secp256k1_schnorrsig.h), resolved when the binary is linked.
+// secp256k1_schnorrsig.h), resolved when the binary is linked. Because they
+// are defined in another package's C code, the go tool links such binaries
+// externally (with gcc), which it does for cgo binaries anyway; forcing
+// -linkmode=internal would fail.
 typedef struct secp256k1_context_struct secp256k1_context;
-typedef struct { unsigned char data[64]; } secp256k1_xonly_pubkey;
+typedef struct secp256k1_xonly_pubkey { unsigned char data[64]; } secp256k1_xonly_pubkey;
 extern secp256k1_context *secp256k1_context_create(unsigned int flags);
 extern int secp256k1_xonly_pubkey_parse(const secp256k1_context *ctx, secp256k1_xonly_pubkey *pubkey, const unsigned char *input32);
 extern int secp256k1_schnorrsig_verify(const secp256k1_context *ctx, const unsigned char *sig64, const unsigned char *msg, size_t msglen, const secp256k1_xonly_pubkey *pubkey);
