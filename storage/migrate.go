@@ -82,6 +82,30 @@ CREATE TRIGGER events_delete_tags AFTER DELETE ON events BEGIN
 		FROM json_each(CAST(old.raw AS TEXT), '$.tags') AS t);
 END;
 `,
+	// 3: the id index as two WITHOUT ROWID trees, log-structured: a new
+	// event's id goes into the small recent_ids, whose few pages a commit
+	// rewrites, and the writer merges recent_ids into ids (in id order, each
+	// page of ids touched once per merge) every few thousand events. A unique
+	// index on events(id) took a random page of a large tree per event per
+	// commit, the largest part of the WAL. The writer keeps the two disjoint:
+	// an id is in at most one of them, and in one of them iff its event is
+	// stored.
+	`
+CREATE TABLE ids (
+	id  BLOB    NOT NULL PRIMARY KEY,
+	seq INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE recent_ids (
+	id  BLOB    NOT NULL PRIMARY KEY,
+	seq INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO ids(id, seq) SELECT id, seq FROM events ORDER BY id;
+DROP INDEX events_id;
+CREATE TRIGGER events_delete_ids AFTER DELETE ON events BEGIN
+	DELETE FROM ids WHERE id = old.id;
+	DELETE FROM recent_ids WHERE id = old.id;
+END;
+`,
 }
 
 // SchemaVersion is the schema version this package writes.

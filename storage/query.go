@@ -310,8 +310,13 @@ func (s *Store) buildQuery(f nostr.Filter, v Visibility, count bool) (builtQuery
 		sb.w(" FROM events e WHERE 1")
 	}
 	if len(ids) > 0 {
-		sb.w(" AND ")
-		sb.eqOrIn("e.id", len(ids), func(i int) any { return ids[i] })
+		// The id index is two trees (see migration 3); an id is in one of them.
+		id := func(i int) any { return ids[i] }
+		sb.w(" AND e.seq IN (SELECT seq FROM ids WHERE ")
+		sb.eqOrIn("id", len(ids), id)
+		sb.w(" UNION ALL SELECT seq FROM recent_ids WHERE ")
+		sb.eqOrIn("id", len(ids), id)
+		sb.w(")")
 	}
 	if len(authors) > 0 {
 		sb.w(" AND ")

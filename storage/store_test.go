@@ -2,6 +2,8 @@ package storage
 
 import (
 	"context"
+	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -716,7 +718,8 @@ func TestQueryPlans(t *testing.T) {
 		{nostr.Filter{Authors: []string{pk, strings.Repeat("cd", 32)}, Kinds: []int{1, 7}}, Visibility{PrivateKinds: []int{1059}}, "INDEX events_pubkey_kind_created", true},
 		{nostr.Filter{Tags: nostr.TagMap{"p": {pk}}, Limit: 500}, Visibility{PrivateKinds: []int{1059}, Readers: []string{pk}}, "PRIMARY KEY (name=? AND value=?)", false},
 		{nostr.Filter{Tags: nostr.TagMap{"p": {pk, "x"}}}, Visibility{}, "PRIMARY KEY (name=? AND value=?)", true},
-		{nostr.Filter{IDs: []string{pk, strings.Repeat("01", 32)}}, Visibility{}, "INDEX events_id", true},
+		{nostr.Filter{IDs: []string{pk, strings.Repeat("01", 32)}}, Visibility{}, "SEARCH recent_ids USING PRIMARY KEY (id=?)", true},
+		{nostr.Filter{IDs: []string{pk}}, Visibility{}, "SEARCH ids USING PRIMARY KEY (id=?)", true},
 		{nostr.Filter{Kinds: []int{1}}, Visibility{}, "INDEX events_kind_created", false},
 		{nostr.Filter{}, Visibility{}, "INDEX events_created", false},
 	}
@@ -906,4 +909,121 @@ func TestPageSize(t *testing.T) {
 			t.Errorf("PageSize %d: err %v", bad, err)
 		}
 	}
+}
+
+// The id index is log-structured (recent_ids merged into ids). With merges
+// every few events, ids live in both trees: duplicates are still refused,
+// REQ by ids finds events in either, deletion and replacement remove their
+// ids, and a reopened store carries on.
+func TestIDIndexMerges(t *testing.T) {
+	defer func(n int) { mergeAt = n }(mergeAt)
+	mergeAt = 7
+	s, _, path := openTest(t)
+	k := newKey(t)
+	var evts []*nostr.Event
+	for i := range 40 {
+		e := ev(t, k, 1, int64(i), nostr.Tags{{"t", "m"}}, fmt.Sprint(i))
+		evts = append(evts, e)
+		mustSave(t, s, e)
+	}
+	count := func(table string) int {
+		var n int
+		if err := s.rdb.QueryRow("SELECT count(*) FROM " + table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if merged, recent := count("ids"), count("recent_ids"); merged+recent != 40 || merged == 0 || recent >= mergeAt {
+		t.Fatalf("ids %d + recent_ids %d, want 40 with merges done", merged, recent)
+	}
+	for _, e := range []*nostr.Event{evts[0], evts[39]} { // merged long ago; just saved
+		if err := s.Save(context.Background(), e); !errors.Is(err, ErrDuplicate) {
+			t.Fatalf("duplicate of %q: %v", e.Content, err)
+		}
+	}
+	got := query(t, s, nostr.Filter{IDs: []string{evts[0].ID, evts[20].ID, evts[39].ID}}, Visibility{})
+	expectIDs(t, got, evts[39], evts[20], evts[0])
+
+	mustSave(t, s, ev(t, k, 5, 100, nostr.Tags{{"e", evts[0].ID}, {"e", evts[39].ID}}, ""))
+	if has(t, s, evts[0].ID) || has(t, s, evts[39].ID) {
+		t.Fatal("deleted events still served")
+	}
+	if n := count("ids") + count("recent_ids"); n != 40-2+1 {
+		t.Fatalf("%d ids indexed after deleting 2 and adding 1, want 39", n)
+	}
+	// A replaceable replaced across a merge leaves only the newest id.
+	for i := range 10 {
+		mustSave(t, s, ev(t, k, 10002, int64(200+i), nil, fmt.Sprint(i)))
+	}
+	if got := query(t, s, nostr.Filter{Kinds: []int{10002}}, Visibility{}); len(got) != 1 {
+		t.Fatalf("%d versions of a replaceable stored", len(got))
+	}
+	if n := count("ids") + count("recent_ids"); n != 40 {
+		t.Fatalf("%d ids indexed, want 40 (39 + the replaceable's last version)", n)
+	}
+	s.Close()
+
+	s2, err := Open(context.Background(), Options{Path: path, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if err := s2.Save(context.Background(), evts[5]); !errors.Is(err, ErrDuplicate) {
+		t.Fatalf("after reopen, duplicate: %v", err)
+	}
+	late := ev(t, k, 1, 300, nil, "after reopen")
+	mustSave(t, s2, late)
+	expectIDs(t, query(t, s2, nostr.Filter{IDs: []string{late.ID, evts[5].ID}}, Visibility{}), late, evts[5])
+}
+
+// A store written by schema 2 (a unique index on events.id) migrates to the
+// two-tree id index with every id in it.
+func TestMigrateV2IDIndex(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "v2.db")
+	registerDrivers()
+	db, err := sql.Open(driverRW, dsn(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for v := 0; v < 2; v++ {
+		if err := migrateStep(ctx, conn, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k := newKey(t)
+	var evts []*nostr.Event
+	for i := range 5 {
+		e := ev(t, k, 1, int64(i), nostr.Tags{{"t", "v2"}}, fmt.Sprint(i))
+		evts = append(evts, e)
+		id, _ := hex.DecodeString(e.ID)
+		pk, _ := hex.DecodeString(e.PubKey)
+		if _, err := conn.ExecContext(ctx, `INSERT INTO events(id, pubkey, kind, created_at, raw) VALUES (?, ?, ?, ?, ?)`,
+			id, pk, e.Kind, int64(e.CreatedAt), encodeEvent(e)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn.Close()
+	db.Close()
+
+	s, err := Open(ctx, Options{Path: path, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var v, merged int
+	if err := s.rdb.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != SchemaVersion {
+		t.Fatalf("user_version %d (%v), want %d", v, err, SchemaVersion)
+	}
+	if err := s.rdb.QueryRow("SELECT count(*) FROM ids").Scan(&merged); err != nil || merged != 5 {
+		t.Fatalf("ids holds %d (%v), want the 5 migrated", merged, err)
+	}
+	if err := s.Save(ctx, evts[2]); !errors.Is(err, ErrDuplicate) {
+		t.Fatalf("duplicate of a migrated event: %v", err)
+	}
+	expectIDs(t, query(t, s, nostr.Filter{IDs: []string{evts[1].ID, evts[3].ID}}, Visibility{}), evts[3], evts[1])
 }

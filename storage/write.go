@@ -238,8 +238,9 @@ type writer struct {
 
 	begin, commit, rollback *sql.Stmt
 
-	insEventCheck *sql.Stmt // insert unless the id is in deleted_ids; no-op on duplicate id
-	insEvent      *sql.Stmt // insert; no-op on duplicate id
+	claimCheck    *sql.Stmt // claim an id in recent_ids unless stored or in deleted_ids
+	claim         *sql.Stmt // claim an id in recent_ids unless stored
+	insRow        *sql.Stmt // the event row, with the seq the writer assigned
 	existsID      *sql.Stmt
 	deletersOf    *sql.Stmt
 	coordCurrent  *sql.Stmt
@@ -251,6 +252,9 @@ type writer struct {
 	upsertCoord   *sql.Stmt
 	delCoord      *sql.Stmt
 	maxSeq        *sql.Stmt
+	countRecent   *sql.Stmt
+	mergeIDs      *sql.Stmt
+	clearRecent   *sql.Stmt
 	savepoint     *sql.Stmt
 	rollbackTo    *sql.Stmt
 	release       *sql.Stmt
@@ -259,11 +263,18 @@ type writer struct {
 	// Tag rows wait here and go in with multi-row inserts (one statement per
 	// tagRowsPerInsert rows instead of one per tag). flushTags runs before
 	// anything that reads or deletes tags, and before COMMIT.
+	// nextSeq is the seq the next stored event gets (set at BEGIN); claimed
+	// counts ids claimed in recent_ids by the open transaction, recent those
+	// committed there since the last merge.
+	nextSeq         int64
+	claimed, recent int
+
 	pendingTags []tagRow
 	tagArgs     []any
 	run         []int
 	eventArgs   []any
 	insEvents   [eventRowsPerInsert + 1]*sql.Stmt // by row count, prepared on first use
+	claimIDs    [eventRowsPerInsert + 1]*sql.Stmt
 	insTags     [tagRowsPerInsert + 1]*sql.Stmt   // by row count, prepared on first use
 }
 
@@ -276,7 +287,7 @@ type tagRow struct {
 
 const tagRowsPerInsert = 64
 
-const eventCols = `(id, pubkey, kind, created_at, expiration, dtag, raw)`
+const eventCols = `(seq, id, pubkey, kind, created_at, expiration, dtag, raw)`
 
 func newWriter(ctx context.Context, s *Store, conn *sql.Conn) (*writer, error) {
 	w := &writer{s: s, conn: conn}
@@ -287,20 +298,27 @@ func newWriter(ctx context.Context, s *Store, conn *sql.Conn) (*writer, error) {
 		{&w.begin, `BEGIN IMMEDIATE`},
 		{&w.commit, `COMMIT`},
 		{&w.rollback, `ROLLBACK`},
-		{&w.insEventCheck, `INSERT INTO events` + eventCols + ` SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
-			WHERE NOT EXISTS (SELECT 1 FROM deleted_ids WHERE id = ?1) ON CONFLICT(id) DO NOTHING`},
-		{&w.insEvent, `INSERT INTO events` + eventCols + ` VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`},
-		{&w.existsID, `SELECT 1 FROM events WHERE id = ?`},
+		{&w.claimCheck, `INSERT INTO recent_ids(id, seq) SELECT ?1, ?2
+			WHERE NOT EXISTS (SELECT 1 FROM ids WHERE id = ?1) AND NOT EXISTS (SELECT 1 FROM deleted_ids WHERE id = ?1)
+			ON CONFLICT(id) DO NOTHING`},
+		{&w.claim, `INSERT INTO recent_ids(id, seq) SELECT ?1, ?2
+			WHERE NOT EXISTS (SELECT 1 FROM ids WHERE id = ?1) ON CONFLICT(id) DO NOTHING`},
+		{&w.insRow, `INSERT INTO events` + eventCols + ` VALUES (?, ?, ?, ?, ?, ?, ?, ?)`},
+		{&w.existsID, `SELECT 1 FROM ids WHERE id = ?1 UNION ALL SELECT 1 FROM recent_ids WHERE id = ?1`},
 		{&w.deletersOf, `SELECT deleter FROM deleted_ids WHERE id = ?`},
 		{&w.coordCurrent, `SELECT seq, created_at, id FROM events WHERE pubkey = ? AND kind = ? AND dtag = ?`},
 		{&w.coordDeleted, `SELECT created_at FROM deleted_coords WHERE pubkey = ? AND kind = ? AND dtag = ?`},
 		{&w.delSeq, `DELETE FROM events WHERE seq = ?`},
-		{&w.targetByID, `SELECT seq, pubkey, kind, created_at FROM events WHERE id = ?`},
+		{&w.targetByID, `SELECT seq, pubkey, kind, created_at FROM events
+			WHERE seq IN (SELECT seq FROM ids WHERE id = ?1 UNION ALL SELECT seq FROM recent_ids WHERE id = ?1)`},
 		{&w.hasTag, `SELECT 1 FROM tags WHERE seq = ? AND name = ? AND value = ? AND created_at = ? LIMIT 1`},
 		{&w.insDeletedID, `INSERT OR IGNORE INTO deleted_ids(id, deleter) VALUES (?, ?)`},
 		{&w.upsertCoord, `INSERT INTO deleted_coords(pubkey, kind, dtag, created_at) VALUES (?, ?, ?, ?)
 			ON CONFLICT(pubkey, kind, dtag) DO UPDATE SET created_at = max(created_at, excluded.created_at)`},
 		{&w.maxSeq, `SELECT coalesce(max(seq), 0) FROM events`},
+		{&w.countRecent, `SELECT count(*) FROM recent_ids`},
+		{&w.mergeIDs, `INSERT INTO ids(id, seq) SELECT id, seq FROM recent_ids`},
+		{&w.clearRecent, `DELETE FROM recent_ids`},
 		{&w.savepoint, `SAVEPOINT run`},
 		{&w.rollbackTo, `ROLLBACK TO run`},
 		{&w.release, `RELEASE run`},
@@ -313,6 +331,10 @@ func newWriter(ctx context.Context, s *Store, conn *sql.Conn) (*writer, error) {
 		}
 		*p.dst = st
 		w.all = append(w.all, st)
+	}
+	if err := w.countRecent.QueryRowContext(ctx).Scan(&w.recent); err != nil {
+		w.close()
+		return nil, fmt.Errorf("storage: count recent ids: %w", err)
 	}
 	return w, nil
 }
@@ -355,6 +377,7 @@ func (s *Store) runWriter() {
 		s.requests.Add(int64(len(batch)))
 		results := s.w.runBatch(batch, make([]error, 0, len(batch)))
 		s.completions <- completion{batch, results}
+		s.w.mergeIfDue()
 		if !open {
 			return
 		}
@@ -464,11 +487,11 @@ func (r *request) plain() bool {
 
 const eventRowsPerInsert = 64
 
-// insertRun stores the plain events batch[run[i]] with one multi-row insert,
-// optimistically: their seqs are assigned here, and if any row is not
-// inserted (a duplicate id, even within the run, or an id in deleted_ids)
-// the insert is rolled back to a savepoint and the run goes through apply one
-// event at a time, which sorts out each outcome.
+// insertRun stores the plain events batch[run[i]] with two multi-row inserts
+// (their ids into recent_ids, then their rows), optimistically: if any id is
+// not claimed (already stored, in deleted_ids, or twice in the run) the claim
+// is rolled back to a savepoint and the run goes through apply one event at a
+// time, which sorts out each outcome.
 func (w *writer) insertRun(batch []*request, run []int, results []error) error {
 	if len(run) == 0 {
 		return nil
@@ -479,45 +502,7 @@ func (w *writer) insertRun(batch []*request, run []int, results []error) error {
 		return err
 	}
 	ctx := context.Background()
-	var next int64
-	if err := w.maxSeq.QueryRowContext(ctx).Scan(&next); err != nil {
-		return fmt.Errorf("next seq: %w", err)
-	}
-	next++
-	st := w.insEvents[len(run)]
-	if st == nil {
-		q := `INSERT INTO events(seq, id, pubkey, kind, created_at, expiration, dtag, raw)
-			SELECT column1, column2, column3, column4, column5, column6, column7, column8
-			FROM (VALUES (?, ?, ?, ?, ?, ?, ?, ?)` + strings.Repeat(`, (?, ?, ?, ?, ?, ?, ?, ?)`, len(run)-1) + `)
-			WHERE NOT EXISTS (SELECT 1 FROM deleted_ids WHERE id = column2) ON CONFLICT(id) DO NOTHING`
-		var err error
-		if st, err = w.conn.PrepareContext(ctx, q); err != nil {
-			return fmt.Errorf("prepare event insert: %w", err)
-		}
-		w.insEvents[len(run)] = st
-		w.all = append(w.all, st)
-	}
-	args := w.eventArgs[:0]
-	for j, i := range run {
-		r := batch[i]
-		args = append(args, next+int64(j), r.id, r.pubkey, r.evt.Kind, int64(r.evt.CreatedAt), r.exp, r.dtag, r.raw)
-	}
-	w.eventArgs = args
-	defer clear(w.eventArgs[:cap(w.eventArgs)])
-	if _, err := w.savepoint.ExecContext(ctx); err != nil {
-		return fmt.Errorf("savepoint: %w", err)
-	}
-	res, err := st.ExecContext(ctx, args...)
-	if err != nil {
-		return fmt.Errorf("insert events: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n != int64(len(run)) {
-		if _, err := w.rollbackTo.ExecContext(ctx); err != nil {
-			return fmt.Errorf("rollback to savepoint: %w", err)
-		}
-		if _, err := w.release.ExecContext(ctx); err != nil {
-			return fmt.Errorf("release savepoint: %w", err)
-		}
+	oneByOne := func() error {
 		for _, i := range run {
 			res, err := w.apply(batch[i])
 			if err != nil {
@@ -527,9 +512,57 @@ func (w *writer) insertRun(batch []*request, run []int, results []error) error {
 		}
 		return nil
 	}
+	// The same id twice in one run: the multi-row claim below would check
+	// both against the tables as they were before it, so let apply sort it out.
+	for a := 1; a < len(run); a++ {
+		for b := 0; b < a; b++ {
+			if bytes.Equal(batch[run[a]].id, batch[run[b]].id) {
+				return oneByOne()
+			}
+		}
+	}
+	claims, rows, err := w.runStatements(len(run))
+	if err != nil {
+		return err
+	}
+	next := w.nextSeq
+	args := w.eventArgs[:0]
+	for j, i := range run {
+		args = append(args, batch[i].id, next+int64(j))
+	}
+	w.eventArgs = args
+	defer func() { clear(w.eventArgs[:cap(w.eventArgs)]) }()
+	if _, err := w.savepoint.ExecContext(ctx); err != nil {
+		return fmt.Errorf("savepoint: %w", err)
+	}
+	res, err := claims.ExecContext(ctx, args...)
+	if err != nil {
+		return fmt.Errorf("claim ids: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n != int64(len(run)) {
+		// A stored or deleted id among them.
+		if _, err := w.rollbackTo.ExecContext(ctx); err != nil {
+			return fmt.Errorf("rollback to savepoint: %w", err)
+		}
+		if _, err := w.release.ExecContext(ctx); err != nil {
+			return fmt.Errorf("release savepoint: %w", err)
+		}
+		return oneByOne()
+	}
 	if _, err := w.release.ExecContext(ctx); err != nil {
 		return fmt.Errorf("release savepoint: %w", err)
 	}
+	args = args[:0]
+	for j, i := range run {
+		r := batch[i]
+		args = append(args, next+int64(j), r.id, r.pubkey, r.evt.Kind, int64(r.evt.CreatedAt), r.exp, r.dtag, r.raw)
+	}
+	w.eventArgs = args
+	if _, err := rows.ExecContext(ctx, args...); err != nil {
+		return fmt.Errorf("insert events: %w", err)
+	}
+	w.nextSeq += int64(len(run))
+	w.claimed += len(run)
 	for j, i := range run {
 		r := batch[i]
 		for _, t := range r.tags {
@@ -540,6 +573,30 @@ func (w *writer) insertRun(batch []*request, run []int, results []error) error {
 	return nil
 }
 
+// runStatements returns the multi-row id claim and event insert for n events,
+// preparing them on first use.
+func (w *writer) runStatements(n int) (claims, rows *sql.Stmt, err error) {
+	if w.insEvents[n] == nil {
+		ctx := context.Background()
+		c, err := w.conn.PrepareContext(ctx, `INSERT INTO recent_ids(id, seq) SELECT column1, column2
+			FROM (VALUES (?, ?)`+strings.Repeat(`, (?, ?)`, n-1)+`)
+			WHERE NOT EXISTS (SELECT 1 FROM ids WHERE id = column1) AND NOT EXISTS (SELECT 1 FROM deleted_ids WHERE id = column1)
+			ON CONFLICT(id) DO NOTHING`)
+		if err != nil {
+			return nil, nil, fmt.Errorf("prepare id claims: %w", err)
+		}
+		r, err := w.conn.PrepareContext(ctx, `INSERT INTO events`+eventCols+` VALUES (?, ?, ?, ?, ?, ?, ?, ?)`+
+			strings.Repeat(`, (?, ?, ?, ?, ?, ?, ?, ?)`, n-1))
+		if err != nil {
+			c.Close()
+			return nil, nil, fmt.Errorf("prepare event insert: %w", err)
+		}
+		w.claimIDs[n], w.insEvents[n] = c, r
+		w.all = append(w.all, c, r)
+	}
+	return w.claimIDs[n], w.insEvents[n], nil
+}
+
 // tx runs fn inside BEGIN IMMEDIATE ... COMMIT, rolling back on error.
 func (w *writer) tx(fn func() error) error {
 	ctx := context.Background() // no per-call goroutine in the driver
@@ -547,7 +604,12 @@ func (w *writer) tx(fn func() error) error {
 		return fmt.Errorf("begin: %w", err)
 	}
 	w.pendingTags = w.pendingTags[:0]
-	err := fn()
+	w.claimed = 0
+	err := w.maxSeq.QueryRowContext(ctx).Scan(&w.nextSeq)
+	w.nextSeq++
+	if err == nil {
+		err = fn()
+	}
 	if err == nil {
 		err = w.flushTags()
 	}
@@ -565,7 +627,36 @@ func (w *writer) tx(fn func() error) error {
 		}
 		return fmt.Errorf("commit: %w", err)
 	}
+	w.recent += w.claimed
 	return nil
+}
+
+// mergeAt is how many ids recent_ids collects before the writer merges them
+// into ids: large enough that a merge touches each page of ids for many
+// events, small enough that recent_ids stays a few dozen pages.
+var mergeAt = 16384 // a variable so tests can merge often
+
+// mergeIfDue moves recent_ids into ids in a transaction of its own, if
+// enough have collected.
+func (w *writer) mergeIfDue() {
+	if w.recent < mergeAt {
+		return
+	}
+	ctx := context.Background()
+	err := w.tx(func() error {
+		if _, err := w.mergeIDs.ExecContext(ctx); err != nil {
+			return fmt.Errorf("merge ids: %w", err)
+		}
+		if _, err := w.clearRecent.ExecContext(ctx); err != nil {
+			return fmt.Errorf("merge ids: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		w.s.log.Error("merging recent ids failed; will retry", "err", err)
+		return
+	}
+	w.recent = 0
 }
 
 // apply stores one event inside the current transaction. The first return is
@@ -633,34 +724,34 @@ func (w *writer) apply(r *request) (error, error) {
 		}
 	}
 
-	args := []any{r.id, r.pubkey, evt.Kind, int64(evt.CreatedAt), r.exp, r.dtag, r.raw}
-	ins := w.insEventCheck
+	seq := w.nextSeq
+	claim := w.claimCheck
 	if evt.Kind == nostr.KindDeletion {
-		ins = w.insEvent // deletions are never deleted nor blocked
+		claim = w.claim // deletions are never deleted nor blocked
 	}
-	res, err := ins.ExecContext(ctx, args...)
+	res, err := claim.ExecContext(ctx, r.id, seq)
 	if err != nil {
-		return nil, fmt.Errorf("insert event: %w", err)
+		return nil, fmt.Errorf("claim id: %w", err)
 	}
-	n, _ := res.RowsAffected()
-	if n == 0 {
+	if n, _ := res.RowsAffected(); n == 0 {
 		// Either a duplicate id, or the id is in deleted_ids (perhaps
 		// deleted by someone not allowed to delete it).
 		outcome, err := w.notInserted(r)
 		if err != nil || outcome != nil {
 			return outcome, err
 		}
-		if res, err = w.insEvent.ExecContext(ctx, args...); err != nil {
-			return nil, fmt.Errorf("insert event: %w", err)
+		if res, err = w.claim.ExecContext(ctx, r.id, seq); err != nil {
+			return nil, fmt.Errorf("claim id: %w", err)
 		}
-		if n, _ = res.RowsAffected(); n == 0 {
+		if n, _ := res.RowsAffected(); n == 0 {
 			return ErrDuplicate, nil
 		}
 	}
-	seq, err := res.LastInsertId()
-	if err != nil {
+	if _, err := w.insRow.ExecContext(ctx, seq, r.id, r.pubkey, evt.Kind, int64(evt.CreatedAt), r.exp, r.dtag, r.raw); err != nil {
 		return nil, fmt.Errorf("insert event: %w", err)
 	}
+	w.nextSeq++
+	w.claimed++
 	for _, t := range r.tags {
 		w.pendingTags = append(w.pendingTags, tagRow{seq, t[0], t[1], int64(evt.CreatedAt)})
 	}
