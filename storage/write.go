@@ -238,27 +238,27 @@ type writer struct {
 
 	begin, commit, rollback *sql.Stmt
 
-	claimCheck    *sql.Stmt // claim an id in recent_ids unless stored or in deleted_ids
-	claim         *sql.Stmt // claim an id in recent_ids unless stored
-	insRow        *sql.Stmt // the event row, with the seq the writer assigned
-	existsID      *sql.Stmt
-	deletersOf    *sql.Stmt
-	coordCurrent  *sql.Stmt
-	coordDeleted  *sql.Stmt
-	delSeq        *sql.Stmt
-	targetByID    *sql.Stmt
-	hasTag        *sql.Stmt
-	insDeletedID  *sql.Stmt
-	upsertCoord   *sql.Stmt
-	delCoord      *sql.Stmt
-	maxSeq        *sql.Stmt
-	countRecent   *sql.Stmt
-	mergeIDs      *sql.Stmt
-	clearRecent   *sql.Stmt
-	savepoint     *sql.Stmt
-	rollbackTo    *sql.Stmt
-	release       *sql.Stmt
-	all           []*sql.Stmt
+	claimCheck   *sql.Stmt // claim an id in recent_ids unless stored or in deleted_ids
+	claim        *sql.Stmt // claim an id in recent_ids unless stored
+	insRow       *sql.Stmt // the event row, with the seq the writer assigned
+	existsID     *sql.Stmt
+	deletersOf   *sql.Stmt
+	coordCurrent *sql.Stmt
+	coordDeleted *sql.Stmt
+	delSeq       *sql.Stmt
+	targetByID   *sql.Stmt
+	hasTag       *sql.Stmt
+	insDeletedID *sql.Stmt
+	upsertCoord  *sql.Stmt
+	delCoord     *sql.Stmt
+	maxSeq       *sql.Stmt
+	countRecent  *sql.Stmt
+	mergeIDs     *sql.Stmt
+	clearRecent  *sql.Stmt
+	savepoint    *sql.Stmt
+	rollbackTo   *sql.Stmt
+	release      *sql.Stmt
+	all          []*sql.Stmt
 
 	// Tag rows wait here and go in with multi-row inserts (one statement per
 	// tagRowsPerInsert rows instead of one per tag). flushTags runs before
@@ -275,7 +275,7 @@ type writer struct {
 	eventArgs   []any
 	insEvents   [eventRowsPerInsert + 1]*sql.Stmt // by row count, prepared on first use
 	claimIDs    [eventRowsPerInsert + 1]*sql.Stmt
-	insTags     [tagRowsPerInsert + 1]*sql.Stmt   // by row count, prepared on first use
+	insTags     [tagRowsPerInsert + 1]*sql.Stmt // by row count, prepared on first use
 }
 
 // tagRow is one row of the tags table.
