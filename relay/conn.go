@@ -49,7 +49,7 @@ type conn struct {
 
 	mu     sync.RWMutex
 	authed []string // pubkeys authenticated with NIP-42
-	subs   map[string][]nostr.Filter
+	subs   map[string]subscription
 }
 
 func newConn(r *Relay, ws *websocket.Conn, co *coalescer, ip, url string) *conn {
@@ -62,7 +62,7 @@ func newConn(r *Relay, ws *websocket.Conn, co *coalescer, ip, url string) *conn 
 		ctx:       ctx, cancel: cancel,
 		out:   make(chan []byte, outQueue),
 		saves: make(chan struct{}, maxPendingSaves),
-		subs:  make(map[string][]nostr.Filter),
+		subs:  make(map[string]subscription),
 	}
 }
 
@@ -255,11 +255,25 @@ func (c *conn) subCount() int {
 // deliver sends evt to each of this connection's subscriptions it matches.
 // frames caches the encoded frame per subscription id for this event: many
 // clients use the same ids, and the frames are immutable once built.
-func (c *conn) deliver(evt *nostr.Event, raw []byte, frames map[string][]byte) {
+// subscription is an open REQ: its filters, and how many broadcasts had been
+// published when it was registered. A broadcast with a sequence number at or
+// below since is not delivered to it: the relay publishes an event before
+// sending its OK, so a client that saw the OK and then sent this REQ gets the
+// event from the query, not a second time as a live event.
+type subscription struct {
+	filters []nostr.Filter
+	since   uint64
+}
+
+func (c *conn) deliver(pub published, raw []byte, frames map[string][]byte) {
+	evt := pub.evt
 	c.mu.RLock()
 	var hits []string
-	for id, filters := range c.subs {
-		for _, f := range filters {
+	for id, sub := range c.subs {
+		if pub.seq <= sub.since {
+			continue // published before this REQ was registered: its query has it
+		}
+		for _, f := range sub.filters {
 			if f.Matches(evt) {
 				hits = append(hits, id)
 				break
@@ -313,8 +327,8 @@ func (c *conn) handleEvent(evt *nostr.Event) {
 	}
 	if isEphemeral(evt.Kind) {
 		r.m.Accepted.WithLabelValues(kindClass(evt.Kind)).Inc()
+		r.publish(evt) // before the OK: see subscription.since
 		c.ok(evt.ID, true, "", false)
-		r.publish(evt)
 		return
 	}
 	select {
@@ -327,8 +341,8 @@ func (c *conn) handleEvent(evt *nostr.Event) {
 		switch {
 		case err == nil:
 			r.m.Accepted.WithLabelValues(kindClass(evt.Kind)).Inc()
+			r.publish(evt) // before the OK: see subscription.since
 			c.ok(evt.ID, true, "", true)
-			r.publish(evt)
 		case errors.Is(err, storage.ErrDuplicate), errors.Is(err, storage.ErrReplaced):
 			r.m.Accepted.WithLabelValues("duplicate").Inc()
 			c.ok(evt.ID, true, err.Error(), true)
@@ -403,8 +417,10 @@ func (c *conn) handleReq(subID string, filters []nostr.Filter) {
 		c.send(frame("CLOSED", subID, fmt.Sprintf("blocked: too many open subscriptions (max %d); CLOSE one first", max)))
 		return
 	}
-	// Register before querying, so nothing stored in between is missed.
-	c.subs[subID] = filters
+	// Register before querying, so nothing stored in between is missed, and
+	// note the broadcasts already published: their events were stored (and
+	// acknowledged) before this REQ, so the query returns them.
+	c.subs[subID] = subscription{filters: filters, since: r.published.Load()}
 	c.mu.Unlock()
 	if !replacing {
 		r.m.Subscriptions.Inc()

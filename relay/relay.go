@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -52,7 +53,9 @@ type Relay struct {
 	conns map[*conn]struct{}
 	perIP map[string]int
 
-	broadcast chan *nostr.Event
+	broadcast chan published
+	published atomic.Uint64 // broadcasts published so far; the last one's seq
+	pubMu     sync.Mutex
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -82,7 +85,7 @@ func New(cfg Config, store *storage.Store, log *slog.Logger, metrics *Metrics) *
 		ipReqs:        newKeyedLimiter(cfg.Limits.ReqsPerSecondPerIP, cfg.Limits.ReqBurstPerIP),
 		conns:         make(map[*conn]struct{}),
 		perIP:         make(map[string]int),
-		broadcast:     make(chan *nostr.Event, 4096),
+		broadcast:     make(chan published, 4096),
 		ctx:           ctx,
 		cancel:        cancel,
 	}
@@ -211,12 +214,13 @@ func (r *Relay) dispatch() {
 	defer r.wg.Done()
 	var conns []*conn
 	for {
-		var evt *nostr.Event
+		var pub published
 		select {
 		case <-r.ctx.Done():
 			return
-		case evt = <-r.broadcast:
+		case pub = <-r.broadcast:
 		}
+		evt := pub.evt
 		raw, err := evt.MarshalJSON()
 		if err != nil {
 			continue
@@ -233,7 +237,7 @@ func (r *Relay) dispatch() {
 			if private && !c.mayRead(evt) {
 				continue
 			}
-			c.deliver(evt, raw, frames)
+			c.deliver(pub, raw, frames)
 		}
 		if r.OnSaved != nil {
 			r.OnSaved(evt)
@@ -288,9 +292,21 @@ func (r *Relay) Publish(ctx context.Context, evt *nostr.Event) error {
 // publish hands an accepted event to the dispatcher. It never blocks the
 // store's writer for long: if the dispatcher is far behind, it waits for room
 // only as long as the relay runs.
+// published is a stored (or ephemeral) event on its way to the dispatcher,
+// numbered in publish order.
+type published struct {
+	evt *nostr.Event
+	seq uint64
+}
+
+// publish hands evt to the dispatcher. Numbering and sending happen under one
+// lock, so broadcasts reach the dispatcher in seq order.
 func (r *Relay) publish(evt *nostr.Event) {
+	r.pubMu.Lock()
+	defer r.pubMu.Unlock()
 	select {
-	case r.broadcast <- evt:
+	case r.broadcast <- published{evt, r.published.Load() + 1}:
+		r.published.Add(1)
 	case <-r.ctx.Done():
 	}
 }

@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -320,4 +321,40 @@ func TestProtectedEvents(t *testing.T) {
 	}
 	c.auth(e.owner)
 	c.mustPublish(prot)
+}
+
+// An event acknowledged before a REQ is sent comes back from the REQ's query
+// and never a second time as a live event: the relay publishes each event to
+// the dispatcher before its OK, and a subscription ignores broadcasts published
+// before it was registered. Each REQ follows an OK at once, while the
+// dispatcher may still be behind.
+func TestAcknowledgedEventNotRepeatedLive(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.dial()
+	for i := range 30 {
+		evt := e.event(e.owner, 1, fmt.Sprintf("round %d", i))
+		c.mustPublish(evt)
+		sub := fmt.Sprintf("r%d", i)
+		got := c.req(sub, map[string]any{"ids": []string{evt.ID}})
+		if len(got) != 1 || got[0] != evt.ID {
+			t.Fatalf("round %d: REQ by id gave %v", i, got)
+		}
+		c.send("CLOSE", sub)
+	}
+	// A live copy for any of those subscriptions would arrive now (CLOSE
+	// races with it, so check the frames that made it through).
+	deadline := time.After(300 * time.Millisecond)
+	for {
+		select {
+		case m, ok := <-c.msgs:
+			if !ok {
+				t.Fatal("connection closed")
+			}
+			if str(t, m[0]) == "EVENT" {
+				t.Fatalf("event repeated live after EOSE: %s", joinRaw(m))
+			}
+		case <-deadline:
+			return
+		}
+	}
 }
