@@ -221,10 +221,7 @@ func (r *Relay) dispatch() {
 		case pub = <-r.broadcast:
 		}
 		evt := pub.evt
-		raw, err := evt.MarshalJSON()
-		if err != nil {
-			continue
-		}
+		raw := storage.EncodeEvent(evt) // byte for byte what a REQ would return
 		conns = conns[:0]
 		r.mu.Lock()
 		for c := range r.conns {

@@ -1,6 +1,7 @@
 package relay_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -357,4 +358,24 @@ func TestAcknowledgedEventNotRepeatedLive(t *testing.T) {
 			return
 		}
 	}
+}
+
+// A live event and the same event returned by a REQ are the same bytes, even
+// for content a generic JSON encoder would escape differently.
+func TestLiveAndStoredFramesIdentical(t *testing.T) {
+	e := newEnv(t, nil)
+	watcher, c := e.dial(), e.dial()
+	watcher.req("live", map[string]any{"kinds": []int{1}})
+	evt := e.event(e.owner, 1, "<b>&amp;</b> \"quoted\" \\ tab\t ctl \x01\x1f\x7f ünï ✓ \u2028\u2029")
+	c.mustPublish(evt)
+	live := watcher.expect("EVENT")
+	watcher.send("REQ", "stored", map[string]any{"ids": []string{evt.ID}})
+	stored := watcher.expect("EVENT")
+	if str(t, stored[1]) != "stored" {
+		t.Fatalf("unexpected frame for %s", stored[1])
+	}
+	if !bytes.Equal(live[2], stored[2]) {
+		t.Fatalf("live and stored JSON differ:\n live   %s\n stored %s", live[2], stored[2])
+	}
+	watcher.expect("EOSE")
 }

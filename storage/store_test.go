@@ -1003,7 +1003,7 @@ func TestMigrateV2IDIndex(t *testing.T) {
 		id, _ := hex.DecodeString(e.ID)
 		pk, _ := hex.DecodeString(e.PubKey)
 		if _, err := conn.ExecContext(ctx, `INSERT INTO events(id, pubkey, kind, created_at, raw) VALUES (?, ?, ?, ?, ?)`,
-			id, pk, e.Kind, int64(e.CreatedAt), encodeEvent(e)); err != nil {
+			id, pk, e.Kind, int64(e.CreatedAt), EncodeEvent(e)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -162,14 +162,15 @@ func (s *Store) prepare(evt *nostr.Event, done func(error)) *request {
 	default:
 		req.dstr = ""
 	}
-	req.raw = encodeEvent(evt)
+	req.raw = EncodeEvent(evt)
 	return req
 }
 
-// encodeEvent is the stored JSON of evt: the NIP-01 object with its strings
-// escaped as for the id serialization, so that decoding it gives back exactly
-// the bytes that were signed. One allocation, sized up front.
-func encodeEvent(evt *nostr.Event) []byte {
+// EncodeEvent is the JSON the store keeps and serves for evt: the NIP-01
+// object with its strings escaped as for the id serialization, so that
+// decoding it gives back exactly the bytes that were signed. One allocation,
+// sized up front. The relay sends live events in the same encoding.
+func EncodeEvent(evt *nostr.Event) []byte {
 	size := 160 + len(evt.ID) + len(evt.PubKey) + len(evt.Sig) + len(evt.Content)
 	for _, t := range evt.Tags {
 		size += 3
