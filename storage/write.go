@@ -44,7 +44,12 @@ func (s *Store) Save(ctx context.Context, evt *nostr.Event) error {
 		return fmt.Errorf("storage: save: %w", err)
 	}
 	ch := make(chan error, 1)
-	req := s.prepare(evt, func(err error) { ch <- err })
+	return s.submit(ctx, s.prepare(evt, func(err error) { ch <- err }), ch, "save")
+}
+
+// submit queues req, whose done sends to ch, and waits for its result. If ctx
+// ends first the request may still run; we just stop waiting.
+func (s *Store) submit(ctx context.Context, req *request, ch <-chan error, what string) error {
 	if err := s.enqueue(ctx, req); err != nil {
 		return err
 	}
@@ -52,8 +57,7 @@ func (s *Store) Save(ctx context.Context, evt *nostr.Event) error {
 	case err := <-ch:
 		return err
 	case <-ctx.Done():
-		// The event may still be committed; we just stop waiting.
-		return fmt.Errorf("storage: save: %w", ctx.Err())
+		return fmt.Errorf("storage: %s: %w", what, ctx.Err())
 	}
 }
 
@@ -574,28 +578,37 @@ func (w *writer) insertRun(batch []*request, run []int, results []error) error {
 	return nil
 }
 
-// runStatements returns the multi-row id claim and event insert for n events,
-// preparing them on first use.
+// runStatements returns the multi-row id claim and event insert for n events.
 func (w *writer) runStatements(n int) (claims, rows *sql.Stmt, err error) {
-	if w.insEvents[n] == nil {
-		ctx := context.Background()
-		c, err := w.conn.PrepareContext(ctx, `INSERT INTO recent_ids(id, seq) SELECT column1, column2
-			FROM (VALUES (?, ?)`+strings.Repeat(`, (?, ?)`, n-1)+`)
-			WHERE NOT EXISTS (SELECT 1 FROM ids WHERE id = column1) AND NOT EXISTS (SELECT 1 FROM deleted_ids WHERE id = column1)
-			ON CONFLICT(id) DO NOTHING`)
-		if err != nil {
-			return nil, nil, fmt.Errorf("prepare id claims: %w", err)
-		}
-		r, err := w.conn.PrepareContext(ctx, `INSERT INTO events`+eventCols+` VALUES (?, ?, ?, ?, ?, ?, ?, ?)`+
-			strings.Repeat(`, (?, ?, ?, ?, ?, ?, ?, ?)`, n-1))
-		if err != nil {
-			c.Close()
-			return nil, nil, fmt.Errorf("prepare event insert: %w", err)
-		}
-		w.claimIDs[n], w.insEvents[n] = c, r
-		w.all = append(w.all, c, r)
+	claims, err = w.lazy(&w.claimIDs[n], `INSERT INTO recent_ids(id, seq) SELECT column1, column2
+		FROM (VALUES (?, ?)`+strings.Repeat(`, (?, ?)`, n-1)+`)
+		WHERE NOT EXISTS (SELECT 1 FROM ids WHERE id = column1) AND NOT EXISTS (SELECT 1 FROM deleted_ids WHERE id = column1)
+		ON CONFLICT(id) DO NOTHING`)
+	if err != nil {
+		return nil, nil, err
 	}
-	return w.claimIDs[n], w.insEvents[n], nil
+	rows, err = w.lazy(&w.insEvents[n], `INSERT INTO events`+eventCols+` VALUES `+
+		strings.TrimSuffix(strings.Repeat(`(?, ?, ?, ?, ?, ?, ?, ?), `, n), ", "))
+	return claims, rows, err
+}
+
+// lazy returns *slot, preparing q into it on first use; the statement is
+// closed with the writer's others.
+func (w *writer) lazy(slot **sql.Stmt, q string) (*sql.Stmt, error) {
+	if *slot == nil {
+		st, err := w.conn.PrepareContext(context.Background(), q)
+		if err != nil {
+			return nil, fmt.Errorf("prepare %.40q...: %w", q, err)
+		}
+		*slot = st
+		w.all = append(w.all, st)
+	}
+	return *slot, nil
+}
+
+// rows4 is "(?, ?, ?, ?), ..." for n rows.
+func rows4(n int) string {
+	return strings.TrimSuffix(strings.Repeat(`(?, ?, ?, ?), `, n), ", ")
 }
 
 // tx runs fn inside BEGIN IMMEDIATE ... COMMIT, rolling back on error.
@@ -779,16 +792,9 @@ func (w *writer) flushTags() error {
 	rows := w.pendingTags
 	for len(rows) > 0 {
 		n := min(len(rows), tagRowsPerInsert)
-		st := w.insTags[n]
-		if st == nil {
-			q := `INSERT OR IGNORE INTO tags(seq, name, value, created_at) VALUES (?, ?, ?, ?)` +
-				strings.Repeat(`, (?, ?, ?, ?)`, n-1)
-			var err error
-			if st, err = w.conn.PrepareContext(context.Background(), q); err != nil {
-				return fmt.Errorf("prepare tag insert: %w", err)
-			}
-			w.insTags[n] = st
-			w.all = append(w.all, st)
+		st, err := w.lazy(&w.insTags[n], `INSERT OR IGNORE INTO tags(seq, name, value, created_at) VALUES `+rows4(n))
+		if err != nil {
+			return err
 		}
 		args := w.tagArgs[:0]
 		for _, t := range rows[:n] {
@@ -973,15 +979,5 @@ func (s *Store) SweepExpired(ctx context.Context) (int64, error) {
 // waits for it.
 func (s *Store) runJob(ctx context.Context, fn func(w *writer) error) error {
 	ch := make(chan error, 1)
-	req := &request{done: func(err error) { ch <- err }}
-	req.job = fn
-	if err := s.enqueue(ctx, req); err != nil {
-		return err
-	}
-	select {
-	case err := <-ch:
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("storage: %w", ctx.Err())
-	}
+	return s.submit(ctx, &request{done: func(err error) { ch <- err }, job: fn}, ch, "job")
 }
