@@ -1,10 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"syscall"
@@ -106,11 +106,12 @@ func ingest(ctx context.Context, url string, owner keypair, n, conns, window int
 			defer wg.Done()
 			local := make([]time.Duration, 0, len(mine))
 			ok := 0
-			buf := make([]byte, 0, 512)
+			var buf bytes.Buffer
 			for got := 0; got < len(mine); {
 				_, rd, err := st.ws.NextReader()
 				if err == nil {
-					buf, err = readAll(rd, buf[:0])
+					buf.Reset()
+					_, err = buf.ReadFrom(rd)
 				}
 				if err != nil {
 					latMu.Lock()
@@ -118,7 +119,7 @@ func ingest(ctx context.Context, url string, owner keypair, n, conns, window int
 					latMu.Unlock()
 					return
 				}
-				id, accepted, isOK := parseOK(buf)
+				id, accepted, isOK := parseOK(buf.Bytes())
 				if !isOK {
 					continue
 				}
@@ -152,23 +153,6 @@ func ingest(ctx context.Context, url string, owner keypair, n, conns, window int
 	}
 	p50, p99 := percentiles(latencies)
 	return ingestResult{n: accepted, rate: float64(accepted) / elapsed.Seconds(), p50: p50, p99: p99, cpu: cpu / time.Duration(accepted)}, nil
-}
-
-// readAll reads r to its end into buf, reusing its storage.
-func readAll(r io.Reader, buf []byte) ([]byte, error) {
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
-	}
 }
 
 // parseOK reads an ["OK",<id>,<bool>,<message>] frame without a JSON
