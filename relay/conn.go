@@ -265,12 +265,12 @@ type subscription struct {
 	since   uint64
 }
 
-func (c *conn) deliver(pub published, raw []byte, frames map[string][]byte) {
-	evt := pub.evt
+func (c *conn) deliver(d *delivery) {
+	evt := d.evt
 	c.mu.RLock()
 	var hits []string
 	for id, sub := range c.subs {
-		if pub.seq <= sub.since {
+		if d.seq <= sub.since {
 			continue // published before this REQ was registered: its query has it
 		}
 		for _, f := range sub.filters {
@@ -282,12 +282,7 @@ func (c *conn) deliver(pub published, raw []byte, frames map[string][]byte) {
 	}
 	c.mu.RUnlock()
 	for _, id := range hits {
-		f, ok := frames[id]
-		if !ok {
-			f = eventFrame(id, raw)
-			frames[id] = f
-		}
-		c.trySend(f)
+		c.trySend(d.frame(id))
 		c.r.m.Delivered.Inc()
 	}
 }

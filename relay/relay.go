@@ -209,6 +209,30 @@ var upgrader = websocket.Upgrader{
 	CheckOrigin:     func(*http.Request) bool { return true }, // Nostr clients connect from any origin
 }
 
+// delivery is one event on its way to the live subscriptions. The event is
+// encoded, and each subscription's frame built, only when a subscription
+// matches it: most events published to a personal relay match none.
+type delivery struct {
+	published
+	raw    []byte
+	frames map[string][]byte // by subscription id
+}
+
+// frame is the EVENT frame for subscription id, in the store's encoding, byte
+// for byte what a REQ would return.
+func (d *delivery) frame(id string) []byte {
+	if f, ok := d.frames[id]; ok {
+		return f
+	}
+	if d.raw == nil {
+		d.raw = storage.EncodeEvent(d.evt)
+		d.frames = make(map[string][]byte)
+	}
+	f := eventFrame(id, d.raw)
+	d.frames[id] = f
+	return f
+}
+
 // dispatch delivers stored and ephemeral events to matching live subscriptions.
 func (r *Relay) dispatch() {
 	defer r.wg.Done()
@@ -221,7 +245,6 @@ func (r *Relay) dispatch() {
 		case pub = <-r.broadcast:
 		}
 		evt := pub.evt
-		raw := storage.EncodeEvent(evt) // byte for byte what a REQ would return
 		conns = conns[:0]
 		r.mu.Lock()
 		for c := range r.conns {
@@ -229,12 +252,12 @@ func (r *Relay) dispatch() {
 		}
 		r.mu.Unlock()
 		private := isPrivateKind(evt.Kind)
-		frames := make(map[string][]byte)
+		d := delivery{published: pub}
 		for _, c := range conns {
 			if private && !c.mayRead(evt) {
 				continue
 			}
-			c.deliver(pub, raw, frames)
+			c.deliver(&d)
 		}
 		if r.OnSaved != nil {
 			r.OnSaved(evt)
