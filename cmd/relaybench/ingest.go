@@ -18,7 +18,7 @@ type ingestResult struct {
 	n        int
 	rate     float64
 	p50, p99 time.Duration
-	cpu      time.Duration // user + system CPU of the whole process (relay and clients) per event
+	usage    usage // of the whole process (relay and clients) while the events went in
 }
 
 // ingest publishes n pre-signed events over conns connections, each writing
@@ -70,7 +70,7 @@ func ingest(ctx context.Context, url string, owner keypair, n, conns, window int
 		ws.SetReadLimit(1 << 20)
 		states[c] = &connState{ws: ws, bc: bc, sent: make(map[string]time.Time, n/conns+1), window: make(chan struct{}, window)}
 	}
-	cpu0 := processCPU()
+	u0 := readUsage()
 	start := time.Now()
 	for c, st := range states {
 		var mine []int
@@ -141,7 +141,7 @@ func ingest(ctx context.Context, url string, owner keypair, n, conns, window int
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	cpu := processCPU() - cpu0
+	used := readUsage().sub(u0)
 	for _, st := range states {
 		st.ws.Close()
 	}
@@ -152,7 +152,7 @@ func ingest(ctx context.Context, url string, owner keypair, n, conns, window int
 		return ingestResult{}, fmt.Errorf("ingest: only %d of %d events accepted", accepted, n)
 	}
 	p50, p99 := percentiles(latencies)
-	return ingestResult{n: accepted, rate: float64(accepted) / elapsed.Seconds(), p50: p50, p99: p99, cpu: cpu / time.Duration(accepted)}, nil
+	return ingestResult{n: accepted, rate: float64(accepted) / elapsed.Seconds(), p50: p50, p99: p99, usage: used}, nil
 }
 
 // parseOK reads an ["OK",<id>,<bool>,<message>] frame without a JSON
@@ -177,14 +177,32 @@ func parseOK(frame []byte) (id string, accepted, isOK bool) {
 	return id, string(msg[2]) == "true", true
 }
 
-// processCPU is the user + system CPU time this process has used.
-func processCPU() time.Duration {
+// usage is what the process used, from getrusage(2): the CPU time splits
+// into user and system (the kernel: sockets, fsync, page faults), and the
+// fault and context-switch counts say where the system time goes.
+type usage struct {
+	user, sys     time.Duration
+	minflt        int64 // minor page faults: memory touched for the first time
+	nvcsw, nivcsw int64 // voluntary (blocked) and involuntary (preempted) context switches
+}
+
+func readUsage() usage {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
+		return usage{}
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return usage{
+		user: time.Duration(ru.Utime.Nano()), sys: time.Duration(ru.Stime.Nano()),
+		minflt: int64(ru.Minflt), nvcsw: int64(ru.Nvcsw), nivcsw: int64(ru.Nivcsw),
+	}
 }
+
+func (u usage) sub(v usage) usage {
+	return usage{u.user - v.user, u.sys - v.sys, u.minflt - v.minflt, u.nvcsw - v.nvcsw, u.nivcsw - v.nivcsw}
+}
+
+// cpu is user + system CPU time.
+func (u usage) cpu() time.Duration { return u.user + u.sys }
 
 // batchConn lets a publisher pipeline the way a bulk client does: the frames
 // gorilla/websocket writes collect in a buffer and leave in one write when the

@@ -189,7 +189,11 @@ func benchIngest(ctx context.Context, o options, add addFunc) error {
 	}
 	add(fmt.Sprintf("(a) ingest, %d conns, %d in flight each, db.sync %s: accepted", o.conns, o.window, o.sync), "%.0f events/s (%d events)", ing.rate, ing.n)
 	add("(a) OK latency p50 / p99", "%s / %s", ms(ing.p50), ms(ing.p99))
-	add("(a) CPU per accepted event (relay and clients, user + system)", "%.1f µs", float64(ing.cpu.Nanoseconds())/1000)
+	u, n := ing.usage, float64(ing.n)
+	perEvent := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 / n }
+	add("(a) CPU per accepted event (relay and clients, user + system)", "%.1f µs (%.1f + %.1f)", perEvent(u.cpu()), perEvent(u.user), perEvent(u.sys))
+	add("(a) per 1,000 events: minor page faults; context switches (voluntary + involuntary)", "%.0f; %.0f + %.0f",
+		float64(u.minflt)*1000/n, float64(u.nvcsw)*1000/n, float64(u.nivcsw)*1000/n)
 	return nil
 }
 
