@@ -208,6 +208,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		stmts:        make(map[string]*sql.Stmt),
 	}
 
+	if err := registerHandleFunc(); err != nil {
+		return nil, err
+	}
 	s.wdb, err = sql.Open(driverRW, dsn(opts.Path))
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", opts.Path, err)

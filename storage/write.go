@@ -260,10 +260,8 @@ type writer struct {
 	countRecent  *sql.Stmt
 	mergeIDs     *sql.Stmt
 	clearRecent  *sql.Stmt
-	savepoint    *sql.Stmt
-	rollbackTo   *sql.Stmt
-	release      *sql.Stmt
 	all          []*sql.Stmt
+	bulk         *bulk // runs of plain events, through the SQLite C API
 
 	// Tag rows wait here and go in with multi-row inserts (one statement per
 	// tagRowsPerInsert rows instead of one per tag). flushTags runs before
@@ -277,9 +275,7 @@ type writer struct {
 	pendingTags []tagRow
 	tagArgs     []any
 	run         []int
-	eventArgs   []any
-	insEvents   [eventRowsPerInsert + 1]*sql.Stmt // by row count, prepared on first use
-	claimIDs    [eventRowsPerInsert + 1]*sql.Stmt
+	runReqs     []*request
 	insTags     [tagRowsPerInsert + 1]*sql.Stmt // by row count, prepared on first use
 }
 
@@ -324,9 +320,6 @@ func newWriter(ctx context.Context, s *Store, conn *sql.Conn) (*writer, error) {
 		{&w.countRecent, `SELECT count(*) FROM recent_ids`},
 		{&w.mergeIDs, `INSERT INTO ids(id, seq) SELECT id, seq FROM recent_ids`},
 		{&w.clearRecent, `DELETE FROM recent_ids`},
-		{&w.savepoint, `SAVEPOINT run`},
-		{&w.rollbackTo, `ROLLBACK TO run`},
-		{&w.release, `RELEASE run`},
 		{&w.delCoord, `DELETE FROM events WHERE pubkey = ? AND kind = ? AND dtag = ? AND created_at <= ?`},
 	} {
 		st, err := conn.PrepareContext(ctx, p.sql)
@@ -341,11 +334,19 @@ func newWriter(ctx context.Context, s *Store, conn *sql.Conn) (*writer, error) {
 		w.close()
 		return nil, fmt.Errorf("storage: count recent ids: %w", err)
 	}
+	var err error
+	if w.bulk, err = newBulk(ctx, conn); err != nil {
+		w.close()
+		return nil, err
+	}
 	return w, nil
 }
 
 func (w *writer) close() error {
 	var errs []error
+	if w.bulk != nil {
+		w.bulk.close() // its statements live on w.conn
+	}
 	for _, st := range w.all {
 		errs = append(errs, st.Close())
 	}
@@ -425,7 +426,8 @@ func (w *writer) runBatch(batch []*request, results []error) []error {
 	start := time.Now()
 	err := w.tx(func() error {
 		// Runs of plain events (not replaceable, not deletions, not jobs) go
-		// in with multi-row inserts; everything else, in order, one by one.
+		// in through bulk, one cgo call per run; everything else, in order,
+		// one by one.
 		run := w.run[:0]
 		defer func() { w.run = run[:0] }()
 		for i, r := range batch {
@@ -434,12 +436,6 @@ func (w *writer) runBatch(batch []*request, results []error) []error {
 			}
 			if r.plain() {
 				run = append(run, i)
-				if len(run) == eventRowsPerInsert {
-					if err := w.insertRun(batch, run, results); err != nil {
-						return err
-					}
-					run = run[:0]
-				}
 				continue
 			}
 			if err := w.insertRun(batch, run, results); err != nil {
@@ -490,106 +486,45 @@ func (r *request) plain() bool {
 	return r.job == nil && r.dtag == nil && r.evt.Kind != nostr.KindDeletion
 }
 
-const eventRowsPerInsert = 64
-
-// insertRun stores the plain events batch[run[i]] with two multi-row inserts
-// (their ids into recent_ids, then their rows), optimistically: if any id is
-// not claimed (already stored, in deleted_ids, or twice in the run) the claim
-// is rolled back to a savepoint and the run goes through apply one event at a
-// time, which sorts out each outcome.
+// insertRun stores the plain events batch[run[i]] through bulk, in chunks
+// claimed optimistically: a chunk with an id that is not claimed (already
+// stored, in deleted_ids, or twice in the chunk) is rolled back to its
+// savepoint and goes through apply one event at a time, which sorts out each
+// outcome; the chunks after it go back to bulk.
 func (w *writer) insertRun(batch []*request, run []int, results []error) error {
-	if len(run) == 0 {
-		return nil
-	}
-	if len(run) == 1 {
-		res, err := w.apply(batch[run[0]])
-		results[run[0]] = res
-		return err
-	}
-	ctx := context.Background()
-	oneByOne := func() error {
+	for len(run) > 0 {
+		if len(run) == 1 {
+			res, err := w.apply(batch[run[0]])
+			results[run[0]] = res
+			return err
+		}
+		reqs := w.runReqs[:0]
 		for _, i := range run {
+			reqs = append(reqs, batch[i])
+		}
+		w.runReqs = reqs
+		n, err := w.bulk.insert(reqs, w.nextSeq)
+		clear(reqs)
+		if err != nil {
+			return err
+		}
+		w.nextSeq += int64(n)
+		w.claimed += n
+		for _, i := range run[:n] {
+			results[i] = nil
+		}
+		run = run[n:]
+		chunk := run[:min(len(run), bulkMaxRows)]
+		for _, i := range chunk {
 			res, err := w.apply(batch[i])
 			if err != nil {
 				return err
 			}
 			results[i] = res
 		}
-		return nil
-	}
-	// The same id twice in one run: the multi-row claim below would check
-	// both against the tables as they were before it, so let apply sort it out.
-	for a := 1; a < len(run); a++ {
-		for b := 0; b < a; b++ {
-			if bytes.Equal(batch[run[a]].id, batch[run[b]].id) {
-				return oneByOne()
-			}
-		}
-	}
-	claims, rows, err := w.runStatements(len(run))
-	if err != nil {
-		return err
-	}
-	next := w.nextSeq
-	args := w.eventArgs[:0]
-	for j, i := range run {
-		args = append(args, batch[i].id, next+int64(j))
-	}
-	w.eventArgs = args
-	defer func() { clear(w.eventArgs[:cap(w.eventArgs)]) }()
-	if _, err := w.savepoint.ExecContext(ctx); err != nil {
-		return fmt.Errorf("savepoint: %w", err)
-	}
-	res, err := claims.ExecContext(ctx, args...)
-	if err != nil {
-		return fmt.Errorf("claim ids: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n != int64(len(run)) {
-		// A stored or deleted id among them.
-		if _, err := w.rollbackTo.ExecContext(ctx); err != nil {
-			return fmt.Errorf("rollback to savepoint: %w", err)
-		}
-		if _, err := w.release.ExecContext(ctx); err != nil {
-			return fmt.Errorf("release savepoint: %w", err)
-		}
-		return oneByOne()
-	}
-	if _, err := w.release.ExecContext(ctx); err != nil {
-		return fmt.Errorf("release savepoint: %w", err)
-	}
-	args = args[:0]
-	for j, i := range run {
-		r := batch[i]
-		args = append(args, next+int64(j), r.id, r.pubkey, r.evt.Kind, int64(r.evt.CreatedAt), r.exp, r.dtag, r.raw)
-	}
-	w.eventArgs = args
-	if _, err := rows.ExecContext(ctx, args...); err != nil {
-		return fmt.Errorf("insert events: %w", err)
-	}
-	w.nextSeq += int64(len(run))
-	w.claimed += len(run)
-	for j, i := range run {
-		r := batch[i]
-		for _, t := range r.tags {
-			w.pendingTags = append(w.pendingTags, tagRow{next + int64(j), t[0], t[1], int64(r.evt.CreatedAt)})
-		}
-		results[i] = nil
+		run = run[len(chunk):]
 	}
 	return nil
-}
-
-// runStatements returns the multi-row id claim and event insert for n events.
-func (w *writer) runStatements(n int) (claims, rows *sql.Stmt, err error) {
-	claims, err = w.lazy(&w.claimIDs[n], `INSERT INTO recent_ids(id, seq) SELECT column1, column2
-		FROM (VALUES (?, ?)`+strings.Repeat(`, (?, ?)`, n-1)+`)
-		WHERE NOT EXISTS (SELECT 1 FROM ids WHERE id = column1) AND NOT EXISTS (SELECT 1 FROM deleted_ids WHERE id = column1)
-		ON CONFLICT(id) DO NOTHING`)
-	if err != nil {
-		return nil, nil, err
-	}
-	rows, err = w.lazy(&w.insEvents[n], `INSERT INTO events`+eventCols+` VALUES `+
-		strings.TrimSuffix(strings.Repeat(`(?, ?, ?, ?, ?, ?, ?, ?), `, n), ", "))
-	return claims, rows, err
 }
 
 // lazy returns *slot, preparing q into it on first use; the statement is

@@ -1,0 +1,335 @@
+package storage
+
+/*
+#include <stdint.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+// The SQLite C API, as compiled into this binary by github.com/mattn/go-sqlite3
+// (declared here rather than included: the header is not on our include path).
+typedef struct sqlite3 sqlite3;
+typedef struct sqlite3_stmt sqlite3_stmt;
+typedef struct sqlite3_context sqlite3_context;
+typedef struct sqlite3_value sqlite3_value;
+typedef struct sqlite3_api_routines sqlite3_api_routines;
+typedef long long sqlite3_int64;
+extern int sqlite3_auto_extension(void (*)(void));
+extern int sqlite3_create_function_v2(sqlite3 *, const char *, int, int, void *,
+	void (*)(sqlite3_context *, int, sqlite3_value **),
+	void (*)(sqlite3_context *, int, sqlite3_value **),
+	void (*)(sqlite3_context *), void (*)(void *));
+extern sqlite3 *sqlite3_context_db_handle(sqlite3_context *);
+extern void sqlite3_result_int64(sqlite3_context *, sqlite3_int64);
+extern int sqlite3_prepare_v3(sqlite3 *, const char *, int, unsigned int, sqlite3_stmt **, const char **);
+extern int sqlite3_bind_blob(sqlite3_stmt *, int, const void *, int, void (*)(void *));
+extern int sqlite3_bind_text(sqlite3_stmt *, int, const char *, int, void (*)(void *));
+extern int sqlite3_bind_int64(sqlite3_stmt *, int, sqlite3_int64);
+extern int sqlite3_bind_null(sqlite3_stmt *, int);
+extern int sqlite3_step(sqlite3_stmt *);
+extern int sqlite3_reset(sqlite3_stmt *);
+extern int sqlite3_finalize(sqlite3_stmt *);
+extern int sqlite3_changes(sqlite3 *);
+extern const char *sqlite3_errmsg(sqlite3 *);
+
+#define B_OK 0
+#define B_ROW 100
+#define B_DONE 101
+#define B_UTF8 1
+#define B_DETERMINISTIC 0x000000800
+#define B_DIRECTONLY 0x000080000
+#define B_PREPARE_PERSISTENT 0x01
+
+// anchor_db_handle() returns the connection it runs on, as an integer: how
+// the writer finds the sqlite3* under its database/sql connection.
+static void anchor_db_handle(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+	sqlite3_result_int64(ctx, (sqlite3_int64)(intptr_t)sqlite3_context_db_handle(ctx));
+}
+
+static int anchor_ext_init(sqlite3 *db, char **err, const sqlite3_api_routines *api) {
+	return sqlite3_create_function_v2(db, "anchorchat_db_handle", 0, B_UTF8 | B_DIRECTONLY, 0,
+		anchor_db_handle, 0, 0, 0);
+}
+
+static int anchor_register(void) {
+	return sqlite3_auto_extension((void (*)(void))anchor_ext_init);
+}
+
+// A multi-row statement shape: prefix, n copies of row joined by ", ", suffix.
+enum { B_CLAIM, B_EVENTS, B_TAGS, B_NSHAPES };
+#define B_MAXROWS 64
+
+typedef struct {
+	sqlite3 *db;
+	char *sql[B_NSHAPES][3]; // prefix, row, suffix
+	sqlite3_stmt *st[B_NSHAPES][B_MAXROWS + 1];
+	sqlite3_stmt *savepoint, *release, *rollback;
+} bulk;
+
+static int bulk_stmt(bulk *b, int shape, int n, sqlite3_stmt **out) {
+	if (b->st[shape][n]) {
+		*out = b->st[shape][n];
+		return B_OK;
+	}
+	const char *pre = b->sql[shape][0], *row = b->sql[shape][1], *suf = b->sql[shape][2];
+	size_t len = strlen(pre) + (size_t)n * (strlen(row) + 2) + strlen(suf) + 1;
+	char *q = malloc(len), *p = q;
+	if (!q) return 7; // SQLITE_NOMEM
+	p += sprintf(p, "%s", pre);
+	for (int i = 0; i < n; i++) p += sprintf(p, i ? ", %s" : "%s", row);
+	sprintf(p, "%s", suf);
+	int rc = sqlite3_prepare_v3(b->db, q, -1, B_PREPARE_PERSISTENT, &b->st[shape][n], 0);
+	free(q);
+	*out = b->st[shape][n];
+	return rc;
+}
+
+static int bulk_exec(sqlite3_stmt *st) {
+	int rc = sqlite3_step(st);
+	int rc2 = sqlite3_reset(st);
+	if (rc == B_DONE || rc == B_ROW) return rc2;
+	return rc;
+}
+
+// Per event in meta (B_META int64s): seq, kind, created_at, has_exp, exp,
+// offset of id (32 bytes), pubkey (32) and raw JSON in buf, raw length,
+// number of tag rows. Per tag row in tags (4 int64s): name offset and
+// length, value offset and length, in buf.
+#define B_META 8
+
+// bulk_insert stores n plain events in chunks of up to B_MAXROWS: in each
+// chunk, under a savepoint, their ids go into recent_ids (unless stored or
+// deleted), then their rows and tag rows. It returns how many events it
+// stored; fewer than n means the chunk starting there claimed fewer ids than
+// it has events, was rolled back, and is left to the caller. On an SQLite
+// error it returns -1 with *rc set.
+static int bulk_insert(bulk *b, int n, const int64_t *meta, const unsigned char *buf, const int64_t *tags, int *rc) {
+	sqlite3_stmt *st;
+	int done = 0;
+	const int64_t *tag = tags;
+	*rc = B_OK;
+	while (done < n) {
+		int m = n - done < B_MAXROWS ? n - done : B_MAXROWS;
+		const int64_t *ev = meta + (size_t)done * B_META;
+		if ((*rc = bulk_exec(b->savepoint)) != B_OK) return -1;
+		if ((*rc = bulk_stmt(b, B_CLAIM, m, &st)) != B_OK) return -1;
+		for (int i = 0; i < m; i++) {
+			const int64_t *e = ev + (size_t)i * B_META;
+			sqlite3_bind_blob(st, 2 * i + 1, buf + e[5], 32, 0);
+			sqlite3_bind_int64(st, 2 * i + 2, e[0]);
+		}
+		if ((*rc = bulk_exec(st)) != B_OK) return -1;
+		if (sqlite3_changes(b->db) != m) {
+			if ((*rc = bulk_exec(b->rollback)) != B_OK) return -1;
+			if ((*rc = bulk_exec(b->release)) != B_OK) return -1;
+			return done;
+		}
+		if ((*rc = bulk_exec(b->release)) != B_OK) return -1;
+		if ((*rc = bulk_stmt(b, B_EVENTS, m, &st)) != B_OK) return -1;
+		int ntags = 0;
+		for (int i = 0; i < m; i++) {
+			const int64_t *e = ev + (size_t)i * B_META;
+			int k = 8 * i;
+			sqlite3_bind_int64(st, k + 1, e[0]);
+			sqlite3_bind_blob(st, k + 2, buf + e[5], 32, 0);
+			sqlite3_bind_blob(st, k + 3, buf + e[5] + 32, 32, 0);
+			sqlite3_bind_int64(st, k + 4, e[1]);
+			sqlite3_bind_int64(st, k + 5, e[2]);
+			if (e[3]) sqlite3_bind_int64(st, k + 6, e[4]);
+			else sqlite3_bind_null(st, k + 6);
+			sqlite3_bind_null(st, k + 7);
+			sqlite3_bind_blob(st, k + 8, buf + e[5] + 64, (int)e[6], 0);
+			ntags += (int)e[7];
+		}
+		if ((*rc = bulk_exec(st)) != B_OK) return -1;
+		// Tag rows, B_MAXROWS per statement, each with its event's seq and created_at.
+		int ei = 0, left = (int)ev[7];
+		while (ntags > 0) {
+			int t = ntags < B_MAXROWS ? ntags : B_MAXROWS;
+			if ((*rc = bulk_stmt(b, B_TAGS, t, &st)) != B_OK) return -1;
+			for (int j = 0; j < t; j++) {
+				while (left == 0) left = (int)ev[(size_t)++ei * B_META + 7];
+				const int64_t *e = ev + (size_t)ei * B_META;
+				sqlite3_bind_int64(st, 4 * j + 1, e[0]);
+				sqlite3_bind_text(st, 4 * j + 2, (const char *)buf + tag[0], (int)tag[1], 0);
+				sqlite3_bind_text(st, 4 * j + 3, (const char *)buf + tag[2], (int)tag[3], 0);
+				sqlite3_bind_int64(st, 4 * j + 4, e[2]);
+				tag += 4;
+				left--;
+			}
+			if ((*rc = bulk_exec(st)) != B_OK) return -1;
+			ntags -= t;
+		}
+		done += m;
+	}
+	return done;
+}
+
+static bulk *bulk_new(sqlite3_int64 handle) {
+	bulk *b = calloc(1, sizeof(bulk));
+	if (b) b->db = (sqlite3 *)(intptr_t)handle;
+	return b;
+}
+
+static int bulk_set(bulk *b, int shape, const char *pre, const char *row, const char *suf) {
+	b->sql[shape][0] = strdup(pre);
+	b->sql[shape][1] = strdup(row);
+	b->sql[shape][2] = strdup(suf);
+	return b->sql[shape][0] && b->sql[shape][1] && b->sql[shape][2] ? B_OK : 7;
+}
+
+static int bulk_prepare(bulk *b, const char *sql, sqlite3_stmt **st) {
+	return sqlite3_prepare_v3(b->db, sql, -1, B_PREPARE_PERSISTENT, st, 0);
+}
+
+static int bulk_init(bulk *b) {
+	int rc;
+	if ((rc = bulk_prepare(b, "SAVEPOINT bulk", &b->savepoint)) != B_OK) return rc;
+	if ((rc = bulk_prepare(b, "RELEASE bulk", &b->release)) != B_OK) return rc;
+	return bulk_prepare(b, "ROLLBACK TO bulk", &b->rollback);
+}
+
+static const char *bulk_errmsg(bulk *b) { return sqlite3_errmsg(b->db); }
+
+static void bulk_free(bulk *b) {
+	for (int s = 0; s < B_NSHAPES; s++) {
+		for (int n = 0; n <= B_MAXROWS; n++) sqlite3_finalize(b->st[s][n]);
+		for (int i = 0; i < 3; i++) free(b->sql[s][i]);
+	}
+	sqlite3_finalize(b->savepoint);
+	sqlite3_finalize(b->release);
+	sqlite3_finalize(b->rollback);
+	free(b);
+}
+*/
+import "C"
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sync"
+	"unsafe"
+)
+
+// registerHandleFunc makes SQLite give every connection opened from now on,
+// in this process, the SQL function anchorchat_db_handle() (usable only in
+// top-level statements, not in triggers or views): how newBulk finds the
+// sqlite3* under the writer's database/sql connection, which go-sqlite3
+// does not export. Open calls it before opening any connection.
+var registerHandleFunc = sync.OnceValue(func() error {
+	if rc := C.anchor_register(); rc != 0 {
+		return fmt.Errorf("storage: register anchorchat_db_handle: SQLite error %d", rc)
+	}
+	return nil
+})
+
+// bulk writes runs of plain events through the SQLite C API on the writer's
+// own connection, in one cgo call per run instead of several database/sql
+// calls (and a cgo call per bound value) per 64 events. Fewer, shorter
+// trips through cgo also mean the writer goroutine loses its P to sysmon,
+// and queues for it again behind the connections' signature checks, once
+// per run rather than once per statement.
+type bulk struct {
+	b    *C.bulk
+	meta []int64
+	tags []int64
+	buf  []byte
+}
+
+const (
+	bulkMeta    = C.B_META
+	bulkMaxRows = C.B_MAXROWS
+)
+
+// newBulk finds conn's sqlite3 handle and prepares the bulk statements on it.
+func newBulk(ctx context.Context, conn *sql.Conn) (*bulk, error) {
+	var h int64
+	if err := conn.QueryRowContext(ctx, "SELECT anchorchat_db_handle()").Scan(&h); err != nil {
+		return nil, fmt.Errorf("storage: find the writer's SQLite handle: %w", err)
+	}
+	cb := C.bulk_new(C.sqlite3_int64(h))
+	if cb == nil {
+		return nil, fmt.Errorf("storage: bulk writer: out of memory")
+	}
+	b := &bulk{b: cb}
+	shapes := []struct {
+		shape            C.int
+		pre, row, suffix string
+	}{
+		{C.B_CLAIM, `INSERT INTO recent_ids(id, seq) SELECT column1, column2 FROM (VALUES `, `(?, ?)`,
+			`) WHERE NOT EXISTS (SELECT 1 FROM ids WHERE id = column1) AND NOT EXISTS (SELECT 1 FROM deleted_ids WHERE id = column1)
+			ON CONFLICT(id) DO NOTHING`},
+		{C.B_EVENTS, `INSERT INTO events` + eventCols + ` VALUES `, `(?, ?, ?, ?, ?, ?, ?, ?)`, ``},
+		{C.B_TAGS, `INSERT OR IGNORE INTO tags(seq, name, value, created_at) VALUES `, `(?, ?, ?, ?)`, ``},
+	}
+	for _, s := range shapes {
+		pre, row, suf := C.CString(s.pre), C.CString(s.row), C.CString(s.suffix)
+		rc := C.bulk_set(cb, s.shape, pre, row, suf)
+		C.free(unsafe.Pointer(pre))
+		C.free(unsafe.Pointer(row))
+		C.free(unsafe.Pointer(suf))
+		if rc != 0 {
+			b.close()
+			return nil, fmt.Errorf("storage: bulk writer: out of memory")
+		}
+	}
+	if rc := C.bulk_init(cb); rc != 0 {
+		err := b.err(rc, "prepare")
+		b.close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *bulk) err(rc C.int, what string) error {
+	return fmt.Errorf("bulk %s: %s (SQLite error %d)", what, C.GoString(C.bulk_errmsg(b.b)), int(rc))
+}
+
+// insert stores the plain events reqs, the first with seq first, and
+// returns how many it stored: fewer than len(reqs) if the chunk starting at
+// that index had an id already stored, deleted or repeated, and was rolled
+// back for the caller to take one by one.
+func (b *bulk) insert(reqs []*request, first int64) (int, error) {
+	meta, tags, buf := b.meta[:0], b.tags[:0], b.buf[:0]
+	for j, r := range reqs {
+		var hasExp, exp int64
+		if v, ok := r.exp.(int64); ok {
+			hasExp, exp = 1, v
+		}
+		off := int64(len(buf))
+		buf = append(buf, r.id...)
+		buf = append(buf, r.pubkey...)
+		buf = append(buf, r.raw...)
+		meta = append(meta, first+int64(j), int64(r.evt.Kind), int64(r.evt.CreatedAt), hasExp, exp, off, int64(len(r.raw)), int64(len(r.tags)))
+		for _, t := range r.tags {
+			nameOff := int64(len(buf))
+			buf = append(buf, t[0]...)
+			valueOff := int64(len(buf))
+			buf = append(buf, t[1]...)
+			tags = append(tags, nameOff, int64(len(t[0])), valueOff, int64(len(t[1])))
+		}
+	}
+	b.meta, b.tags, b.buf = meta, tags, buf
+	if len(tags) == 0 {
+		tags = append(tags, 0) // a valid pointer for C; no tag row reads it
+	}
+	if len(buf) == 0 {
+		buf = append(buf, 0)
+	}
+	var rc C.int
+	n := C.bulk_insert(b.b, C.int(len(reqs)), (*C.int64_t)(unsafe.Pointer(&meta[0])),
+		(*C.uchar)(unsafe.Pointer(&buf[0])), (*C.int64_t)(unsafe.Pointer(&tags[0])), &rc)
+	if n < 0 {
+		return 0, b.err(rc, "insert")
+	}
+	return int(n), nil
+}
+
+// close finalizes the statements; it must run before the connection closes.
+func (b *bulk) close() {
+	if b.b != nil {
+		C.bulk_free(b.b)
+		b.b = nil
+	}
+}
