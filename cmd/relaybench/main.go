@@ -192,6 +192,8 @@ func benchIngest(ctx context.Context, o options, add addFunc) error {
 	u, n := ing.usage, float64(ing.n)
 	perEvent := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 / n }
 	add("(a) CPU per accepted event (relay and clients, user + system)", "%.1f µs (%.1f + %.1f)", perEvent(u.cpu()), perEvent(u.user), perEvent(u.sys))
+	elapsed := n / ing.rate
+	add("(a) cores busy while the events went in (CPU time ÷ wall time)", "%.2f of %d", u.cpu().Seconds()/elapsed, runtime.NumCPU())
 	add("(a) per 1,000 events: minor page faults; context switches (voluntary + involuntary)", "%.0f; %.0f + %.0f",
 		float64(u.minflt)*1000/n, float64(u.nvcsw)*1000/n, float64(u.nivcsw)*1000/n)
 	return nil
