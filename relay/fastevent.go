@@ -78,7 +78,7 @@ func fastEvent(data []byte) *nostr.Event {
 			seen |= fTags
 			evt.Tags, ok = fastTags(&l)
 		default:
-			return nil // the general parser refuses unknown fields; let it say so
+			return nil // an unknown field: the general parser drops it
 		}
 		if !ok {
 			return nil

@@ -127,6 +127,39 @@ func parseSubID(v gjson.Result) (string, error) {
 	return string([]byte(v.Str)), nil // copy: never alias the frame
 }
 
+// eventFields is the event object v with only the NIP-01 fields, in their
+// order, values byte for byte. NIP-01 does not forbid other fields, and the
+// id covers none of them, so they are dropped, but go-nostr's decoder stops
+// at a field it does not know.
+func eventFields(v gjson.Result) []byte {
+	known := func(k string) bool {
+		switch k {
+		case "id", "pubkey", "created_at", "kind", "tags", "content", "sig":
+			return true
+		}
+		return false
+	}
+	extra := false
+	v.ForEach(func(k, _ gjson.Result) bool {
+		extra = !known(k.Str)
+		return !extra
+	})
+	if !extra {
+		return []byte(v.Raw)
+	}
+	out := []byte{'{'}
+	v.ForEach(func(k, val gjson.Result) bool {
+		if known(k.Str) {
+			if len(out) > 1 {
+				out = append(out, ',')
+			}
+			out = append(append(append(out, k.Raw...), ':'), val.Raw...)
+		}
+		return true
+	})
+	return append(out, '}')
+}
+
 func parseEvent(v gjson.Result) (*nostr.Event, error) {
 	if !v.IsObject() {
 		return nil, errors.New("event must be a JSON object")
@@ -164,7 +197,7 @@ func parseEvent(v gjson.Result) (*nostr.Event, error) {
 	}
 	evt := new(nostr.Event)
 	// easyjson copies strings out of its input, so the event does not alias the frame.
-	if err := easyjson.Unmarshal([]byte(v.Raw), evt); err != nil {
+	if err := easyjson.Unmarshal(eventFields(v), evt); err != nil {
 		return nil, fmt.Errorf("bad event: %w", err)
 	}
 	if !isLowerHex(evt.ID, 64) {

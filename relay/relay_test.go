@@ -8,12 +8,14 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nbd-wtf/go-nostr"
 
 	"github.com/anchorchat/anchorchat/relay"
+	"github.com/anchorchat/anchorchat/storage"
 )
 
 func TestPublishAndQueryFilters(t *testing.T) {
@@ -378,4 +380,39 @@ func TestLiveAndStoredFramesIdentical(t *testing.T) {
 		t.Fatalf("live and stored JSON differ:\n live   %s\n stored %s", live[2], stored[2])
 	}
 	watcher.expect("EOSE")
+}
+
+// NIP-01 does not forbid fields beyond its seven, and some clients send
+// them: the event is accepted, and stored and served without them (its id
+// covers none of them). A known field that is missing or mistyped is still
+// refused, whatever else the object carries.
+func TestEventWithExtraFields(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.dial()
+	evt := e.event(e.owner, 1, "extra fields")
+	var obj map[string]any
+	b, _ := json.Marshal(evt)
+	if err := json.Unmarshal(b, &obj); err != nil {
+		t.Fatal(err)
+	}
+	obj["relays"] = []string{"wss://relay.example"}
+	obj["meta"] = map[string]any{"a": []any{1, map[string]any{"b": nil}}, "s": "x"}
+	obj["n"] = 1.5
+	c.send("EVENT", obj)
+	if ok, msg := c.ok(evt.ID); !ok {
+		t.Fatalf("event with extra fields refused: %s", msg)
+	}
+	c.send("REQ", "s", map[string]any{"ids": []string{evt.ID}})
+	got := c.expect("EVENT")
+	c.expect("EOSE")
+	if want := storage.EncodeEvent(evt); !bytes.Equal(got[2], want) {
+		t.Fatalf("served\n %s\nwant\n %s", got[2], want)
+	}
+
+	delete(obj, "sig")
+	c.send("EVENT", obj)
+	if ok, msg := c.ok(evt.ID); ok || !strings.HasPrefix(msg, "invalid:") {
+		t.Fatalf("event without sig, with extra fields: ok=%v %q", ok, msg)
+	}
+	c.mustPublish(e.event(e.owner, 1, "and the connection still serves"))
 }
