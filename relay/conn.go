@@ -252,9 +252,6 @@ func (c *conn) subCount() int {
 	return len(c.subs)
 }
 
-// deliver sends evt to each of this connection's subscriptions it matches.
-// frames caches the encoded frame per subscription id for this event: many
-// clients use the same ids, and the frames are immutable once built.
 // subscription is an open REQ: its filters, and how many broadcasts had been
 // published when it was registered. A broadcast with a sequence number at or
 // below since is not delivered to it: the relay publishes an event before
@@ -265,6 +262,9 @@ type subscription struct {
 	since   uint64
 }
 
+// deliver sends d's event to each of this connection's subscriptions it
+// matches. d builds each frame once per subscription id, for all connections:
+// many clients use the same ids, and the frames are immutable once built.
 func (c *conn) deliver(d *delivery) {
 	evt := d.evt
 	c.mu.RLock()

@@ -28,6 +28,7 @@ extern int sqlite3_bind_int64(sqlite3_stmt *, int, sqlite3_int64);
 extern int sqlite3_bind_null(sqlite3_stmt *, int);
 extern int sqlite3_step(sqlite3_stmt *);
 extern int sqlite3_reset(sqlite3_stmt *);
+extern int sqlite3_clear_bindings(sqlite3_stmt *);
 extern int sqlite3_finalize(sqlite3_stmt *);
 extern int sqlite3_changes(sqlite3 *);
 extern const char *sqlite3_errmsg(sqlite3 *);
@@ -84,40 +85,48 @@ static int bulk_stmt(bulk *b, int shape, int n, sqlite3_stmt **out) {
 	return rc;
 }
 
+// bulk_exec steps st once, resets it and clears its bindings: they point
+// into Go memory, which C must not keep past the call.
 static int bulk_exec(sqlite3_stmt *st) {
 	int rc = sqlite3_step(st);
 	int rc2 = sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
 	if (rc == B_DONE || rc == B_ROW) return rc2;
 	return rc;
 }
 
-// Per event in meta (B_META int64s): seq, kind, created_at, has_exp, exp,
-// offset of id (32 bytes), pubkey (32) and raw JSON in buf, raw length,
-// number of tag rows. Per tag row in tags (4 int64s): name offset and
-// length, value offset and length, in buf.
+// Per event in meta (B_META int64s): kind, created_at, has_exp, exp, offset
+// of id (32 bytes), pubkey (32) and raw JSON in buf, raw length, number of
+// tag rows, index of its first tag row. Per tag row in tags (4 int64s): name
+// offset and length, value offset and length, in buf. Lengths fit an int:
+// the caller limits events to far less.
 #define B_META 8
 
-// bulk_insert stores n plain events in chunks of up to B_MAXROWS: in each
-// chunk, under a savepoint, their ids go into recent_ids (unless stored or
-// deleted), then their rows and tag rows. It returns how many events it
-// stored; fewer than n means the chunk starting there claimed fewer ids than
+// bulk_insert stores the plain events [start, n) in chunks of up to
+// B_MAXROWS, event i with seq seq0 + i - start: in each chunk, under a
+// savepoint, their ids go into recent_ids (unless stored or deleted), then
+// their rows and tag rows. It returns the index after the last event it
+// stored; less than n means the chunk starting there claimed fewer ids than
 // it has events, was rolled back, and is left to the caller. On an SQLite
-// error it returns -1 with *rc set.
-static int bulk_insert(bulk *b, int n, const int64_t *meta, const unsigned char *buf, const int64_t *tags, int *rc) {
+// error it returns -1 with *rc set (the savepoint may be left open: the
+// caller rolls the transaction back).
+static int bulk_insert(bulk *b, int start, int n, int64_t seq0, const int64_t *meta, const unsigned char *buf, const int64_t *tags, int *rc) {
 	sqlite3_stmt *st;
-	int done = 0;
-	const int64_t *tag = tags;
+	int done = start;
 	*rc = B_OK;
 	while (done < n) {
 		int m = n - done < B_MAXROWS ? n - done : B_MAXROWS;
 		const int64_t *ev = meta + (size_t)done * B_META;
+		int64_t seq = seq0 + (done - start);
+		int brc = B_OK;
 		if ((*rc = bulk_exec(b->savepoint)) != B_OK) return -1;
 		if ((*rc = bulk_stmt(b, B_CLAIM, m, &st)) != B_OK) return -1;
 		for (int i = 0; i < m; i++) {
 			const int64_t *e = ev + (size_t)i * B_META;
-			sqlite3_bind_blob(st, 2 * i + 1, buf + e[5], 32, 0);
-			sqlite3_bind_int64(st, 2 * i + 2, e[0]);
+			brc |= sqlite3_bind_blob(st, 2 * i + 1, buf + e[4], 32, 0);
+			brc |= sqlite3_bind_int64(st, 2 * i + 2, seq + i);
 		}
+		if (brc != B_OK) { *rc = brc; sqlite3_reset(st); sqlite3_clear_bindings(st); return -1; }
 		if ((*rc = bulk_exec(st)) != B_OK) return -1;
 		if (sqlite3_changes(b->db) != m) {
 			if ((*rc = bulk_exec(b->rollback)) != B_OK) return -1;
@@ -130,33 +139,35 @@ static int bulk_insert(bulk *b, int n, const int64_t *meta, const unsigned char 
 		for (int i = 0; i < m; i++) {
 			const int64_t *e = ev + (size_t)i * B_META;
 			int k = 8 * i;
-			sqlite3_bind_int64(st, k + 1, e[0]);
-			sqlite3_bind_blob(st, k + 2, buf + e[5], 32, 0);
-			sqlite3_bind_blob(st, k + 3, buf + e[5] + 32, 32, 0);
-			sqlite3_bind_int64(st, k + 4, e[1]);
-			sqlite3_bind_int64(st, k + 5, e[2]);
-			if (e[3]) sqlite3_bind_int64(st, k + 6, e[4]);
-			else sqlite3_bind_null(st, k + 6);
-			sqlite3_bind_null(st, k + 7);
-			sqlite3_bind_blob(st, k + 8, buf + e[5] + 64, (int)e[6], 0);
-			ntags += (int)e[7];
+			brc |= sqlite3_bind_int64(st, k + 1, seq + i);
+			brc |= sqlite3_bind_blob(st, k + 2, buf + e[4], 32, 0);
+			brc |= sqlite3_bind_blob(st, k + 3, buf + e[4] + 32, 32, 0);
+			brc |= sqlite3_bind_int64(st, k + 4, e[0]);
+			brc |= sqlite3_bind_int64(st, k + 5, e[1]);
+			brc |= e[2] ? sqlite3_bind_int64(st, k + 6, e[3]) : sqlite3_bind_null(st, k + 6);
+			brc |= sqlite3_bind_null(st, k + 7);
+			brc |= sqlite3_bind_blob(st, k + 8, buf + e[4] + 64, (int)e[5], 0);
+			ntags += (int)e[6];
 		}
+		if (brc != B_OK) { *rc = brc; sqlite3_reset(st); sqlite3_clear_bindings(st); return -1; }
 		if ((*rc = bulk_exec(st)) != B_OK) return -1;
 		// Tag rows, B_MAXROWS per statement, each with its event's seq and created_at.
-		int ei = 0, left = (int)ev[7];
+		const int64_t *tag = tags + (size_t)ev[7] * 4;
+		int ei = 0, left = (int)ev[6];
 		while (ntags > 0) {
 			int t = ntags < B_MAXROWS ? ntags : B_MAXROWS;
 			if ((*rc = bulk_stmt(b, B_TAGS, t, &st)) != B_OK) return -1;
 			for (int j = 0; j < t; j++) {
-				while (left == 0) left = (int)ev[(size_t)++ei * B_META + 7];
+				while (left == 0) left = (int)ev[(size_t)++ei * B_META + 6];
 				const int64_t *e = ev + (size_t)ei * B_META;
-				sqlite3_bind_int64(st, 4 * j + 1, e[0]);
-				sqlite3_bind_text(st, 4 * j + 2, (const char *)buf + tag[0], (int)tag[1], 0);
-				sqlite3_bind_text(st, 4 * j + 3, (const char *)buf + tag[2], (int)tag[3], 0);
-				sqlite3_bind_int64(st, 4 * j + 4, e[2]);
+				brc |= sqlite3_bind_int64(st, 4 * j + 1, seq + ei);
+				brc |= sqlite3_bind_text(st, 4 * j + 2, (const char *)buf + tag[0], (int)tag[1], 0);
+				brc |= sqlite3_bind_text(st, 4 * j + 3, (const char *)buf + tag[2], (int)tag[3], 0);
+				brc |= sqlite3_bind_int64(st, 4 * j + 4, e[1]);
 				tag += 4;
 				left--;
 			}
+			if (brc != B_OK) { *rc = brc; sqlite3_reset(st); sqlite3_clear_bindings(st); return -1; }
 			if ((*rc = bulk_exec(st)) != B_OK) return -1;
 			ntags -= t;
 		}
@@ -286,13 +297,11 @@ func (b *bulk) err(rc C.int, what string) error {
 	return fmt.Errorf("bulk %s: %s (SQLite error %d)", what, C.GoString(C.bulk_errmsg(b.b)), int(rc))
 }
 
-// insert stores the plain events reqs, the first with seq first, and
-// returns how many it stored: fewer than len(reqs) if the chunk starting at
-// that index had an id already stored, deleted or repeated, and was rolled
-// back for the caller to take one by one.
-func (b *bulk) insert(reqs []*request, first int64) (int, error) {
+// load copies the plain events reqs into the flat arrays bulk_insert reads
+// (C may not keep pointers into Go memory, and the arrays hold none).
+func (b *bulk) load(reqs []*request) {
 	meta, tags, buf := b.meta[:0], b.tags[:0], b.buf[:0]
-	for j, r := range reqs {
+	for _, r := range reqs {
 		var hasExp, exp int64
 		if v, ok := r.exp.(int64); ok {
 			hasExp, exp = 1, v
@@ -301,7 +310,8 @@ func (b *bulk) insert(reqs []*request, first int64) (int, error) {
 		buf = append(buf, r.id...)
 		buf = append(buf, r.pubkey...)
 		buf = append(buf, r.raw...)
-		meta = append(meta, first+int64(j), int64(r.evt.Kind), int64(r.evt.CreatedAt), hasExp, exp, off, int64(len(r.raw)), int64(len(r.tags)))
+		meta = append(meta, int64(r.evt.Kind), int64(r.evt.CreatedAt), hasExp, exp, off, int64(len(r.raw)),
+			int64(len(r.tags)), int64(len(tags)/4))
 		for _, t := range r.tags {
 			nameOff := int64(len(buf))
 			buf = append(buf, t[0]...)
@@ -310,20 +320,34 @@ func (b *bulk) insert(reqs []*request, first int64) (int, error) {
 			tags = append(tags, nameOff, int64(len(t[0])), valueOff, int64(len(t[1])))
 		}
 	}
-	b.meta, b.tags, b.buf = meta, tags, buf
-	if len(tags) == 0 {
-		tags = append(tags, 0) // a valid pointer for C; no tag row reads it
-	}
-	if len(buf) == 0 {
-		buf = append(buf, 0)
-	}
+	// Non-empty, so that C gets valid pointers; nothing reads the padding.
+	b.meta, b.tags, b.buf = meta, append(tags, 0), append(buf, 0)
+}
+
+// insert stores the loaded events from index start on, start with seq seq,
+// and returns the index after the last one stored: less than the number
+// loaded if the chunk starting there had an id already stored, deleted or
+// repeated, and was rolled back for the caller to take one by one.
+func (b *bulk) insert(start int, seq int64) (int, error) {
 	var rc C.int
-	n := C.bulk_insert(b.b, C.int(len(reqs)), (*C.int64_t)(unsafe.Pointer(&meta[0])),
-		(*C.uchar)(unsafe.Pointer(&buf[0])), (*C.int64_t)(unsafe.Pointer(&tags[0])), &rc)
+	n := C.bulk_insert(b.b, C.int(start), C.int(len(b.meta)/bulkMeta), C.int64_t(seq),
+		(*C.int64_t)(unsafe.Pointer(&b.meta[0])), (*C.uchar)(unsafe.Pointer(&b.buf[0])),
+		(*C.int64_t)(unsafe.Pointer(&b.tags[0])), &rc)
 	if n < 0 {
 		return 0, b.err(rc, "insert")
 	}
 	return int(n), nil
+}
+
+// reset drops what load copied, and the arrays themselves if a run of large
+// events grew them past what a usual run needs.
+func (b *bulk) reset() {
+	const keep = 4 << 20
+	if cap(b.buf) > keep {
+		b.meta, b.tags, b.buf = nil, nil, nil
+		return
+	}
+	b.meta, b.tags, b.buf = b.meta[:0], b.tags[:0], b.buf[:0]
 }
 
 // close finalizes the statements; it must run before the connection closes.

@@ -1049,6 +1049,10 @@ func TestBulkRun(t *testing.T) {
 			tags = nostr.Tags{{"t", "a"}, {"p", k.pk}, {"e", fmt.Sprintf("%064x", i)}}
 			wantTags += 3
 		}
+		if i%3 == 0 { // a tag naming its event: each tag row must belong to the right one
+			tags = append(tags, nostr.Tag{"x", fmt.Sprint("ev-", i)})
+			wantTags++
+		}
 		if i == 5 {
 			for j := range 2*bulkMaxRows + 3 {
 				tags = append(tags, nostr.Tag{"t", fmt.Sprint("many-", j)})
@@ -1057,21 +1061,35 @@ func TestBulkRun(t *testing.T) {
 		}
 		evts = append(evts, ev(t, k, 1, int64(i), tags, fmt.Sprintf("bulk %d \"quoted\" ✓", i)))
 	}
+	// Event 5 again, in the second chunk: that chunk goes one by one, the
+	// third goes back to bulk with the right seqs and tag rows.
+	const dupAt = bulkMaxRows + 6
+	sent := slices.Insert(slices.Clone(evts), dupAt, evts[5])
+	before, _ := s.Stats(context.Background())
 	release := holdWriter(t, s)
 	var wg sync.WaitGroup
-	errs := make([]error, n)
-	for i, e := range evts {
+	errs := make([]error, len(sent))
+	for i, e := range sent {
 		wg.Add(1)
 		s.SaveAsync(e, func(err error) { errs[i] = err; wg.Done() })
 	}
 	release()
 	wg.Wait()
 	for i, err := range errs {
-		if err != nil {
+		if want := error(nil); i == dupAt {
+			if !errors.Is(err, ErrDuplicate) {
+				t.Fatalf("the repeated event: %v, want ErrDuplicate", err)
+			}
+		} else if err != want {
 			t.Fatalf("event %d: %v", i, err)
 		}
 	}
 	st, _ := s.Stats(context.Background())
+	// The held job's transaction and the batch's: a batch transaction that
+	// failed would have been retried one event per transaction.
+	if c := st.Commits - before.Commits; c > 2 {
+		t.Fatalf("%d commits, want 2: the batch did not go in as one transaction", c)
+	}
 	if st.Events != n || st.Tags != int64(wantTags) {
 		t.Fatalf("stored %d events and %d tag rows, want %d and %d", st.Events, st.Tags, n, wantTags)
 	}
@@ -1079,6 +1097,12 @@ func TestBulkRun(t *testing.T) {
 		got := query(t, s, nostr.Filter{IDs: []string{e.ID}}, Visibility{})
 		if len(got) != 1 || got[0].Content != e.Content || got[0].CreatedAt != e.CreatedAt || !got[0].CheckID() {
 			t.Fatalf("event %d did not come back intact: %v", i, got)
+		}
+		if i%3 == 0 {
+			got := query(t, s, nostr.Filter{Tags: nostr.TagMap{"x": {fmt.Sprint("ev-", i)}}}, Visibility{})
+			if len(got) != 1 || got[0].ID != e.ID {
+				t.Fatalf("#x ev-%d finds %v, want event %d", i, ids(got), i)
+			}
 		}
 	}
 	if got := query(t, s, nostr.Filter{Tags: nostr.TagMap{"t": {"many-130"}}}, Visibility{}); len(got) != 1 || got[0].ID != evts[5].ID {

@@ -492,37 +492,38 @@ func (r *request) plain() bool {
 // savepoint and goes through apply one event at a time, which sorts out each
 // outcome; the chunks after it go back to bulk.
 func (w *writer) insertRun(batch []*request, run []int, results []error) error {
-	for len(run) > 0 {
-		if len(run) == 1 {
-			res, err := w.apply(batch[run[0]])
-			results[run[0]] = res
-			return err
-		}
-		reqs := w.runReqs[:0]
-		for _, i := range run {
-			reqs = append(reqs, batch[i])
-		}
-		w.runReqs = reqs
-		n, err := w.bulk.insert(reqs, w.nextSeq)
-		clear(reqs)
+	if len(run) == 1 {
+		res, err := w.apply(batch[run[0]])
+		results[run[0]] = res
+		return err
+	}
+	reqs := w.runReqs[:0]
+	for _, i := range run {
+		reqs = append(reqs, batch[i])
+	}
+	w.runReqs = reqs
+	defer clear(reqs)
+	w.bulk.load(reqs)
+	defer w.bulk.reset()
+	for done := 0; done < len(run); {
+		n, err := w.bulk.insert(done, w.nextSeq)
 		if err != nil {
 			return err
 		}
-		w.nextSeq += int64(n)
-		w.claimed += n
-		for _, i := range run[:n] {
+		w.nextSeq += int64(n - done)
+		w.claimed += n - done
+		for _, i := range run[done:n] {
 			results[i] = nil
 		}
-		run = run[n:]
-		chunk := run[:min(len(run), bulkMaxRows)]
-		for _, i := range chunk {
+		// The chunk at n has an id not to claim: one by one.
+		done = min(len(run), n+bulkMaxRows)
+		for _, i := range run[n:done] {
 			res, err := w.apply(batch[i])
 			if err != nil {
 				return err
 			}
 			results[i] = res
 		}
-		run = run[len(chunk):]
 	}
 	return nil
 }
