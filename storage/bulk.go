@@ -28,7 +28,6 @@ extern int sqlite3_bind_int64(sqlite3_stmt *, int, sqlite3_int64);
 extern int sqlite3_bind_null(sqlite3_stmt *, int);
 extern int sqlite3_step(sqlite3_stmt *);
 extern int sqlite3_reset(sqlite3_stmt *);
-extern int sqlite3_clear_bindings(sqlite3_stmt *);
 extern int sqlite3_finalize(sqlite3_stmt *);
 extern int sqlite3_changes(sqlite3 *);
 extern const char *sqlite3_errmsg(sqlite3 *);
@@ -65,7 +64,32 @@ typedef struct {
 	char *sql[B_NSHAPES][3]; // prefix, row, suffix
 	sqlite3_stmt *st[B_NSHAPES][B_MAXROWS + 1];
 	sqlite3_stmt *savepoint, *release, *rollback;
+	unsigned char *buf; // the loaded run's ids, pubkeys, raw JSON and tag strings
+	size_t cap;
 } bulk;
+
+// bulk_reserve makes b->buf hold at least n bytes, returning it (NULL if out
+// of memory). The statements bind into b->buf with SQLITE_STATIC: C memory
+// that b owns, so no binding ever points into Go memory. A binding may dangle
+// after a realloc, but every statement is bound in full before each step.
+static unsigned char *bulk_reserve(bulk *b, size_t n) {
+	if (n > b->cap) {
+		unsigned char *p = realloc(b->buf, n);
+		if (!p) return 0;
+		b->buf = p;
+		b->cap = n;
+	}
+	return b->buf;
+}
+
+// bulk_shrink frees b->buf if it has grown past keep bytes.
+static void bulk_shrink(bulk *b, size_t keep) {
+	if (b->cap > keep) {
+		free(b->buf);
+		b->buf = 0;
+		b->cap = 0;
+	}
+}
 
 static int bulk_stmt(bulk *b, int shape, int n, sqlite3_stmt **out) {
 	if (b->st[shape][n]) {
@@ -85,20 +109,18 @@ static int bulk_stmt(bulk *b, int shape, int n, sqlite3_stmt **out) {
 	return rc;
 }
 
-// bulk_exec steps st once, resets it and clears its bindings: they point
-// into Go memory, which C must not keep past the call.
+// bulk_exec steps st once and resets it.
 static int bulk_exec(sqlite3_stmt *st) {
 	int rc = sqlite3_step(st);
 	int rc2 = sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
 	if (rc == B_DONE || rc == B_ROW) return rc2;
 	return rc;
 }
 
 // Per event in meta (B_META int64s): kind, created_at, has_exp, exp, offset
-// of id (32 bytes), pubkey (32) and raw JSON in buf, raw length, number of
+// of id (32 bytes), pubkey (32) and raw JSON in b->buf, raw length, number of
 // tag rows, index of its first tag row. Per tag row in tags (4 int64s): name
-// offset and length, value offset and length, in buf. Lengths fit an int:
+// offset and length, value offset and length, in b->buf. Lengths fit an int:
 // the caller limits events to far less.
 #define B_META 8
 
@@ -110,7 +132,8 @@ static int bulk_exec(sqlite3_stmt *st) {
 // it has events, was rolled back, and is left to the caller. On an SQLite
 // error it returns -1 with *rc set (the savepoint may be left open: the
 // caller rolls the transaction back).
-static int bulk_insert(bulk *b, int start, int n, int64_t seq0, const int64_t *meta, const unsigned char *buf, const int64_t *tags, int *rc) {
+static int bulk_insert(bulk *b, int start, int n, int64_t seq0, const int64_t *meta, const int64_t *tags, int *rc) {
+	const unsigned char *buf = b->buf;
 	sqlite3_stmt *st;
 	int done = start;
 	*rc = B_OK;
@@ -126,7 +149,7 @@ static int bulk_insert(bulk *b, int start, int n, int64_t seq0, const int64_t *m
 			brc |= sqlite3_bind_blob(st, 2 * i + 1, buf + e[4], 32, 0);
 			brc |= sqlite3_bind_int64(st, 2 * i + 2, seq + i);
 		}
-		if (brc != B_OK) { *rc = brc; sqlite3_reset(st); sqlite3_clear_bindings(st); return -1; }
+		if (brc != B_OK) { *rc = brc; return -1; }
 		if ((*rc = bulk_exec(st)) != B_OK) return -1;
 		if (sqlite3_changes(b->db) != m) {
 			if ((*rc = bulk_exec(b->rollback)) != B_OK) return -1;
@@ -149,7 +172,7 @@ static int bulk_insert(bulk *b, int start, int n, int64_t seq0, const int64_t *m
 			brc |= sqlite3_bind_blob(st, k + 8, buf + e[4] + 64, (int)e[5], 0);
 			ntags += (int)e[6];
 		}
-		if (brc != B_OK) { *rc = brc; sqlite3_reset(st); sqlite3_clear_bindings(st); return -1; }
+		if (brc != B_OK) { *rc = brc; return -1; }
 		if ((*rc = bulk_exec(st)) != B_OK) return -1;
 		// Tag rows, B_MAXROWS per statement, each with its event's seq and created_at.
 		const int64_t *tag = tags + (size_t)ev[7] * 4;
@@ -167,7 +190,7 @@ static int bulk_insert(bulk *b, int start, int n, int64_t seq0, const int64_t *m
 				tag += 4;
 				left--;
 			}
-			if (brc != B_OK) { *rc = brc; sqlite3_reset(st); sqlite3_clear_bindings(st); return -1; }
+			if (brc != B_OK) { *rc = brc; return -1; }
 			if ((*rc = bulk_exec(st)) != B_OK) return -1;
 			ntags -= t;
 		}
@@ -210,6 +233,7 @@ static void bulk_free(bulk *b) {
 	sqlite3_finalize(b->savepoint);
 	sqlite3_finalize(b->release);
 	sqlite3_finalize(b->rollback);
+	free(b->buf);
 	free(b);
 }
 */
@@ -245,7 +269,6 @@ type bulk struct {
 	b    *C.bulk
 	meta []int64
 	tags []int64
-	buf  []byte
 }
 
 const (
@@ -297,10 +320,23 @@ func (b *bulk) err(rc C.int, what string) error {
 	return fmt.Errorf("bulk %s: %s (SQLite error %d)", what, C.GoString(C.bulk_errmsg(b.b)), int(rc))
 }
 
-// load copies the plain events reqs into the flat arrays bulk_insert reads
-// (C may not keep pointers into Go memory, and the arrays hold none).
-func (b *bulk) load(reqs []*request) {
-	meta, tags, buf := b.meta[:0], b.tags[:0], b.buf[:0]
+// load copies the plain events reqs where bulk_insert reads them: their
+// bytes into C memory, which the statements bind without copying, and their
+// offsets and numbers into meta and tags.
+func (b *bulk) load(reqs []*request) error {
+	size := 0
+	for _, r := range reqs {
+		size += len(r.id) + len(r.pubkey) + len(r.raw)
+		for _, t := range r.tags {
+			size += len(t[0]) + len(t[1])
+		}
+	}
+	p := C.bulk_reserve(b.b, C.size_t(size+1))
+	if p == nil {
+		return fmt.Errorf("bulk: out of memory for %d bytes", size)
+	}
+	buf := unsafe.Slice((*byte)(unsafe.Pointer(p)), size+1)[:0]
+	meta, tags := b.meta[:0], b.tags[:0]
 	for _, r := range reqs {
 		var hasExp, exp int64
 		if v, ok := r.exp.(int64); ok {
@@ -320,8 +356,11 @@ func (b *bulk) load(reqs []*request) {
 			tags = append(tags, nameOff, int64(len(t[0])), valueOff, int64(len(t[1])))
 		}
 	}
-	// Non-empty, so that C gets valid pointers; nothing reads the padding.
-	b.meta, b.tags, b.buf = meta, append(tags, 0), append(buf, 0)
+	b.meta, b.tags = meta, append(tags, 0) // non-empty: C gets a valid pointer
+	if len(buf) != size || unsafe.SliceData(buf) != (*byte)(unsafe.Pointer(p)) {
+		return fmt.Errorf("bulk: loaded %d bytes, sized %d", len(buf), size) // a bug, not bad input
+	}
+	return nil
 }
 
 // insert stores the loaded events from index start on, start with seq seq,
@@ -331,23 +370,18 @@ func (b *bulk) load(reqs []*request) {
 func (b *bulk) insert(start int, seq int64) (int, error) {
 	var rc C.int
 	n := C.bulk_insert(b.b, C.int(start), C.int(len(b.meta)/bulkMeta), C.int64_t(seq),
-		(*C.int64_t)(unsafe.Pointer(&b.meta[0])), (*C.uchar)(unsafe.Pointer(&b.buf[0])),
-		(*C.int64_t)(unsafe.Pointer(&b.tags[0])), &rc)
+		(*C.int64_t)(unsafe.Pointer(&b.meta[0])), (*C.int64_t)(unsafe.Pointer(&b.tags[0])), &rc)
 	if n < 0 {
 		return 0, b.err(rc, "insert")
 	}
 	return int(n), nil
 }
 
-// reset drops what load copied, and the arrays themselves if a run of large
-// events grew them past what a usual run needs.
+// reset forgets the loaded run, and frees its C buffer if a run of large
+// events grew it past what a usual run needs.
 func (b *bulk) reset() {
-	const keep = 4 << 20
-	if cap(b.buf) > keep {
-		b.meta, b.tags, b.buf = nil, nil, nil
-		return
-	}
-	b.meta, b.tags, b.buf = b.meta[:0], b.tags[:0], b.buf[:0]
+	C.bulk_shrink(b.b, 4<<20)
+	b.meta, b.tags = b.meta[:0], b.tags[:0]
 }
 
 // close finalizes the statements; it must run before the connection closes.

@@ -503,8 +503,10 @@ func (w *writer) insertRun(batch []*request, run []int, results []error) error {
 	}
 	w.runReqs = reqs
 	defer clear(reqs)
-	w.bulk.load(reqs)
 	defer w.bulk.reset()
+	if err := w.bulk.load(reqs); err != nil {
+		return err
+	}
 	for done := 0; done < len(run); {
 		n, err := w.bulk.insert(done, w.nextSeq)
 		if err != nil {
