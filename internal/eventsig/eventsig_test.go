@@ -72,6 +72,11 @@ func TestCheckAgreesWithGoNostr(t *testing.T) {
 			if !errors.Is(err, c.want) && !(err == nil && c.want == nil) {
 				t.Errorf("%d %s: got %v, want %v", i, name, err, c.want)
 			}
+			if name == "sig short" {
+				// go-nostr hex-decodes the sig into a [64]byte, zero-filling a short
+				// one: it says valid whenever the dropped byte was 00 (1 time in 256).
+				continue
+			}
 			sigOK, _ := e.CheckSignature()
 			if (err == nil) != (e.CheckID() && sigOK) {
 				t.Errorf("%d %s: Check says %v, go-nostr says id %v sig %v", i, name, err, e.CheckID(), sigOK)
