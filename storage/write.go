@@ -492,6 +492,9 @@ func (r *request) plain() bool {
 // savepoint and goes through apply one event at a time, which sorts out each
 // outcome; the chunks after it go back to bulk.
 func (w *writer) insertRun(batch []*request, run []int, results []error) error {
+	if len(run) == 0 {
+		return nil
+	}
 	if len(run) == 1 {
 		res, err := w.apply(batch[run[0]])
 		results[run[0]] = res
