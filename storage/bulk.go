@@ -261,10 +261,10 @@ var registerHandleFunc = sync.OnceValue(func() error {
 
 // bulk writes runs of plain events through the SQLite C API on the writer's
 // own connection, in one cgo call per run instead of several database/sql
-// calls (and a cgo call per bound value) per 64 events. Fewer, shorter
-// trips through cgo also mean the writer goroutine loses its P to sysmon,
-// and queues for it again behind the connections' signature checks, once
-// per run rather than once per statement.
+// calls (and a cgo call per bound value) per 64 events. Fewer trips through
+// cgo also mean the writer goroutine loses its P to sysmon, and queues for it
+// again behind the connections' signature checks, once per run rather than
+// once per statement.
 type bulk struct {
 	b    *C.bulk
 	meta []int64
@@ -292,10 +292,9 @@ func newBulk(ctx context.Context, conn *sql.Conn) (*bulk, error) {
 		pre, row, suffix string
 	}{
 		{C.B_CLAIM, `INSERT INTO recent_ids(id, seq) SELECT column1, column2 FROM (VALUES `, `(?, ?)`,
-			`) WHERE NOT EXISTS (SELECT 1 FROM ids WHERE id = column1) AND NOT EXISTS (SELECT 1 FROM deleted_ids WHERE id = column1)
-			ON CONFLICT(id) DO NOTHING`},
-		{C.B_EVENTS, `INSERT INTO events` + eventCols + ` VALUES `, `(?, ?, ?, ?, ?, ?, ?, ?)`, ``},
-		{C.B_TAGS, `INSERT OR IGNORE INTO tags(seq, name, value, created_at) VALUES `, `(?, ?, ?, ?)`, ``},
+			`) WHERE ` + claimable(`column1`) + ` ON CONFLICT(id) DO NOTHING`},
+		{C.B_EVENTS, insertEvents, eventValues, ``},
+		{C.B_TAGS, insertTags, tagValues, ``},
 	}
 	for _, s := range shapes {
 		pre, row, suf := C.CString(s.pre), C.CString(s.row), C.CString(s.suffix)

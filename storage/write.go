@@ -288,7 +288,21 @@ type tagRow struct {
 
 const tagRowsPerInsert = 64
 
-const eventCols = `(seq, id, pubkey, kind, created_at, expiration, dtag, raw)`
+// The statements both write paths share: apply's, one event at a time, and
+// bulk's, 64 rows to a statement.
+const (
+	insertEvents = `INSERT INTO events(seq, id, pubkey, kind, created_at, expiration, dtag, raw) VALUES `
+	eventValues  = `(?, ?, ?, ?, ?, ?, ?, ?)`
+	insertTags   = `INSERT OR IGNORE INTO tags(seq, name, value, created_at) VALUES `
+	tagValues    = `(?, ?, ?, ?)`
+)
+
+// claimable is the condition under which the id in column col may be claimed
+// for a new event: neither stored (in ids; recent_ids is the claim's own
+// conflict target) nor deleted.
+func claimable(col string) string {
+	return `NOT EXISTS (SELECT 1 FROM ids WHERE id = ` + col + `) AND NOT EXISTS (SELECT 1 FROM deleted_ids WHERE id = ` + col + `)`
+}
 
 func newWriter(ctx context.Context, s *Store, conn *sql.Conn) (*writer, error) {
 	w := &writer{s: s, conn: conn}
@@ -299,12 +313,10 @@ func newWriter(ctx context.Context, s *Store, conn *sql.Conn) (*writer, error) {
 		{&w.begin, `BEGIN IMMEDIATE`},
 		{&w.commit, `COMMIT`},
 		{&w.rollback, `ROLLBACK`},
-		{&w.claimCheck, `INSERT INTO recent_ids(id, seq) SELECT ?1, ?2
-			WHERE NOT EXISTS (SELECT 1 FROM ids WHERE id = ?1) AND NOT EXISTS (SELECT 1 FROM deleted_ids WHERE id = ?1)
-			ON CONFLICT(id) DO NOTHING`},
+		{&w.claimCheck, `INSERT INTO recent_ids(id, seq) SELECT ?1, ?2 WHERE ` + claimable(`?1`) + ` ON CONFLICT(id) DO NOTHING`},
 		{&w.claim, `INSERT INTO recent_ids(id, seq) SELECT ?1, ?2
 			WHERE NOT EXISTS (SELECT 1 FROM ids WHERE id = ?1) ON CONFLICT(id) DO NOTHING`},
-		{&w.insRow, `INSERT INTO events` + eventCols + ` VALUES (?, ?, ?, ?, ?, ?, ?, ?)`},
+		{&w.insRow, insertEvents + eventValues},
 		{&w.existsID, `SELECT 1 FROM ids WHERE id = ?1 UNION ALL SELECT 1 FROM recent_ids WHERE id = ?1`},
 		{&w.deletersOf, `SELECT deleter FROM deleted_ids WHERE id = ?`},
 		{&w.coordCurrent, `SELECT seq, created_at, id FROM events WHERE pubkey = ? AND kind = ? AND dtag = ?`},
@@ -547,9 +559,9 @@ func (w *writer) lazy(slot **sql.Stmt, q string) (*sql.Stmt, error) {
 	return *slot, nil
 }
 
-// rows4 is "(?, ?, ?, ?), ..." for n rows.
-func rows4(n int) string {
-	return strings.TrimSuffix(strings.Repeat(`(?, ?, ?, ?), `, n), ", ")
+// tagRows is tagValues n times, comma-separated.
+func tagRows(n int) string {
+	return strings.TrimSuffix(strings.Repeat(tagValues+`, `, n), ", ")
 }
 
 // tx runs fn inside BEGIN IMMEDIATE ... COMMIT, rolling back on error.
@@ -733,7 +745,7 @@ func (w *writer) flushTags() error {
 	rows := w.pendingTags
 	for len(rows) > 0 {
 		n := min(len(rows), tagRowsPerInsert)
-		st, err := w.lazy(&w.insTags[n], `INSERT OR IGNORE INTO tags(seq, name, value, created_at) VALUES `+rows4(n))
+		st, err := w.lazy(&w.insTags[n], insertTags+tagRows(n))
 		if err != nil {
 			return err
 		}
