@@ -168,8 +168,18 @@ func (r *Relay) serveWebsocket(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	c := newConn(r, ws, co, ip, r.relayURL(req))
+	// Close may have run during the upgrade, after the check above: it
+	// cancels r.ctx before it takes r.mu to drop the registered
+	// connections, so checking again under r.mu leaves no gap.
 	r.mu.Lock()
+	if r.ctx.Err() != nil {
+		r.mu.Unlock()
+		r.releaseIP(ip)
+		c.close(websocket.CloseGoingAway, "relay shutting down")
+		return
+	}
 	r.conns[c] = struct{}{}
+	r.wg.Add(1) // Close waits for this handler
 	r.mu.Unlock()
 	r.m.Connections.Inc()
 	defer func() {
@@ -179,6 +189,7 @@ func (r *Relay) serveWebsocket(w http.ResponseWriter, req *http.Request) {
 		r.releaseIP(ip)
 		r.m.Connections.Dec()
 		r.m.Subscriptions.Sub(float64(c.subCount()))
+		r.wg.Done()
 	}()
 	c.serve()
 }
