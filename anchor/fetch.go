@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/anchorchat/anchorchat/identity"
+	"github.com/anchorchat/anchorchat/internal/nostrclient"
 	"github.com/nbd-wtf/go-nostr"
 )
 
@@ -28,10 +29,10 @@ func Fetch(ctx context.Context, relays []string, q Query, log *slog.Logger) ([]*
 	if q.Handle == "" && q.PubKey == "" {
 		return nil, nil, errors.New("anchor: fetch needs a handle or a key")
 	}
-	conns := make([]*nostr.Relay, 0, len(relays))
+	conns := make([]*nostrclient.Conn, 0, len(relays))
 	var errs []error
 	for _, u := range relays {
-		r, err := nostr.RelayConnect(ctx, u)
+		r, err := nostrclient.Dial(ctx, u, nostrclient.Options{})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", u, err))
 			log.Debug("anchor fetch: relay unreachable", "relay", u, "err", err)
@@ -47,9 +48,9 @@ func Fetch(ctx context.Context, relays []string, q Query, log *slog.Logger) ([]*
 	query := func(f nostr.Filter) {
 		f.Limit = FetchLimit
 		for _, r := range conns {
-			evts, err := r.QuerySync(ctx, f)
+			evts, err := r.Query(ctx, f)
 			if err != nil {
-				log.Debug("anchor fetch: query failed", "relay", r.URL, "err", err)
+				log.Debug("anchor fetch: query failed", "relay", r.URL(), "err", err)
 				continue
 			}
 			for _, e := range evts {

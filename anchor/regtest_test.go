@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/anchorchat/anchorchat/identity"
+	"github.com/anchorchat/anchorchat/internal/nostrclient"
 	"github.com/anchorchat/anchorchat/regtest"
 	"github.com/anchorchat/anchorchat/relay"
 	"github.com/anchorchat/anchorchat/storage"
@@ -473,19 +474,19 @@ func TestRegtest(t *testing.T) {
 		r := *r
 		r.t = t
 		url := startRelay(t)
-		pub, err := nostr.RelayConnect(ctx, url)
+		pub, err := nostrclient.Dial(ctx, url, nostrclient.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer pub.Close()
 		b := r.batcher(t.TempDir()+"/anchor.db", 1, func(c *Config) {
-			c.Publish = func(ctx context.Context, evt *nostr.Event) error { return pub.Publish(ctx, *evt) }
+			c.Publish = func(ctx context.Context, evt *nostr.Event) error { return pub.Publish(ctx, evt) }
 		})
 		defer b.Close()
 		gina, hank := newKey(t), newKey(t)
 		g, h := claim(t, gina, "gina"), claim(t, hank, "gina")
 		for _, e := range []*nostr.Event{g, h} {
-			if err := pub.Publish(ctx, *e); err != nil {
+			if err := pub.Publish(ctx, e); err != nil {
 				t.Fatal(err)
 			}
 		}

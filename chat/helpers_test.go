@@ -13,6 +13,7 @@ import (
 	"github.com/nbd-wtf/go-nostr"
 
 	"github.com/anchorchat/anchorchat/identity"
+	"github.com/anchorchat/anchorchat/internal/nostrclient"
 	"github.com/anchorchat/anchorchat/internal/relaytest"
 	"github.com/anchorchat/anchorchat/internal/testutil"
 	"github.com/anchorchat/anchorchat/relay"
@@ -113,7 +114,7 @@ func publishTo(t testing.TB, url string, k *identity.Key, evt *nostr.Event) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := dialRelay(ctx, nil, url, func(e *nostr.Event) error { return k.Sign(e) })
+	c, err := nostrclient.Dial(ctx, url, nostrclient.Options{Sign: func(e *nostr.Event) error { return k.Sign(e) }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/anchorchat/anchorchat/internal/nostrclient"
 	"github.com/nbd-wtf/go-nostr"
 )
 
@@ -39,7 +40,7 @@ func (s *Service) inboxLoop(url string) {
 func (s *Service) subscribeOnce(url string) error {
 	ctx := s.ctx
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	c, err := dialRelay(dctx, s.cfg.Dial, url, s.sign)
+	c, err := nostrclient.Dial(dctx, url, nostrclient.Options{Dial: s.cfg.Dial, Sign: s.sign})
 	cancel()
 	if err != nil {
 		return err
@@ -74,7 +75,7 @@ func (s *Service) subscribeOnce(url string) error {
 			return nil
 		case <-c.Done():
 			return c.Err()
-		case e := <-sub.events:
+		case e := <-sub.Events():
 			s.handleWrap(ctx, url, e)
 		}
 	}

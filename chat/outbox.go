@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/anchorchat/anchorchat/internal/nostrclient"
 	"github.com/nbd-wtf/go-nostr"
 )
 
@@ -21,7 +22,7 @@ func (s *Service) kick() {
 }
 
 // conn returns a live pooled connection to url, dialling if needed.
-func (s *Service) conn(ctx context.Context, url string) (*relayConn, error) {
+func (s *Service) conn(ctx context.Context, url string) (*nostrclient.Conn, error) {
 	s.poolMu.Lock()
 	c := s.pool[url]
 	s.poolMu.Unlock()
@@ -34,7 +35,7 @@ func (s *Service) conn(ctx context.Context, url string) (*relayConn, error) {
 	}
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	nc, err := dialRelay(dctx, s.cfg.Dial, url, s.sign)
+	nc, err := nostrclient.Dial(dctx, url, nostrclient.Options{Dial: s.cfg.Dial, Sign: s.sign})
 	if err != nil {
 		return nil, err
 	}
@@ -168,11 +169,11 @@ func (s *Service) deliverTo(ctx context.Context, url string, ds []delivery) {
 	for _, d := range ds {
 		var evt nostr.Event
 		if err := evt.UnmarshalJSON([]byte(d.Wrap)); err != nil {
-			s.record(ctx, d, &RejectedError{Relay: url, Reason: "invalid: stored wrap unreadable: " + err.Error()})
+			s.record(ctx, d, &nostrclient.RejectedError{Relay: url, Reason: "invalid: stored wrap unreadable: " + err.Error()})
 			continue
 		}
 		if d.ExpiresAt > 0 && d.ExpiresAt <= s.now().Unix() {
-			s.record(ctx, d, &RejectedError{Relay: url, Reason: "invalid: expired before delivery"})
+			s.record(ctx, d, &nostrclient.RejectedError{Relay: url, Reason: "invalid: expired before delivery"})
 			continue
 		}
 		sem <- struct{}{}
@@ -197,7 +198,7 @@ func (s *Service) record(ctx context.Context, d delivery, err error) {
 	state, next, msg := "ok", int64(0), ""
 	if err != nil {
 		msg = err.Error()
-		var rej *RejectedError
+		var rej *nostrclient.RejectedError
 		age := s.now().Sub(time.Unix(d.CreatedAt, 0))
 		switch {
 		case errors.As(err, &rej) && rej.Permanent():

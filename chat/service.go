@@ -15,6 +15,7 @@ import (
 
 	"github.com/anchorchat/anchorchat/identity"
 	"github.com/anchorchat/anchorchat/internal/hub"
+	"github.com/anchorchat/anchorchat/internal/nostrclient"
 )
 
 // Config configures a Service.
@@ -31,7 +32,7 @@ type Config struct {
 	// above debug level, and even there only ids and kinds.
 	Logger *slog.Logger
 	// Dial opens relay websockets (default websocket.Dial); a hook for tests.
-	Dial Dialer
+	Dial nostrclient.Dialer
 	// Now is the clock (default time.Now); tests inject one.
 	Now func() time.Time
 
@@ -91,7 +92,7 @@ type Service struct {
 	wake   chan struct{}
 
 	poolMu sync.Mutex
-	pool   map[string]*relayConn
+	pool   map[string]*nostrclient.Conn
 
 	watch *hub.Hub[Event]
 
@@ -170,7 +171,7 @@ func New(cfg Config) (*Service, error) {
 		now: cfg.Now, httpc: httpc,
 		sign:  func(e *nostr.Event) error { return key.Sign(e) },
 		wake:  make(chan struct{}, 1),
-		pool:  make(map[string]*relayConn),
+		pool:  make(map[string]*nostrclient.Conn),
 		watch: hub.New[Event](256),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())

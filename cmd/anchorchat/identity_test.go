@@ -17,6 +17,7 @@ import (
 	"github.com/nbd-wtf/go-nostr/nip19"
 
 	"github.com/anchorchat/anchorchat/identity"
+	"github.com/anchorchat/anchorchat/internal/nostrclient"
 )
 
 const testPass = "Tr1cky-Walrus-Juggles-47-Neon-Pianos"
@@ -156,12 +157,12 @@ func TestNodeIdentityAndNoSecretsInLogs(t *testing.T) {
 	p := startProcEnv(t, dir, env, "--log.level", "debug")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	r, err := nostr.RelayConnect(ctx, p.rt.RelayURL)
+	r, err := nostrclient.Dial(ctx, p.rt.RelayURL, nostrclient.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	got, err := r.QuerySync(ctx, nostr.Filter{Authors: []string{pk}, Kinds: []int{0, 10050, identity.KindHandleClaim}})
+	got, err := r.Query(ctx, nostr.Filter{Authors: []string{pk}, Kinds: []int{0, 10050, identity.KindHandleClaim}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +182,7 @@ func TestNodeIdentityAndNoSecretsInLogs(t *testing.T) {
 	// The owner is the identity: it may publish, others may not.
 	note := nostr.Event{Kind: 1, Content: "signed by the owner", CreatedAt: nostr.Now(), Tags: nostr.Tags{}}
 	_ = note.Sign(sk)
-	if err := r.Publish(ctx, note); err != nil {
+	if err := r.Publish(ctx, &note); err != nil {
 		t.Fatalf("owner publish: %v", err)
 	}
 
@@ -203,11 +204,11 @@ func TestNodeIdentityAndNoSecretsInLogs(t *testing.T) {
 	<-p.done
 	p.done <- nil
 	p2 := startProcEnv(t, dir, env, "--log.level", "debug")
-	r2, err := nostr.RelayConnect(ctx, p2.rt.RelayURL)
+	r2, err := nostrclient.Dial(ctx, p2.rt.RelayURL, nostrclient.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	claims, err := r2.QuerySync(ctx, nostr.Filter{Authors: []string{pk}, Kinds: []int{identity.KindHandleClaim}})
+	claims, err := r2.Query(ctx, nostr.Filter{Authors: []string{pk}, Kinds: []int{identity.KindHandleClaim}})
 	if err != nil || len(claims) != 1 {
 		t.Fatalf("claims after restart: %d %v", len(claims), err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/nbd-wtf/go-nostr"
 
 	"github.com/anchorchat/anchorchat/internal/node"
+	"github.com/anchorchat/anchorchat/internal/nostrclient"
 )
 
 var binPath string
@@ -186,7 +187,7 @@ func TestCrashLosesNoAcknowledgedEvent(t *testing.T) {
 	t.Logf("%d of %d events acknowledged before SIGKILL", len(ackedIDs), conns*perConn)
 
 	p2 := startProc(t, datadir, args...)
-	r, err := nostr.RelayConnect(ctx, p2.rt.RelayURL)
+	r, err := nostrclient.Dial(ctx, p2.rt.RelayURL, nostrclient.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +195,7 @@ func TestCrashLosesNoAcknowledgedEvent(t *testing.T) {
 	found := map[string]bool{}
 	for i := 0; i < len(ackedIDs); i += 500 {
 		chunk := ackedIDs[i:min(i+500, len(ackedIDs))]
-		evts, err := r.QuerySync(ctx, nostr.Filter{IDs: chunk, Limit: len(chunk)})
+		evts, err := r.Query(ctx, nostr.Filter{IDs: chunk, Limit: len(chunk)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -222,13 +223,13 @@ func TestSIGTERMShutsDownCleanly(t *testing.T) {
 	p := startProc(t, datadir, "--relay.owner", pk)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	r, err := nostr.RelayConnect(ctx, p.rt.RelayURL)
+	r, err := nostrclient.Dial(ctx, p.rt.RelayURL, nostrclient.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	evt := nostr.Event{Kind: 1, Content: "before shutdown", CreatedAt: nostr.Now(), Tags: nostr.Tags{}}
 	_ = evt.Sign(sk)
-	if err := r.Publish(ctx, evt); err != nil {
+	if err := r.Publish(ctx, &evt); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.Command(binPath, "status", "--network", "regtest", "--datadir", datadir).CombinedOutput()
@@ -261,11 +262,11 @@ func TestSIGTERMShutsDownCleanly(t *testing.T) {
 	}
 
 	p2 := startProc(t, datadir, "--relay.owner", pk)
-	r2, err := nostr.RelayConnect(ctx, p2.rt.RelayURL)
+	r2, err := nostrclient.Dial(ctx, p2.rt.RelayURL, nostrclient.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := r2.QuerySync(ctx, nostr.Filter{IDs: []string{evt.ID}})
+	got, err := r2.Query(ctx, nostr.Filter{IDs: []string{evt.ID}})
 	if err != nil || len(got) != 1 {
 		t.Fatalf("event after restart: %v %v", got, err)
 	}

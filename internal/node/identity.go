@@ -10,6 +10,7 @@ import (
 	"github.com/nbd-wtf/go-nostr"
 
 	"github.com/anchorchat/anchorchat/identity"
+	"github.com/anchorchat/anchorchat/internal/nostrclient"
 	"github.com/anchorchat/anchorchat/storage"
 )
 
@@ -140,14 +141,14 @@ func (n *Node) handleClaim(ctx context.Context) (*nostr.Event, error) {
 func (n *Node) publishRemote(ctx context.Context, evts []*nostr.Event) {
 	for _, url := range n.cfg.PublishRelays {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		r, err := nostr.RelayConnect(rctx, url)
+		r, err := nostrclient.Dial(rctx, url, nostrclient.Options{Sign: n.key.Sign})
 		if err != nil {
 			n.log.Warn("cannot reach relay to publish", "relay", url, "err", err)
 			cancel()
 			continue
 		}
 		for _, evt := range evts {
-			if err := r.Publish(rctx, *evt); err != nil {
+			if err := r.Publish(rctx, evt); err != nil {
 				n.log.Warn("relay refused event", "relay", url, "kind", evt.Kind, "err", err)
 			}
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/nbd-wtf/go-nostr"
 
 	"github.com/anchorchat/anchorchat/internal/node"
+	"github.com/anchorchat/anchorchat/internal/nostrclient"
 )
 
 func TestConfigPrecedence(t *testing.T) {
@@ -103,26 +104,26 @@ func TestAPIAndMetrics(t *testing.T) {
 		t.Fatalf("events.db: %v mode %v", err, fi.Mode())
 	}
 
-	// A real Nostr client publishes and reads.
+	// A Nostr client publishes and reads over the websocket.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r, err := nostr.RelayConnect(ctx, n.RelayURL())
+	r, err := nostrclient.Dial(ctx, n.RelayURL(), nostrclient.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
 	evt := nostr.Event{Kind: 1, Content: "hello", CreatedAt: nostr.Now(), Tags: nostr.Tags{}}
 	_ = evt.Sign(sk)
-	if err := r.Publish(ctx, evt); err != nil {
+	if err := r.Publish(ctx, &evt); err != nil {
 		t.Fatalf("publish: %v", err)
 	}
 	stranger := nostr.GeneratePrivateKey()
 	spam := nostr.Event{Kind: 1, Content: "spam", CreatedAt: nostr.Now(), Tags: nostr.Tags{}}
 	_ = spam.Sign(stranger)
-	if err := r.Publish(ctx, spam); err == nil || !strings.Contains(err.Error(), "restricted:") {
+	if err := r.Publish(ctx, &spam); err == nil || !strings.Contains(err.Error(), "restricted:") {
 		t.Fatalf("stranger's publish: %v", err)
 	}
-	got, err := r.QuerySync(ctx, nostr.Filter{Kinds: []int{1}})
+	got, err := r.Query(ctx, nostr.Filter{Kinds: []int{1}})
 	if err != nil || len(got) != 1 || got[0].ID != evt.ID {
 		t.Fatalf("query: %v %v", got, err)
 	}

@@ -1,4 +1,14 @@
-package chat
+// Package nostrclient is the node's NIP-01 / NIP-42 client for outside
+// relays: publish (success only on an explicit OK true), query up to EOSE,
+// live subscriptions, and AUTH answered with the caller's signer.
+//
+// The node uses it instead of go-nostr's Relay, whose Close races with its
+// own connection goroutine (v0.52.3 sets Relay.Connection to nil while
+// Close reads it; the race detector reports it and, rarely, Close
+// dereferences nil and panics, go-nostr issue #130). Here the websocket is
+// set once at Dial and never cleared, so Close and a lost connection can
+// happen in any order.
+package nostrclient
 
 import (
 	"context"
@@ -15,8 +25,8 @@ import (
 	"github.com/nbd-wtf/go-nostr"
 )
 
-// Dialer opens a websocket to a relay URL. Config.Dial replaces the default
-// (websocket.Dial) in tests, e.g. to make a relay unreachable.
+// Dialer opens a websocket to a relay URL. Options.Dial replaces the
+// default (websocket.Dial), e.g. in tests to make a relay unreachable.
 type Dialer func(ctx context.Context, url string) (*websocket.Conn, error)
 
 func defaultDial(ctx context.Context, url string) (*websocket.Conn, error) {
@@ -48,10 +58,15 @@ type okResult struct {
 	reason string
 }
 
-// relayConn is a small NIP-01/NIP-42 client: unlike go-nostr's Relay it
-// reports success only on an explicit OK true, and it answers AUTH
-// challenges with the given signer when a relay asks for it.
-type relayConn struct {
+// Options configures Dial. The zero value dials with websocket.Dial and
+// cannot answer AUTH.
+type Options struct {
+	Dial Dialer                   // default websocket.Dial
+	Sign func(*nostr.Event) error // signs AUTH events; nil: never authenticate
+}
+
+// Conn is one websocket to one relay. It is safe for concurrent use.
+type Conn struct {
 	url  string
 	ws   *websocket.Conn
 	sign func(*nostr.Event) error
@@ -61,25 +76,31 @@ type relayConn struct {
 
 	mu        sync.Mutex
 	oks       map[string]chan okResult
-	subs      map[string]*subscription
+	subs      map[string]*Subscription
 	challenge string
 	chalCh    chan struct{} // closed when the first challenge arrives
 	authed    bool
 	subSeq    atomic.Int64
 }
 
-type subscription struct {
-	id     string
-	events chan *nostr.Event
-	eose   chan struct{}
-	closed chan string // CLOSED reason
-	once   sync.Once
+// Subscription is an open REQ. Stored holds the events the relay sent
+// before EOSE; Events delivers the live ones after it.
+type Subscription struct {
+	id       string
+	events   chan *nostr.Event
+	eose     chan struct{}
+	closed   chan string // CLOSED reason
+	eoseOnce sync.Once
+	gone     chan struct{} // closed by Unsubscribe, so an unread subscription never stalls the connection
+	goneOnce sync.Once
 
-	// Stored holds the events received before EOSE.
 	Stored []*nostr.Event
 }
 
-func dialRelay(ctx context.Context, dial Dialer, url string, sign func(*nostr.Event) error) (*relayConn, error) {
+// Dial opens a websocket to url. The connection lives until Close or until
+// the relay drops it (see Done); ctx bounds only the dial.
+func Dial(ctx context.Context, url string, opts Options) (*Conn, error) {
+	dial, sign := opts.Dial, opts.Sign
 	if dial == nil {
 		dial = defaultDial
 	}
@@ -89,9 +110,9 @@ func dialRelay(ctx context.Context, dial Dialer, url string, sign func(*nostr.Ev
 	}
 	ws.SetReadLimit(4 << 20)
 	cctx, cancel := context.WithCancelCause(context.Background())
-	c := &relayConn{
+	c := &Conn{
 		url: url, ws: ws, sign: sign, ctx: cctx, cancel: cancel,
-		oks: make(map[string]chan okResult), subs: make(map[string]*subscription),
+		oks: make(map[string]chan okResult), subs: make(map[string]*Subscription),
 		chalCh: make(chan struct{}),
 	}
 	go c.readLoop()
@@ -99,17 +120,25 @@ func dialRelay(ctx context.Context, dial Dialer, url string, sign func(*nostr.Ev
 }
 
 // Done is closed when the connection is gone.
-func (c *relayConn) Done() <-chan struct{} { return c.ctx.Done() }
+func (c *Conn) Done() <-chan struct{} { return c.ctx.Done() }
 
 // Err says why the connection ended.
-func (c *relayConn) Err() error { return context.Cause(c.ctx) }
+func (c *Conn) Err() error { return context.Cause(c.ctx) }
 
-func (c *relayConn) Close() {
+// URL is the relay's address as dialled.
+func (c *Conn) URL() string { return c.url }
+
+// Events delivers the subscription's events after EOSE, until the
+// connection ends or Unsubscribe.
+func (s *Subscription) Events() <-chan *nostr.Event { return s.events }
+
+// Close ends the connection (a normal websocket close).
+func (c *Conn) Close() {
 	c.cancel(errors.New("closed"))
 	_ = c.ws.Close(websocket.StatusNormalClosure, "")
 }
 
-func (c *relayConn) readLoop() {
+func (c *Conn) readLoop() {
 	defer func() {
 		_ = c.ws.CloseNow()
 	}()
@@ -142,6 +171,7 @@ func (c *relayConn) readLoop() {
 			evt := e.Event
 			select {
 			case s.events <- &evt:
+			case <-s.gone:
 			case <-c.ctx.Done():
 				return
 			}
@@ -150,7 +180,7 @@ func (c *relayConn) readLoop() {
 			s := c.subs[string(*e)]
 			c.mu.Unlock()
 			if s != nil {
-				s.once.Do(func() { close(s.eose) })
+				s.eoseOnce.Do(func() { close(s.eose) })
 			}
 		case *nostr.ClosedEnvelope:
 			c.mu.Lock()
@@ -175,7 +205,7 @@ func (c *relayConn) readLoop() {
 	}
 }
 
-func (c *relayConn) write(ctx context.Context, v any) error {
+func (c *Conn) write(ctx context.Context, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
@@ -187,7 +217,7 @@ func (c *relayConn) write(ctx context.Context, v any) error {
 }
 
 // send writes a frame carrying an event (EVENT or AUTH) and waits for its OK.
-func (c *relayConn) send(ctx context.Context, verb string, evt *nostr.Event) error {
+func (c *Conn) send(ctx context.Context, verb string, evt *nostr.Event) error {
 	ch := make(chan okResult, 1)
 	c.mu.Lock()
 	c.oks[evt.ID] = ch
@@ -214,7 +244,7 @@ func (c *relayConn) send(ctx context.Context, verb string, evt *nostr.Event) err
 }
 
 // Auth answers the relay's NIP-42 challenge (waiting for one if needed).
-func (c *relayConn) Auth(ctx context.Context) error {
+func (c *Conn) Auth(ctx context.Context) error {
 	if c.sign == nil {
 		return errors.New("no signer for AUTH")
 	}
@@ -252,7 +282,7 @@ func (c *relayConn) Auth(ctx context.Context) error {
 
 // Publish sends evt and returns nil only when the relay answered OK true.
 // An auth-required: refusal is answered with AUTH and one retry.
-func (c *relayConn) Publish(ctx context.Context, evt *nostr.Event) error {
+func (c *Conn) Publish(ctx context.Context, evt *nostr.Event) error {
 	err := c.send(ctx, "EVENT", evt)
 	var rej *RejectedError
 	if errors.As(err, &rej) && strings.HasPrefix(rej.Reason, "auth-required:") && c.sign != nil {
@@ -267,13 +297,14 @@ func (c *relayConn) Publish(ctx context.Context, evt *nostr.Event) error {
 // Subscribe opens a subscription; on auth-required: it authenticates and
 // re-subscribes once. The returned subscription's events channel is fed
 // until the connection ends or Unsubscribe.
-func (c *relayConn) Subscribe(ctx context.Context, filters ...nostr.Filter) (*subscription, error) {
+func (c *Conn) Subscribe(ctx context.Context, filters ...nostr.Filter) (*Subscription, error) {
 	for attempt := 0; ; attempt++ {
-		s := &subscription{
+		s := &Subscription{
 			id:     "s" + strconv.FormatInt(c.subSeq.Add(1), 10),
 			events: make(chan *nostr.Event, 256),
 			eose:   make(chan struct{}),
 			closed: make(chan string, 1),
+			gone:   make(chan struct{}),
 		}
 		c.mu.Lock()
 		c.subs[s.id] = s
@@ -316,8 +347,10 @@ func (c *relayConn) Subscribe(ctx context.Context, filters ...nostr.Filter) (*su
 	}
 }
 
-// Unsubscribe sends CLOSE and forgets the subscription.
-func (c *relayConn) Unsubscribe(s *subscription) {
+// Unsubscribe sends CLOSE and forgets the subscription; events still
+// arriving for it are dropped.
+func (c *Conn) Unsubscribe(s *Subscription) {
+	s.goneOnce.Do(func() { close(s.gone) })
 	c.mu.Lock()
 	_, ok := c.subs[s.id]
 	delete(c.subs, s.id)
@@ -330,7 +363,7 @@ func (c *relayConn) Unsubscribe(s *subscription) {
 }
 
 // Query returns the stored events matching filters (up to EOSE).
-func (c *relayConn) Query(ctx context.Context, filters ...nostr.Filter) ([]*nostr.Event, error) {
+func (c *Conn) Query(ctx context.Context, filters ...nostr.Filter) ([]*nostr.Event, error) {
 	s, err := c.Subscribe(ctx, filters...)
 	if err != nil {
 		return nil, err
