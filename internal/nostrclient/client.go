@@ -79,6 +79,7 @@ type Conn struct {
 	subs      map[string]*Subscription
 	challenge string
 	chalCh    chan struct{} // closed when the first challenge arrives
+	chalOnce  sync.Once
 	authed    bool
 	subSeq    atomic.Int64
 }
@@ -195,12 +196,9 @@ func (c *Conn) readLoop() {
 				continue
 			}
 			c.mu.Lock()
-			first := c.challenge == ""
-			c.challenge = *e.Challenge
+			c.challenge = *e.Challenge // the newest one counts
 			c.mu.Unlock()
-			if first {
-				close(c.chalCh)
-			}
+			c.chalOnce.Do(func() { close(c.chalCh) })
 		}
 	}
 }

@@ -2,8 +2,11 @@ package nostrclient_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +14,7 @@ import (
 
 	"github.com/anchorchat/anchorchat/internal/nostrclient"
 	"github.com/anchorchat/anchorchat/internal/relaytest"
+	"github.com/coder/websocket"
 	"github.com/nbd-wtf/go-nostr"
 )
 
@@ -222,5 +226,81 @@ func TestDialErrors(t *testing.T) {
 	r := relaytest.Start(t, relaytest.Options{})
 	if err := dial(t, ctx, r.URL, nostrclient.Options{}).Auth(ctx); err == nil {
 		t.Fatal("Auth without a signer succeeded")
+	}
+}
+
+// fakeRelay is a scripted websocket server for what a real relay never
+// sends: it greets each connection with greet, answers a REQ with reply
+// (where "SUB" stands for the subscription id) and an AUTH with OK true,
+// reporting the challenge the AUTH event named.
+func fakeRelay(t *testing.T, greet, reply []string) (url string, challenges <-chan string) {
+	t.Helper()
+	got := make(chan string, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		ctx := r.Context()
+		for _, f := range greet {
+			if ws.Write(ctx, websocket.MessageText, []byte(f)) != nil {
+				return
+			}
+		}
+		for {
+			_, data, err := ws.Read(ctx)
+			if err != nil {
+				return
+			}
+			switch env := nostr.ParseMessage(string(data)).(type) {
+			case *nostr.ReqEnvelope:
+				for _, f := range reply {
+					f = strings.ReplaceAll(f, "SUB", env.SubscriptionID)
+					if ws.Write(ctx, websocket.MessageText, []byte(f)) != nil {
+						return
+					}
+				}
+			case *nostr.AuthEnvelope:
+				got <- env.Event.Tags.GetFirst([]string{"challenge"}).Value()
+				ok, _ := json.Marshal([]any{"OK", env.Event.ID, true, ""})
+				if ws.Write(ctx, websocket.MessageText, ok) != nil {
+					return
+				}
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return "ws" + strings.TrimPrefix(srv.URL, "http"), got
+}
+
+// A relay's odd or hostile frames neither crash the client nor confuse it:
+// an empty challenge followed by another (this used to close a channel
+// twice and panic), frames that are not JSON, events and CLOSED for
+// subscriptions it never opened, a repeated EOSE.
+func TestOddFramesFromTheRelay(t *testing.T) {
+	k := newKey(t)
+	evt := k.event(t, 1, "stored")
+	raw, _ := json.Marshal(evt)
+	url, challenges := fakeRelay(t,
+		[]string{`["AUTH",""]`, `not json`, `["AUTH","second"]`, `["NOTICE"]`},
+		[]string{`["EVENT","nobody",` + string(raw) + `]`, `["CLOSED","nobody","x"]`, `["EVENT","SUB",` + string(raw) + `]`, `["EOSE","SUB"]`, `["EOSE","SUB"]`, `[]`})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := dial(t, ctx, url, nostrclient.Options{Sign: k.signer()})
+	got, err := c.Query(ctx, nostr.Filter{Kinds: []int{1}})
+	if err != nil || len(got) != 1 || got[0].ID != evt.ID {
+		t.Fatalf("query: %v %v", got, err)
+	}
+	if err := c.Auth(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ch := <-challenges; ch != "second" {
+		t.Fatalf("AUTH answered challenge %q, want the newest, \"second\"", ch)
+	}
+	select {
+	case <-c.Done():
+		t.Fatalf("connection ended: %v", c.Err())
+	default:
 	}
 }
