@@ -20,8 +20,9 @@ const FetchLimit = 500
 // attestations (3782) needed to decide q: for a key, first its claims and
 // attestations (to learn its handles), then everything tagged with the
 // handle (so competing claims are seen). Relays that fail are logged and
-// skipped; the error is returned only if every relay failed. Malformed
-// attestation events are dropped (and logged at debug level).
+// skipped; the error is returned only if every relay failed. Events whose id
+// or signature does not check, and malformed attestation events, are
+// dropped (and logged at debug level).
 func Fetch(ctx context.Context, relays []string, q Query, log *slog.Logger) ([]*nostr.Event, []*Attestation, error) {
 	if log == nil {
 		log = slog.Default()
@@ -54,9 +55,17 @@ func Fetch(ctx context.Context, relays []string, q Query, log *slog.Logger) ([]*
 				continue
 			}
 			for _, e := range evts {
-				if e != nil && seen[e.ID] == nil && e.CheckID() {
-					seen[e.ID] = e
+				// The signature too, before the id counts as seen: a relay
+				// serving a copy with a broken signature must not shadow the
+				// genuine event another relay has.
+				if e == nil || seen[e.ID] != nil || !e.CheckID() {
+					continue
 				}
+				if ok, err := e.CheckSignature(); err != nil || !ok {
+					log.Debug("anchor fetch: dropped event with a bad signature", "relay", r.URL(), "id", e.ID)
+					continue
+				}
+				seen[e.ID] = e
 			}
 		}
 	}

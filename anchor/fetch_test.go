@@ -1,0 +1,72 @@
+package anchor
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/anchorchat/anchorchat/internal/relaytest"
+	"github.com/coder/websocket"
+	"github.com/nbd-wtf/go-nostr"
+)
+
+// forgingRelay answers every REQ with evt's copy under a broken signature
+// (the id still matches: it does not cover the signature), then EOSE.
+func forgingRelay(t *testing.T, evt *nostr.Event) string {
+	t.Helper()
+	forged := *evt
+	forged.Sig = strings.Repeat("ab", 64)
+	raw, _ := json.Marshal(forged)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		for {
+			_, data, err := ws.Read(r.Context())
+			if err != nil {
+				return
+			}
+			req, ok := nostr.ParseMessage(string(data)).(*nostr.ReqEnvelope)
+			if !ok {
+				continue
+			}
+			sub, _ := json.Marshal(req.SubscriptionID)
+			for _, f := range []string{`["EVENT",` + string(sub) + `,` + string(raw) + `]`, `["EOSE",` + string(sub) + `]`} {
+				if ws.Write(r.Context(), websocket.MessageText, []byte(f)) != nil {
+					return
+				}
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return "ws" + strings.TrimPrefix(srv.URL, "http")
+}
+
+// A relay that serves a claim with a broken signature, asked first, does
+// not hide the genuine claim another relay has.
+func TestFetchSkipsForgedCopies(t *testing.T) {
+	gina := newKey(t)
+	genuine := claim(t, gina, "gina")
+	real := relaytest.Start(t, relaytest.Options{Open: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := real.Store.Save(ctx, genuine); err != nil {
+		t.Fatal(err)
+	}
+	relays := []string{forgingRelay(t, genuine), real.URL}
+	for _, q := range []Query{{Handle: "gina"}, {PubKey: gina.PublicKey()}} {
+		claims, _, err := Fetch(ctx, relays, q, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(claims) != 1 || claims[0].Sig != genuine.Sig {
+			t.Fatalf("%+v: fetched %v, want the genuine claim", q, claims)
+		}
+	}
+}
