@@ -81,6 +81,12 @@ func (s *Service) subscribeOnce(url string) error {
 	}
 }
 
+// authentic reports whether evt's id and signature check.
+func authentic(evt *nostr.Event) bool {
+	ok, err := evt.CheckSignature()
+	return err == nil && ok && evt.CheckID()
+}
+
 // handleWrap unwraps, deduplicates and stores one incoming gift wrap.
 func (s *Service) handleWrap(ctx context.Context, relay string, wrap *nostr.Event) {
 	if err := s.ingest(ctx, wrap); err != nil && ctx.Err() == nil {
@@ -110,6 +116,12 @@ func (s *Service) ingest(ctx context.Context, wrap *nostr.Event) error {
 	if uerr != nil {
 		if errors.Is(uerr, ErrNotForUs) {
 			return uerr // not ours: do not even remember it
+		}
+		if !authentic(wrap) {
+			// A copy whose id or signature does not check says nothing
+			// about the wrap that id names: remembering the id would make
+			// us ignore the genuine wrap when another relay delivers it.
+			return uerr
 		}
 		if err := markSeen(ctx, s.st.db, wrap.ID, now); err != nil {
 			return err

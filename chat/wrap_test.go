@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -161,6 +162,42 @@ func TestServiceRefusesImpersonation(t *testing.T) {
 	convs, err := bs.Conversations(ctx)
 	if err != nil || len(convs) != 0 {
 		t.Fatalf("conversations after refusals: %d %v", len(convs), err)
+	}
+}
+
+// A relay that hands over a tampered copy of a wrap first (same id, so
+// the id no longer checks, or a broken signature) must not make the inbox
+// ignore the genuine wrap when it comes.
+func TestTamperedCopyDoesNotHideTheWrap(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{}
+	bob := newUser(t, clk, "bob")
+	bs := bob.start(t, nil)
+	alice := wrapper(t)
+	for i, tamper := range []func(*nostr.Event){
+		func(e *nostr.Event) { e.Sig = strings.Repeat("ab", 64) },
+		func(e *nostr.Event) { e.Kind = 1 },
+		func(e *nostr.Event) { e.Content = e.Content[:len(e.Content)-4] + "AAAA" },
+	} {
+		genuine, err := alice.Wrap(alice.NewRumor(KindChatMessage, fmt.Sprint("hello bob ", i), nostr.Tags{{"p", bob.key.PublicKey()}}, time.Now()), bob.key.PublicKey(), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tampered := genuine
+		tamper(&tampered)
+		if err := bs.Ingest(ctx, &tampered); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("tampered copy: %v", err)
+		}
+		if err := bs.Ingest(ctx, &genuine); err != nil {
+			t.Fatalf("genuine wrap after a tampered copy: %v", err)
+		}
+		if seen, err := bs.st.seen(ctx, genuine.ID); err != nil || !seen {
+			t.Fatalf("genuine wrap not taken in: %v %v", seen, err)
+		}
+	}
+	convs, err := bs.Conversations(ctx)
+	if err != nil || len(convs) != 1 || convs[0].Messages != 3 {
+		t.Fatalf("conversations: %+v %v", convs, err)
 	}
 }
 
