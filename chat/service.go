@@ -430,15 +430,17 @@ func (s *Service) send(ctx context.Context, recipients []string, kind int, conte
 			return nil, fmt.Errorf("chat: queue delivery: %w", err)
 		}
 	}
+	// Read back inside the transaction: once it commits, the outbox may
+	// deliver at any moment, and Send returns the message as queued.
+	stored, err := scanMessage(tx.StmtContext(ctx, s.st.msgStmt).QueryRowContext(ctx, rumor.ID))
+	if err != nil {
+		return nil, fmt.Errorf("chat: store message: %w", err)
+	}
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("chat: store message: %w", err)
 	}
 	s.log.Info("message queued", "id", rumor.ID, "kind", kind, "conversation", conv, "recipients", len(peers), "deliveries", len(dels))
 	s.kick()
-	stored, err := s.st.message(ctx, rumor.ID)
-	if err != nil {
-		return nil, err
-	}
 	s.notify(Event{Type: EventMessage, Conversation: conv, MessageID: stored.ID, Message: stored})
 	return stored, nil
 }
