@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 // proc is the anchorchat binary running as a node.
 type proc struct {
 	cmd  *exec.Cmd
-	logs *bytes.Buffer
+	logs *syncWriter // stdout and stderr
 	rt   node.Runtime
 	done chan error
 }
@@ -57,10 +57,9 @@ func startProc(t *testing.T, datadir string, args ...string) *proc {
 func startProcEnv(t *testing.T, datadir string, env []string, args ...string) *proc {
 	t.Helper()
 	_ = os.Remove(filepath.Join(datadir, node.RuntimeFile)) // a killed node leaves it behind
-	p := &proc{logs: new(bytes.Buffer), done: make(chan error, 1)}
+	p := &proc{logs: &syncWriter{w: new(bytes.Buffer)}, done: make(chan error, 1)}
 	p.cmd = exec.Command(binPath, append([]string{"node", "--network", "regtest", "--datadir", datadir, "--listen", "127.0.0.1:0"}, args...)...)
-	sw := &syncWriter{w: p.logs}
-	p.cmd.Stdout, p.cmd.Stderr = sw, sw
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	p.cmd.Env = append(os.Environ(), env...)
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -92,6 +91,7 @@ func startProcEnv(t *testing.T, datadir string, env []string, args ...string) *p
 	}
 }
 
+// syncWriter collects a child's output while the test reads it.
 type syncWriter struct {
 	mu sync.Mutex
 	w  *bytes.Buffer
@@ -101,6 +101,12 @@ func (s *syncWriter) Write(b []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(b)
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.String()
 }
 
 // A node killed with SIGKILL in the middle of a stream of publishes loses no
