@@ -1,6 +1,8 @@
 // Package nostrclient is the node's NIP-01 / NIP-42 client for outside
 // relays: publish (success only on an explicit OK true), query up to EOSE,
-// live subscriptions, and AUTH answered with the caller's signer.
+// live subscriptions, and AUTH answered with the caller's signer. The
+// relay is not trusted: frames it should not send are ignored, and what it
+// sends before EOSE is bounded.
 //
 // The node uses it instead of go-nostr's Relay, whose Close races with its
 // own connection goroutine (v0.52.3 sets Relay.Connection to nil while
@@ -58,12 +60,23 @@ type okResult struct {
 	reason string
 }
 
-// Options configures Dial. The zero value dials with websocket.Dial and
-// cannot answer AUTH.
+// Options configures Dial. The zero value dials with websocket.Dial, cannot
+// answer AUTH, and takes the default limits.
 type Options struct {
 	Dial Dialer                   // default websocket.Dial
 	Sign func(*nostr.Event) error // signs AUTH events; nil: never authenticate
+	// A subscription whose relay sends more stored events (before EOSE)
+	// than MaxStoredEvents, or more than MaxStoredBytes of them, fails
+	// instead of growing without bound (defaults 10,000 and 64 MiB).
+	MaxStoredEvents int
+	MaxStoredBytes  int
 }
+
+// Default limits on what a relay may send before EOSE.
+const (
+	DefaultMaxStoredEvents = 10_000
+	DefaultMaxStoredBytes  = 64 << 20
+)
 
 // Conn is one websocket to one relay. It is safe for concurrent use.
 type Conn struct {
@@ -73,6 +86,8 @@ type Conn struct {
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
+
+	maxStored, maxStoredBytes int
 
 	mu        sync.Mutex
 	oks       map[string]chan okResult
@@ -92,8 +107,13 @@ type Subscription struct {
 	eose     chan struct{}
 	closed   chan string // CLOSED reason
 	eoseOnce sync.Once
-	gone     chan struct{} // closed by Unsubscribe, so an unread subscription never stalls the connection
-	goneOnce sync.Once
+	overflow chan struct{} // closed when the relay sent too much before EOSE
+
+	// Counted by the reader alone, until EOSE.
+	eoseSeen             bool
+	storedN, storedBytes int
+	gone                 chan struct{} // closed by Unsubscribe, so an unread subscription never stalls the connection
+	goneOnce             sync.Once
 
 	Stored []*nostr.Event
 }
@@ -113,8 +133,15 @@ func Dial(ctx context.Context, url string, opts Options) (*Conn, error) {
 	cctx, cancel := context.WithCancelCause(context.Background())
 	c := &Conn{
 		url: url, ws: ws, sign: sign, ctx: cctx, cancel: cancel,
+		maxStored: opts.MaxStoredEvents, maxStoredBytes: opts.MaxStoredBytes,
 		oks: make(map[string]chan okResult), subs: make(map[string]*Subscription),
 		chalCh: make(chan struct{}),
+	}
+	if c.maxStored <= 0 {
+		c.maxStored = DefaultMaxStoredEvents
+	}
+	if c.maxStoredBytes <= 0 {
+		c.maxStoredBytes = DefaultMaxStoredBytes
 	}
 	go c.readLoop()
 	return c, nil
@@ -169,6 +196,19 @@ func (c *Conn) readLoop() {
 			if s == nil {
 				continue
 			}
+			if !s.eoseSeen {
+				s.storedN++
+				s.storedBytes += len(data)
+				if s.storedN > c.maxStored || s.storedBytes > c.maxStoredBytes {
+					// Stop collecting: drop the subscription and tell the relay.
+					c.mu.Lock()
+					delete(c.subs, s.id)
+					c.mu.Unlock()
+					close(s.overflow)
+					go c.sendClose(s.id)
+					continue
+				}
+			}
 			evt := e.Event
 			select {
 			case s.events <- &evt:
@@ -181,6 +221,7 @@ func (c *Conn) readLoop() {
 			s := c.subs[string(*e)]
 			c.mu.Unlock()
 			if s != nil {
+				s.eoseSeen = true
 				s.eoseOnce.Do(func() { close(s.eose) })
 			}
 		case *nostr.ClosedEnvelope:
@@ -298,11 +339,12 @@ func (c *Conn) Publish(ctx context.Context, evt *nostr.Event) error {
 func (c *Conn) Subscribe(ctx context.Context, filters ...nostr.Filter) (*Subscription, error) {
 	for attempt := 0; ; attempt++ {
 		s := &Subscription{
-			id:     "s" + strconv.FormatInt(c.subSeq.Add(1), 10),
-			events: make(chan *nostr.Event, 256),
-			eose:   make(chan struct{}),
-			closed: make(chan string, 1),
-			gone:   make(chan struct{}),
+			id:       "s" + strconv.FormatInt(c.subSeq.Add(1), 10),
+			events:   make(chan *nostr.Event, 256),
+			eose:     make(chan struct{}),
+			closed:   make(chan string, 1),
+			gone:     make(chan struct{}),
+			overflow: make(chan struct{}),
 		}
 		c.mu.Lock()
 		c.subs[s.id] = s
@@ -336,6 +378,8 @@ func (c *Conn) Subscribe(ctx context.Context, filters ...nostr.Filter) (*Subscri
 				continue
 			}
 			return nil, fmt.Errorf("relay %s closed the subscription: %s", c.url, reason)
+		case <-s.overflow:
+			return nil, fmt.Errorf("relay %s sent more than %d stored events or %d bytes before EOSE; subscription dropped", c.url, c.maxStored, c.maxStoredBytes)
 		case <-ctx.Done():
 			c.Unsubscribe(s)
 			return nil, fmt.Errorf("relay %s: waiting for EOSE: %w", c.url, ctx.Err())
@@ -354,10 +398,15 @@ func (c *Conn) Unsubscribe(s *Subscription) {
 	delete(c.subs, s.id)
 	c.mu.Unlock()
 	if ok {
-		ctx, cancel := context.WithTimeout(c.ctx, time.Second)
-		_ = c.write(ctx, []any{"CLOSE", s.id})
-		cancel()
+		c.sendClose(s.id)
 	}
+}
+
+// sendClose tells the relay to end subscription id, waiting at most a second.
+func (c *Conn) sendClose(id string) {
+	ctx, cancel := context.WithTimeout(c.ctx, time.Second)
+	_ = c.write(ctx, []any{"CLOSE", id})
+	cancel()
 }
 
 // Query returns the stored events matching filters (up to EOSE).

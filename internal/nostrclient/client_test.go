@@ -304,3 +304,33 @@ func TestOddFramesFromTheRelay(t *testing.T) {
 	default:
 	}
 }
+
+// A relay streaming stored events without end (no EOSE) cannot make the
+// client collect them without bound: past the limit the subscription
+// fails, and the connection goes on serving.
+func TestStoredEventsAreBounded(t *testing.T) {
+	k := newKey(t)
+	evt := k.event(t, 1, "again and again")
+	raw, _ := json.Marshal(evt)
+	flood := make([]string, 500)
+	for i := range flood {
+		flood[i] = `["EVENT","SUB",` + string(raw) + `]`
+	}
+	url, challenges := fakeRelay(t, []string{`["AUTH","c"]`}, flood)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, o := range []nostrclient.Options{
+		{MaxStoredEvents: 100, Sign: k.signer()},
+		{MaxStoredBytes: 50 * len(flood[0]), Sign: k.signer()},
+	} {
+		c := dial(t, ctx, url, o)
+		_, err := c.Query(ctx, nostr.Filter{Kinds: []int{1}})
+		if err == nil || !strings.Contains(err.Error(), "before EOSE") {
+			t.Fatalf("%+v: query of an endless relay: %v", o, err)
+		}
+		if err := c.Auth(ctx); err != nil { // the connection still works
+			t.Fatalf("after the overflow: %v", err)
+		}
+		<-challenges
+	}
+}
