@@ -75,6 +75,8 @@ func (s *Service) subscribeOnce(url string) error {
 			return nil
 		case <-c.Done():
 			return c.Err()
+		case <-sub.Ended():
+			return fmt.Errorf("relay %s ended the inbox subscription: %s", url, sub.Reason())
 		case e := <-sub.Events():
 			s.handleWrap(ctx, url, e)
 		}

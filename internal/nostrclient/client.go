@@ -108,6 +108,8 @@ type Subscription struct {
 	closed   chan string // CLOSED reason
 	eoseOnce sync.Once
 	overflow chan struct{} // closed when the relay sent too much before EOSE
+	ended    chan struct{} // closed when the relay sends CLOSED after EOSE
+	reason   string        // that CLOSED's message, set before ended is closed
 
 	// Counted by the reader alone, until EOSE.
 	eoseSeen             bool
@@ -157,8 +159,23 @@ func (c *Conn) Err() error { return context.Cause(c.ctx) }
 func (c *Conn) URL() string { return c.url }
 
 // Events delivers the subscription's events after EOSE, until the
-// connection ends or Unsubscribe.
+// connection ends, the relay ends the subscription (Ended) or Unsubscribe.
 func (s *Subscription) Events() <-chan *nostr.Event { return s.events }
+
+// Ended is closed when the relay ends the subscription with CLOSED after
+// EOSE; Reason then says why. A caller keeping a subscription open should
+// watch it along with the connection's Done.
+func (s *Subscription) Ended() <-chan struct{} { return s.ended }
+
+// Reason is the relay's CLOSED message, once Ended is closed.
+func (s *Subscription) Reason() string {
+	select {
+	case <-s.ended:
+		return s.reason
+	default:
+		return ""
+	}
+}
 
 // Close ends the connection (a normal websocket close).
 func (c *Conn) Close() {
@@ -229,7 +246,12 @@ func (c *Conn) readLoop() {
 			s := c.subs[e.SubscriptionID]
 			delete(c.subs, e.SubscriptionID)
 			c.mu.Unlock()
-			if s != nil {
+			switch {
+			case s == nil:
+			case s.eoseSeen: // a live subscription the caller is reading
+				s.reason = e.Reason
+				close(s.ended)
+			default: // Subscribe is waiting for EOSE
 				s.closed <- e.Reason
 			}
 		case *nostr.AuthEnvelope:
@@ -345,6 +367,7 @@ func (c *Conn) Subscribe(ctx context.Context, filters ...nostr.Filter) (*Subscri
 			closed:   make(chan string, 1),
 			gone:     make(chan struct{}),
 			overflow: make(chan struct{}),
+			ended:    make(chan struct{}),
 		}
 		c.mu.Lock()
 		c.subs[s.id] = s

@@ -334,3 +334,24 @@ func TestStoredEventsAreBounded(t *testing.T) {
 		<-challenges
 	}
 }
+
+// A relay may end a live subscription with CLOSED; the subscriber learns
+// it (and why) instead of waiting for events that will never come.
+func TestRelayEndsLiveSubscription(t *testing.T) {
+	url, _ := fakeRelay(t, nil, []string{`["EOSE","SUB"]`, `["CLOSED","SUB","error: shutting down"]`})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := dial(t, ctx, url, nostrclient.Options{})
+	sub, err := c.Subscribe(ctx, nostr.Filter{Kinds: []int{1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-sub.Ended():
+		if r := sub.Reason(); r != "error: shutting down" {
+			t.Fatalf("reason %q", r)
+		}
+	case <-ctx.Done():
+		t.Fatal("the relay's CLOSED went unnoticed")
+	}
+}
