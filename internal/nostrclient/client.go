@@ -193,77 +193,87 @@ func (c *Conn) readLoop() {
 			c.cancel(fmt.Errorf("relay %s: connection lost: %w", c.url, err))
 			return
 		}
-		env := nostr.ParseMessage(string(data))
-		switch e := env.(type) {
-		case *nostr.OKEnvelope:
-			c.mu.Lock()
-			ch := c.oks[e.EventID]
-			delete(c.oks, e.EventID)
-			c.mu.Unlock()
-			if ch != nil {
-				ch <- okResult{e.OK, e.Reason}
-			}
-		case *nostr.EventEnvelope:
-			if e.SubscriptionID == nil {
-				continue
-			}
-			c.mu.Lock()
-			s := c.subs[*e.SubscriptionID]
-			c.mu.Unlock()
-			if s == nil {
-				continue
-			}
-			if !s.eoseSeen {
-				s.storedN++
-				s.storedBytes += len(data)
-				if s.storedN > c.maxStored || s.storedBytes > c.maxStoredBytes {
-					// Stop collecting: drop the subscription and tell the relay.
-					c.mu.Lock()
-					delete(c.subs, s.id)
-					c.mu.Unlock()
-					close(s.overflow)
-					go c.sendClose(s.id)
-					continue
-				}
-			}
-			evt := e.Event
-			select {
-			case s.events <- &evt:
-			case <-s.gone:
-			case <-c.ctx.Done():
-				return
-			}
-		case *nostr.EOSEEnvelope:
-			c.mu.Lock()
-			s := c.subs[string(*e)]
-			c.mu.Unlock()
-			if s != nil {
-				s.eoseSeen = true
-				s.eoseOnce.Do(func() { close(s.eose) })
-			}
-		case *nostr.ClosedEnvelope:
-			c.mu.Lock()
-			s := c.subs[e.SubscriptionID]
-			delete(c.subs, e.SubscriptionID)
-			c.mu.Unlock()
-			switch {
-			case s == nil:
-			case s.eoseSeen: // a live subscription the caller is reading
-				s.reason = e.Reason
-				close(s.ended)
-			default: // Subscribe is waiting for EOSE
-				s.closed <- e.Reason
-			}
-		case *nostr.AuthEnvelope:
-			if e.Challenge == nil {
-				continue
-			}
-			c.mu.Lock()
-			c.challenge = *e.Challenge // the newest one counts
-			c.mu.Unlock()
-			c.chalOnce.Do(func() { close(c.chalCh) })
+		if !c.handleFrame(data) {
+			return
 		}
 	}
+}
+
+// handleFrame acts on one frame from the relay. Frames that are not JSON,
+// verbs a client does not expect and messages for unknown subscriptions or
+// events are ignored. It returns false once the connection is closed.
+func (c *Conn) handleFrame(data []byte) bool {
+	env := nostr.ParseMessage(string(data))
+	switch e := env.(type) {
+	case *nostr.OKEnvelope:
+		c.mu.Lock()
+		ch := c.oks[e.EventID]
+		delete(c.oks, e.EventID)
+		c.mu.Unlock()
+		if ch != nil {
+			ch <- okResult{e.OK, e.Reason}
+		}
+	case *nostr.EventEnvelope:
+		if e.SubscriptionID == nil {
+			return true
+		}
+		c.mu.Lock()
+		s := c.subs[*e.SubscriptionID]
+		c.mu.Unlock()
+		if s == nil {
+			return true
+		}
+		if !s.eoseSeen {
+			s.storedN++
+			s.storedBytes += len(data)
+			if s.storedN > c.maxStored || s.storedBytes > c.maxStoredBytes {
+				// Stop collecting: drop the subscription and tell the relay.
+				c.mu.Lock()
+				delete(c.subs, s.id)
+				c.mu.Unlock()
+				close(s.overflow)
+				go c.sendClose(s.id)
+				return true
+			}
+		}
+		evt := e.Event
+		select {
+		case s.events <- &evt:
+		case <-s.gone:
+		case <-c.ctx.Done():
+			return false
+		}
+	case *nostr.EOSEEnvelope:
+		c.mu.Lock()
+		s := c.subs[string(*e)]
+		c.mu.Unlock()
+		if s != nil {
+			s.eoseSeen = true
+			s.eoseOnce.Do(func() { close(s.eose) })
+		}
+	case *nostr.ClosedEnvelope:
+		c.mu.Lock()
+		s := c.subs[e.SubscriptionID]
+		delete(c.subs, e.SubscriptionID)
+		c.mu.Unlock()
+		switch {
+		case s == nil:
+		case s.eoseSeen: // a live subscription the caller is reading
+			s.reason = e.Reason
+			close(s.ended)
+		default: // Subscribe is waiting for EOSE
+			s.closed <- e.Reason
+		}
+	case *nostr.AuthEnvelope:
+		if e.Challenge == nil {
+			return true
+		}
+		c.mu.Lock()
+		c.challenge = *e.Challenge // the newest one counts
+		c.mu.Unlock()
+		c.chalOnce.Do(func() { close(c.chalCh) })
+	}
+	return true
 }
 
 func (c *Conn) write(ctx context.Context, v any) error {
@@ -355,23 +365,29 @@ func (c *Conn) Publish(ctx context.Context, evt *nostr.Event) error {
 	return err
 }
 
+// newSubscription registers a subscription under id, for the reader to feed.
+func (c *Conn) newSubscription(id string) *Subscription {
+	s := &Subscription{
+		id:       id,
+		events:   make(chan *nostr.Event, 256),
+		eose:     make(chan struct{}),
+		closed:   make(chan string, 1),
+		gone:     make(chan struct{}),
+		overflow: make(chan struct{}),
+		ended:    make(chan struct{}),
+	}
+	c.mu.Lock()
+	c.subs[id] = s
+	c.mu.Unlock()
+	return s
+}
+
 // Subscribe opens a subscription; on auth-required: it authenticates and
 // re-subscribes once. The returned subscription's events channel is fed
 // until the connection ends or Unsubscribe.
 func (c *Conn) Subscribe(ctx context.Context, filters ...nostr.Filter) (*Subscription, error) {
 	for attempt := 0; ; attempt++ {
-		s := &Subscription{
-			id:       "s" + strconv.FormatInt(c.subSeq.Add(1), 10),
-			events:   make(chan *nostr.Event, 256),
-			eose:     make(chan struct{}),
-			closed:   make(chan string, 1),
-			gone:     make(chan struct{}),
-			overflow: make(chan struct{}),
-			ended:    make(chan struct{}),
-		}
-		c.mu.Lock()
-		c.subs[s.id] = s
-		c.mu.Unlock()
+		s := c.newSubscription("s" + strconv.FormatInt(c.subSeq.Add(1), 10))
 		msg := []any{"REQ", s.id}
 		for _, f := range filters {
 			msg = append(msg, f)
