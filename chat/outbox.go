@@ -57,7 +57,8 @@ func (s *Service) conn(ctx context.Context, url string) (*nostrclient.Conn, erro
 	return nc, nil
 }
 
-// newest queries the relays in parallel and returns the newest event found.
+// newest queries the relays in parallel and returns the newest authentic
+// event matching f that any of them has.
 func (s *Service) newest(ctx context.Context, relays []string, f nostr.Filter) *nostr.Event {
 	var mu sync.Mutex
 	var best *nostr.Event
@@ -74,7 +75,10 @@ func (s *Service) newest(ctx context.Context, relays []string, f nostr.Filter) *
 			mu.Lock()
 			defer mu.Unlock()
 			for _, e := range evts {
-				if ok, _ := e.CheckSignature(); !ok {
+				// Only what was asked for, really signed: a relay may answer
+				// with anyone's event (say its own kind 10050 list, dated in
+				// the future, to divert a contact's mail).
+				if !f.Matches(e) || !authentic(e) {
 					continue
 				}
 				if best == nil || e.CreatedAt > best.CreatedAt {
