@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/anchorchat/anchorchat/internal/eventsig"
 	"github.com/coder/websocket"
 	"github.com/nbd-wtf/go-nostr"
 )
@@ -72,6 +73,9 @@ type Options struct {
 	MaxStoredBytes  int
 }
 
+// verifier checks the events relays send (parsed keys cached per author).
+var verifier = eventsig.New(1024)
+
 // Default limits on what a relay may send before EOSE.
 const (
 	DefaultMaxStoredEvents = 10_000
@@ -103,6 +107,7 @@ type Conn struct {
 // before EOSE; Events delivers the live ones after it.
 type Subscription struct {
 	id       string
+	filters  nostr.Filters
 	events   chan *nostr.Event
 	eose     chan struct{}
 	closed   chan string // CLOSED reason
@@ -237,6 +242,12 @@ func (c *Conn) handleFrame(data []byte) bool {
 			}
 		}
 		evt := e.Event
+		// Only what was asked for, with a valid id and signature: the relay
+		// is not trusted to filter, and a copy under a broken signature
+		// must not stand in for the genuine event.
+		if !s.filters.Match(&evt) || verifier.Check(&evt) != nil {
+			return true
+		}
 		select {
 		case s.events <- &evt:
 		case <-s.gone:
@@ -366,9 +377,10 @@ func (c *Conn) Publish(ctx context.Context, evt *nostr.Event) error {
 }
 
 // newSubscription registers a subscription under id, for the reader to feed.
-func (c *Conn) newSubscription(id string) *Subscription {
+func (c *Conn) newSubscription(id string, filters nostr.Filters) *Subscription {
 	s := &Subscription{
 		id:       id,
+		filters:  filters,
 		events:   make(chan *nostr.Event, 256),
 		eose:     make(chan struct{}),
 		closed:   make(chan string, 1),
@@ -387,7 +399,7 @@ func (c *Conn) newSubscription(id string) *Subscription {
 // until the connection ends or Unsubscribe.
 func (c *Conn) Subscribe(ctx context.Context, filters ...nostr.Filter) (*Subscription, error) {
 	for attempt := 0; ; attempt++ {
-		s := c.newSubscription("s" + strconv.FormatInt(c.subSeq.Add(1), 10))
+		s := c.newSubscription("s"+strconv.FormatInt(c.subSeq.Add(1), 10), filters)
 		msg := []any{"REQ", s.id}
 		for _, f := range filters {
 			msg = append(msg, f)

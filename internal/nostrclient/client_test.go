@@ -355,3 +355,26 @@ func TestRelayEndsLiveSubscription(t *testing.T) {
 		t.Fatal("the relay's CLOSED went unnoticed")
 	}
 }
+
+// The client hands on only events that match what was asked and whose id
+// and signature check, whatever the relay sends.
+func TestRelayAnswersAreChecked(t *testing.T) {
+	k, other := newKey(t), newKey(t)
+	genuine := k.event(t, 1, "genuine")
+	forged := *genuine
+	forged.Sig = strings.Repeat("ab", 64)
+	tampered := *genuine
+	tampered.Content = "tampered"
+	var frames []string
+	for _, e := range []*nostr.Event{&forged, &tampered, other.event(t, 1, "not the author asked for"), k.event(t, 7, "not the kind asked for"), genuine} {
+		raw, _ := json.Marshal(e)
+		frames = append(frames, `["EVENT","SUB",`+string(raw)+`]`)
+	}
+	url, _ := fakeRelay(t, nil, append(frames, `["EOSE","SUB"]`))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got, err := dial(t, ctx, url, nostrclient.Options{}).Query(ctx, nostr.Filter{Kinds: []int{1}, Authors: []string{k.pk}})
+	if err != nil || len(got) != 1 || got[0].ID != genuine.ID || got[0].Sig != genuine.Sig {
+		t.Fatalf("got %v %v, want only the genuine event", got, err)
+	}
+}

@@ -3,7 +3,11 @@ package nostrclient
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"strings"
 	"testing"
+
+	"github.com/nbd-wtf/go-nostr"
 )
 
 // FuzzRelayFrames feeds what a relay might send (frames separated by
@@ -12,8 +16,15 @@ import (
 // consistent.
 func FuzzRelayFrames(f *testing.F) {
 	id := "ab" + string(bytes.Repeat([]byte("0"), 62))
-	evt := `{"id":"` + id + `","pubkey":"` + id + `","created_at":1,"kind":1,"tags":[["p","x"]],"content":"c","sig":"` + id + id + `"}`
+	forged := `{"id":"` + id + `","pubkey":"` + id + `","created_at":1,"kind":1,"tags":[["p","x"]],"content":"c","sig":"` + id + id + `"}`
+	signed := nostr.Event{Kind: 1, CreatedAt: 1, Tags: nostr.Tags{{"p", "x"}}, Content: "c"}
+	if err := signed.Sign(strings.Repeat("01", 32)); err != nil {
+		f.Fatal(err)
+	}
+	raw, _ := json.Marshal(signed)
+	evt := string(raw)
 	for _, s := range []string{
+		`["EVENT","s1",` + forged + `]`,
 		`["EVENT","s1",` + evt + `]` + "\n" + `["EOSE","s1"]` + "\n" + `["EVENT","s1",` + evt + `]`,
 		`["OK","` + id + `",true,""]` + "\n" + `["OK","` + id + `",false,"blocked: no"]`,
 		`["AUTH",""]` + "\n" + `["AUTH","c"]` + "\n" + `["AUTH",""]`,
@@ -31,7 +42,7 @@ func FuzzRelayFrames(f *testing.F) {
 			oks: make(map[string]chan okResult), subs: make(map[string]*Subscription),
 			chalCh: make(chan struct{}), maxStored: 1 << 30, maxStoredBytes: 1 << 60,
 		}
-		s := c.newSubscription("s1")
+		s := c.newSubscription("s1", nostr.Filters{{}})
 		okc := make(chan okResult, 1)
 		c.oks[id] = okc
 		for _, frame := range bytes.Split(data, []byte("\n")) {
