@@ -550,22 +550,17 @@ func (e *Engine) onReceipt(ctx context.Context, id string, m *chat.Message) erro
 	h := sha256.Sum256(pre)
 	hash := hex.EncodeToString(h[:])
 	t, err := getTip(ctx, e.st.db, id, "in", m.Sender)
-	if errors.Is(err, ErrNotFound) {
-		// The receipt overtook the request (keysend while we were offline):
-		// remember it; the request or LND's settlement completes it.
-		msat, _ := parseAmount(m.Tags)
-		now := e.now().UnixMilli()
-		_, err = e.st.db.ExecContext(ctx, `INSERT OR IGNORE INTO tips(id, dir, peer, conversation, amount_msat, state, payment_hash, preimage, receipt, keysend, created_ms, updated_ms)
-			VALUES(?, 'in', ?, ?, ?, 'paid', ?, ?, 1, ?, ?, ?)`, id, m.Sender, m.Conversation, msat, hash, hex.EncodeToString(pre), tag(m.Tags, "keysend") != "", now, now)
-		if err == nil {
-			e.notify(id, "in", m.Sender)
-		}
-		return err
+	if errors.Is(err, ErrNotFound) || (err == nil && t.PaymentHash == "") {
+		// The receipt overtook LND's settlement (a keysend while we were
+		// offline), or it is made up: nothing to check it against yet. It
+		// waits, and counts once a settlement shows a payment hash its
+		// preimage hashes to. Until then it marks nothing paid.
+		return e.keepEarlyReceipt(ctx, id, m.Sender, pre)
 	}
 	if err != nil {
 		return err
 	}
-	if t.PaymentHash != "" && t.PaymentHash != hash {
+	if t.PaymentHash != hash {
 		return fmt.Errorf("receipt preimage does not hash to the invoice's payment hash %s", t.PaymentHash)
 	}
 	_, err = e.st.db.ExecContext(ctx, `UPDATE tips SET receipt = 1, preimage = ?, payment_hash = CASE WHEN payment_hash = '' THEN ? ELSE payment_hash END,
@@ -575,6 +570,51 @@ func (e *Engine) onReceipt(ctx context.Context, id string, m *chat.Message) erro
 		e.log.Info("tip receipt received", "tip", id)
 		e.notify(id, "in", m.Sender)
 	}
+	return err
+}
+
+// Early receipts kept per peer, and for how long.
+const (
+	maxEarlyReceipts = 100
+	earlyReceiptTTL  = 7 * 24 * time.Hour
+)
+
+// keepEarlyReceipt stores a receipt that cannot be checked yet, keeping at
+// most maxEarlyReceipts per peer, none older than earlyReceiptTTL.
+func (e *Engine) keepEarlyReceipt(ctx context.Context, id, peer string, preimage []byte) error {
+	now := e.now()
+	return e.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO early_receipts(tip_id, peer, preimage, received_ms) VALUES(?,?,?,?)`,
+			id, peer, hex.EncodeToString(preimage), now.UnixMilli()); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM early_receipts WHERE received_ms < ? OR (peer = ? AND tip_id NOT IN (
+			SELECT tip_id FROM early_receipts WHERE peer = ? ORDER BY received_ms DESC LIMIT ?))`,
+			now.Add(-earlyReceiptTTL).UnixMilli(), peer, peer, maxEarlyReceipts)
+		return err
+	})
+}
+
+// applyEarlyReceipt marks tip (id, in, peer), just settled with payment hash
+// hash, as receipted if a receipt for it came early and its preimage
+// hashes to hash.
+func applyEarlyReceipt(ctx context.Context, tx *sql.Tx, id, peer, hash string) error {
+	var preHex string
+	err := tx.QueryRowContext(ctx, `SELECT preimage FROM early_receipts WHERE tip_id = ? AND peer = ?`, id, peer).Scan(&preHex)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM early_receipts WHERE tip_id = ? AND peer = ?`, id, peer); err != nil {
+		return err
+	}
+	pre, _ := hex.DecodeString(preHex)
+	if h := sha256.Sum256(pre); hex.EncodeToString(h[:]) != hash {
+		return nil // made up, or for another payment
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE tips SET receipt = 1, preimage = ? WHERE id = ? AND dir = 'in' AND peer = ?`, preHex, id, peer)
 	return err
 }
 
@@ -619,11 +659,16 @@ func (e *Engine) flushOutbox(ctx context.Context) {
 	e.flushMu.Lock()
 	defer e.flushMu.Unlock()
 	for ctx.Err() == nil {
-		var seq int64
+		var seq, failingMs int64
 		var id, dir, peer, content, tagsJSON string
-		var kind int
-		err := e.st.db.QueryRowContext(ctx, `SELECT seq, tip_id, dir, peer, kind, content, tags FROM outbox ORDER BY seq LIMIT 1`).
-			Scan(&seq, &id, &dir, &peer, &kind, &content, &tagsJSON)
+		var kind, attempts int
+		// The oldest message that is due and is its tip's first: a tip's
+		// messages go in order, and one that cannot go yet holds up no
+		// other tip's.
+		err := e.st.db.QueryRowContext(ctx, `SELECT seq, tip_id, dir, peer, kind, content, tags, attempts, failing_ms FROM outbox o
+			WHERE next_ms <= ? AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.tip_id = o.tip_id AND p.dir = o.dir AND p.peer = o.peer AND p.seq < o.seq)
+			ORDER BY seq LIMIT 1`, e.now().UnixMilli()).
+			Scan(&seq, &id, &dir, &peer, &kind, &content, &tagsJSON, &attempts, &failingMs)
 		if errors.Is(err, sql.ErrNoRows) {
 			return
 		}
@@ -635,8 +680,14 @@ func (e *Engine) flushOutbox(ctx context.Context) {
 		_ = json.Unmarshal([]byte(tagsJSON), &tags)
 		m, err := e.ch.SendRumor(ctx, []string{peer}, kind, content, tags, chat.SendOptions{})
 		if err != nil {
-			e.log.Warn("tip message not queued yet, will retry", "tip", id, "kind", kind, "err", err)
-			return
+			if ctx.Err() != nil {
+				return
+			}
+			if err := e.outboxFailed(ctx, seq, id, dir, peer, kind, attempts, failingMs, err); err != nil {
+				e.log.Error("tip outbox", "err", err)
+				return
+			}
+			continue
 		}
 		err = e.tx(ctx, func(tx *sql.Tx) error {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE seq = ?`, seq); err != nil {
@@ -658,6 +709,35 @@ func (e *Engine) flushOutbox(ctx context.Context) {
 			e.notify(id, dir, peer)
 		}
 	}
+}
+
+// outboxGiveUp is how long a tip message may fail to reach the messenger
+// (say, no DM relay is known for the peer) before it is dropped.
+const outboxGiveUp = 24 * time.Hour
+
+// outboxFailed schedules the message for a retry with backoff, or drops it
+// once it has failed for outboxGiveUp, noting that on the tip.
+func (e *Engine) outboxFailed(ctx context.Context, seq int64, id, dir, peer string, kind, attempts int, failingMs int64, cause error) error {
+	now := e.now()
+	if failingMs == 0 {
+		failingMs = now.UnixMilli()
+	}
+	if now.Sub(time.UnixMilli(failingMs)) >= outboxGiveUp {
+		e.log.Warn("tip message dropped: it could not be sent for a day", "tip", id, "kind", kind, "err", cause)
+		return e.tx(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE seq = ?`, seq); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, `UPDATE tips SET last_error = ?, updated_ms = ? WHERE id = ? AND dir = ? AND peer = ?`,
+				fmt.Sprintf("tip message (kind %d) not sent: %v", kind, cause), now.UnixMilli(), id, dir, peer)
+			return err
+		})
+	}
+	d := min(e.cfg.RetryBase<<min(attempts, 16), e.cfg.RetryMax)
+	e.log.Warn("tip message not queued yet, will retry", "tip", id, "kind", kind, "in", d, "err", cause)
+	_, err := e.st.db.ExecContext(ctx, `UPDATE outbox SET attempts = attempts + 1, next_ms = ?, failing_ms = ? WHERE seq = ?`,
+		now.Add(d).UnixMilli(), failingMs, seq)
+	return err
 }
 
 // ---- the worker: LND steps ----
@@ -1148,8 +1228,8 @@ func (e *Engine) onInvoiceUpdate(ctx context.Context, inv *Invoice) error {
 		if inv.Keysend {
 			var rec tipRecord
 			raw, ok := inv.CustomRecords[RecordTip]
-			if !ok || json.Unmarshal(raw, &rec) != nil || !isHex(rec.Tip, 32) || !nostr.IsValidPublicKey(rec.From) {
-				return nil // a keysend that is not a tip
+			if !ok || json.Unmarshal(raw, &rec) != nil || !isHex(rec.Tip, 32) || !nostr.IsValidPublicKey(rec.From) || rec.From == e.me {
+				return nil // a keysend that is not a tip (we do not tip ourselves)
 			}
 			id, peer = rec.Tip, rec.From
 			conv := chat.ConversationID([]string{e.me, peer})
@@ -1175,6 +1255,9 @@ func (e *Engine) onInvoiceUpdate(ctx context.Context, inv *Invoice) error {
 				WHERE id = ? AND dir = 'in' AND peer = ?`, hash, inv.AmountPaidMsat, cancel, now, now, id, peer); err != nil {
 				return err
 			}
+			if err := applyEarlyReceipt(ctx, tx, id, peer, hash); err != nil {
+				return err
+			}
 			settledNow = true
 		} else {
 			ts, err := queryTips(ctx, tx, `WHERE dir = 'in' AND payment_hash = ?`, hash)
@@ -1188,6 +1271,9 @@ func (e *Engine) onInvoiceUpdate(ctx context.Context, inv *Invoice) error {
 			id, peer = t.ID, t.Peer
 			if _, err := tx.ExecContext(ctx, `UPDATE tips SET state = 'settled', done_ms = ?, updated_ms = ?, reason = '', last_error = ''
 				WHERE id = ? AND dir = 'in' AND peer = ?`, now, now, id, peer); err != nil {
+				return err
+			}
+			if err := applyEarlyReceipt(ctx, tx, id, peer, hash); err != nil {
 				return err
 			}
 			settledNow = true

@@ -3,8 +3,10 @@ package payments
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -356,6 +358,62 @@ func TestRegtestTips(t *testing.T) {
 		if got, _ := alice.eng.Get(ctx, tip2.ID); got.State != StateCancelled || got.PaymentHash != "" {
 			t.Fatalf("cancelled tip: %s %s", got.Status(), got.PaymentHash)
 		}
+	})
+
+	// A peer (here alice, towards bob) sends a receipt for a tip bob never
+	// heard of, then keysends naming bob himself as the sender, and keysends
+	// with the made-up receipt's preimage. The receipt used to count as a
+	// paid tip; the keysend naming bob queued a message to himself that
+	// could never be sent and held up every tip message after it; and the
+	// third keysend's payment hash clashed with the made-up receipt's row,
+	// which stopped bob's invoice stream for good.
+	t.Run("made-up receipts and keysends naming us break nothing", func(t *testing.T) {
+		pre := make([]byte, 32)
+		if _, err := rand.Read(pre); err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.Sum256(pre)
+		madeUp, self, clash := newTipID(), newTipID(), newTipID()
+		_, err := alice.svc.SendRumor(ctx, []string{bob.key.PublicKey()}, chat.KindTipReceipt, "paid",
+			nostr.Tags{{"tip", madeUp}, {"amount", "1000000000000"}, {"preimage", hex.EncodeToString(pre)}, {"payment_hash", hex.EncodeToString(h[:])}}, chat.SendOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, wait, "bob has the made-up receipt", func() (bool, error) {
+			return slices.Contains(tipKinds(t, bob.svc, first.Conversation, madeUp), chat.KindTipReceipt), nil
+		})
+		if tip, err := bob.eng.Get(ctx, madeUp); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("a receipt for an unknown tip made a tip: %+v %v", tip, err)
+		}
+		other := make([]byte, 32)
+		if _, err := rand.Read(other); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []struct {
+			tip, from string
+			pre       []byte
+		}{{self, bob.key.PublicKey(), other}, {clash, alice.key.PublicKey(), pre}} {
+			rec, _ := json.Marshal(tipRecord{Tip: k.tip, From: k.from})
+			p, err := alice.lnd.Pay(ctx, PaymentRequest{Dest: e.n.LNDs[1].Pubkey, AmountMsat: 1000, Preimage: k.pre,
+				CustomRecords: map[uint64][]byte{RecordTip: rec}, FeeLimitMsat: 10_000, Timeout: 30 * time.Second})
+			if err != nil || p.Status != PaymentSucceeded {
+				t.Fatalf("keysend: %+v %v", p, err)
+			}
+		}
+		in := waitState(t, bob.eng, clash, StateSettled, wait)
+		if in.AmountMsat != 1000 || in.ReceiptReceived {
+			t.Fatalf("the 1-sat keysend at bob: %+v", in)
+		}
+		if tip, err := bob.eng.Get(ctx, self); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("a keysend naming bob as its sender made a tip: %+v %v", tip, err)
+		}
+		// Bob's outbox and invoice stream still work: a tip goes through.
+		tip, err := alice.eng.Tip(ctx, TipRequest{To: "@" + bob.handle, AmountSat: 321})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitState(t, bob.eng, tip.ID, StateSettled, wait)
+		waitState(t, alice.eng, tip.ID, StateSettled, wait)
 	})
 
 	t.Run("keysend with the recipient's node offline", func(t *testing.T) {

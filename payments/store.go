@@ -55,6 +55,22 @@ var migrations = []string{
 		tags     TEXT NOT NULL          -- JSON
 	);
 	CREATE TABLE cursors (name TEXT PRIMARY KEY, value INTEGER NOT NULL); -- LND add_index / settle_index`,
+
+	// 2: a receipt for a tip we do not know yet, or before its payment hash
+	// is known, waits here instead of marking anything paid: it counts only
+	// once LND's settlement shows a payment hash its preimage hashes to. An
+	// outbox message that cannot be handed to the messenger waits with a
+	// backoff instead of holding up every message behind it.
+	`CREATE TABLE early_receipts (
+		tip_id      TEXT NOT NULL,
+		peer        TEXT NOT NULL,
+		preimage    TEXT NOT NULL,
+		received_ms INTEGER NOT NULL,
+		PRIMARY KEY (tip_id, peer)
+	);
+	ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE outbox ADD COLUMN next_ms INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE outbox ADD COLUMN failing_ms INTEGER NOT NULL DEFAULT 0; -- first failure`,
 }
 
 type store struct{ db *sql.DB }
