@@ -230,8 +230,8 @@ func (e *Engine) Tip(ctx context.Context, req TipRequest) (*Tip, error) {
 	} else if spent+msat > e.cfg.DailyLimitSat*1000 {
 		return nil, fmt.Errorf("payments: %s would exceed the daily limit of %d sat (%s spent in the last 24 h)", fmtMsat(msat), e.cfg.DailyLimitSat, fmtMsat(spent))
 	}
-	if len(req.Memo) > 1000 {
-		return nil, errors.New("payments: memo longer than 1000 bytes")
+	if len(req.Memo) > MaxMemoBytes {
+		return nil, fmt.Errorf("payments: memo longer than %d bytes", MaxMemoBytes)
 	}
 	mode := req.Mode
 	if mode == "" {
@@ -446,6 +446,12 @@ func (e *Engine) onMessage(ctx context.Context, m *chat.Message) {
 	e.kick()
 }
 
+// Limits on what one peer's requests may ask of us.
+const (
+	MaxMemoBytes   = 1000 // a request's memo (docs/protocol.md)
+	MaxOpenPerPeer = 20   // incoming tips requested or invoiced at once
+)
+
 func (e *Engine) onRequest(ctx context.Context, id string, m *chat.Message) error {
 	msat, err := parseAmount(m.Tags)
 	if err != nil {
@@ -459,13 +465,28 @@ func (e *Engine) onRequest(ctx context.Context, id string, m *chat.Message) erro
 	}
 	now := e.now().UnixMilli()
 	state, reason := StateRequested, ""
-	if peers > 0 {
+	switch {
+	case peers > 0:
 		state, reason = StateFailed, "tips are only supported in one-to-one conversations"
-	} else if msat > e.cfg.MaxReceiveSat*1000 {
+	case msat > e.cfg.MaxReceiveSat*1000:
 		state, reason = StateFailed, fmt.Sprintf("refused by the recipient: %s is above its limit of %d sat", fmtMsat(msat), e.cfg.MaxReceiveSat)
+	case len(m.Content) > MaxMemoBytes:
+		state, reason = StateFailed, fmt.Sprintf("refused by the recipient: the memo is longer than %d bytes", MaxMemoBytes)
 	}
 	var changed bool
 	err = e.tx(ctx, func(tx *sql.Tx) error {
+		if state == StateRequested {
+			// Each open request makes an invoice in our LND: a peer gets
+			// only so many at a time.
+			var open int
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM tips WHERE dir = 'in' AND peer = ? AND id != ? AND state IN ('requested', 'invoiced')`,
+				m.Sender, id).Scan(&open); err != nil {
+				return err
+			}
+			if open >= MaxOpenPerPeer {
+				state, reason = StateFailed, fmt.Sprintf("refused by the recipient: %d tips from you are already open", open)
+			}
+		}
 		res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO tips(id, dir, peer, conversation, amount_msat, memo, state, reason, request_id, created_ms, updated_ms)
 			VALUES(?, 'in', ?, ?, ?, ?, ?, ?, ?, ?, ?)`, id, m.Sender, m.Conversation, msat, m.Content, string(state), reason, m.ID, now, now)
 		if err != nil {

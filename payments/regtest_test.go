@@ -442,6 +442,41 @@ func TestRegtestTips(t *testing.T) {
 		}
 	})
 
+	// Every open request makes an invoice in the recipient's LND, so one
+	// peer may keep only MaxOpenPerPeer open; longer memos are refused too.
+	t.Run("a peer's open requests are capped", func(t *testing.T) {
+		ids := make([]string, MaxOpenPerPeer+2)
+		for i := range ids {
+			ids[i] = newTipID()
+			memo := fmt.Sprint("request ", i)
+			if i == len(ids)-1 {
+				memo = strings.Repeat("m", MaxMemoBytes+1)
+			}
+			_, err := alice.svc.SendRumor(ctx, []string{bob.key.PublicKey()}, chat.KindTipRequest, memo,
+				nostr.Tags{{"p", bob.key.PublicKey()}, {"tip", ids[i]}, {"amount", "1000"}}, chat.SendOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// One at a time, so which one is over the cap is known.
+			waitFor := StateInvoiced
+			if i >= MaxOpenPerPeer {
+				waitFor = StateFailed
+			}
+			got := waitState(t, bob.eng, ids[i], waitFor, wait)
+			if i == MaxOpenPerPeer && !strings.Contains(got.Reason, "already open") {
+				t.Fatalf("request over the cap: %+v", got)
+			}
+			if i == len(ids)-1 && !strings.Contains(got.Reason, "memo") {
+				t.Fatalf("long memo: %+v", got)
+			}
+		}
+		for _, id := range ids[:MaxOpenPerPeer] {
+			if _, err := bob.eng.Cancel(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+
 	if n, _ := strconv.Atoi(os.Getenv("TIP_BENCH")); n > 0 {
 		t.Run("bench", func(t *testing.T) { benchTips(t, e, n) })
 	}
