@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/anchorchat/anchorchat/identity"
+	"github.com/anchorchat/anchorchat/internal/eventsig"
 	"github.com/nbd-wtf/go-nostr"
 )
 
@@ -90,7 +91,7 @@ func ParseAttestation(evt *nostr.Event) (*Attestation, error) {
 	if !evt.CheckID() {
 		return nil, fmt.Errorf("%w: event id does not match", ErrAttestation)
 	}
-	if ok, err := evt.CheckSignature(); err != nil || !ok {
+	if !eventsig.Valid(evt) {
 		return nil, fmt.Errorf("%w: bad event signature", ErrAttestation)
 	}
 	dec := json.NewDecoder(bytes.NewReader([]byte(evt.Content)))

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/anchorchat/anchorchat/identity"
+	"github.com/anchorchat/anchorchat/internal/eventsig"
 	"github.com/anchorchat/anchorchat/internal/nostrclient"
 	"github.com/nbd-wtf/go-nostr"
 )
@@ -61,7 +62,7 @@ func Fetch(ctx context.Context, relays []string, q Query, log *slog.Logger) ([]*
 				if e == nil || seen[e.ID] != nil || !e.CheckID() {
 					continue
 				}
-				if ok, err := e.CheckSignature(); err != nil || !ok {
+				if !eventsig.Valid(e) {
 					log.Debug("anchor fetch: dropped event with a bad signature", "relay", r.URL(), "id", e.ID)
 					continue
 				}

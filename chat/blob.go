@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/anchorchat/anchorchat/internal/eventsig"
 	"github.com/nbd-wtf/go-nostr"
 )
 
@@ -154,7 +155,7 @@ func (b *BlobStore) checkAuth(r *http.Request, verb string) (*nostr.Event, error
 	if evt.Kind != KindBlobAuth {
 		return nil, fmt.Errorf("authorization kind %d is not %d", evt.Kind, KindBlobAuth)
 	}
-	if ok, _ := evt.CheckSignature(); !ok || !evt.CheckID() {
+	if !eventsig.Valid(&evt) {
 		return nil, errors.New("authorization signature invalid")
 	}
 	now := b.cfg.Now().Unix()

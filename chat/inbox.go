@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/anchorchat/anchorchat/internal/eventsig"
 	"github.com/anchorchat/anchorchat/internal/nostrclient"
 	"github.com/nbd-wtf/go-nostr"
 )
@@ -85,8 +86,7 @@ func (s *Service) subscribeOnce(url string) error {
 
 // authentic reports whether evt's id and signature check.
 func authentic(evt *nostr.Event) bool {
-	ok, err := evt.CheckSignature()
-	return err == nil && ok && evt.CheckID()
+	return eventsig.Valid(evt)
 }
 
 // handleWrap unwraps, deduplicates and stores one incoming gift wrap.

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/anchorchat/anchorchat/internal/eventsig"
 	"github.com/nbd-wtf/go-nostr"
 	"github.com/nbd-wtf/go-nostr/nip44"
 )
@@ -212,8 +213,8 @@ func (w *Wrapper) Unwrap(wrap *nostr.Event) (*nostr.Event, error) {
 	if wrap.Tags.FindWithValue("p", w.pk) == nil {
 		return nil, ErrNotForUs
 	}
-	if ok, err := wrap.CheckSignature(); !ok || !wrap.CheckID() {
-		return nil, fmt.Errorf("%w: gift wrap signature or id invalid (%v)", ErrMalformed, err)
+	if !eventsig.Valid(wrap) {
+		return nil, fmt.Errorf("%w: gift wrap signature or id invalid", ErrMalformed)
 	}
 	now := w.now().Unix()
 	if e := Expiration(wrap); e > 0 && e <= now {
@@ -234,8 +235,8 @@ func (w *Wrapper) Unwrap(wrap *nostr.Event) (*nostr.Event, error) {
 	if seal.Kind != KindSeal {
 		return nil, fmt.Errorf("%w: seal kind %d", ErrMalformed, seal.Kind)
 	}
-	if ok, err := seal.CheckSignature(); !ok || !seal.CheckID() {
-		return nil, fmt.Errorf("%w: seal signature or id invalid (%v)", ErrMalformed, err)
+	if !eventsig.Valid(&seal) {
+		return nil, fmt.Errorf("%w: seal signature or id invalid", ErrMalformed)
 	}
 	if e := Expiration(&seal); e > 0 && e <= now {
 		return nil, fmt.Errorf("%w: seal expired at %d", ErrExpired, e)

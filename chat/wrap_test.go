@@ -253,7 +253,11 @@ func TestBlobStoreAuth(t *testing.T) {
 	getAuth := &nostr.Event{Kind: KindBlobAuth, CreatedAt: nostr.Now(), Tags: nostr.Tags{{"t", "get"}, {"x", blobSHA}, expirationTag(now.Add(time.Minute).Unix())}}
 	_ = owner.Sign(getAuth)
 	wrongVerb := "Nostr " + base64.StdEncoding.EncodeToString([]byte(getAuth.String()))
-	for name, auth := range map[string]string{"none": "", "expired": expired, "wrong x": wrongX, "stranger": strangers, "wrong verb": wrongVerb, "garbage": "Nostr !!!"} {
+	// Over-long pubkey hex used to panic the handler (the connection dropped).
+	longKey := &nostr.Event{Kind: KindBlobAuth, CreatedAt: nostr.Now(), PubKey: strings.Repeat("ab", 33), Tags: nostr.Tags{{"t", "upload"}, {"x", blobSHA}, expirationTag(now.Add(time.Minute).Unix())}}
+	longKey.ID = longKey.GetID()
+	overlong := "Nostr " + base64.StdEncoding.EncodeToString([]byte(longKey.String()))
+	for name, auth := range map[string]string{"none": "", "expired": expired, "wrong x": wrongX, "stranger": strangers, "wrong verb": wrongVerb, "garbage": "Nostr !!!", "over-long pubkey": overlong} {
 		if resp := put(auth, body); resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("X-Reason") == "" {
 			t.Errorf("%s: status %d", name, resp.StatusCode)
 		}
@@ -295,4 +299,40 @@ func TestBlobStoreAuth(t *testing.T) {
 func sha256hex(b []byte) string {
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:])
+}
+
+// Signature checks must refuse over-long hex instead of panicking: go-nostr's
+// CheckSignature (libsecp256k1 build) hex-decodes the pubkey into a 32-byte
+// array. Any stranger can put such a seal inside a gift wrap to us, and the
+// inbox goroutine's panic would end the node.
+func TestOverlongKeysAndSignaturesAreRefused(t *testing.T) {
+	bob := wrapper(t)
+	one := nostr.GeneratePrivateKey()
+	long := strings.Repeat("ab", 33)
+	for _, mutate := range []func(*nostr.Event){
+		func(e *nostr.Event) { e.PubKey = long },
+		func(e *nostr.Event) { e.Sig = strings.Repeat("cd", 65) },
+	} {
+		seal := nostr.Event{Kind: KindSeal, Content: "x", CreatedAt: nostr.Now(), Tags: nostr.Tags{}}
+		if err := seal.Sign(nostr.GeneratePrivateKey()); err != nil {
+			t.Fatal(err)
+		}
+		mutate(&seal)
+		tk, _ := nip44.GenerateConversationKey(bob.PublicKey(), one)
+		ct, _ := nip44.Encrypt(seal.String(), tk)
+		wrap := nostr.Event{Kind: KindGiftWrap, Content: ct, CreatedAt: nostr.Now(), Tags: nostr.Tags{{"p", bob.PublicKey()}}}
+		if err := wrap.Sign(one); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.Unwrap(&wrap); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("seal with an over-long field: %v", err)
+		}
+		// And the wrap itself.
+		bad := wrap
+		mutate(&bad)
+		bad.Tags = nostr.Tags{{"p", bob.PublicKey()}}
+		if _, err := bob.Unwrap(&bad); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("wrap with an over-long field: %v", err)
+		}
+	}
 }

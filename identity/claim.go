@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/anchorchat/anchorchat/internal/eventsig"
 	"github.com/btcsuite/btcd/btcec/v2"
 	"github.com/nbd-wtf/go-nostr"
 )
@@ -321,7 +322,7 @@ func ValidateClaim(evt *nostr.Event) (*Claim, error) {
 	if !evt.CheckID() {
 		return nil, fmt.Errorf("%w: event id does not match its content (altered event)", ErrClaimSignature)
 	}
-	if ok, err := evt.CheckSignature(); err != nil || !ok {
+	if !eventsig.Valid(evt) {
 		return nil, fmt.Errorf("%w: event %s is not signed by its pubkey %s (signed by another key or altered)", ErrClaimSignature, evt.ID, evt.PubKey)
 	}
 	c := &Claim{ID: evt.ID, PubKey: evt.PubKey, CreatedAt: evt.CreatedAt, Event: evt}

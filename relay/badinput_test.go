@@ -136,3 +136,31 @@ func TestBadInput(t *testing.T) {
 		stillServed(t)
 	})
 }
+
+// An AUTH event whose pubkey or signature hex is too long is refused with
+// invalid:, and the connection is served on (go-nostr's CheckSignature
+// would index past its fixed-size arrays on these).
+func TestAuthWithOverlongHex(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.dial()
+	for _, mutate := range []func(*nostr.Event){
+		func(evt *nostr.Event) { evt.PubKey = strings.Repeat("ab", 33) },
+		func(evt *nostr.Event) { evt.Sig = strings.Repeat("cd", 65) },
+	} {
+		evt := &nostr.Event{Kind: 22242, CreatedAt: nostr.Now(), Tags: nostr.Tags{{"relay", c.url}, {"challenge", c.challenge}}}
+		if err := evt.Sign(e.owner.sk); err != nil {
+			t.Fatal(err)
+		}
+		mutate(evt)
+		evt.ID = evt.GetID()
+		c.send("AUTH", evt)
+		msg := c.next()
+		if len(msg) < 3 || str(t, msg[0]) != "OK" || string(msg[2]) != "false" {
+			t.Fatalf("over-long AUTH: %s", joinRaw(msg))
+		}
+		if reason := str(t, msg[3]); !strings.HasPrefix(reason, "invalid:") {
+			t.Fatalf("over-long AUTH refused with %q", reason)
+		}
+	}
+	c.auth(e.owner) // the same connection still authenticates
+}

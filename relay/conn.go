@@ -507,7 +507,7 @@ func (c *conn) handleAuth(evt *nostr.Event) {
 	case evt.CreatedAt.Time().Before(now.Add(-10*time.Minute)) || evt.CreatedAt.Time().After(now.Add(10*time.Minute)):
 		reject("invalid: created_at is more than 10 minutes off")
 	default:
-		if ok, _ := evt.CheckSignature(); !ok {
+		if c.r.verify.Check(evt) != nil {
 			reject("invalid: bad signature")
 			return
 		}

@@ -303,8 +303,8 @@ func (r *Relay) sweep() {
 // delivers it to live subscriptions, as if a client had published it. It
 // returns once the event is durably stored; a duplicate is not an error.
 func (r *Relay) Publish(ctx context.Context, evt *nostr.Event) error {
-	if ok, err := evt.CheckSignature(); !ok || !evt.CheckID() {
-		return fmt.Errorf("relay: refusing to publish a badly signed event: %v", err)
+	if err := r.verify.Check(evt); err != nil {
+		return fmt.Errorf("relay: refusing to publish a badly signed event: %w", err)
 	}
 	if !isEphemeral(evt.Kind) {
 		err := r.store.Save(ctx, evt)

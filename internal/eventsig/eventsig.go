@@ -78,6 +78,16 @@ func CheckID(evt *nostr.Event) ([32]byte, bool) {
 	return h, true
 }
 
+// shared is the verifier behind Valid.
+var shared = New(0)
+
+// Valid reports whether evt's id and signature check, using a shared
+// Verifier. Use it, not nostr.Event.CheckSignature, on anything that came
+// from outside: in the libsecp256k1 build go-nostr's CheckSignature
+// hex-decodes the pubkey and signature into fixed-size arrays and panics on
+// longer ones; Check refuses them.
+func Valid(evt *nostr.Event) bool { return shared.Check(evt) == nil }
+
 // Check verifies evt's id and signature: nil, ErrID or ErrSig.
 func (v *Verifier) Check(evt *nostr.Event) error {
 	h, ok := CheckID(evt)
