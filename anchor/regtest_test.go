@@ -363,6 +363,58 @@ func TestRegtest(t *testing.T) {
 		t.Logf("%s", v)
 	})
 
+	// A revocation and a rotation of the same claim, both signed by its key,
+	// are a fork like two rotations: the one anchored first stands, and with
+	// neither anchored the handle is INVALID. (The verifier used to follow
+	// the rotation and drop the revocation, so whoever held the revoked key
+	// could take the handle back.)
+	t.Run("RevocationAndRotationFork", func(t *testing.T) {
+		r := *r
+		r.t = t
+		b := r.batcher(t.TempDir()+"/anchor.db", 1, nil)
+		defer b.Close()
+		fork := func(handle string) (g, rev, rot *nostr.Event, newKey2 *identity.Key) {
+			bob, other := newKey(t), newKey(t)
+			g = claim(t, bob, handle)
+			r.anchorAndAttest(b, g)
+			gc := mustClaim(t, g)
+			rev, err := identity.NewRevocation(bob, gc, "key stolen", time.Time{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rot, err = identity.Rotate(bob, other, gc, identity.ClaimParams{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return g, rev, rot, other
+		}
+
+		_, rev, rot, thief := fork("frank")
+		evts, atts := r.evidence(b, "frank")
+		all := append(append([]*nostr.Event(nil), evts...), rev, rot)
+		if v := r.verify(Query{Handle: "frank"}, all, atts, 1); v.Status != Invalid || !strings.Contains(v.Reason, "fork") {
+			t.Fatalf("revocation and rotation, neither anchored: %s", v)
+		}
+		if _, err := b.Submit(ctx, rev); err != nil {
+			t.Fatal(err)
+		}
+		r.anchorAndAttest(b)
+		evts, atts = r.evidence(b, "frank")
+		if v := r.verify(Query{Handle: "frank", PubKey: thief.PublicKey()}, append(evts, rot), atts, 1); v.Status != Revoked {
+			t.Fatalf("revocation anchored first: %s", v)
+		}
+
+		_, rev, rot, erin := fork("gwen")
+		if _, err := b.Submit(ctx, rot); err != nil {
+			t.Fatal(err)
+		}
+		r.anchorAndAttest(b)
+		evts, atts = r.evidence(b, "gwen")
+		if v := r.verify(Query{Handle: "gwen"}, append(evts, rev), atts, 1); v.Status != Verified || v.PubKey != erin.PublicKey() {
+			t.Fatalf("rotation anchored first, a later revocation by the old key: %s", v)
+		}
+	})
+
 	t.Run("RestartNothingLostNothingTwice", func(t *testing.T) {
 		r := *r
 		r.t = t

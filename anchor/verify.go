@@ -91,9 +91,13 @@ func (v Verdict) String() string {
 //     handle (block height, then position in block, then leaf index); other
 //     first claims lose, whenever they were signed;
 //  4. from there, rotations whose prev names the current claim and whose
-//     consent comes from its key move the handle (a fork is decided by the
-//     earlier anchoring); a revocation by the current key naming the
-//     current claim ends it; identity.ValidateChain re-checks the result;
+//     consent comes from its key move the handle; a revocation by the
+//     current key naming the current claim ends it. Two successors of one
+//     claim (two rotations, or a rotation and a revocation) are a fork,
+//     decided by the earlier anchoring (neither anchored: INVALID), so a
+//     rotation signed with a key after it revoked the claim does not undo
+//     the revocation unless anchored first; identity.ValidateChain
+//     re-checks the result;
 //  5. the verdict: REVOKED; else CONFLICT if q.PubKey is not the current
 //     key; else PENDING below opts.MinConfirmations, or VERIFIED.
 //
@@ -211,21 +215,33 @@ func Verify(ctx context.Context, chain ChainSource, q Query, events []*nostr.Eve
 		return v, nil
 	}
 
-	// 4. The chain from the winning first claim.
+	// 4. The chain from the winning first claim. A claim's holder may rotate
+	// it or revoke it; two such successors (two rotations, or a rotation and
+	// a revocation) are a fork, decided by anchoring like competing claims.
 	genesis := valid[win.ClaimID]
 	chainEvts := []*nostr.Event{genesis.Event}
 	cur := genesis
 	var notes []string
 	for {
 		var kids []*identity.Claim
+		var rev *identity.Claim
 		for _, c := range valid {
-			if c.Type == identity.ClaimRotation && c.PrevID == cur.ID {
+			switch {
+			case c.Type == identity.ClaimRotation && c.PrevID == cur.ID:
 				if c.PrevPubKey != cur.PubKey {
 					notes = append(notes, fmt.Sprintf("rotation %s refused: consent by %s, claim %s is held by %s", c.ID, c.PrevPubKey, cur.ID, cur.PubKey))
 					continue
 				}
 				kids = append(kids, c)
+			case c.Type == identity.ClaimRevocation && c.Revokes == cur.ID && c.PubKey == cur.PubKey:
+				// Several revocations of one claim agree; the lowest id speaks.
+				if rev == nil || c.ID < rev.ID {
+					rev = c
+				}
 			}
+		}
+		if rev != nil {
+			kids = append(kids, rev)
 		}
 		if len(kids) == 0 {
 			break
@@ -243,22 +259,23 @@ func Verify(ctx context.Context, chain ChainSource, q Query, events []*nostr.Eve
 			})
 			if anchored[kids[0].ID] == nil {
 				v.Status, v.ClaimID = Invalid, cur.ID
-				v.Reason = fmt.Sprintf("fork: claim %s is rotated by %s and %s and neither rotation is anchored", cur.ID, kids[0].ID, kids[1].ID)
+				what := "rotated by"
+				if rev != nil {
+					what = "rotated and revoked by"
+				}
+				v.Reason = fmt.Sprintf("fork: claim %s is %s %s and %s and neither is anchored", cur.ID, what, kids[0].ID, kids[1].ID)
 				return v, nil
 			}
+			for _, k := range kids[1:] {
+				notes = append(notes, fmt.Sprintf("%s %s of claim %s ignored: %s was anchored first", k.Type, k.ID, cur.ID, kids[0].ID))
+			}
+		}
+		if kids[0].Type == identity.ClaimRevocation {
+			chainEvts = append(chainEvts, kids[0].Event)
+			break
 		}
 		cur = kids[0]
 		chainEvts = append(chainEvts, cur.Event)
-	}
-	var revocation *identity.Claim
-	for _, c := range valid {
-		if c.Type == identity.ClaimRevocation && c.Revokes == cur.ID && c.PubKey == cur.PubKey &&
-			(revocation == nil || c.ID < revocation.ID) {
-			revocation = c
-		}
-	}
-	if revocation != nil {
-		chainEvts = append(chainEvts, revocation.Event)
 	}
 	st, err := identity.ValidateChain(chainEvts)
 	if err != nil {
