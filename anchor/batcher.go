@@ -504,9 +504,13 @@ func (b *Batcher) advanceOne(ctx context.Context, r *batchRow, best int32) error
 	return nil
 }
 
-// scan looks for the batch's payload in blocks after scan_height: any
-// transaction committing the root counts (the original or any replacement,
-// even one made before a crash).
+// scan looks for the batch's root in blocks after scan_height: any
+// transaction that commits it the way a proof needs counts (the original,
+// any replacement, even one made before a crash, or someone else's copy).
+// A transaction that merely carries the payload but that no proof could use
+// (a second OP_RETURN, or too large) is passed over: a copy like that, mined
+// first, would otherwise leave the whole batch with attestations every
+// verifier refuses, and the node's own transaction unseen.
 func (b *Batcher) scan(ctx context.Context, r *batchRow, best int32) (bool, error) {
 	payload := Payload(r.root)
 	for h := r.scan + 1; h <= best; h++ {
@@ -525,6 +529,11 @@ func (b *Batcher) scan(ctx context.Context, r *batchRow, best int32) (bool, erro
 			stripped, err := StrippedTx(tx)
 			if err != nil {
 				return false, err
+			}
+			if root, err := TxRoot(tx); err != nil || root != r.root || len(stripped) > MaxRawTx {
+				b.log.Warn("anchor payload in a transaction no proof can use; still waiting", "batch", r.id,
+					"txid", tx.TxHash().String(), "height", h, "err", err, "size", len(stripped))
+				continue
 			}
 			txid := tx.TxHash().String()
 			if _, err := b.db.ExecContext(ctx, `UPDATE batches SET state = 'mined', scan_height = ?, block_hash = ?, height = ?,
