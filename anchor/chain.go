@@ -2,22 +2,33 @@ package anchor
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/anchorchat/anchorchat/internal/btcrpc"
 
+	"github.com/btcsuite/btcd/btcjson"
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
 	"github.com/btcsuite/btcd/rpcclient"
 	"github.com/btcsuite/btcd/wire"
 )
 
+// ErrNotInChain is wrapped by a ChainSource's error when the source answered
+// that it has no such block (an unknown hash, a height above its tip). Any
+// other error is a failure of the source, and verification gives no
+// verdict on it (a btcd outage must not make a genuine holder INVALID).
+var ErrNotInChain = errors.New("not in the chain")
+
 // ChainSource is what verification needs from a chain: headers and the best
 // chain. Verify never trusts what it returns beyond that: it checks the
 // header's hash and merkle root itself.
 type ChainSource interface {
-	// BlockHeader returns the header of the block with hash (any branch).
+	// BlockHeader returns the header of the block with hash (any branch),
+	// or an error wrapping ErrNotInChain if the source has no such block.
 	BlockHeader(ctx context.Context, hash *chainhash.Hash) (*wire.BlockHeader, error)
-	// BlockHash returns the hash of the best chain's block at height.
+	// BlockHash returns the hash of the best chain's block at height, or an
+	// error wrapping ErrNotInChain if the best chain is not that long.
 	BlockHash(ctx context.Context, height int32) (*chainhash.Hash, error)
 	// BestHeight returns the height of the best chain's tip.
 	BestHeight(ctx context.Context) (int32, error)
@@ -35,12 +46,24 @@ func NewBtcdChain(c *rpcclient.Client) *BtcdChain { return &BtcdChain{Client: c}
 
 // BlockHeader implements ChainSource.
 func (c *BtcdChain) BlockHeader(ctx context.Context, hash *chainhash.Hash) (*wire.BlockHeader, error) {
-	return btcrpc.Call(ctx, "getblockheader", func() (*wire.BlockHeader, error) { return c.Client.GetBlockHeader(hash) })
+	h, err := btcrpc.Call(ctx, "getblockheader", func() (*wire.BlockHeader, error) { return c.Client.GetBlockHeader(hash) })
+	return h, notInChain(err, btcjson.ErrRPCBlockNotFound)
+}
+
+// notInChain marks btcd's answer code (block not found, height out of
+// range) as ErrNotInChain; other errors pass unchanged.
+func notInChain(err error, code btcjson.RPCErrorCode) error {
+	var re *btcjson.RPCError
+	if errors.As(err, &re) && re.Code == code {
+		return fmt.Errorf("%w: %w", ErrNotInChain, err)
+	}
+	return err
 }
 
 // BlockHash implements ChainSource.
 func (c *BtcdChain) BlockHash(ctx context.Context, height int32) (*chainhash.Hash, error) {
-	return btcrpc.Call(ctx, "getblockhash", func() (*chainhash.Hash, error) { return c.Client.GetBlockHash(int64(height)) })
+	h, err := btcrpc.Call(ctx, "getblockhash", func() (*chainhash.Hash, error) { return c.Client.GetBlockHash(int64(height)) })
+	return h, notInChain(err, btcjson.ErrRPCOutOfRange)
 }
 
 // BestHeight implements ChainSource.

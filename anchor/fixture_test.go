@@ -27,14 +27,14 @@ func (m *memChain) BlockHeader(_ context.Context, h *chainhash.Hash) (*wire.Bloc
 	if hd := m.headers[*h]; hd != nil {
 		return hd, nil
 	}
-	return nil, fmt.Errorf("no block %s", h)
+	return nil, fmt.Errorf("no block %s: %w", h, ErrNotInChain)
 }
 
 func (m *memChain) BlockHash(_ context.Context, height int32) (*chainhash.Hash, error) {
 	if h, ok := m.byH[height]; ok {
 		return &h, nil
 	}
-	return nil, fmt.Errorf("no block at %d", height)
+	return nil, fmt.Errorf("no block at %d: %w", height, ErrNotInChain)
 }
 
 func (m *memChain) BestHeight(context.Context) (int32, error) { return m.best, nil }

@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"os"
 	"strings"
 	"testing"
 
+	"github.com/btcsuite/btcd/chaincfg/chainhash"
+	"github.com/btcsuite/btcd/wire"
 	"github.com/nbd-wtf/go-nostr"
 )
 
@@ -108,5 +111,34 @@ func TestDocVectors(t *testing.T) {
 		if !strings.Contains(string(doc), v) {
 			t.Errorf("docs/protocol.md lacks vector %s = %s", k, v)
 		}
+	}
+}
+
+// flakyChain fails every call the way a dead btcd does.
+type flakyChain struct{}
+
+func (flakyChain) BlockHeader(context.Context, *chainhash.Hash) (*wire.BlockHeader, error) {
+	return nil, errors.New("btcd getblockheader: connection refused")
+}
+func (flakyChain) BlockHash(context.Context, int32) (*chainhash.Hash, error) {
+	return nil, errors.New("btcd getblockhash: connection refused")
+}
+func (flakyChain) BestHeight(context.Context) (int32, error) {
+	return 0, errors.New("connection refused")
+}
+
+// A chain source that fails is not a verdict on the proof (it used to turn a
+// btcd outage into INVALID "block unknown"); a source that answers it has no
+// such block is.
+func TestChainSourceFailureIsNoVerdict(t *testing.T) {
+	evts, _, chain, p := docExample(t)
+	_, err := VerifyProof(context.Background(), flakyChain{}, evts[1], p)
+	var pe *ProofError
+	if !errors.As(err, &pe) || pe.Step != StepChain {
+		t.Fatalf("dead chain source: %v", err)
+	}
+	empty := &memChain{headers: map[chainhash.Hash]*wire.BlockHeader{}, byH: map[int32]chainhash.Hash{}, best: chain.best}
+	if _, err := VerifyProof(context.Background(), empty, evts[1], p); !errors.As(err, &pe) || pe.Step != StepBlockHash {
+		t.Fatalf("block unknown to the source: %v", err)
 	}
 }

@@ -133,7 +133,7 @@ func VerifyProof(ctx context.Context, chain ChainSource, claim *nostr.Event, p *
 	}
 	hdr, err := chain.BlockHeader(ctx, &p.BlockHash)
 	if err != nil {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || !errors.Is(err, ErrNotInChain) {
 			return nil, &ProofError{StepChain, err}
 		}
 		return nil, perr(StepBlockHash, "block %s is unknown to the chain source: %w", p.BlockHash, err)
@@ -150,7 +150,7 @@ func VerifyProof(ctx context.Context, chain ChainSource, claim *nostr.Event, p *
 	}
 	at, err := chain.BlockHash(ctx, int32(p.Height))
 	if err != nil {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || !errors.Is(err, ErrNotInChain) {
 			return nil, &ProofError{StepChain, err}
 		}
 		return nil, perr(StepHeight, "best chain has no block at height %d: %w", p.Height, err)
