@@ -14,8 +14,23 @@ import (
 	"github.com/nbd-wtf/go-nostr"
 )
 
-// FetchLimit bounds each relay query.
-const FetchLimit = 500
+// Fetch's bounds: events per relay query, pages per filter and relay, and
+// handles followed for one key.
+const (
+	FetchLimit   = 500
+	FetchPages   = 20
+	FetchHandles = 16
+)
+
+func tagOf(e *nostr.Event, name string) string {
+	if e == nil {
+		return ""
+	}
+	if t := e.Tags.Find(name); t != nil {
+		return t[1]
+	}
+	return ""
+}
 
 // Fetch collects, from relays, the claim events (3780, 3781) and
 // attestations (3782) needed to decide q: for a key, first its claims and
@@ -47,26 +62,43 @@ func Fetch(ctx context.Context, relays []string, q Query, log *slog.Logger) ([]*
 		return nil, nil, fmt.Errorf("anchor: fetch: no relay reachable: %w", errors.Join(errs...))
 	}
 	seen := map[string]*nostr.Event{}
+	// query pages back in time through each relay (newest first, until
+	// the oldest seen), so that events pushed out of one page by newer ones
+	// (anyone can publish events tagged with a handle) are still found, up
+	// to FetchPages pages per relay.
 	query := func(f nostr.Filter) {
 		f.Limit = FetchLimit
 		for _, r := range conns {
-			evts, err := r.Query(ctx, f)
-			if err != nil {
-				log.Debug("anchor fetch: query failed", "relay", r.URL(), "err", err)
-				continue
-			}
-			for _, e := range evts {
-				// The signature too, before the id counts as seen: a relay
-				// serving a copy with a broken signature must not shadow the
-				// genuine event another relay has.
-				if e == nil || seen[e.ID] != nil || !e.CheckID() {
-					continue
+			g := f
+			for range FetchPages {
+				evts, err := r.Query(ctx, g)
+				if err != nil {
+					log.Debug("anchor fetch: query failed", "relay", r.URL(), "err", err)
+					break
 				}
-				if !eventsig.Valid(e) {
-					log.Debug("anchor fetch: dropped event with a bad signature", "relay", r.URL(), "id", e.ID)
-					continue
+				if len(evts) == 0 {
+					break
 				}
-				seen[e.ID] = e
+				fresh, oldest := 0, evts[0].CreatedAt
+				for _, e := range evts {
+					oldest = min(oldest, e.CreatedAt)
+					// The signature too, before the id counts as seen: a
+					// relay serving a copy with a broken signature must not
+					// shadow the genuine event another relay has.
+					if seen[e.ID] != nil || !eventsig.Valid(e) {
+						continue
+					}
+					seen[e.ID] = e
+					fresh++
+				}
+				until := oldest // the same second again: a page may end inside it
+				if fresh == 0 {
+					if oldest == 0 {
+						break
+					}
+					until = oldest - 1 // nothing new at or after oldest: step past it
+				}
+				g.Until = &until
 			}
 		}
 	}
@@ -77,9 +109,22 @@ func Fetch(ctx context.Context, relays []string, q Query, log *slog.Logger) ([]*
 	} else {
 		query(nostr.Filter{Kinds: kinds[:2], Authors: []string{q.PubKey}})
 		query(nostr.Filter{Kinds: kinds[2:], Tags: nostr.TagMap{"p": {q.PubKey}}})
+		// The handles this key claimed: from its own claims, and from the
+		// claims embedded in attestations (anyone can sign an attestation
+		// tagged with any handle; only one embedding this key's claim says
+		// something about it), at most FetchHandles of them.
 		for _, e := range seen {
-			if t := e.Tags.Find("n"); t != nil {
-				handles[t[1]] = true
+			var c *nostr.Event
+			switch {
+			case e.Kind != KindAttestation && e.PubKey == q.PubKey:
+				c = e
+			case e.Kind == KindAttestation:
+				if a, err := ParseAttestation(e); err == nil && a.Claim != nil && a.Claim.PubKey == q.PubKey {
+					c = a.Claim
+				}
+			}
+			if t := tagOf(c, "n"); t != "" && len(handles) < FetchHandles {
+				handles[t] = true
 			}
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anchorchat/anchorchat/identity"
 	"github.com/anchorchat/anchorchat/internal/relaytest"
 	"github.com/coder/websocket"
 	"github.com/nbd-wtf/go-nostr"
@@ -67,6 +68,41 @@ func TestFetchSkipsForgedCopies(t *testing.T) {
 		}
 		if len(claims) != 1 || claims[0].Sig != genuine.Sig {
 			t.Fatalf("%+v: fetched %v, want the genuine claim", q, claims)
+		}
+	}
+}
+
+// Claims for a handle by anyone, newer than the genuine one, more than a
+// page of them: Fetch pages back past them to the genuine claim (it used to
+// take one page of 500, so 500 junk events hid the earliest claim).
+func TestFetchPagesPastAFlood(t *testing.T) {
+	gina := newKey(t)
+	genuine, err := identity.NewClaim(gina, identity.ClaimParams{Handle: "gina", CreatedAt: time.Now().Add(-time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	real := relaytest.Start(t, relaytest.Options{Open: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := real.Store.Save(ctx, genuine); err != nil {
+		t.Fatal(err)
+	}
+	for range FetchLimit + 100 {
+		if err := real.Store.Save(ctx, claim(t, newKey(t), "gina")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, q := range []Query{{Handle: "gina"}, {PubKey: gina.PublicKey()}} {
+		claims, _, err := Fetch(ctx, []string{real.URL}, q, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, c := range claims {
+			found = found || c.ID == genuine.ID
+		}
+		if !found {
+			t.Fatalf("%+v: the genuine claim is not among the %d fetched", q, len(claims))
 		}
 	}
 }
