@@ -291,6 +291,19 @@ func CheckRelayURL(u string) error {
 
 // singleTag returns the values of the only tag named name, nil if absent,
 // or an error if it appears more than once.
+// isLowerHex reports whether s is n lowercase hex characters.
+func isLowerHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 func singleTag(evt *nostr.Event, name string) (nostr.Tag, error) {
 	var found nostr.Tag
 	for _, t := range evt.Tags {
@@ -338,6 +351,9 @@ func ValidateClaim(evt *nostr.Event) (*Claim, error) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidClaim, err)
 	}
 	c.Handle = nt[1]
+	if _, err := singleTag(evt, "alt"); err != nil { // 0 or 1 (docs/protocol.md)
+		return nil, err
+	}
 
 	if evt.Kind == KindHandleRevocation {
 		c.Type = ClaimRevocation
@@ -407,6 +423,9 @@ func ValidateClaim(evt *nostr.Event) (*Claim, error) {
 		return nil, fmt.Errorf("%w: rotation %s of claim %s has no consent tag signed by old key %s", ErrMissingConsent, c.ID, c.PrevID, c.PrevPubKey)
 	}
 	c.Consent = ct[1]
+	if !isLowerHex(c.Consent, 128) {
+		return nil, fmt.Errorf("%w: rotation %s: consent is not 128 lowercase hex characters", ErrBadConsent, c.ID)
+	}
 	if err := VerifyDigest(c.PrevPubKey, RotationConsentDigest(c.Handle, c.PrevID, c.PubKey), c.Consent); err != nil {
 		return nil, fmt.Errorf("%w: rotation %s: old key %s did not sign consent to handing %q to %s: %w",
 			ErrBadConsent, c.ID, c.PrevPubKey, c.Handle, c.PubKey, err)

@@ -167,6 +167,14 @@ func TestValidateClaimRejections(t *testing.T) {
 			e, _ := NewRotation(newKey, genesis, sig, ClaimParams{})
 			return e
 		}, ErrBadConsent, "did not sign consent"},
+		{"consent in upper-case hex", func() *nostr.Event {
+			sig, _ := SignRotationConsent(alice, "alice", genesis.ID, newKey.PublicKey())
+			e, _ := NewRotation(newKey, genesis, strings.ToUpper(sig), ClaimParams{})
+			return e
+		}, ErrBadConsent, "128 lowercase hex"},
+		{"two alt tags", func() *nostr.Event {
+			return resign(t, alice, &nostr.Event{Kind: KindHandleClaim, Tags: nostr.Tags{{"n", "alice"}, {"alt", "a"}, {"alt", "b"}}})
+		}, ErrInvalidClaim, "more than one \"alt\""},
 		{"malformed prev", func() *nostr.Event {
 			return resign(t, newKey, &nostr.Event{Kind: KindHandleClaim, Tags: nostr.Tags{
 				{"n", "alice"}, {"prev", "xyz"}, {"consent", "00"}}})
