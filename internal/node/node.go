@@ -30,6 +30,10 @@ import (
 	"github.com/anchorchat/anchorchat/wallet"
 )
 
+// idleTimeout closes relay-port connections idle between HTTP requests
+// (a variable so tests can shorten it).
+var idleTimeout = 2 * time.Minute
+
 // Version is the node's version, set at build time with -ldflags.
 var Version = "dev"
 
@@ -136,7 +140,13 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Node, error) {
 	if cfg.Metrics {
 		mux.Handle("/metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{}))
 	}
-	n.relaySrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	// The relay port is open to the network: a connection that idles
+	// between requests, or reads or writes one request for too long (blob
+	// uploads and downloads are the long ones), is closed. Websockets are
+	// not affected (the upgrade clears these deadlines).
+	n.relaySrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: idleTimeout,
+		ReadTimeout: 10 * time.Minute, WriteTimeout: 10 * time.Minute,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	n.apiSrv = &http.Server{Handler: n.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
 	if err := n.setupAnchor(ctx, passphrase); err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"bufio"
 	"context"
 	"flag"
 	"io"
@@ -229,5 +230,48 @@ func TestAPIExplainsMissingFeatures(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("POST %s on a node without it: %v (want a reason naming %q)", path, err, want)
 		}
+	}
+}
+
+// The relay port closes a keep-alive connection that idles between
+// requests; before, anyone could hold connections open there until the
+// node ran out of file descriptors. A websocket on the same port stays.
+func TestRelayPortClosesIdleConnections(t *testing.T) {
+	defer node.SetIdleTimeout(300 * time.Millisecond)()
+	pk, _ := nostr.GetPublicKey(nostr.GeneratePrivateKey())
+	n, _ := startNode(t, pk)
+	addr := strings.TrimPrefix(n.RelayURL(), "ws://")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, err := nostrclient.Dial(ctx, n.RelayURL(), nostrclient.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET /.well-known/nostr.json HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("idle keep-alive connection: %v after %v, want the server to close it", err, time.Since(start))
+	}
+	// The websocket idled just as long and still works.
+	if _, err := ws.Query(ctx, nostr.Filter{Kinds: []int{1}, Limit: 1}); err != nil {
+		t.Fatalf("websocket after the idle timeout: %v", err)
 	}
 }
