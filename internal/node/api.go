@@ -148,6 +148,12 @@ func Dial(dataDir string) (*Client, error) {
 	if err := json.Unmarshal(b, &rt); err != nil {
 		return nil, fmt.Errorf("bad runtime file %s: %w", filepath.Join(dataDir, RuntimeFile), err)
 	}
+	// A node killed without a clean stop leaves its runtime file behind.
+	// Its port may since belong to someone else, who must not get the
+	// token: only a live process of ours counts.
+	if !processAlive(rt.PID) {
+		return nil, fmt.Errorf("no node is running on %s: the runtime file names pid %d, which is gone (the node did not stop cleanly; start it again with `anchorchat node`)", dataDir, rt.PID)
+	}
 	tok, err := os.ReadFile(filepath.Join(dataDir, TokenFile))
 	if err != nil {
 		return nil, fmt.Errorf("API token: %w", err)

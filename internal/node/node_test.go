@@ -3,12 +3,14 @@ package node_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"flag"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -273,5 +275,39 @@ func TestRelayPortClosesIdleConnections(t *testing.T) {
 	// The websocket idled just as long and still works.
 	if _, err := ws.Query(ctx, nostr.Filter{Kinds: []int{1}, Limit: 1}); err != nil {
 		t.Fatalf("websocket after the idle timeout: %v", err)
+	}
+}
+
+// After an unclean stop the runtime file stays behind, naming a dead pid;
+// whoever took the API port since must not receive the token.
+func TestDialRefusesAStaleRuntimeFile(t *testing.T) {
+	pk, _ := nostr.GetPublicKey(nostr.GeneratePrivateKey())
+	n, cfg := startNode(t, pk)
+	rtPath := filepath.Join(cfg.DataDir, node.RuntimeFile)
+	if _, err := node.Dial(cfg.DataDir); err != nil {
+		t.Fatalf("Dial of a running node: %v", err)
+	}
+	b, err := os.ReadFile(rtPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	var rt node.Runtime
+	if err := json.Unmarshal(b, &rt); err != nil {
+		t.Fatal(err)
+	}
+	rt.PID = dead.Process.Pid
+	b, _ = json.Marshal(rt)
+	if err := os.WriteFile(rtPath, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := node.Dial(cfg.DataDir); err == nil || !strings.Contains(err.Error(), "gone") {
+		t.Fatalf("Dial with a dead pid in the runtime file: %v", err)
 	}
 }
