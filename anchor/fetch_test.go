@@ -3,15 +3,12 @@ package anchor
 import (
 	"context"
 	"encoding/json"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/anchorchat/anchorchat/identity"
 	"github.com/anchorchat/anchorchat/internal/relaytest"
-	"github.com/coder/websocket"
 	"github.com/nbd-wtf/go-nostr"
 )
 
@@ -22,31 +19,14 @@ func forgingRelay(t *testing.T, evt *nostr.Event) string {
 	forged := *evt
 	forged.Sig = strings.Repeat("ab", 64)
 	raw, _ := json.Marshal(forged)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
+	return relaytest.Scripted(t, func(env nostr.Envelope) []string {
+		req, ok := env.(*nostr.ReqEnvelope)
+		if !ok {
+			return nil
 		}
-		defer ws.CloseNow()
-		for {
-			_, data, err := ws.Read(r.Context())
-			if err != nil {
-				return
-			}
-			req, ok := nostr.ParseMessage(string(data)).(*nostr.ReqEnvelope)
-			if !ok {
-				continue
-			}
-			sub, _ := json.Marshal(req.SubscriptionID)
-			for _, f := range []string{`["EVENT",` + string(sub) + `,` + string(raw) + `]`, `["EOSE",` + string(sub) + `]`} {
-				if ws.Write(r.Context(), websocket.MessageText, []byte(f)) != nil {
-					return
-				}
-			}
-		}
-	}))
-	t.Cleanup(srv.Close)
-	return "ws" + strings.TrimPrefix(srv.URL, "http")
+		sub, _ := json.Marshal(req.SubscriptionID)
+		return []string{`["EVENT",` + string(sub) + `,` + string(raw) + `]`, `["EOSE",` + string(sub) + `]`}
+	})
 }
 
 // A relay that serves a claim with a broken signature, asked first, does

@@ -3,14 +3,11 @@ package chat
 import (
 	"context"
 	"encoding/json"
-	"net/http"
-	"net/http/httptest"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/anchorchat/anchorchat/internal/relaytest"
 	"github.com/nbd-wtf/go-nostr"
 )
 
@@ -18,36 +15,19 @@ import (
 // filter asked for.
 func answeringRelay(t *testing.T, evts ...*nostr.Event) string {
 	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
+	return relaytest.Scripted(t, func(env nostr.Envelope) []string {
+		req, ok := env.(*nostr.ReqEnvelope)
+		if !ok {
+			return nil
 		}
-		defer ws.CloseNow()
-		for {
-			_, data, err := ws.Read(r.Context())
-			if err != nil {
-				return
-			}
-			req, ok := nostr.ParseMessage(string(data)).(*nostr.ReqEnvelope)
-			if !ok {
-				continue
-			}
-			var frames [][]byte
-			for _, e := range evts {
-				b, _ := json.Marshal([]any{"EVENT", req.SubscriptionID, e})
-				frames = append(frames, b)
-			}
-			b, _ := json.Marshal([]any{"EOSE", req.SubscriptionID})
-			for _, f := range append(frames, b) {
-				if ws.Write(r.Context(), websocket.MessageText, f) != nil {
-					return
-				}
-			}
+		var frames []string
+		for _, e := range evts {
+			b, _ := json.Marshal([]any{"EVENT", req.SubscriptionID, e})
+			frames = append(frames, string(b))
 		}
-	}))
-	t.Cleanup(srv.Close)
-	return "ws" + strings.TrimPrefix(srv.URL, "http")
+		b, _ := json.Marshal([]any{"EOSE", req.SubscriptionID})
+		return append(frames, string(b))
+	})
 }
 
 // A relay asked for a contact's DM relay list that answers with someone

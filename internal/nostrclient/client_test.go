@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -14,7 +12,6 @@ import (
 
 	"github.com/anchorchat/anchorchat/internal/nostrclient"
 	"github.com/anchorchat/anchorchat/internal/relaytest"
-	"github.com/coder/websocket"
 	"github.com/nbd-wtf/go-nostr"
 )
 
@@ -236,42 +233,22 @@ func TestDialErrors(t *testing.T) {
 func fakeRelay(t *testing.T, greet, reply []string) (url string, challenges <-chan string) {
 	t.Helper()
 	got := make(chan string, 4)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer ws.CloseNow()
-		ctx := r.Context()
-		for _, f := range greet {
-			if ws.Write(ctx, websocket.MessageText, []byte(f)) != nil {
-				return
+	url = relaytest.Scripted(t, func(env nostr.Envelope) []string {
+		switch env := env.(type) {
+		case *nostr.ReqEnvelope:
+			out := make([]string, len(reply))
+			for i, f := range reply {
+				out[i] = strings.ReplaceAll(f, "SUB", env.SubscriptionID)
 			}
+			return out
+		case *nostr.AuthEnvelope:
+			got <- env.Event.Tags.GetFirst([]string{"challenge"}).Value()
+			ok, _ := json.Marshal([]any{"OK", env.Event.ID, true, ""})
+			return []string{string(ok)}
 		}
-		for {
-			_, data, err := ws.Read(ctx)
-			if err != nil {
-				return
-			}
-			switch env := nostr.ParseMessage(string(data)).(type) {
-			case *nostr.ReqEnvelope:
-				for _, f := range reply {
-					f = strings.ReplaceAll(f, "SUB", env.SubscriptionID)
-					if ws.Write(ctx, websocket.MessageText, []byte(f)) != nil {
-						return
-					}
-				}
-			case *nostr.AuthEnvelope:
-				got <- env.Event.Tags.GetFirst([]string{"challenge"}).Value()
-				ok, _ := json.Marshal([]any{"OK", env.Event.ID, true, ""})
-				if ws.Write(ctx, websocket.MessageText, ok) != nil {
-					return
-				}
-			}
-		}
-	}))
-	t.Cleanup(srv.Close)
-	return "ws" + strings.TrimPrefix(srv.URL, "http"), got
+		return nil
+	}, greet...)
+	return url, got
 }
 
 // A relay's odd or hostile frames neither crash the client nor confuse it:

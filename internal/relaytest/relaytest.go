@@ -9,13 +9,17 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/anchorchat/anchorchat/relay"
 	"github.com/anchorchat/anchorchat/storage"
+	"github.com/coder/websocket"
+	"github.com/nbd-wtf/go-nostr"
 )
 
 // Options configure a test relay.
@@ -116,4 +120,43 @@ func (r *Relay) Restart() {
 		r.t.Fatal(err)
 	}
 	r.serve(ln)
+}
+
+// Scripted runs a websocket server that only pretends to be a relay, for
+// tests of clients facing odd or hostile ones: it sends greet on each
+// connection, then answers every message the client sends with the frames
+// answer returns for it (nil for messages that are not valid envelopes).
+// It returns the ws:// URL; the server stops when the test ends.
+func Scripted(t testing.TB, answer func(env nostr.Envelope) []string, greet ...string) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		ctx := r.Context()
+		send := func(frames []string) bool {
+			for _, f := range frames {
+				if ws.Write(ctx, websocket.MessageText, []byte(f)) != nil {
+					return false
+				}
+			}
+			return true
+		}
+		if !send(greet) {
+			return
+		}
+		for {
+			_, data, err := ws.Read(ctx)
+			if err != nil {
+				return
+			}
+			if !send(answer(nostr.ParseMessage(string(data)))) {
+				return
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return "ws" + strings.TrimPrefix(srv.URL, "http")
 }
