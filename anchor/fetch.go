@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/anchorchat/anchorchat/identity"
-	"github.com/anchorchat/anchorchat/internal/eventsig"
 	"github.com/anchorchat/anchorchat/internal/nostrclient"
 	"github.com/nbd-wtf/go-nostr"
 )
@@ -82,10 +81,10 @@ func Fetch(ctx context.Context, relays []string, q Query, log *slog.Logger) ([]*
 				fresh, oldest := 0, evts[0].CreatedAt
 				for _, e := range evts {
 					oldest = min(oldest, e.CreatedAt)
-					// The signature too, before the id counts as seen: a
-					// relay serving a copy with a broken signature must not
-					// shadow the genuine event another relay has.
-					if seen[e.ID] != nil || !eventsig.Valid(e) {
+					// The client passes on only events whose id and
+					// signature check, so a copy with a broken signature
+					// cannot take the genuine event's place here.
+					if seen[e.ID] != nil {
 						continue
 					}
 					seen[e.ID] = e

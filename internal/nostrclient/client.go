@@ -73,9 +73,6 @@ type Options struct {
 	MaxStoredBytes  int
 }
 
-// verifier checks the events relays send (parsed keys cached per author).
-var verifier = eventsig.New(1024)
-
 // Default limits on what a relay may send before EOSE.
 const (
 	DefaultMaxStoredEvents = 10_000
@@ -115,12 +112,12 @@ type Subscription struct {
 	overflow chan struct{} // closed when the relay sent too much before EOSE
 	ended    chan struct{} // closed when the relay sends CLOSED after EOSE
 	reason   string        // that CLOSED's message, set before ended is closed
+	gone     chan struct{} // closed by Unsubscribe, so an unread subscription never stalls the connection
+	goneOnce sync.Once
 
-	// Counted by the reader alone, until EOSE.
+	// Kept by the reader alone.
 	eoseSeen             bool
-	storedN, storedBytes int
-	gone                 chan struct{} // closed by Unsubscribe, so an unread subscription never stalls the connection
-	goneOnce             sync.Once
+	storedN, storedBytes int // before EOSE
 
 	Stored []*nostr.Event
 }
@@ -245,7 +242,7 @@ func (c *Conn) handleFrame(data []byte) bool {
 		// Only what was asked for, with a valid id and signature: the relay
 		// is not trusted to filter, and a copy under a broken signature
 		// must not stand in for the genuine event.
-		if !s.filters.Match(&evt) || verifier.Check(&evt) != nil {
+		if !s.filters.Match(&evt) || !eventsig.Valid(&evt) {
 			return true
 		}
 		select {
@@ -395,8 +392,8 @@ func (c *Conn) newSubscription(id string, filters nostr.Filters) *Subscription {
 }
 
 // Subscribe opens a subscription; on auth-required: it authenticates and
-// re-subscribes once. The returned subscription's events channel is fed
-// until the connection ends or Unsubscribe.
+// re-subscribes once. The returned subscription's Events are fed until the
+// connection ends, the relay ends it (Ended) or Unsubscribe.
 func (c *Conn) Subscribe(ctx context.Context, filters ...nostr.Filter) (*Subscription, error) {
 	for attempt := 0; ; attempt++ {
 		s := c.newSubscription("s"+strconv.FormatInt(c.subSeq.Add(1), 10), filters)
