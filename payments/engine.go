@@ -584,9 +584,9 @@ func (e *Engine) onReceipt(ctx context.Context, id string, m *chat.Message) erro
 	if t.PaymentHash != hash {
 		return fmt.Errorf("receipt preimage does not hash to the invoice's payment hash %s", t.PaymentHash)
 	}
-	_, err = e.st.db.ExecContext(ctx, `UPDATE tips SET receipt = 1, preimage = ?, payment_hash = CASE WHEN payment_hash = '' THEN ? ELSE payment_hash END,
+	_, err = e.st.db.ExecContext(ctx, `UPDATE tips SET receipt = 1, preimage = ?,
 		state = CASE WHEN state IN ('requested', 'invoiced') THEN 'paid' ELSE state END, updated_ms = ?
-		WHERE id = ? AND dir = 'in' AND peer = ?`, hex.EncodeToString(pre), hash, e.now().UnixMilli(), id, m.Sender)
+		WHERE id = ? AND dir = 'in' AND peer = ?`, hex.EncodeToString(pre), e.now().UnixMilli(), id, m.Sender)
 	if err == nil {
 		e.log.Info("tip receipt received", "tip", id)
 		e.notify(id, "in", m.Sender)
@@ -616,9 +616,10 @@ func (e *Engine) keepEarlyReceipt(ctx context.Context, id, peer string, preimage
 	})
 }
 
-// applyEarlyReceipt marks tip (id, in, peer), just settled with payment hash
-// hash, as receipted if a receipt for it came early and its preimage
-// hashes to hash.
+// applyEarlyReceipt marks tip (id, in, peer), just settled by keysend with
+// payment hash hash, as receipted if a receipt for it came early and its
+// preimage hashes to hash. (An invoiced tip's hash is known before it can be
+// paid, so its receipt never waits.)
 func applyEarlyReceipt(ctx context.Context, tx *sql.Tx, id, peer, hash string) error {
 	var preHex string
 	err := tx.QueryRowContext(ctx, `SELECT preimage FROM early_receipts WHERE tip_id = ? AND peer = ?`, id, peer).Scan(&preHex)
@@ -754,7 +755,7 @@ func (e *Engine) outboxFailed(ctx context.Context, seq int64, id, dir, peer stri
 			return err
 		})
 	}
-	d := min(e.cfg.RetryBase<<min(attempts, 16), e.cfg.RetryMax)
+	d := e.backoff(attempts)
 	e.log.Warn("tip message not queued yet, will retry", "tip", id, "kind", kind, "in", d, "err", cause)
 	_, err := e.st.db.ExecContext(ctx, `UPDATE outbox SET attempts = attempts + 1, next_ms = ?, failing_ms = ? WHERE seq = ?`,
 		now.Add(d).UnixMilli(), failingMs, seq)
@@ -837,11 +838,16 @@ func (e *Engine) step() {
 	}
 }
 
+// backoff is the wait before retry number attempts+1: RetryBase doubling,
+// at most RetryMax.
+func (e *Engine) backoff(attempts int) time.Duration {
+	return min(e.cfg.RetryBase<<min(attempts, 16), e.cfg.RetryMax)
+}
+
 // retryLater records a transient error on the tip and schedules the step
 // again with backoff. The tip keeps its state: nothing is lost.
 func (e *Engine) retryLater(t *Tip, err error) {
-	d := e.cfg.RetryBase << min(t.attempts, 16)
-	d = min(d, e.cfg.RetryMax)
+	d := e.backoff(t.attempts)
 	msg := err.Error()
 	if errors.Is(err, ErrUnavailable) {
 		msg = "LND unreachable: " + strings.TrimPrefix(msg, ErrUnavailable.Error()+": ")
@@ -1292,9 +1298,6 @@ func (e *Engine) onInvoiceUpdate(ctx context.Context, inv *Invoice) error {
 			id, peer = t.ID, t.Peer
 			if _, err := tx.ExecContext(ctx, `UPDATE tips SET state = 'settled', done_ms = ?, updated_ms = ?, reason = '', last_error = ''
 				WHERE id = ? AND dir = 'in' AND peer = ?`, now, now, id, peer); err != nil {
-				return err
-			}
-			if err := applyEarlyReceipt(ctx, tx, id, peer, hash); err != nil {
 				return err
 			}
 			settledNow = true
