@@ -36,8 +36,8 @@ func tagOf(e *nostr.Event, name string) string {
 // attestations (to learn its handles), then everything tagged with the
 // handle (so competing claims are seen). Relays that fail are logged and
 // skipped; the error is returned only if every relay failed. Events whose id
-// or signature does not check, and malformed attestation events, are
-// dropped (and logged at debug level).
+// or signature does not check never get here (the relay client drops
+// them); malformed attestation events are dropped and logged at debug level.
 func Fetch(ctx context.Context, relays []string, q Query, log *slog.Logger) ([]*nostr.Event, []*Attestation, error) {
 	if log == nil {
 		log = slog.Default()
