@@ -23,8 +23,9 @@ type Config struct {
 	Version     string
 
 	// URL is the relay's public websocket URL (ws:// or wss://), used to check
-	// the "relay" tag of NIP-42 AUTH events. When empty, the URL is taken from
-	// the Host header of each connection.
+	// the "relay" tag of NIP-42 AUTH events. Besides it, an AUTH may name the
+	// address the connection arrived on (localhost for loopback); the Host
+	// header is never trusted. Behind a proxy, set it.
 	URL string
 
 	// Owner is the hex pubkey of the node's user. Owner and Allow may publish

@@ -38,7 +38,7 @@ type conn struct {
 	ws        *websocket.Conn
 	co        *coalescer
 	ip        string
-	url       string
+	urls      []string // what an AUTH event's relay tag may name
 	challenge string
 
 	ctx    context.Context
@@ -52,12 +52,12 @@ type conn struct {
 	subs   map[string]subscription
 }
 
-func newConn(r *Relay, ws *websocket.Conn, co *coalescer, ip, url string) *conn {
+func newConn(r *Relay, ws *websocket.Conn, co *coalescer, ip string, urls []string) *conn {
 	ctx, cancel := context.WithCancel(r.ctx)
 	var ch [16]byte
 	_, _ = rand.Read(ch[:])
 	return &conn{
-		r: r, ws: ws, co: co, ip: ip, url: url,
+		r: r, ws: ws, co: co, ip: ip, urls: urls,
 		challenge: hex.EncodeToString(ch[:]),
 		ctx:       ctx, cancel: cancel,
 		out:   make(chan []byte, outQueue),
@@ -502,8 +502,9 @@ func (c *conn) handleAuth(evt *nostr.Event) {
 		reject("invalid: event id does not match its content")
 	case evt.Tags.FindWithValue("challenge", c.challenge) == nil:
 		reject("invalid: the challenge does not match")
-	case !sameRelay(evt.Tags.Find("relay"), c.url):
+	case !slices.ContainsFunc(c.urls, func(u string) bool { return sameRelay(evt.Tags.Find("relay"), u) }):
 		reject("invalid: the relay tag does not name this relay")
+		c.r.warnForeignAuth(evt.Tags.Find("relay"))
 	case evt.CreatedAt.Time().Before(now.Add(-10*time.Minute)) || evt.CreatedAt.Time().After(now.Add(10*time.Minute)):
 		reject("invalid: created_at is more than 10 minutes off")
 	default:

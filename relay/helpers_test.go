@@ -115,9 +115,15 @@ type client struct {
 
 func (e *env) dial() *client {
 	e.t.Helper()
+	return e.dialOpts(nil)
+}
+
+// dialOpts dials with websocket options (a Host header, say).
+func (e *env) dialOpts(opts *websocket.DialOptions) *client {
+	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	ws, _, err := websocket.Dial(ctx, e.url, nil)
+	ws, _, err := websocket.Dial(ctx, e.url, opts)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -60,6 +61,8 @@ type Relay struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	lastForeignAuth atomic.Int64 // unix seconds of the last warnForeignAuth log
 }
 
 // New creates a relay on store. metrics may be nil.
@@ -167,7 +170,7 @@ func (r *Relay) serveWebsocket(w http.ResponseWriter, req *http.Request) {
 		r.log.Debug("websocket accept failed", "ip", ip, "err", err)
 		return
 	}
-	c := newConn(r, ws, co, ip, r.relayURL(req))
+	c := newConn(r, ws, co, ip, r.relayURLs(req))
 	// Close may have run during the upgrade, after the check above: it
 	// cancels r.ctx before it takes r.mu to drop the registered
 	// connections, so checking again under r.mu leaves no gap.
@@ -202,16 +205,47 @@ func (r *Relay) releaseIP(ip string) {
 	r.mu.Unlock()
 }
 
-// relayURL is the URL clients must name in the "relay" tag of AUTH events.
-func (r *Relay) relayURL(req *http.Request) string {
+// relayURLs are the URLs a client may name in the "relay" tag of an AUTH
+// event on this connection: the configured public URL, and the address the
+// connection arrived on (with "localhost" for a loopback address), both
+// with the request's path. The Host header is not trusted: a relay the user
+// authenticates to could otherwise pass our challenge on, get it signed for
+// its own URL, and replay the AUTH here with its own name as Host.
+func (r *Relay) relayURLs(req *http.Request) []string {
+	var urls []string
 	if r.cfg.URL != "" {
-		return r.cfg.URL
+		urls = append(urls, r.cfg.URL)
 	}
-	scheme := "ws"
-	if req.TLS != nil {
-		scheme = "wss"
+	if la, ok := req.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		if ap, err := netip.ParseAddrPort(la.String()); err == nil {
+			scheme := "ws"
+			if req.TLS != nil {
+				scheme = "wss"
+			}
+			urls = append(urls, scheme+"://"+ap.String()+req.URL.Path)
+			if ap.Addr().Unmap().IsLoopback() {
+				urls = append(urls, scheme+"://localhost:"+strconv.Itoa(int(ap.Port()))+req.URL.Path)
+			}
+		}
 	}
-	return scheme + "://" + req.Host + req.URL.Path
+	return urls
+}
+
+// warnForeignAuth tells the operator, at most once a minute, that an AUTH
+// named a relay URL this relay does not answer to: behind a proxy, relay.url
+// must be set for clients to authenticate at all.
+func (r *Relay) warnForeignAuth(tag nostr.Tag) {
+	now := time.Now().Unix()
+	last := r.lastForeignAuth.Load()
+	if now-last < 60 || !r.lastForeignAuth.CompareAndSwap(last, now) {
+		return
+	}
+	named := ""
+	if len(tag) > 1 && len(tag[1]) <= 200 {
+		named = tag[1]
+	}
+	r.log.Warn("refused an AUTH naming another relay; if clients reach this relay at that URL (a proxy in front), set relay.url to it",
+		"named", named, "relay_url", r.cfg.URL)
 }
 
 var upgrader = websocket.Upgrader{

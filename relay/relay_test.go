@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/nbd-wtf/go-nostr"
 
 	"github.com/anchorchat/anchorchat/relay"
@@ -303,6 +304,46 @@ func TestAuth(t *testing.T) {
 		t.Error("AUTH with a bad signature was accepted")
 	}
 	c.auth(k)
+}
+
+// A relay the user authenticates to could pass our challenge on and replay
+// the AUTH signed for its own URL, sending its own name as Host: the relay
+// tag must name this relay as configured or as actually reached, never the
+// Host header. With relay.url set, that URL and the local address both work.
+func TestAuthRelayTag(t *testing.T) {
+	k := newKey(t)
+	authAs := func(c *client, relayURL string) (bool, string) {
+		evt := &nostr.Event{Kind: 22242, CreatedAt: nostr.Now(), Tags: nostr.Tags{{"relay", relayURL}, {"challenge", c.challenge}}}
+		if err := evt.Sign(k.sk); err != nil {
+			t.Fatal(err)
+		}
+		c.send("AUTH", evt)
+		return c.ok(evt.ID)
+	}
+
+	e := newEnv(t, nil)
+	c := e.dialOpts(&websocket.DialOptions{Host: "evil.example"})
+	if ok, msg := authAs(c, "wss://evil.example"); ok || !strings.HasPrefix(msg, "invalid:") {
+		t.Fatalf("AUTH naming the Host header's relay: ok=%v %q", ok, msg)
+	}
+	port := e.url[strings.LastIndex(e.url, ":"):]
+	for _, u := range []string{e.url, "ws://localhost" + port + "/", "wss://127.0.0.1" + port} {
+		c := e.dialOpts(&websocket.DialOptions{Host: "evil.example"})
+		if ok, msg := authAs(c, u); !ok {
+			t.Fatalf("AUTH naming %s, the address reached: %q", u, msg)
+		}
+	}
+
+	e = newEnv(t, func(cfg *relay.Config) { cfg.URL = "wss://relay.example/chat" })
+	for u, want := range map[string]bool{
+		"wss://relay.example/chat": true, "ws://relay.example/chat/": true, e.url: true,
+		"wss://relay.example/": false, "wss://other.example/chat": false,
+	} {
+		c := e.dial()
+		if ok, msg := authAs(c, u); ok != want {
+			t.Errorf("relay.url set, AUTH naming %s: ok=%v %q", u, ok, msg)
+		}
+	}
 }
 
 func TestProtectedEvents(t *testing.T) {
