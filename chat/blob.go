@@ -58,6 +58,13 @@ func NewBlobStore(cfg BlobConfig) (*BlobStore, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("chat: blob dir: %w", err)
 	}
+	// An upload cut short by a crash leaves its temp file: nothing else
+	// writes here while the store is not yet serving, so all go.
+	if left, err := filepath.Glob(filepath.Join(cfg.Dir, ".upload-*")); err == nil {
+		for _, f := range left {
+			_ = os.Remove(f)
+		}
+	}
 	if cfg.MaxSize <= 0 {
 		cfg.MaxSize = 32 << 20
 	}

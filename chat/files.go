@@ -232,12 +232,19 @@ func (s *Service) FetchFile(ctx context.Context, m *Message) ([]byte, error) {
 	if m.File == nil {
 		return nil, errors.New("chat: not a file message")
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.File.URL, nil)
+	url, client := m.File.URL, s.dl
+	if local, ok := s.ownBlob(url); ok {
+		url, client = local, s.httpc
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, fmt.Errorf("chat: download: %w", err)
 	}
-	resp, err := s.httpc.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
+		if errors.Is(err, ErrPrivateAddress) {
+			return nil, fmt.Errorf("chat: download refused: %w", err)
+		}
 		return nil, fmt.Errorf("chat: download: %w", err)
 	}
 	defer resp.Body.Close()
@@ -253,4 +260,26 @@ func (s *Service) FetchFile(ctx context.Context, m *Message) ([]byte, error) {
 		return nil, errors.New("chat: download larger than the file size limit")
 	}
 	return DecryptFile(blob, m.File)
+}
+
+// ownBlob maps a URL under this node's own blob store (BlobURL or
+// BlobPublicURL) to the blob's address under BlobURL.
+func (s *Service) ownBlob(url string) (string, bool) {
+	if s.cfg.BlobURL == "" {
+		return "", false
+	}
+	for _, base := range []string{s.cfg.BlobURL, s.cfg.BlobPublicURL} {
+		if base == "" {
+			continue
+		}
+		rest, ok := strings.CutPrefix(url, strings.TrimSuffix(base, "/")+"/")
+		if !ok {
+			continue
+		}
+		sha, _, _ := strings.Cut(rest, ".")
+		if isHash(sha) && !strings.ContainsAny(rest, "/?#") {
+			return strings.TrimSuffix(s.cfg.BlobURL, "/") + "/" + rest, true
+		}
+	}
+	return "", false
 }

@@ -49,7 +49,19 @@ type Config struct {
 	// BlobURL is the base URL of the blob store files are uploaded to (the
 	// node mounts BlobStore there), e.g. "http://127.0.0.1:4848/blobs".
 	BlobURL string
-	// HTTPClient is used for blob uploads/downloads (default: 60 s timeout).
+	// BlobPublicURL is the base URL the blob store names its blobs by in
+	// file messages (BlobStore's PublicURL), when it differs from BlobURL.
+	// FetchFile reads URLs under BlobURL or BlobPublicURL from BlobURL.
+	BlobPublicURL string
+	// AllowPrivateFileHosts lets FetchFile download from any address. By
+	// default a file message's URL must resolve to a public address (not
+	// loopback, private, link-local, ...), except the node's own blob
+	// store: a sender must not make the recipient's node send requests into
+	// the recipient's machine or network. Set it for LAN and loopback setups.
+	AllowPrivateFileHosts bool
+	// HTTPClient, when set, is used for blob uploads and downloads as it is
+	// (AllowPrivateFileHosts is then the client's business). Default: a
+	// 60 s timeout, and for downloads the public-address check above.
 	HTTPClient *http.Client
 	// MaxFileSize bounds files sent and downloaded (default 32 MiB).
 	MaxFileSize int64
@@ -82,7 +94,8 @@ type Service struct {
 	pk    string
 	st    *store
 	now   func() time.Time
-	httpc *http.Client
+	httpc *http.Client // uploads, and downloads from the own blob store
+	dl    *http.Client // downloads from other people's blob stores
 
 	sign func(*nostr.Event) error
 
@@ -148,9 +161,13 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Resolver == nil {
 		cfg.Resolver = &identity.Resolver{}
 	}
-	httpc := cfg.HTTPClient
+	httpc, dl := cfg.HTTPClient, cfg.HTTPClient
 	if httpc == nil {
 		httpc = &http.Client{Timeout: 60 * time.Second}
+		dl = httpc
+		if !cfg.AllowPrivateFileHosts {
+			dl = publicOnlyClient(60 * time.Second)
+		}
 	}
 	secret, err := cfg.Key.SecretHex()
 	if err != nil {
@@ -168,7 +185,7 @@ func New(cfg Config) (*Service, error) {
 	key := cfg.Key
 	s := &Service{
 		cfg: cfg, log: cfg.Logger.With("component", "chat"), w: w, pk: w.PublicKey(), st: st,
-		now: cfg.Now, httpc: httpc,
+		now: cfg.Now, httpc: httpc, dl: dl,
 		sign:  func(e *nostr.Event) error { return key.Sign(e) },
 		wake:  make(chan struct{}, 1),
 		pool:  make(map[string]*nostrclient.Conn),

@@ -38,7 +38,10 @@ func TestTwoUsersExchange(t *testing.T) {
 		c.DiscoveryRelays = []string{bob.relay.url}
 		c.BlobURL = blobSrv.URL + "/blobs"
 	})
-	bs := bob.start(t, func(c *Config) { c.DiscoveryRelays = []string{alice.relay.url} })
+	bs := bob.start(t, func(c *Config) {
+		c.DiscoveryRelays = []string{alice.relay.url}
+		c.AllowPrivateFileHosts = true // alice's blob store is on loopback
+	})
 	bobNpub := bob.key.Npub()
 	watch := bs.Watch(ctx)
 

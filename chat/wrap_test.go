@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -293,6 +295,28 @@ func TestBlobStoreAuth(t *testing.T) {
 	resp, _ = http.Get(srv.URL + "/../etc/passwd")
 	if resp.StatusCode != 404 {
 		t.Fatalf("traversal: %d", resp.StatusCode)
+	}
+}
+
+// A crash mid-upload leaves a temp file; the next start removes it and
+// keeps the blobs.
+func TestBlobStoreRemovesLeftoverUploads(t *testing.T) {
+	dir := t.TempDir()
+	blob := filepath.Join(dir, sha256hex([]byte("kept")))
+	left := filepath.Join(dir, ".upload-123456")
+	for _, f := range []string{blob, left} {
+		if err := os.WriteFile(f, []byte("kept"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := NewBlobStore(BlobConfig{Dir: dir, Logger: testLogger(t)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(left); !os.IsNotExist(err) {
+		t.Errorf("leftover upload still there: %v", err)
+	}
+	if _, err := os.Stat(blob); err != nil {
+		t.Errorf("a blob went: %v", err)
 	}
 }
 

@@ -190,7 +190,7 @@ func printMessage(w io.Writer, m *node.MessageView) {
 	if m.Kind >= 3790 && m.Kind <= 3793 { // tip protocol messages
 		body = tipLine(m)
 	} else if m.File != nil {
-		body = fmt.Sprintf("[file %q, %s, %d bytes: anchorchat fetch %s]", m.File.Name, m.File.Type, m.File.Size, m.ID)
+		body = fmt.Sprintf("[file %q, %s, %d bytes, on %s: anchorchat fetch %s]", m.File.Name, m.File.Type, m.File.Size, fileHost(m.File.URL), m.ID)
 	}
 	line := fmt.Sprintf("%s %s: %s", m.CreatedAt.Local().Format("2006-01-02 15:04"), who, body)
 	if m.Outgoing {
@@ -200,6 +200,16 @@ func printMessage(w io.Writer, m *node.MessageView) {
 		line += fmt.Sprintf("   [disappears %s]", m.ExpiresAt.Local().Format(time.Kitchen))
 	}
 	fmt.Fprintln(w, line)
+}
+
+// fileHost is the host a file message's blob is served from, so the user
+// sees whose server a fetch will contact.
+func fileHost(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "an unknown host"
+	}
+	return u.Host
 }
 
 // tipLine renders a tip protocol message: the request with the tip's

@@ -164,3 +164,58 @@ func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 		return false, fmt.Errorf("last state:\n%s", state)
 	})
 }
+
+// Behind a public name (relay.url), with private file hosts refused:
+// alice's own messenger still authenticates to her relay (it reaches it on
+// the listen address, not the public name), her file messages carry the
+// public URL, she can fetch her own file, and bob's node refuses to fetch
+// from a loopback host, saying which setting allows it.
+func TestPublicRelayURLAndFileHosts(t *testing.T) {
+	aliceDir, alicePK := newUser(t, "alice")
+	bobDir, _ := newUser(t, "bob")
+	aliceAddr, bobAddr := freeAddr(t), freeAddr(t)
+	_, alicePort, _ := net.SplitHostPort(aliceAddr)
+	alicePublic := "ws://localhost:" + alicePort + "/"
+	env := []string{"ANCHORCHAT_PASSPHRASE=" + testPass}
+	startProcEnv(t, bobDir, env, "--listen", bobAddr, "--api.listen", "127.0.0.1:0", "--publish-relays", "ws://"+aliceAddr,
+		"--files.allow-private-hosts=false")
+	startProcEnv(t, aliceDir, env, "--listen", aliceAddr, "--api.listen", "127.0.0.1:0", "--publish-relays", "ws://"+bobAddr,
+		"--relay.url", alicePublic, "--dm-relays", "ws://"+aliceAddr, "--files.allow-private-hosts=false")
+	alice := []string{"--network", "regtest", "--datadir", aliceDir}
+	bob := []string{"--network", "regtest", "--datadir", bobDir}
+	aliceNpub, _ := nip19.EncodePublicKey(alicePK)
+
+	if out, err := cli(t, nil, append(append([]string{"send", "--wait"}, bob...), aliceNpub, "hello alice")...); err != nil {
+		t.Fatalf("bob's send: %v\n%s", err, out)
+	}
+	waitFor(t, "alice's messenger reads her inbox (AUTH with relay.url set)", func() (bool, string) {
+		out, _ := cli(t, nil, append([]string{"inbox"}, alice...)...)
+		return strings.Contains(out, "1 unread"), out
+	})
+
+	photoPath := filepath.Join(t.TempDir(), "photo.jpg")
+	photo := bytes.Repeat([]byte("still not a jpeg "), 500)
+	_ = os.WriteFile(photoPath, photo, 0o600)
+	out, err := cli(t, nil, append(append([]string{"send", "--wait", "--file", photoPath}, alice...), "@bob")...)
+	if err != nil {
+		t.Fatalf("send --file: %v\n%s", err, out)
+	}
+	fileMsgID := strings.Fields(out)[0]
+	dst := filepath.Join(t.TempDir(), "mine.jpg")
+	if out, err := cli(t, nil, append(append([]string{"fetch", "-o", dst}, alice...), fileMsgID)...); err != nil {
+		t.Fatalf("alice fetches her own file: %v\n%s", err, out)
+	}
+	if got, _ := os.ReadFile(dst); !bytes.Equal(got, photo) {
+		t.Fatal("alice's own file differs")
+	}
+	waitFor(t, "bob has the file message, on alice's public host", func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		b, _ := exec.CommandContext(ctx, binPath, append(append([]string{"chat", "--no-input"}, bob...), aliceNpub)...).Output()
+		return strings.Contains(string(b), "on localhost:"+alicePort+": anchorchat fetch "+fileMsgID), string(b)
+	})
+	out, err = cli(t, nil, append(append([]string{"fetch", "-o", filepath.Join(t.TempDir(), "x")}, bob...), fileMsgID)...)
+	if err == nil || !strings.Contains(out, "not a public address") || !strings.Contains(out, "--files.allow-private-hosts") {
+		t.Fatalf("bob fetching from loopback: %v\n%s", err, out)
+	}
+}

@@ -36,24 +36,26 @@ func (n *Node) setupChat(mux *http.ServeMux) error {
 	}
 	blobs, err := chat.NewBlobStore(chat.BlobConfig{
 		Dir: filepath.Join(n.cfg.DataDir, BlobsDir), Owner: n.cfg.Relay.Owner, Allow: n.cfg.Relay.Allow,
-		MaxSize: MaxFileSize, PublicURL: n.HTTPURL() + "/blobs", Logger: n.log.With("component", "blobs"),
+		MaxSize: MaxFileSize, PublicURL: n.PublicHTTPURL() + "/blobs", Logger: n.log.With("component", "blobs"),
 	})
 	if err != nil {
 		return fmt.Errorf("blob store: %w", err)
 	}
 	mux.Handle("/blobs/", http.StripPrefix("/blobs", blobs))
 	n.chat, err = chat.New(chat.Config{
-		Key:             n.key,
-		RelayURL:        n.RelayURL(),
-		DBPath:          filepath.Join(n.cfg.DataDir, ChatDBFile),
-		Logger:          n.log.With("component", "chat"),
-		DiscoveryRelays: n.cfg.PublishRelays,
-		FallbackRelays:  n.cfg.PublishRelays,
-		BlobURL:         n.HTTPURL() + "/blobs",
-		MaxFileSize:     MaxFileSize,
-		Resolver:        &identity.Resolver{},
-		PurgeInterval:   5 * time.Second, // disappearing messages go within seconds of expiring
-		Verdict:         n.verdict(),
+		Key:                   n.key,
+		RelayURL:              n.RelayURL(),
+		DBPath:                filepath.Join(n.cfg.DataDir, ChatDBFile),
+		Logger:                n.log.With("component", "chat"),
+		DiscoveryRelays:       n.cfg.PublishRelays,
+		FallbackRelays:        n.cfg.PublishRelays,
+		BlobURL:               n.HTTPURL() + "/blobs",
+		BlobPublicURL:         n.PublicHTTPURL() + "/blobs",
+		AllowPrivateFileHosts: n.cfg.AllowPrivateFileHosts,
+		MaxFileSize:           MaxFileSize,
+		Resolver:              &identity.Resolver{},
+		PurgeInterval:         5 * time.Second, // disappearing messages go within seconds of expiring
+		Verdict:               n.verdict(),
 	})
 	if err != nil {
 		return fmt.Errorf("messenger: %w", err)
@@ -94,6 +96,7 @@ type FileView struct {
 	Name string `json:"name,omitempty"`
 	Type string `json:"type"`
 	Size int64  `json:"size"`
+	URL  string `json:"url"` // where the encrypted blob is served (the sender's choice)
 }
 
 // ConversationView is a conversation as the local API shows it.
@@ -129,7 +132,7 @@ func messageView(m *chat.Message, names map[string]string) *MessageView {
 		State: string(m.State), Status: m.Status(),
 	}
 	if m.File != nil {
-		v.File = &FileView{Name: m.File.Name, Type: m.File.Type, Size: m.File.Size}
+		v.File = &FileView{Name: m.File.Name, Type: m.File.Type, Size: m.File.Size, URL: m.File.URL}
 	} else {
 		v.Text = m.Content
 	}
@@ -437,6 +440,10 @@ func (n *Node) apiFile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	data, err := n.chat.FetchFile(r.Context(), m)
+	if errors.Is(err, chat.ErrPrivateAddress) {
+		apiError(w, http.StatusForbidden, fmt.Errorf("%w; if you trust this sender's server on your network, run the node with --%s", err, flagAllowPrivateFileHosts))
+		return
+	}
 	if err != nil {
 		apiError(w, http.StatusBadGateway, err)
 		return

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -50,6 +51,11 @@ type Config struct {
 	ProfileAbout   string
 	LNNodePubkey   string
 
+	// AllowPrivateFileHosts lets `fetch` download attachments from loopback
+	// and LAN addresses (chat.Config.AllowPrivateFileHosts); Load makes it
+	// true on regtest unless it is set.
+	AllowPrivateFileHosts bool
+
 	// The user's LND (tips): gRPC address, TLS cert and macaroon paths.
 	// The files are read from these paths; their contents never reach logs or events.
 	LND      LNDConfig
@@ -70,6 +76,8 @@ type LNDConfig struct {
 
 // Configured reports whether an LND connection is set.
 func (l LNDConfig) Configured() bool { return l.RPCServer != "" }
+
+const flagAllowPrivateFileHosts = "files.allow-private-hosts"
 
 // DefaultDataDir is ~/.anchorchat/<network>.
 func DefaultDataDir(network string) string {
@@ -102,6 +110,7 @@ func BindFlags(fs *flag.FlagSet) *Config {
 	fs.StringVar(&c.ProfileName, "profile.name", "", "name in the kind 0 profile (default: the handle)")
 	fs.StringVar(&c.ProfileAbout, "profile.about", "", "about text in the kind 0 profile")
 	fs.StringVar(&c.LNNodePubkey, "ln.node-pubkey", "", "this user's LND node pubkey (66 hex), named in the handle claim")
+	fs.BoolVar(&c.AllowPrivateFileHosts, flagAllowPrivateFileHosts, false, "download attachments from loopback and private (LAN) addresses too; otherwise a file URL must resolve to a public address (default: true on regtest)")
 
 	fs.StringVar(&c.LND.RPCServer, "lnd.rpcserver", "", "the user's LND gRPC address, host:port (for tips)")
 	fs.StringVar(&c.LND.TLSCertPath, "lnd.tlscertpath", "", "path of LND's tls.cert")
@@ -126,7 +135,7 @@ func BindFlags(fs *flag.FlagSet) *Config {
 	fs.StringVar(&c.owner, "relay.owner", "", "the relay owner's pubkey (hex or npub); default: this node's identity")
 	fs.Var(&c.allow, "relay.allow", "pubkeys (hex or npub, comma-separated) that may publish like the owner")
 	fs.BoolVar(&c.Relay.Open, "relay.open", false, "accept events from anyone (a public relay); private mail stays private")
-	fs.StringVar(&c.Relay.URL, "relay.url", "", "public websocket URL of the relay, for NIP-42 (default: from each request's Host)")
+	fs.StringVar(&c.Relay.URL, "relay.url", "", "public websocket URL of the relay, ws:// or wss://: NIP-42 AUTH may name it and file messages name blobs under it; set it behind a proxy (default: the address a client connects to)")
 	fs.StringVar(&c.Relay.Name, "relay.name", c.Relay.Name, "relay name in the NIP-11 document")
 	fs.StringVar(&c.Relay.Contact, "relay.contact", "", "contact in the NIP-11 document")
 	fs.IntVar(&l.MaxMessageLength, "relay.max-message-length", l.MaxMessageLength, "largest websocket frame in bytes; larger ones are refused")
@@ -170,6 +179,9 @@ func Load(fs *flag.FlagSet, args []string, getenv func(string) string) (*Config,
 	}
 	if err := config.ApplyFile(fs, c.ConfigFile, src); err != nil {
 		return nil, err
+	}
+	if src[flagAllowPrivateFileHosts] == "" && c.Network == "regtest" {
+		c.AllowPrivateFileHosts = true // every regtest node and blob store is on loopback
 	}
 	return c, c.Resolve()
 }
@@ -248,6 +260,11 @@ func (c *Config) Resolve() error {
 	if c.Btcd.Configured() && c.Btcd.RPCCert == "" {
 		return errors.New("btcd.rpcserver is set but btcd.rpccert is not (btcd always speaks TLS)")
 	}
+	if c.Relay.URL != "" {
+		if _, err := publicHTTPBase(c.Relay.URL); err != nil {
+			return fmt.Errorf("relay.url: %w", err)
+		}
+	}
 	if c.Relay.Limits.MaxMessageLength < 1024 {
 		return errors.New("relay.max-message-length must be at least 1024 bytes")
 	}
@@ -294,3 +311,26 @@ func (c *Config) NewLogger(w io.Writer) *slog.Logger {
 
 // shutdownTimeout bounds a graceful shutdown.
 const shutdownTimeout = 15 * time.Second
+
+// publicHTTPBase turns the relay's public websocket URL into the http(s)
+// base URL the same server answers on: ws becomes http, wss https; the path
+// stays (a relay behind a reverse proxy at wss://host/chat serves its blobs
+// at https://host/chat/blobs).
+func publicHTTPBase(wsURL string) (string, error) {
+	u, err := url.Parse(wsURL)
+	if err != nil {
+		return "", err
+	}
+	switch u.Scheme {
+	case "ws":
+		u.Scheme = "http"
+	case "wss":
+		u.Scheme = "https"
+	default:
+		return "", fmt.Errorf("%q is not a ws:// or wss:// URL", wsURL)
+	}
+	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("%q: want ws[s]://host[:port][/path], without user, query or fragment", wsURL)
+	}
+	return strings.TrimSuffix(u.String(), "/"), nil
+}

@@ -202,6 +202,17 @@ func (n *Node) RelayURL() string { return "ws://" + n.relayLn.Addr().String() }
 // HTTPURL is the relay's address as an http URL (NIP-11, /metrics).
 func (n *Node) HTTPURL() string { return "http://" + n.relayLn.Addr().String() }
 
+// PublicHTTPURL is the http(s) URL others reach the relay's port at: from
+// relay.url when it is set, else HTTPURL. Blob URLs in file messages use it.
+func (n *Node) PublicHTTPURL() string {
+	if n.cfg.Relay.URL != "" {
+		if base, err := publicHTTPBase(n.cfg.Relay.URL); err == nil {
+			return base
+		}
+	}
+	return n.HTTPURL()
+}
+
 // APIURL is the base URL of the local API.
 func (n *Node) APIURL() string { return "http://" + n.apiLn.Addr().String() }
 

@@ -78,6 +78,38 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 }
 
+func TestConfigFileHostsAndRelayURL(t *testing.T) {
+	load := func(args ...string) (*node.Config, error) {
+		return node.Load(flag.NewFlagSet("node", flag.ContinueOnError), append([]string{"--datadir", t.TempDir()}, args...), func(string) string { return "" })
+	}
+	for _, c := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"--network", "regtest"}, true}, // every regtest node is on loopback
+		{[]string{"--network", "mainnet"}, false},
+		{[]string{"--network", "signet"}, false},
+		{[]string{"--network", "regtest", "--files.allow-private-hosts=false"}, false},
+		{[]string{"--network", "mainnet", "--files.allow-private-hosts"}, true},
+	} {
+		cfg, err := load(c.args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.AllowPrivateFileHosts != c.want {
+			t.Errorf("%v: AllowPrivateFileHosts %v, want %v", c.args, cfg.AllowPrivateFileHosts, c.want)
+		}
+	}
+	for _, bad := range []string{"https://relay.example", "relay.example", "wss://", "wss://relay.example/?x=1", "wss://u:p@relay.example"} {
+		if _, err := load("--relay.url", bad); err == nil || !strings.Contains(err.Error(), "relay.url") {
+			t.Errorf("relay.url %q: %v", bad, err)
+		}
+	}
+	if _, err := load("--relay.url", "wss://relay.example/chat/"); err != nil {
+		t.Errorf("a good relay.url: %v", err)
+	}
+}
+
 func startNode(t *testing.T, owner string) (*node.Node, *node.Config) {
 	t.Helper()
 	fs := flag.NewFlagSet("node", flag.ContinueOnError)

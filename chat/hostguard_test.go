@@ -1,0 +1,110 @@
+package chat
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestPublicAddr(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"1.1.1.1": true, "93.184.215.14": true, "2606:4700:4700::1111": true,
+		"127.0.0.1": false, "127.1.2.3": false, "::1": false, "10.0.0.5": false, "172.16.3.4": false,
+		"192.168.1.1": false, "169.254.169.254": false, "0.0.0.0": false, "::": false, "100.64.1.1": false,
+		"fe80::1": false, "fc00::1": false, "fd12::1": false, "224.0.0.1": false, "ff02::1": false,
+		"::ffff:127.0.0.1": false, "::ffff:10.1.1.1": false, "::ffff:8.8.8.8": true, "255.255.255.255": false,
+		"198.18.0.1": false, "2001:db8::1": false,
+	} {
+		if got := publicAddr(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("publicAddr(%s) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
+// A sender names a URL on the recipient's loopback (or a name resolving to
+// it): by default the recipient's node refuses to connect, and the server
+// sees no request. With AllowPrivateFileHosts it fetches; and a URL of the
+// node's own blob store is always read, from BlobURL.
+func TestFetchFileRefusesPrivateHosts(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	data := []byte("a file only the recipient may read")
+	blob, fi, err := EncryptFile(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		if r.URL.Path != "/blobs/"+fi.SHA256 {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = w.Write(blob)
+	}))
+	defer srv.Close()
+	port := srv.URL[strings.LastIndex(srv.URL, ":"):]
+
+	newSvc := func(mutate func(*Config)) *Service {
+		cfg := Config{Key: newKey(t), RelayURL: "ws://127.0.0.1:1", DBPath: filepath.Join(t.TempDir(), "chat.db"), Logger: testLogger(t)}
+		if mutate != nil {
+			mutate(&cfg)
+		}
+		s, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	msg := func(url string) *Message {
+		f := *fi
+		f.URL = url
+		return &Message{Kind: KindFileMessage, Content: url, File: &f}
+	}
+
+	guarded := newSvc(nil)
+	for _, url := range []string{srv.URL + "/blobs/" + fi.SHA256, "http://localhost" + port + "/blobs/" + fi.SHA256} {
+		_, err := guarded.FetchFile(ctx, msg(url))
+		if !errors.Is(err, ErrPrivateAddress) {
+			t.Fatalf("fetch %s: %v, want ErrPrivateAddress", url, err)
+		}
+	}
+	if n := hits.Load(); n != 0 {
+		t.Fatalf("the loopback server saw %d requests", n)
+	}
+
+	open := newSvc(func(c *Config) { c.AllowPrivateFileHosts = true })
+	got, err := open.FetchFile(ctx, msg(srv.URL+"/blobs/"+fi.SHA256))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("with AllowPrivateFileHosts: %q, %v", got, err)
+	}
+
+	// The own store, named by its public URL, is read from BlobURL.
+	own := newSvc(func(c *Config) {
+		c.BlobURL = srv.URL + "/blobs"
+		c.BlobPublicURL = "https://chat.example.invalid/blobs/"
+	})
+	before := hits.Load()
+	for _, url := range []string{"https://chat.example.invalid/blobs/" + fi.SHA256, srv.URL + "/blobs/" + fi.SHA256} {
+		got, err = own.FetchFile(ctx, msg(url))
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("own blob %s: %q, %v", url, got, err)
+		}
+	}
+	if n := hits.Load() - before; n != 2 {
+		t.Fatalf("own blob: %d requests to BlobURL, want 2", n)
+	}
+	// Not a blob path under the own URL: the guard applies.
+	if _, err := own.FetchFile(ctx, msg(srv.URL+"/blobs/../metrics")); !errors.Is(err, ErrPrivateAddress) {
+		t.Fatalf("non-blob path under BlobURL: %v, want ErrPrivateAddress", err)
+	}
+}
