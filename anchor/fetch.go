@@ -149,8 +149,9 @@ func Fetch(ctx context.Context, relays []string, q Query, log *slog.Logger) ([]*
 // batcher store, a cache, ...).
 type Source func(ctx context.Context, q Query) ([]*nostr.Event, []*Attestation, error)
 
-// BatcherSource is a Source over a batcher's store (the node's own claims
-// and those it anchored for others).
+// BatcherSource is a Source over a batcher's store: the node's own claims,
+// those it anchored for others, and the evidence kept from earlier
+// verifications (KeepEvidence).
 func BatcherSource(b *Batcher) Source {
 	return func(ctx context.Context, q Query) ([]*nostr.Event, []*Attestation, error) {
 		claims, attEvts, err := b.Attestations(ctx, q.Handle)
@@ -158,7 +159,11 @@ func BatcherSource(b *Batcher) Source {
 			return nil, nil, err
 		}
 		atts, _ := ParseAttestations(attEvts)
-		return claims, atts, nil
+		kc, ka, err := b.Evidence(ctx, q)
+		if err != nil {
+			return nil, nil, err
+		}
+		return append(claims, kc...), append(atts, ka...), nil
 	}
 }
 
@@ -172,6 +177,9 @@ type Verifier struct {
 	// CacheTTL keeps verdicts this long (0: 1 minute; negative: no cache).
 	CacheTTL time.Duration
 	Logger   *slog.Logger
+	// Keep, when set, is given each verdict's evidence (Verdict.Evidence)
+	// to store, e.g. Batcher.KeepEvidence; a Source should then return it.
+	Keep func(ctx context.Context, handle string, evts []*nostr.Event) error
 
 	mu    sync.Mutex
 	cache map[Query]cached
@@ -221,6 +229,11 @@ func (vf *Verifier) Check(ctx context.Context, q Query) (Verdict, error) {
 	v, err := Verify(ctx, vf.Chain, q, evts, atts, vf.Options)
 	if err != nil {
 		return Verdict{}, err
+	}
+	if vf.Keep != nil && len(v.Evidence()) > 0 {
+		if err := vf.Keep(ctx, v.Handle, v.Evidence()); err != nil && vf.Logger != nil {
+			vf.Logger.Warn("keeping verification evidence failed", "handle", v.Handle, "err", err)
+		}
 	}
 	if ttl > 0 {
 		vf.mu.Lock()

@@ -61,6 +61,17 @@ var migrations = []string{
 		published INTEGER NOT NULL DEFAULT 0
 	);
 	CREATE INDEX attestations_batch ON attestations(batch_id);`,
+	// 2: evidence kept from verifications (Verdict.Evidence): claims and
+	// attestation events by handle, so a relay flood cannot hide them later.
+	`CREATE TABLE evidence (
+		handle  TEXT NOT NULL,
+		id      TEXT NOT NULL,
+		pubkey  TEXT NOT NULL, -- the claim's key (of the embedded claim for an attestation)
+		event   TEXT NOT NULL,
+		kept_at INTEGER NOT NULL,
+		PRIMARY KEY (handle, id)
+	) WITHOUT ROWID;
+	CREATE INDEX evidence_pubkey ON evidence(pubkey);`,
 }
 
 // SchemaVersion is the schema version this code writes.

@@ -68,7 +68,16 @@ type Verdict struct {
 	RequiredConfirmations int32     `json:"required_confirmations"`
 	Holder                *Holder   `json:"holder,omitempty"` // CONFLICT: who holds the handle
 	Reason                string    `json:"reason,omitempty"`
+
+	evidence []*nostr.Event
 }
+
+// Evidence is what a later verification of the handle needs to reach the
+// same holder even if relays no longer return it (anyone can flood a
+// relay with events tagged with a handle): the claims of the holder's
+// chain, and the attestation event of each anchored claim of the handle.
+// It is empty when no holder was established (INVALID, UNANCHORED).
+func (v Verdict) Evidence() []*nostr.Event { return v.evidence }
 
 func (v Verdict) String() string {
 	switch v.Status {
@@ -156,10 +165,18 @@ func Verify(ctx context.Context, chain ChainSource, q Query, events []*nostr.Eve
 
 	// 2. Anchorings.
 	anchored := map[string]*Anchored{}
+	anchoredBy := map[string]*nostr.Event{} // the attestation event of each anchoring
 	failed := map[string]error{}
+	seenAtt := map[string]bool{}
 	for _, a := range atts {
 		if a == nil || a.Claim == nil || a.Proof == nil {
 			continue
+		}
+		if a.Event != nil {
+			if seenAtt[a.Event.ID] {
+				continue // the same attestation from two sources
+			}
+			seenAtt[a.Event.ID] = true
 		}
 		if valid[a.Claim.ID] == nil && !(q.PubKey != "" && a.Claim.PubKey == q.PubKey) &&
 			!(q.PubKey == "" && handleTag(a.Claim) == v.Handle) {
@@ -176,8 +193,8 @@ func Verify(ctx context.Context, chain ChainSource, q Query, events []*nostr.Eve
 			}
 			continue
 		}
-		if cur := anchored[an.ClaimID]; cur == nil || an.Before(cur) {
-			anchored[an.ClaimID] = an
+		if cur := anchored[an.ClaimID]; cur == nil || an.Before(cur) || (anchoredBy[an.ClaimID] == nil && !cur.Before(an)) {
+			anchored[an.ClaimID], anchoredBy[an.ClaimID] = an, a.Event
 		}
 	}
 
@@ -283,6 +300,12 @@ func Verify(ctx context.Context, chain ChainSource, q Query, events []*nostr.Eve
 		return v, nil
 	}
 	v.Anchor, v.Height, v.Confirmations = win, win.Height, win.Confirmations
+	v.evidence = append(v.evidence, chainEvts...)
+	for _, e := range anchoredBy {
+		if e != nil {
+			v.evidence = append(v.evidence, e)
+		}
+	}
 	holder := &Holder{PubKey: st.Current.PubKey, ClaimID: st.Current.ID, Height: win.Height}
 
 	// 5. The verdict.

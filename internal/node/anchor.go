@@ -111,6 +111,7 @@ func (n *Node) setupAnchor(ctx context.Context, passphrase string) error {
 			Chain:    anchor.NewBtcdChain(n.btcd),
 			Relays:   append([]string{n.RelayURL()}, n.cfg.PublishRelays...),
 			Sources:  []anchor.Source{anchor.BatcherSource(n.batcher)},
+			Keep:     n.batcher.KeepEvidence,
 			Options:  anchor.Options{MinConfirmations: int32(a.Confirmations)},
 			CacheTTL: cacheTTL,
 			Logger:   n.log.With("component", "verify"),
