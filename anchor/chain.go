@@ -80,25 +80,30 @@ type MemoChain struct {
 	mu       sync.Mutex
 	headers  map[chainhash.Hash]*wire.BlockHeader
 	hashes   map[int32]*chainhash.Hash
+	missing  map[any]error // ErrNotInChain answers, by hash or height: junk asks once
 	best     int32
 	haveBest bool
 }
 
 // NewMemoChain wraps src.
 func NewMemoChain(src ChainSource) *MemoChain {
-	return &MemoChain{src: src, headers: map[chainhash.Hash]*wire.BlockHeader{}, hashes: map[int32]*chainhash.Hash{}}
+	return &MemoChain{src: src, headers: map[chainhash.Hash]*wire.BlockHeader{}, hashes: map[int32]*chainhash.Hash{}, missing: map[any]error{}}
 }
 
 // BlockHeader implements ChainSource.
 func (m *MemoChain) BlockHeader(ctx context.Context, hash *chainhash.Hash) (*wire.BlockHeader, error) {
 	m.mu.Lock()
-	h := m.headers[*hash]
+	h, miss := m.headers[*hash], m.missing[*hash]
 	m.mu.Unlock()
 	if h != nil {
 		return h, nil
 	}
+	if miss != nil {
+		return nil, miss
+	}
 	h, err := m.src.BlockHeader(ctx, hash)
 	if err != nil {
+		m.noteMissing(*hash, err)
 		return nil, err
 	}
 	m.mu.Lock()
@@ -110,19 +115,34 @@ func (m *MemoChain) BlockHeader(ctx context.Context, hash *chainhash.Hash) (*wir
 // BlockHash implements ChainSource.
 func (m *MemoChain) BlockHash(ctx context.Context, height int32) (*chainhash.Hash, error) {
 	m.mu.Lock()
-	h := m.hashes[height]
+	h, miss := m.hashes[height], m.missing[height]
 	m.mu.Unlock()
 	if h != nil {
 		return h, nil
 	}
+	if miss != nil {
+		return nil, miss
+	}
 	h, err := m.src.BlockHash(ctx, height)
 	if err != nil {
+		m.noteMissing(height, err)
 		return nil, err
 	}
 	m.mu.Lock()
 	m.hashes[height] = h
 	m.mu.Unlock()
 	return h, nil
+}
+
+// noteMissing remembers a "no such block" answer (not a failure of the
+// source, which the next ask may not repeat).
+func (m *MemoChain) noteMissing(key any, err error) {
+	if !errors.Is(err, ErrNotInChain) {
+		return
+	}
+	m.mu.Lock()
+	m.missing[key] = err
+	m.mu.Unlock()
 }
 
 // BestHeight implements ChainSource.

@@ -205,21 +205,23 @@ func (vf *Verifier) Check(ctx context.Context, q Query) (Verdict, error) {
 			return c.v, nil
 		}
 	}
+	// Local sources first: Verify checks at most Options.MaxProofs
+	// attestations, in this order, and what the node keeps is no flood.
 	var evts []*nostr.Event
 	var atts []*Attestation
 	var errs []error
-	if len(vf.Relays) > 0 {
-		e, a, err := Fetch(ctx, vf.Relays, q, vf.Logger)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		evts, atts = append(evts, e...), append(atts, a...)
-	}
 	for _, src := range vf.Sources {
 		e, a, err := src(ctx, q)
 		if err != nil {
 			errs = append(errs, err)
 			continue
+		}
+		evts, atts = append(evts, e...), append(atts, a...)
+	}
+	if len(vf.Relays) > 0 {
+		e, a, err := Fetch(ctx, vf.Relays, q, vf.Logger)
+		if err != nil {
+			errs = append(errs, err)
 		}
 		evts, atts = append(evts, e...), append(atts, a...)
 	}

@@ -43,7 +43,17 @@ type Query struct {
 // Options of Verify.
 type Options struct {
 	MinConfirmations int32 // 0 means DefaultMinConfirmations
+	// MaxProofs bounds the attestations checked in one verification (0
+	// means DefaultMaxProofs). Anyone can publish attestations whose proofs
+	// pass every offline check and name a made-up block, each costing a
+	// chain source call; the rest are skipped, in the order given (Verifier
+	// passes its local sources, kept evidence included, before relays).
+	MaxProofs int
 }
+
+// DefaultMaxProofs is Options.MaxProofs's default: far more attestations
+// than a handle's real history has, few enough btcd calls to stay quick.
+const DefaultMaxProofs = 1000
 
 // Holder is who holds a handle.
 type Holder struct {
@@ -168,6 +178,10 @@ func Verify(ctx context.Context, chain ChainSource, q Query, events []*nostr.Eve
 	anchoredBy := map[string]*nostr.Event{} // the attestation event of each anchoring
 	failed := map[string]error{}
 	seenAtt := map[string]bool{}
+	maxProofs, proofs := opts.MaxProofs, 0
+	if maxProofs <= 0 {
+		maxProofs = DefaultMaxProofs
+	}
 	for _, a := range atts {
 		if a == nil || a.Claim == nil || a.Proof == nil {
 			continue
@@ -181,6 +195,12 @@ func Verify(ctx context.Context, chain ChainSource, q Query, events []*nostr.Eve
 		if valid[a.Claim.ID] == nil && !(q.PubKey != "" && a.Claim.PubKey == q.PubKey) &&
 			!(q.PubKey == "" && handleTag(a.Claim) == v.Handle) {
 			continue // not about this query
+		}
+		if proofs++; proofs > maxProofs {
+			if failed[a.Claim.ID] == nil && anchored[a.Claim.ID] == nil {
+				failed[a.Claim.ID] = fmt.Errorf("attestation of claim %s not checked: more than %d attestations in one verification", a.Claim.ID, maxProofs)
+			}
+			continue
 		}
 		an, err := VerifyProof(ctx, chain, a.Claim, a.Proof)
 		if err != nil {
