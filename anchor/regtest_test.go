@@ -327,6 +327,14 @@ func TestRegtest(t *testing.T) {
 			t.Fatal(err)
 		}
 		all := append(append([]*nostr.Event(nil), evts...), rot, forged)
+		// Signed, not yet anchored: erin holds the handle, but bob could
+		// still sign and anchor another successor first.
+		if v := r.verify(Query{Handle: "carol"}, all, atts, 1); v.Status != Pending || v.PubKey != erin.PublicKey() || !strings.Contains(v.Reason, "not anchored yet") {
+			t.Fatalf("unanchored rotation: %s", v)
+		}
+		r.anchorAndAttest(b) // the rotation is pending in the batcher
+		evts, atts = r.evidence(b, "carol")
+		all = append(append([]*nostr.Event(nil), evts...), forged)
 		if v := r.verify(Query{Handle: "carol"}, all, atts, 1); v.Status != Verified || v.PubKey != erin.PublicKey() {
 			t.Fatalf("rotation not applied: %s", v)
 		}
@@ -354,7 +362,7 @@ func TestRegtest(t *testing.T) {
 		if _, err := b.Submit(ctx, rev); err != nil {
 			t.Fatal(err)
 		}
-		r.anchorAndAttest(b) // rotation and revocation get anchored too
+		r.anchorAndAttest(b) // the revocation gets anchored too
 		evts2, atts2 := r.evidence(b, "carol")
 		v = r.verify(Query{Handle: "carol"}, append(evts2, forged, oldRev), atts2, 1)
 		if v.Status != Revoked || !strings.Contains(v.Reason, "retired") {

@@ -118,7 +118,9 @@ func (v Verdict) String() string {
 //     the revocation unless anchored first; identity.ValidateChain
 //     re-checks the result;
 //  5. the verdict: REVOKED; else CONFLICT if q.PubKey is not the current
-//     key; else PENDING below opts.MinConfirmations, or VERIFIED.
+//     key; else PENDING while the first claim, or a rotation on the chain,
+//     is below opts.MinConfirmations (a rotation not anchored at all
+//     included); else VERIFIED.
 //
 // No anchored first claim: INVALID with the failing step if an attestation
 // of the asked claim failed, UNANCHORED otherwise. The error is for chain
@@ -347,6 +349,22 @@ func Verify(ctx context.Context, chain ChainSource, q Query, events []*nostr.Eve
 		v.Status = Pending
 		v.Reason = fmt.Sprintf("%d of %d confirmations", win.Confirmations, minConf)
 		return v, nil
+	}
+	// A rotation takes effect by signature, but until it is anchored the
+	// key it replaces can still sign a competing successor and anchor that
+	// first (step 4), so the handle is not settled on the new key yet.
+	for _, c := range st.Claims[1:] {
+		an := anchored[c.ID]
+		switch {
+		case an == nil:
+			v.Status = Pending
+			v.Reason = fmt.Sprintf("rotation %s to this key is not anchored yet: until it is, the key it replaces can still move the handle", c.ID)
+			return v, nil
+		case an.Confirmations < minConf:
+			v.Status = Pending
+			v.Reason = fmt.Sprintf("rotation %s to this key: %d of %d confirmations", c.ID, an.Confirmations, minConf)
+			return v, nil
+		}
 	}
 	v.Status = Verified
 	return v, nil

@@ -74,7 +74,7 @@ to the anchored root, the root in the transaction's OP_RETURN, the
 transaction's branch to the block's merkle root, the block in the best chain
 and its confirmations. Then the rules: the earliest anchored claim of a handle
 wins; only the current key rotates or revokes. Verdicts: VERIFIED, PENDING
-(too few confirmations), UNANCHORED, CONFLICT (someone else holds the handle),
+(too few confirmations, or a rotation not yet anchored that deep), UNANCHORED, CONFLICT (someone else holds the handle),
 REVOKED, INVALID (with the step that failed). The exit status is 0 only for
 VERIFIED.`
 
