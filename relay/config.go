@@ -27,6 +27,9 @@ type Config struct {
 	// address the connection arrived on (localhost for loopback); the Host
 	// header is never trusted. Behind a proxy, set it.
 	URL string
+	// Aliases are more public URLs of the relay (an onion address, a LAN
+	// name) that an AUTH may name.
+	Aliases []string
 
 	// Owner is the hex pubkey of the node's user. Owner and Allow may publish
 	// anything; anyone may deliver gift wraps (kind 1059) p-tagged to them.

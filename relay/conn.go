@@ -504,7 +504,9 @@ func (c *conn) handleAuth(evt *nostr.Event) {
 		reject("invalid: the challenge does not match")
 	case !slices.ContainsFunc(c.urls, func(u string) bool { return sameRelay(evt.Tags.Find("relay"), u) }):
 		reject("invalid: the relay tag does not name this relay")
-		c.r.warnForeignAuth(evt.Tags.Find("relay"))
+		if c.r.writers[evt.PubKey] && c.r.verify.Check(evt) == nil {
+			c.r.warnForeignAuth(evt.Tags.Find("relay"))
+		}
 	case evt.CreatedAt.Time().Before(now.Add(-10*time.Minute)) || evt.CreatedAt.Time().After(now.Add(10*time.Minute)):
 		reject("invalid: created_at is more than 10 minutes off")
 	default:
@@ -522,7 +524,9 @@ func (c *conn) handleAuth(evt *nostr.Event) {
 }
 
 // sameRelay compares an AUTH event's relay tag with this relay's URL: same
-// host and path; ws and wss are treated alike (a TLS proxy may sit in front).
+// host and path; ws and wss are treated alike (a TLS proxy may sit in
+// front), and so are an explicit default port (80, 443) and none, as
+// clients normalise URLs differently.
 func sameRelay(tag nostr.Tag, want string) bool {
 	if len(tag) < 2 {
 		return false
@@ -532,7 +536,14 @@ func sameRelay(tag nostr.Tag, want string) bool {
 	if err1 != nil || err2 != nil {
 		return false
 	}
-	return a.Host == b.Host && a.Path == b.Path && (a.Scheme == "ws" || a.Scheme == "wss")
+	return hostNoDefaultPort(a) == hostNoDefaultPort(b) && a.Path == b.Path && (a.Scheme == "ws" || a.Scheme == "wss")
+}
+
+func hostNoDefaultPort(u *url.URL) string {
+	if p := u.Port(); p == "80" || p == "443" {
+		return strings.TrimSuffix(u.Host, ":"+p)
+	}
+	return u.Host
 }
 
 // frame encodes a relay-to-client message.

@@ -206,7 +206,7 @@ func (r *Relay) releaseIP(ip string) {
 }
 
 // relayURLs are the URLs a client may name in the "relay" tag of an AUTH
-// event on this connection: the configured public URL, and the address the
+// event on this connection: the configured public URL and aliases, and the address the
 // connection arrived on (with "localhost" for a loopback address), both
 // with the request's path. The Host header is not trusted: a relay the user
 // authenticates to could otherwise pass our challenge on, get it signed for
@@ -216,6 +216,7 @@ func (r *Relay) relayURLs(req *http.Request) []string {
 	if r.cfg.URL != "" {
 		urls = append(urls, r.cfg.URL)
 	}
+	urls = append(urls, r.cfg.Aliases...)
 	if la, ok := req.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		if ap, err := netip.ParseAddrPort(la.String()); err == nil {
 			scheme := "ws"
@@ -231,9 +232,11 @@ func (r *Relay) relayURLs(req *http.Request) []string {
 	return urls
 }
 
-// warnForeignAuth tells the operator, at most once a minute, that an AUTH
-// named a relay URL this relay does not answer to: behind a proxy, relay.url
-// must be set for clients to authenticate at all.
+// warnForeignAuth tells the operator, at most once a minute, that a valid
+// AUTH by the owner or an allowlisted key named a relay URL this relay does
+// not answer to: behind a proxy, relay.url must be set for clients to
+// authenticate at all. (Anyone else's AUTH could name any URL to plant it
+// in this advice.)
 func (r *Relay) warnForeignAuth(tag nostr.Tag) {
 	now := time.Now().Unix()
 	last := r.lastForeignAuth.Load()
@@ -244,7 +247,7 @@ func (r *Relay) warnForeignAuth(tag nostr.Tag) {
 	if len(tag) > 1 && len(tag[1]) <= 200 {
 		named = tag[1]
 	}
-	r.log.Warn("refused an AUTH naming another relay; if clients reach this relay at that URL (a proxy in front), set relay.url to it",
+	r.log.Warn("refused a writer's AUTH naming another relay URL: if clients reach this relay at that URL (a proxy, another name), set relay.url or relay.alias to it; if not, another relay may have passed on this relay's challenge",
 		"named", named, "relay_url", r.cfg.URL)
 }
 

@@ -309,7 +309,8 @@ func TestAuth(t *testing.T) {
 // A relay the user authenticates to could pass our challenge on and replay
 // the AUTH signed for its own URL, sending its own name as Host: the relay
 // tag must name this relay as configured or as actually reached, never the
-// Host header. With relay.url set, that URL and the local address both work.
+// Host header. With relay.url and aliases set, those URLs (default ports or
+// none alike) and the local address work.
 func TestAuthRelayTag(t *testing.T) {
 	k := newKey(t)
 	authAs := func(c *client, relayURL string) (bool, string) {
@@ -334,10 +335,14 @@ func TestAuthRelayTag(t *testing.T) {
 		}
 	}
 
-	e = newEnv(t, func(cfg *relay.Config) { cfg.URL = "wss://relay.example/chat" })
+	e = newEnv(t, func(cfg *relay.Config) {
+		cfg.URL = "wss://relay.example:443/chat"
+		cfg.Aliases = []string{"ws://abcdef.onion"}
+	})
 	for u, want := range map[string]bool{
-		"wss://relay.example/chat": true, "ws://relay.example/chat/": true, e.url: true,
-		"wss://relay.example/": false, "wss://other.example/chat": false,
+		"wss://relay.example/chat": true, "ws://relay.example/chat/": true, "wss://relay.example:443/chat": true, e.url: true,
+		"ws://abcdef.onion/": true, "ws://abcdef.onion:80": true,
+		"wss://relay.example/": false, "wss://other.example/chat": false, "wss://relay.example:8443/chat": false, "ws://other.onion": false,
 	} {
 		c := e.dial()
 		if ok, msg := authAs(c, u); ok != want {

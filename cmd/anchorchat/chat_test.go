@@ -165,9 +165,9 @@ func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 	})
 }
 
-// Behind a public name (relay.url), with private file hosts refused:
-// alice's own messenger still authenticates to her relay (it reaches it on
-// the listen address, not the public name), her file messages carry the
+// Behind a public name (relay.url), listening on all interfaces, with
+// private file hosts refused: alice's own messenger still authenticates to
+// her relay (it reaches it on loopback, not the public name), her file messages carry the
 // public URL, she can fetch her own file, and bob's node refuses to fetch
 // from a loopback host, saying which setting allows it.
 func TestPublicRelayURLAndFileHosts(t *testing.T) {
@@ -179,7 +179,8 @@ func TestPublicRelayURLAndFileHosts(t *testing.T) {
 	env := []string{"ANCHORCHAT_PASSPHRASE=" + testPass}
 	startProcEnv(t, bobDir, env, "--listen", bobAddr, "--api.listen", "127.0.0.1:0", "--publish-relays", "ws://"+aliceAddr,
 		"--files.allow-private-hosts=false")
-	startProcEnv(t, aliceDir, env, "--listen", aliceAddr, "--api.listen", "127.0.0.1:0", "--publish-relays", "ws://"+bobAddr,
+	// alice listens on every interface: her messenger dials loopback.
+	startProcEnv(t, aliceDir, env, "--listen", "0.0.0.0:"+alicePort, "--api.listen", "127.0.0.1:0", "--publish-relays", "ws://"+bobAddr,
 		"--relay.url", alicePublic, "--dm-relays", "ws://"+aliceAddr, "--files.allow-private-hosts=false")
 	alice := []string{"--network", "regtest", "--datadir", aliceDir}
 	bob := []string{"--network", "regtest", "--datadir", bobDir}

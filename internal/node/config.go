@@ -63,8 +63,9 @@ type Config struct {
 	Btcd     BtcdConfig
 	Anchor   AnchorConfig
 
-	owner string
-	allow config.StringList
+	owner   string
+	allow   config.StringList
+	aliases config.StringList
 }
 
 // LNDConfig is how the node reaches the user's LND.
@@ -136,6 +137,7 @@ func BindFlags(fs *flag.FlagSet) *Config {
 	fs.Var(&c.allow, "relay.allow", "pubkeys (hex or npub, comma-separated) that may publish like the owner")
 	fs.BoolVar(&c.Relay.Open, "relay.open", false, "accept events from anyone (a public relay); private mail stays private")
 	fs.StringVar(&c.Relay.URL, "relay.url", "", "public websocket URL of the relay, ws:// or wss://: NIP-42 AUTH may name it and file messages name blobs under it; set it behind a proxy (default: the address a client connects to)")
+	fs.Var(&c.aliases, "relay.alias", "more public websocket URLs of the relay (an onion address, a LAN name), comma-separated, that NIP-42 AUTH may name")
 	fs.StringVar(&c.Relay.Name, "relay.name", c.Relay.Name, "relay name in the NIP-11 document")
 	fs.StringVar(&c.Relay.Contact, "relay.contact", "", "contact in the NIP-11 document")
 	fs.IntVar(&l.MaxMessageLength, "relay.max-message-length", l.MaxMessageLength, "largest websocket frame in bytes; larger ones are refused")
@@ -264,6 +266,13 @@ func (c *Config) Resolve() error {
 		if _, err := publicHTTPBase(c.Relay.URL); err != nil {
 			return fmt.Errorf("relay.url: %w", err)
 		}
+	}
+	c.Relay.Aliases = c.Relay.Aliases[:0]
+	for _, a := range c.aliases {
+		if _, err := publicHTTPBase(a); err != nil {
+			return fmt.Errorf("relay.alias: %w", err)
+		}
+		c.Relay.Aliases = append(c.Relay.Aliases, a)
 	}
 	if c.Relay.Limits.MaxMessageLength < 1024 {
 		return errors.New("relay.max-message-length must be at least 1024 bytes")

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -196,11 +197,26 @@ func (n *Node) serve(srv *http.Server, ln net.Listener, name string) {
 	}()
 }
 
-// RelayURL is the websocket URL of the node's relay.
-func (n *Node) RelayURL() string { return "ws://" + n.relayLn.Addr().String() }
+// RelayURL is the websocket URL of the node's relay, as this machine
+// reaches it (what the node's own messenger dials and names in its AUTH).
+func (n *Node) RelayURL() string { return "ws://" + n.localAddr() }
 
 // HTTPURL is the relay's address as an http URL (NIP-11, /metrics).
-func (n *Node) HTTPURL() string { return "http://" + n.relayLn.Addr().String() }
+func (n *Node) HTTPURL() string { return "http://" + n.localAddr() }
+
+// localAddr is the relay listener's address, with loopback for a wildcard
+// listen address (0.0.0.0 or ::): "[::]:4848" is no address to dial, and
+// the relay accepts an AUTH naming the address a connection arrived on.
+func (n *Node) localAddr() string {
+	ap, err := netip.ParseAddrPort(n.relayLn.Addr().String())
+	if err != nil {
+		return n.relayLn.Addr().String()
+	}
+	if ap.Addr().IsUnspecified() {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), ap.Port()).String()
+	}
+	return ap.String()
+}
 
 // PublicHTTPURL is the http(s) URL others reach the relay's port at: from
 // relay.url when it is set, else HTTPURL. Blob URLs in file messages use it.

@@ -105,7 +105,10 @@ func TestConfigFileHostsAndRelayURL(t *testing.T) {
 			t.Errorf("relay.url %q: %v", bad, err)
 		}
 	}
-	if _, err := load("--relay.url", "wss://relay.example/chat/"); err != nil {
+	if _, err := load("--relay.alias", "ws://x.onion,https://nope.example"); err == nil || !strings.Contains(err.Error(), "relay.alias") {
+		t.Errorf("a bad relay.alias: %v", err)
+	}
+	if _, err := load("--relay.url", "wss://relay.example/chat/", "--relay.alias", "ws://x.onion"); err != nil {
 		t.Errorf("a good relay.url: %v", err)
 	}
 }
