@@ -58,18 +58,21 @@ func NewBlobStore(cfg BlobConfig) (*BlobStore, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("chat: blob dir: %w", err)
 	}
-	// An upload cut short by a crash leaves its temp file: nothing else
-	// writes here while the store is not yet serving, so all go.
-	if left, err := filepath.Glob(filepath.Join(cfg.Dir, ".upload-*")); err == nil {
-		for _, f := range left {
-			_ = os.Remove(f)
-		}
-	}
 	if cfg.MaxSize <= 0 {
 		cfg.MaxSize = 32 << 20
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	// An upload cut short by a crash leaves its temp file. Uploads last
+	// minutes at most, so one an hour old is a leftover (a younger one may
+	// belong to another process on this directory).
+	if left, err := filepath.Glob(filepath.Join(cfg.Dir, ".upload-*")); err == nil {
+		for _, f := range left {
+			if st, err := os.Stat(f); err == nil && cfg.Now().Sub(st.ModTime()) > time.Hour {
+				_ = os.Remove(f)
+			}
+		}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

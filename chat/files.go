@@ -277,8 +277,8 @@ func (s *Service) ownBlob(url string) (string, bool) {
 			continue
 		}
 		sha, _, _ := strings.Cut(rest, ".")
-		if isHash(sha) && !strings.ContainsAny(rest, "/?#") {
-			return strings.TrimSuffix(s.cfg.BlobURL, "/") + "/" + rest, true
+		if isHash(sha) && !strings.ContainsAny(rest, "/?#%") {
+			return strings.TrimSuffix(s.cfg.BlobURL, "/") + "/" + sha, true // the store serves a blob by its hash alone
 		}
 	}
 	return "", false

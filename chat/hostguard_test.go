@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -22,6 +24,10 @@ func TestPublicAddr(t *testing.T) {
 		"fe80::1": false, "fc00::1": false, "fd12::1": false, "224.0.0.1": false, "ff02::1": false,
 		"::ffff:127.0.0.1": false, "::ffff:10.1.1.1": false, "::ffff:8.8.8.8": true, "255.255.255.255": false,
 		"198.18.0.1": false, "2001:db8::1": false,
+		// IPv6 forms that carry an IPv4 address to a translator or tunnel.
+		"64:ff9b::a00:5": false, "64:ff9b::7f00:1": false, "64:ff9b::a9fe:a9fe": false, "64:ff9b::808:808": true,
+		"::ffff:0:a00:5": false, "::ffff:0:808:808": true, "2002:a00:5::1": false, "2002:808:808::1": true,
+		"fec0::1": false, "100::1": false, "2001:0:4136:e378::1": false,
 	} {
 		if got := publicAddr(netip.MustParseAddr(addr)); got != want {
 			t.Errorf("publicAddr(%s) = %v, want %v", addr, got, want)
@@ -103,8 +109,43 @@ func TestFetchFileRefusesPrivateHosts(t *testing.T) {
 	if n := hits.Load() - before; n != 2 {
 		t.Fatalf("own blob: %d requests to BlobURL, want 2", n)
 	}
-	// Not a blob path under the own URL: the guard applies.
-	if _, err := own.FetchFile(ctx, msg(srv.URL+"/blobs/../metrics")); !errors.Is(err, ErrPrivateAddress) {
-		t.Fatalf("non-blob path under BlobURL: %v, want ErrPrivateAddress", err)
+	// Not just a blob under the own URL: the guard applies.
+	for _, url := range []string{srv.URL + "/blobs/../metrics", srv.URL + "/blobs/" + fi.SHA256 + ".x%2F..%2F..%2Fmetrics", srv.URL + "/blobs/" + fi.SHA256 + "?x=1"} {
+		if _, err := own.FetchFile(ctx, msg(url)); !errors.Is(err, ErrPrivateAddress) {
+			t.Fatalf("%s under BlobURL: %v, want ErrPrivateAddress", url, err)
+		}
+	}
+}
+
+// Through a proxy (Tor's socks5h, an egress proxy) the proxy is dialled,
+// loopback or not, and resolves names itself; the client still refuses
+// non-public IP literals and localhost names, without a DNS lookup.
+func TestPublicOnlyClientThroughAProxy(t *testing.T) {
+	var asked atomic.Value
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Store(r.URL.String()) // a forward proxy gets the absolute URL
+		_, _ = w.Write([]byte("via proxy"))
+	}))
+	defer proxy.Close()
+	pu, _ := url.Parse(proxy.URL)
+	c := publicOnlyClient(5*time.Second, http.ProxyURL(pu))
+	resp, err := c.Get("http://files.example.invalid/blobs/abc")
+	if err != nil {
+		t.Fatalf("through the proxy: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "via proxy" || asked.Load() != "http://files.example.invalid/blobs/abc" {
+		t.Fatalf("proxy answered %q for %v", body, asked.Load())
+	}
+	for _, u := range []string{"http://127.0.0.1:9/x", "http://[::1]:9/x", "http://10.1.2.3/x", "http://localhost:9/x", "http://a.localhost/x"} {
+		asked.Store("")
+		if _, err := c.Get(u); !errors.Is(err, ErrPrivateAddress) || asked.Load() != "" {
+			t.Errorf("%s through the proxy: %v (proxy asked %q)", u, err, asked.Load())
+		}
+	}
+	// Without a proxy the loopback proxy server itself is off limits.
+	if _, err := publicOnlyClient(5*time.Second, nil).Get(proxy.URL); !errors.Is(err, ErrPrivateAddress) {
+		t.Errorf("direct to loopback: %v", err)
 	}
 }

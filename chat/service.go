@@ -166,7 +166,7 @@ func New(cfg Config) (*Service, error) {
 		httpc = &http.Client{Timeout: 60 * time.Second}
 		dl = httpc
 		if !cfg.AllowPrivateFileHosts {
-			dl = publicOnlyClient(60 * time.Second)
+			dl = publicOnlyClient(60*time.Second, http.ProxyFromEnvironment)
 		}
 	}
 	secret, err := cfg.Key.SecretHex()

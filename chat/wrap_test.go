@@ -298,14 +298,21 @@ func TestBlobStoreAuth(t *testing.T) {
 	}
 }
 
-// A crash mid-upload leaves a temp file; the next start removes it and
-// keeps the blobs.
+// A crash mid-upload leaves a temp file; the next start removes it when it
+// is over an hour old, and keeps the blobs.
 func TestBlobStoreRemovesLeftoverUploads(t *testing.T) {
 	dir := t.TempDir()
 	blob := filepath.Join(dir, sha256hex([]byte("kept")))
 	left := filepath.Join(dir, ".upload-123456")
-	for _, f := range []string{blob, left} {
+	young := filepath.Join(dir, ".upload-654321") // another process's upload in progress
+	for _, f := range []string{blob, left, young} {
 		if err := os.WriteFile(f, []byte("kept"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	for _, f := range []string{blob, left} {
+		if err := os.Chtimes(f, old, old); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -315,8 +322,10 @@ func TestBlobStoreRemovesLeftoverUploads(t *testing.T) {
 	if _, err := os.Stat(left); !os.IsNotExist(err) {
 		t.Errorf("leftover upload still there: %v", err)
 	}
-	if _, err := os.Stat(blob); err != nil {
-		t.Errorf("a blob went: %v", err)
+	for _, f := range []string{blob, young} {
+		if _, err := os.Stat(f); err != nil {
+			t.Errorf("%s went: %v", filepath.Base(f), err)
+		}
 	}
 }
 
