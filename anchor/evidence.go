@@ -8,32 +8,91 @@ import (
 	"github.com/nbd-wtf/go-nostr"
 )
 
-// MaxEvidencePerHandle bounds what KeepEvidence stores for one handle; a
-// holder's chain and the anchored claims of a handle are far fewer.
+// MaxEvidencePerHandle bounds what KeepEvidence stores for one handle. A
+// verdict's evidence is a claim and its attestation per step of the
+// holder's chain, so this holds a chain of 128 claims.
 const MaxEvidencePerHandle = 256
 
 // KeepEvidence stores a verdict's evidence (Verdict.Evidence) for handle in
 // the batcher's store, so later verifications see it whatever relays
-// return. Events already kept are skipped; nothing is ever trusted for
-// being kept: Verify checks kept events like any others.
+// return. Nothing is ever trusted for being kept: Verify checks kept
+// events like any others.
+//
+// The newest verdict's evidence always fits: when the handle's rows would
+// exceed MaxEvidencePerHandle, the oldest rows that are not part of it
+// make room. That verdict was reached with every kept event in view, so
+// what it leaves out lost to what it keeps (beyond the first
+// MaxEvidencePerHandle events of one verdict, the rest is not kept). When
+// every event is already kept, nothing is written.
 func (b *Batcher) KeepEvidence(ctx context.Context, handle string, evts []*nostr.Event) error {
 	if handle == "" || len(evts) == 0 {
 		return nil
 	}
+	var want []*nostr.Event
+	inWant := map[string]bool{}
+	for _, e := range evts {
+		if e != nil && !inWant[e.ID] && len(want) < MaxEvidencePerHandle {
+			inWant[e.ID] = true
+			want = append(want, e)
+		}
+	}
+	kept, err := b.keptIDs(ctx, handle)
+	if err != nil {
+		return err
+	}
+	var missing []*nostr.Event
+	for _, e := range want {
+		if !kept[e.ID] {
+			missing = append(missing, e)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+
 	tx, err := b.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("anchor: keep evidence: %w", err)
 	}
 	defer tx.Rollback()
-	var n int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM evidence WHERE handle = ?`, handle).Scan(&n); err != nil {
+	// Read again inside the transaction: another verification may have
+	// kept rows since.
+	rows, err := tx.QueryContext(ctx, `SELECT id FROM evidence WHERE handle = ? ORDER BY kept_at, id`, handle)
+	if err != nil {
 		return fmt.Errorf("anchor: keep evidence: %w", err)
 	}
-	now := b.cfg.Now().Unix()
-	for _, e := range evts {
-		if n >= MaxEvidencePerHandle {
-			break
+	var n int
+	var others []string // kept rows outside this verdict's evidence, oldest first
+	kept = map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return fmt.Errorf("anchor: keep evidence: %w", err)
 		}
+		n++
+		kept[id] = true
+		if !inWant[id] {
+			others = append(others, id)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("anchor: keep evidence: %w", err)
+	}
+	missing = missing[:0]
+	for _, e := range want {
+		if !kept[e.ID] {
+			missing = append(missing, e)
+		}
+	}
+	for _, id := range others[:min(len(others), max(0, n+len(missing)-MaxEvidencePerHandle))] {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM evidence WHERE handle = ? AND id = ?`, handle, id); err != nil {
+			return fmt.Errorf("anchor: keep evidence: %w", err)
+		}
+	}
+	now := b.cfg.Now().Unix()
+	for _, e := range missing {
 		pk := e.PubKey
 		if e.Kind == KindAttestation {
 			a, err := ParseAttestation(e)
@@ -46,19 +105,35 @@ func (b *Batcher) KeepEvidence(ctx context.Context, handle string, evts []*nostr
 		if err != nil {
 			return fmt.Errorf("anchor: keep evidence: %w", err)
 		}
-		res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO evidence (handle, id, pubkey, event, kept_at) VALUES (?, ?, ?, ?, ?)`,
-			handle, e.ID, pk, string(raw), now)
-		if err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO evidence (handle, id, pubkey, event, kept_at) VALUES (?, ?, ?, ?, ?)`,
+			handle, e.ID, pk, string(raw), now); err != nil {
 			return fmt.Errorf("anchor: keep evidence: %w", err)
-		}
-		if k, _ := res.RowsAffected(); k > 0 {
-			n++
 		}
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("anchor: keep evidence: %w", err)
 	}
 	return nil
+}
+
+func (b *Batcher) keptIDs(ctx context.Context, handle string) (map[string]bool, error) {
+	rows, err := b.db.QueryContext(ctx, `SELECT id FROM evidence WHERE handle = ?`, handle)
+	if err != nil {
+		return nil, fmt.Errorf("anchor: keep evidence: %w", err)
+	}
+	defer rows.Close()
+	ids := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("anchor: keep evidence: %w", err)
+		}
+		ids[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("anchor: keep evidence: %w", err)
+	}
+	return ids, nil
 }
 
 // Evidence returns the kept events for q: those of q.Handle, or, for a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/btcsuite/btcd/wire"
 	"github.com/nbd-wtf/go-nostr"
 
+	"github.com/anchorchat/anchorchat/identity"
 	"github.com/anchorchat/anchorchat/internal/relaytest"
 )
 
@@ -72,12 +74,8 @@ func TestKeptEvidenceOutlivesAFlood(t *testing.T) {
 	if err != nil || v.Status != Verified || v.PubKey != gina.PublicKey() {
 		t.Fatalf("first check: %s %v", v, err)
 	}
-	kept := map[string]bool{}
-	for _, e := range v.Evidence() {
-		kept[e.ID] = true
-	}
-	if !kept[g.ID] || !kept[attG.ID] || !kept[attM.ID] || len(kept) != 3 {
-		t.Fatalf("evidence %v: want gina's claim and both attestations", kept)
+	if ev := v.Evidence(); len(ev) != 2 || ev[0].ID != g.ID || ev[1].ID != attG.ID {
+		t.Fatalf("evidence %v: want gina's claim, then its attestation", ids(ev))
 	}
 
 	// Without kept evidence, the flood hands Mallory the handle...
@@ -98,7 +96,161 @@ func TestKeptEvidenceOutlivesAFlood(t *testing.T) {
 	}
 	// Kept once: checking again adds no rows.
 	var n int
-	if err := b.db.QueryRow(`SELECT count(*) FROM evidence`).Scan(&n); err != nil || n != 3 {
-		t.Fatalf("%d evidence rows (%v), want 3", n, err)
+	if err := b.db.QueryRow(`SELECT count(*) FROM evidence`).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("%d evidence rows (%v), want 2", n, err)
+	}
+}
+
+func ids(evts []*nostr.Event) []string {
+	var s []string
+	for _, e := range evts {
+		s = append(s, e.ID)
+	}
+	return s
+}
+
+// keptRows reads the ids kept for handle, oldest first.
+func keptRows(t *testing.T, b *Batcher, handle string) []string {
+	t.Helper()
+	rows, err := b.db.Query(`SELECT id FROM evidence WHERE handle = ? ORDER BY kept_at, id`, handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var s []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		s = append(s, id)
+	}
+	return s
+}
+
+// Mallory anchors more competing first claims of @gina than a handle's
+// evidence can hold, all in one batch after Gina's. The evidence is
+// Gina's chain and its anchoring only, so none of Mallory's can push
+// Gina's attestation out of what is kept.
+func TestEvidenceLeavesOutCompetingClaims(t *testing.T) {
+	ctx := context.Background()
+	gina, attestor := newKey(t), newKey(t)
+	g := claim(t, gina, "gina")
+	chainG, attG := attested(t, attestor, g, 100)
+	var flood []*nostr.Event
+	for range MaxEvidencePerHandle + 44 {
+		flood = append(flood, claim(t, newKey(t), "gina"))
+	}
+	fatts, chainM := anchorOffline(t, flood, 200, 6)
+	attEvts := []*nostr.Event{attG}
+	for _, a := range fatts {
+		e, err := NewAttestationEvent(attestor, a.Claim, a.Proof, nostr.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		attEvts = append(attEvts, e)
+	}
+	atts, errs := ParseAttestations(attEvts)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	v, err := Verify(ctx, mergeChains(chainG, chainM), Query{Handle: "gina"}, append(flood, g), atts, Options{})
+	if err != nil || v.Status != Verified || v.PubKey != gina.PublicKey() {
+		t.Fatalf("%s %v", v, err)
+	}
+	if ev := v.Evidence(); len(ev) != 2 || ev[0].ID != g.ID || ev[1].ID != attG.ID {
+		t.Fatalf("evidence of %d events, starting %v: want gina's claim, then its attestation", len(ev), ids(ev)[:min(2, len(ev))])
+	}
+}
+
+// A rotation's evidence follows the chain: each claim, then the
+// attestation of its anchoring.
+func TestEvidenceFollowsTheChain(t *testing.T) {
+	ctx := context.Background()
+	k1, k2, attestor := newKey(t), newKey(t), newKey(t)
+	g := claim(t, k1, "gina")
+	chain1, attG := attested(t, attestor, g, 100)
+	rot, err := identity.Rotate(k1, k2, mustClaim(t, g), identity.ClaimParams{Handle: "gina"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain2, attR := attested(t, attestor, rot, 150)
+	atts, errs := ParseAttestations([]*nostr.Event{attR, attG})
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	v, err := Verify(ctx, mergeChains(chain1, chain2), Query{Handle: "gina"}, []*nostr.Event{rot, g}, atts, Options{})
+	if err != nil || v.Status != Verified || v.PubKey != k2.PublicKey() {
+		t.Fatalf("%s %v", v, err)
+	}
+	want := []string{g.ID, attG.ID, rot.ID, attR.ID}
+	if got := ids(v.Evidence()); !slices.Equal(got, want) {
+		t.Fatalf("evidence %v, want %v", got, want)
+	}
+}
+
+// When a handle's rows are full (here with the evidence of an earlier
+// verdict), the newest verdict's evidence still goes in: the oldest rows
+// outside it make room. Keeping what is kept writes nothing.
+func TestKeepEvidenceMakesRoom(t *testing.T) {
+	ctx := context.Background()
+	now := time.Unix(1_800_000_000, 0)
+	b, err := Open(ctx, Config{Path: filepath.Join(t.TempDir(), "anchor.db"), Wallet: noWallet{}, Chain: &oneBlockChain{},
+		Signer: newKey(t), Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var old []*nostr.Event
+	for range MaxEvidencePerHandle {
+		old = append(old, claim(t, newKey(t), "gina"))
+	}
+	// Kept in two verdicts: the first half is the oldest.
+	if err := b.KeepEvidence(ctx, "gina", old[:MaxEvidencePerHandle/2]); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Hour)
+	if err := b.KeepEvidence(ctx, "gina", old); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(keptRows(t, b, "gina")); n != MaxEvidencePerHandle {
+		t.Fatalf("%d rows, want %d", n, MaxEvidencePerHandle)
+	}
+	now = now.Add(time.Hour)
+	gina := newKey(t)
+	g := claim(t, gina, "gina")
+	_, attG := attested(t, newKey(t), g, 100)
+	if err := b.KeepEvidence(ctx, "gina", []*nostr.Event{g, attG}); err != nil {
+		t.Fatal(err)
+	}
+	rows := keptRows(t, b, "gina")
+	if len(rows) != MaxEvidencePerHandle || !slices.Contains(rows, g.ID) || !slices.Contains(rows, attG.ID) {
+		t.Fatalf("%d rows, gina's claim kept %v, attestation kept %v", len(rows),
+			slices.Contains(rows, g.ID), slices.Contains(rows, attG.ID))
+	}
+	// The two made room are of the oldest verdict.
+	gone := 0
+	for _, e := range old {
+		if !slices.Contains(rows, e.ID) {
+			gone++
+			if !slices.Contains(ids(old[:MaxEvidencePerHandle/2]), e.ID) {
+				t.Fatalf("row %s of the newer verdict made room", e.ID)
+			}
+		}
+	}
+	if gone != 2 {
+		t.Fatalf("%d rows made room, want 2", gone)
+	}
+	claims, atts, err := b.Evidence(ctx, Query{PubKey: gina.PublicKey()})
+	if err != nil || len(atts) != 1 || atts[0].Event.ID != attG.ID || !slices.ContainsFunc(claims, func(e *nostr.Event) bool { return e.ID == g.ID }) {
+		t.Fatalf("evidence by key: %d claims, %d attestations, %v", len(claims), len(atts), err)
+	}
+	// Keeping it again changes nothing, not even when it was kept.
+	now = now.Add(time.Hour)
+	if err := b.KeepEvidence(ctx, "gina", []*nostr.Event{g, attG}); err != nil {
+		t.Fatal(err)
+	}
+	if again := keptRows(t, b, "gina"); !slices.Equal(again, rows) {
+		t.Fatal("keeping kept evidence again changed the rows")
 	}
 }

@@ -85,7 +85,10 @@ type Verdict struct {
 // Evidence is what a later verification of the handle needs to reach the
 // same holder even if relays no longer return it (anyone can flood a
 // relay with events tagged with a handle): the claims of the holder's
-// chain, and the attestation event of each anchored claim of the handle.
+// chain from its first claim, in order, each followed by the attestation
+// event of its earliest anchoring. Nothing else is needed: a claim left
+// out (a later competing first claim, a losing fork) changes nothing when
+// it is missing, and what would beat the chain must be anchored earlier.
 // It is empty when no holder was established (INVALID, UNANCHORED).
 func (v Verdict) Evidence() []*nostr.Event { return v.evidence }
 
@@ -322,10 +325,10 @@ func Verify(ctx context.Context, chain ChainSource, q Query, events []*nostr.Eve
 		return v, nil
 	}
 	v.Anchor, v.Height, v.Confirmations = win, win.Height, win.Confirmations
-	v.evidence = append(v.evidence, chainEvts...)
-	for _, e := range anchoredBy {
-		if e != nil {
-			v.evidence = append(v.evidence, e)
+	for _, e := range chainEvts {
+		v.evidence = append(v.evidence, e)
+		if a := anchoredBy[e.ID]; a != nil {
+			v.evidence = append(v.evidence, a)
 		}
 	}
 	holder := &Holder{PubKey: st.Current.PubKey, ClaimID: st.Current.ID, Height: win.Height}
