@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -171,5 +172,50 @@ func TestCLIStaleState(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("dir left after --wipe: %v", err)
+	}
+}
+
+// TestWipeKeepsOthersFiles: --wipe removes what up made, not a regtest
+// node's own data that shares the default directory.
+func TestWipeKeepsOthersFiles(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "regtest")
+	for _, d := range []string{"btcd/data", "wallet", "nodes/node-0", "lnd-0", "lnd-1"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(StatePath(dir), []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"btcd/btcd.log", "nodes/node-0/identity.json", "identity.json", "events.db"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := runCLI(t, "down", "--dir", dir, "--wipe"); err != nil {
+		t.Fatal(err)
+	}
+	left, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range left {
+		names = append(names, e.Name())
+	}
+	if !slices.Equal(names, []string{"events.db", "identity.json"}) {
+		t.Fatalf("left after --wipe: %v, want only the node's own events.db and identity.json", names)
+	}
+	for _, f := range names {
+		os.Remove(filepath.Join(dir, f))
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "nodes"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runCLI(t, "down", "--dir", dir, "--wipe"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("an emptied dir is left after --wipe: %v", err)
 	}
 }

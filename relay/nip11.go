@@ -55,8 +55,11 @@ type infoExtra struct {
 	PrivateKinds             []int   `json:"private_kinds"`
 	GiftWrapBackdateSeconds  int64   `json:"gift_wrap_backdate_seconds"`
 	EventsPerSecondPerIP     float64 `json:"events_per_second_per_ip"`
+	EventBurstPerIP          int     `json:"event_burst_per_ip"`
 	EventsPerSecondPerPubkey float64 `json:"events_per_second_per_pubkey"`
+	EventBurstPerPubkey      int     `json:"event_burst_per_pubkey"`
 	ReqsPerSecondPerIP       float64 `json:"reqs_per_second_per_ip"`
+	ReqBurstPerIP            int     `json:"req_burst_per_ip"`
 	MaxConnectionsPerIP      int     `json:"max_connections_per_ip"`
 	Open                     bool    `json:"open"`
 }
@@ -71,8 +74,11 @@ func (r *Relay) serveInfo(w http.ResponseWriter, _ *http.Request) {
 			PrivateKinds:             PrivateKinds,
 			GiftWrapBackdateSeconds:  int64(GiftWrapBackdate.Seconds()),
 			EventsPerSecondPerIP:     l.EventsPerSecondPerIP,
+			EventBurstPerIP:          l.EventBurstPerIP,
 			EventsPerSecondPerPubkey: l.EventsPerSecondPerPubkey,
+			EventBurstPerPubkey:      l.EventBurstPerPubkey,
 			ReqsPerSecondPerIP:       l.ReqsPerSecondPerIP,
+			ReqBurstPerIP:            l.ReqBurstPerIP,
 			MaxConnectionsPerIP:      l.MaxConnectionsPerIP,
 			Open:                     r.cfg.Open,
 		},

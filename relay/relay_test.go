@@ -128,7 +128,12 @@ func TestCount(t *testing.T) {
 }
 
 func TestNIP11(t *testing.T) {
-	e := newEnv(t, func(cfg *relay.Config) { cfg.Limits.MaxFilters = 7 })
+	e := newEnv(t, func(cfg *relay.Config) {
+		cfg.Limits.MaxFilters = 7
+		cfg.Limits.EventsPerSecondPerIP, cfg.Limits.EventBurstPerIP = 11, 12
+		cfg.Limits.EventsPerSecondPerPubkey, cfg.Limits.EventBurstPerPubkey = 13, 14
+		cfg.Limits.ReqsPerSecondPerIP, cfg.Limits.ReqBurstPerIP = 15, 16
+	})
 	req, _ := http.NewRequest("GET", e.srv.URL, nil)
 	req.Header.Set("Accept", "application/nostr+json")
 	resp, err := http.DefaultClient.Do(req)
@@ -147,6 +152,7 @@ func TestNIP11(t *testing.T) {
 		SupportedNIPs []int          `json:"supported_nips"`
 		PubKey        string         `json:"pubkey"`
 		Limitation    map[string]any `json:"limitation"`
+		Anchorchat    map[string]any `json:"anchorchat"`
 	}
 	if err := json.Unmarshal(body, &doc); err != nil {
 		t.Fatalf("%v: %s", err, body)
@@ -168,6 +174,14 @@ func TestNIP11(t *testing.T) {
 	}
 	if doc.Limitation["restricted_writes"] != true {
 		t.Errorf("restricted_writes = %v", doc.Limitation["restricted_writes"])
+	}
+	extra := map[string]float64{"events_per_second_per_ip": 11, "event_burst_per_ip": 12,
+		"events_per_second_per_pubkey": 13, "event_burst_per_pubkey": 14,
+		"reqs_per_second_per_ip": 15, "req_burst_per_ip": 16, "gift_wrap_backdate_seconds": 2 * 24 * 3600}
+	for k, v := range extra {
+		if doc.Anchorchat[k] != v {
+			t.Errorf("anchorchat.%s = %v, want %v", k, doc.Anchorchat[k], v)
+		}
 	}
 }
 

@@ -272,14 +272,25 @@ func runInbox(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func runFetch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := newClientCommand("fetch", "fetch MESSAGE_ID [-o FILE]", "Downloads a file message's attachment, checks its hash and decrypts it.", stderr)
 	out := cmd.String("o", "", "write to this file (default: the sender's file name in the current directory)")
-	c, err := cmd.dial(args)
+	// Flags may come before or after the id (fetch ID -o FILE).
+	var ids []string
+	for {
+		if err := cmd.Parse(args); err != nil {
+			return err
+		}
+		if cmd.NArg() == 0 {
+			break
+		}
+		ids, args = append(ids, cmd.Arg(0)), cmd.Args()[1:]
+	}
+	if len(ids) != 1 {
+		return errors.New("fetch needs one message id")
+	}
+	c, err := dialNode(*cmd.network, *cmd.datadir)
 	if err != nil {
 		return err
 	}
-	if cmd.NArg() != 1 {
-		return errors.New("fetch needs one message id")
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.BaseURL+"/v1/file?id="+url.QueryEscape(cmd.Arg(0)), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.BaseURL+"/v1/file?id="+url.QueryEscape(ids[0]), nil)
 	if err != nil {
 		return err
 	}

@@ -203,7 +203,8 @@ func TestPublicRelayURLAndFileHosts(t *testing.T) {
 	}
 	fileMsgID := strings.Fields(out)[0]
 	dst := filepath.Join(t.TempDir(), "mine.jpg")
-	if out, err := cli(t, nil, append(append([]string{"fetch", "-o", dst}, alice...), fileMsgID)...); err != nil {
+	// Flags after the id, as the help shows: fetch MESSAGE_ID -o FILE.
+	if out, err := cli(t, nil, append([]string{"fetch", fileMsgID, "-o", dst}, alice...)...); err != nil {
 		t.Fatalf("alice fetches her own file: %v\n%s", err, out)
 	}
 	if got, _ := os.ReadFile(dst); !bytes.Equal(got, photo) {

@@ -113,7 +113,11 @@ func run(o options) error {
 			}
 		}()
 	}
-	if o.dir == "" {
+	if o.dir != "" {
+		if err := os.MkdirAll(o.dir, 0o700); err != nil {
+			return fmt.Errorf("--dir: %w", err)
+		}
+	} else {
 		d, err := os.MkdirTemp("", "relaybench")
 		if err != nil {
 			return err
