@@ -133,7 +133,35 @@ func (w *fuzzWorld) filterFrom(data []byte) (nostr.Filter, Visibility) {
 			}
 		}
 	}
+	if vis&16 != 0 {
+		padLists(&f, &v, maxInlineValues+1+r.next()%8)
+	}
 	return f, v
+}
+
+// padLists lengthens every list of f and v by n values that match nothing,
+// past maxInlineValues, so the query binds them as one JSON array.
+func padLists(f *nostr.Filter, v *Visibility, n int) {
+	hexPad := func(i int) string { return fmt.Sprintf("%064x", 0xfeed0000+i) }
+	for i := range n {
+		if f.IDs != nil {
+			f.IDs = append(f.IDs, hexPad(i))
+		}
+		if f.Authors != nil {
+			f.Authors = append(f.Authors, hexPad(i))
+		}
+		if f.Kinds != nil {
+			f.Kinds = append(f.Kinds, 50000+i)
+		}
+		for name, vals := range f.Tags {
+			if vals != nil {
+				f.Tags[name] = append(vals, fmt.Sprint("pad-", i))
+			}
+		}
+		if v.Readers != nil {
+			v.Readers = append(v.Readers, hexPad(i))
+		}
+	}
 }
 
 // visible is the reference model of Query's rules, over w.all.
@@ -163,6 +191,9 @@ func FuzzQueryFilter(f *testing.F) {
 		{8 | 16 | 32, 1, 1, 1, 1, 2, 3, 9}, {255, 3, 1, 2, 3, 2, 0, 1, 3, 0, 1, 2, 2, 1, 0, 1, 2, 4, 5, 1, 7},
 		{4 | 64, 2, 3, 1, 5, 1}, {4, 1, 3, 255}, {4, 1, 1, 7}, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3},
 		{8, 1, 4, 2, 1, 6, 15}, {1, 255, 255, 255}, {128, 0}, {2 | 8, 1, 255, 1, 1, 1, 1, 1},
+		// long lists (visibility byte 16): ids, authors, kinds, tags, readers
+		{1 | 2 | 4 | 8, 2, 3, 7, 2, 0, 1, 2, 1, 4, 1, 2, 3, 1, 5, 2 | 4 | 8 | 16 | 1, 3},
+		{1, 3, 0, 1, 2, 16}, {8, 1, 1, 1, 2, 4, 5, 1 | 2 | 16, 0}, {4, 2, 1, 3, 16, 1},
 	} {
 		f.Add(seed)
 	}

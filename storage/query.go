@@ -5,6 +5,8 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -105,7 +107,7 @@ type row struct {
 
 // collect runs a query selecting (created_at, id, raw) and copies the rows out.
 func (s *Store) collect(ctx context.Context, query string, args []any, sizeHint int) ([]row, error) {
-	st, cached, err := s.readStmt(ctx, query)
+	st, cached, err := s.readStmt(ctx, query, len(args))
 	if err != nil {
 		return nil, fmt.Errorf("storage: query: %w", err)
 	}
@@ -140,7 +142,7 @@ func (s *Store) Count(ctx context.Context, f nostr.Filter, v Visibility) (int64,
 	if !ok {
 		return 0, nil
 	}
-	st, cached, err := s.readStmt(ctx, q.sql)
+	st, cached, err := s.readStmt(ctx, q.sql, len(q.args))
 	if err != nil {
 		return 0, fmt.Errorf("storage: count: %w", err)
 	}
@@ -185,14 +187,42 @@ func (sb *sqlBuilder) in(n int, arg func(i int) any) {
 	sb.b.WriteByte(')')
 }
 
+// maxInlineValues is the longest value list written as "IN (?, ...)",
+// which the query planner sizes exactly. A longer one is bound as one
+// JSON array (see eqOrIn): one frame can carry some 30,000 values, past
+// SQLite's limit on bound parameters, and a statement that size takes
+// megabytes on each read connection that prepares it. (Statements with
+// many arguments are never cached either: see Store.readStmt.)
+const maxInlineValues = 256
+
 func (sb *sqlBuilder) eqOrIn(col string, n int, arg func(i int) any) {
-	if n == 1 {
+	switch {
+	case n == 1:
 		sb.w(col, " = ?")
 		sb.args = append(sb.args, arg(0))
-		return
+	case n <= maxInlineValues:
+		sb.w(col, " IN ")
+		sb.in(n, arg)
+	default:
+		// One JSON array: strings and numbers as they are, byte slices
+		// (ids, pubkeys) as hex, turned back into blobs by unhex.
+		vals := make([]any, n)
+		blobs := false
+		for i := range n {
+			v := arg(i)
+			if b, ok := v.([]byte); ok {
+				v, blobs = hex.EncodeToString(b), true
+			}
+			vals[i] = v
+		}
+		raw, _ := json.Marshal(vals) // strings and ints only: cannot fail
+		if blobs {
+			sb.w(col, " IN (SELECT unhex(value) FROM json_each(?))")
+		} else {
+			sb.w(col, " IN (SELECT value FROM json_each(?))")
+		}
+		sb.args = append(sb.args, string(raw))
 	}
-	sb.w(col, " IN ")
-	sb.in(n, arg)
 }
 
 type tagCond struct {
@@ -296,7 +326,7 @@ func (s *Store) buildQuery(f nostr.Filter, v Visibility, count bool) (builtQuery
 		t := tags[0]
 		tags = tags[1:]
 		orderCol = "t.created_at"
-		sb.w(" FROM tags t JOIN events e ON e.seq = t.seq WHERE t.name = ? AND t.value = ?")
+		sb.w(" FROM tags t JOIN events e ON e.seq = t.seq AND e.created_at = t.created_at WHERE t.name = ? AND t.value = ?")
 		sb.args = append(sb.args, t.name, t.values[0])
 		if f.Since != nil {
 			sb.w(" AND t.created_at >= ?")

@@ -323,8 +323,10 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 }
 
 // readStmt returns a prepared statement for query on the read pool, and
-// whether it is cached (if not, the caller must Close it).
-func (s *Store) readStmt(ctx context.Context, query string) (*sql.Stmt, bool, error) {
+// whether it is cached (if not, the caller must Close it). Statements with
+// more than maxCachedArgs arguments are not cached: their shapes rarely
+// repeat.
+func (s *Store) readStmt(ctx context.Context, query string, nargs int) (*sql.Stmt, bool, error) {
 	s.stmtMu.Lock()
 	defer s.stmtMu.Unlock()
 	if s.stmts == nil {
@@ -339,11 +341,14 @@ func (s *Store) readStmt(ctx context.Context, query string) (*sql.Stmt, bool, er
 	}
 	// Filter shapes repeat heavily in practice; keep the cache bounded and never
 	// evict (a statement may be in use by another goroutine).
-	if len(s.stmts) >= maxCachedStmts {
+	if len(s.stmts) >= maxCachedStmts || nargs > maxCachedArgs {
 		return st, false, nil
 	}
 	s.stmts[query] = st
 	return st, true, nil
 }
 
-const maxCachedStmts = 512
+const (
+	maxCachedStmts = 512
+	maxCachedArgs  = 16
+)
