@@ -160,6 +160,8 @@ func (c *conn) handle(data []byte) {
 		switch {
 		case pe.EventID != "":
 			c.reject(pe.EventID, pe.Msg)
+		case msg != nil && msg.SubID != "" && msg.Verb == VerbReq:
+			c.refuseReq(msg.SubID, pe.Msg)
 		case msg != nil && msg.SubID != "":
 			c.send(frame("CLOSED", msg.SubID, pe.Msg))
 		default:
@@ -176,16 +178,29 @@ func (c *conn) handle(data []byte) {
 	case VerbCount:
 		c.handleCount(msg.SubID, msg.Filters)
 	case VerbClose:
-		c.mu.Lock()
-		_, had := c.subs[msg.SubID]
-		delete(c.subs, msg.SubID)
-		c.mu.Unlock()
-		if had {
-			c.r.m.Subscriptions.Dec()
-		}
+		c.dropSub(msg.SubID)
 	case VerbAuth:
 		c.handleAuth(msg.Event)
 	}
+}
+
+// dropSub ends subscription subID, if it is open.
+func (c *conn) dropSub(subID string) {
+	c.mu.Lock()
+	_, had := c.subs[subID]
+	delete(c.subs, subID)
+	c.mu.Unlock()
+	if had {
+		c.r.m.Subscriptions.Dec()
+	}
+}
+
+// refuseReq answers a REQ with CLOSED. A subscription the REQ would have
+// replaced ends too: CLOSED says the id is closed, so nothing more may
+// arrive under it.
+func (c *conn) refuseReq(subID, msg string) {
+	c.dropSub(subID)
+	c.send(frame("CLOSED", subID, msg))
 }
 
 // send queues a frame, waiting for room while the connection lives.
@@ -394,7 +409,7 @@ func (c *conn) prepareFilters(filters []nostr.Filter) string {
 func (c *conn) handleReq(subID string, filters []nostr.Filter) {
 	r := c.r
 	if !r.ipReqs.allow(c.ip, r.Now()) {
-		c.send(frame("CLOSED", subID, "rate-limited: too many requests; slow down"))
+		c.refuseReq(subID, "rate-limited: too many requests; slow down")
 		return
 	}
 	if l := r.cfg.Limits.MaxSubIDLength; l > 0 && len(subID) > l {
@@ -402,7 +417,7 @@ func (c *conn) handleReq(subID string, filters []nostr.Filter) {
 		return
 	}
 	if msg := c.prepareFilters(filters); msg != "" {
-		c.send(frame("CLOSED", subID, msg))
+		c.refuseReq(subID, msg)
 		return
 	}
 	c.mu.Lock()
@@ -445,11 +460,7 @@ func (c *conn) handleReq(subID string, filters []nostr.Filter) {
 		if err != nil {
 			if c.ctx.Err() == nil {
 				r.log.Error("query failed", "filter", f.String(), "err", err)
-				c.send(frame("CLOSED", subID, "error: query failed"))
-				c.mu.Lock()
-				delete(c.subs, subID)
-				c.mu.Unlock()
-				r.m.Subscriptions.Dec()
+				c.refuseReq(subID, "error: query failed")
 			}
 			return
 		}
@@ -490,12 +501,25 @@ func (c *conn) handleCount(subID string, filters []nostr.Filter) {
 	r.m.QuerySeconds.WithLabelValues("count").Observe(time.Since(start).Seconds())
 }
 
+// MaxAuthKeys is how many keys one connection may authenticate as (NIP-42
+// allows several). Every private event is checked against each of them,
+// for every connection, on the one dispatcher goroutine.
+const MaxAuthKeys = 16
+
 func (c *conn) handleAuth(evt *nostr.Event) {
 	now := c.r.Now()
 	reject := func(msg string) {
 		c.ok(evt.ID, false, msg, false)
 	}
+	c.mu.RLock()
+	already, full := slices.Contains(c.authed, evt.PubKey), len(c.authed) >= MaxAuthKeys
+	c.mu.RUnlock()
 	switch {
+	case !c.r.ipEvents.allow(c.ip, now):
+		// An AUTH costs a signature check like an EVENT, and counts as one.
+		reject("rate-limited: slow down")
+	case full && !already:
+		reject(fmt.Sprintf("restricted: a connection may authenticate as at most %d keys", MaxAuthKeys))
 	case evt.Kind != nostr.KindClientAuthentication:
 		reject("invalid: AUTH takes a kind 22242 event")
 	case !evt.CheckID():
@@ -515,7 +539,7 @@ func (c *conn) handleAuth(evt *nostr.Event) {
 			return
 		}
 		c.mu.Lock()
-		if !slices.Contains(c.authed, evt.PubKey) {
+		if !slices.Contains(c.authed, evt.PubKey) && len(c.authed) < MaxAuthKeys {
 			c.authed = append(c.authed, evt.PubKey)
 		}
 		c.mu.Unlock()

@@ -476,3 +476,77 @@ func TestEventWithExtraFields(t *testing.T) {
 	}
 	c.mustPublish(e.event(e.owner, 1, "and the connection still serves"))
 }
+
+// A connection may authenticate as at most relay.MaxAuthKeys keys (each
+// costs the dispatcher a check per private event), and AUTHs count
+// against the per-IP event rate.
+func TestAuthKeysBounded(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.dial()
+	var keys []keypair
+	for range relay.MaxAuthKeys {
+		k := newKey(t)
+		keys = append(keys, k)
+		c.auth(k)
+	}
+	one := func(k keypair) (bool, string) {
+		evt := &nostr.Event{Kind: 22242, CreatedAt: nostr.Now(), Tags: nostr.Tags{{"relay", c.url}, {"challenge", c.challenge}}}
+		if err := evt.Sign(k.sk); err != nil {
+			t.Fatal(err)
+		}
+		c.send("AUTH", evt)
+		return c.ok(evt.ID)
+	}
+	if ok, msg := one(newKey(t)); ok || !strings.HasPrefix(msg, "restricted:") {
+		t.Fatalf("AUTH as key %d: ok=%v %q", relay.MaxAuthKeys+1, ok, msg)
+	}
+	c.auth(keys[3]) // again as a key it has: fine
+	// Still served, as each of its keys.
+	wrap := e.event(newKey(t), 1059, "sealed", nostr.Tag{"p", e.owner.pk}, nostr.Tag{"p", keys[relay.MaxAuthKeys-1].pk})
+	e.dial().mustPublish(wrap)
+	if got := c.req("w", map[string]any{"kinds": []int{1059}}); !slices.Equal(got, []string{wrap.ID}) {
+		t.Fatalf("wrap to the last key authenticated: %v", got)
+	}
+
+	limited := newEnv(t, func(cfg *relay.Config) {
+		cfg.Limits.EventsPerSecondPerIP, cfg.Limits.EventBurstPerIP = 0.001, 2
+	})
+	c = limited.dial()
+	c.auth(newKey(t))
+	c.auth(newKey(t))
+	if ok, msg := one(newKey(t)); ok || !strings.HasPrefix(msg, "rate-limited:") {
+		t.Fatalf("third AUTH with a burst of 2: ok=%v %q", ok, msg)
+	}
+}
+
+// A REQ refused under the id of an open subscription ends that
+// subscription: CLOSED means nothing more arrives under the id. A refused
+// COUNT of the same id leaves the REQ alone.
+func TestRefusedReqClosesTheSubscriptionItReplaces(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.dial()
+	pub := e.dial()
+	c.req("s", map[string]any{"kinds": []int{1}})
+	c.req("t", map[string]any{"kinds": []int{1}})
+	c.req("u", map[string]any{"kinds": []int{1}})
+	if msg := c.closed("REQ", "s", map[string]any{"kinds": []int{1059}}); !strings.HasPrefix(msg, "auth-required:") {
+		t.Fatalf("REQ s for wraps: %q", msg)
+	}
+	if msg := c.closed("REQ", "t", map[string]any{"kinds": "one"}); !strings.HasPrefix(msg, "invalid:") {
+		t.Fatalf("REQ t with a bad filter: %q", msg)
+	}
+	if msg := c.closed("COUNT", "u", map[string]any{"kinds": []int{1059}}); !strings.HasPrefix(msg, "auth-required:") {
+		t.Fatalf("COUNT u for wraps: %q", msg)
+	}
+	note := e.event(e.owner, 1, "after CLOSED")
+	pub.mustPublish(note)
+	m := c.expect("EVENT")
+	if sub := str(t, m[1]); sub != "u" {
+		t.Fatalf("event under %q after its CLOSED", sub)
+	}
+	c.quiet(300 * time.Millisecond)
+	// The connection serves on, and the ids are free again.
+	if got := c.req("s", map[string]any{"kinds": []int{1}}); !slices.Equal(got, []string{note.ID}) {
+		t.Fatalf("REQ s again: %v", got)
+	}
+}
