@@ -130,7 +130,11 @@ exits and leaves the network running: stop it with "anchorchat regtest down".
 Refuses to start if a live network already uses --dir; a state file left by
 a dead run is cleaned up.`)
 	nLND := fs.Int("lnd", 2, "number of LND nodes")
-	nodes := fs.Int("nodes", -1, "number of anchorchat nodes (default 2 when the node hook is wired, else 0)")
+	defNodes := 0
+	if c.startNode != nil {
+		defNodes = 2
+	}
+	nodes := fs.Int("nodes", defNodes, "number of anchorchat nodes (alice, bob, …)")
 	both := fs.Bool("both", false, "open each default channel in both directions")
 	noChan := fs.Bool("no-channels", false, "open no channels")
 	fundBTC := fs.Float64("fund", 10, "BTC sent to each LND")
@@ -143,10 +147,7 @@ a dead run is cleaned up.`)
 		return fmt.Errorf("regtest up: unexpected arguments %q", fs.Args())
 	}
 	if *nodes < 0 {
-		*nodes = 0
-		if c.startNode != nil {
-			*nodes = 2
-		}
+		return fmt.Errorf("regtest up: --nodes %d: want 0 or more", *nodes)
 	}
 	lnds := *nLND
 	if lnds == 0 {

@@ -44,7 +44,7 @@ func bindIdentityFlags(fs *flag.FlagSet) identityFlags {
 	return identityFlags{
 		network:  network,
 		datadir:  datadir,
-		passFile: fs.String("passphrase-file", "", "file holding the passphrase (else $ANCHORCHAT_PASSPHRASE, else a prompt)"),
+		passFile: fs.String("passphrase-file", "", "file holding the passphrase; or set ANCHORCHAT_PASSPHRASE (not both); with neither, a prompt"),
 		logN:     fs.Uint("scrypt-logn", uint(identity.DefaultLogN), "scrypt cost as log2(N) for a newly written keystore (17, the default, unlocks in about 0.3 s here)"),
 	}
 }

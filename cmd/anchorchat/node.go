@@ -28,7 +28,8 @@ Every flag can also be set in the config file (<datadir>/anchorchat.conf, lines
 of "name = value", e.g. "relay.open = true") or in the environment
 (ANCHORCHAT_ and the flag name in capitals with dots and dashes as underscores,
 e.g. ANCHORCHAT_LOG_LEVEL=debug). A flag beats the environment, which beats the
-file.
+file. Only network, datadir and config are not read from the file: they choose
+it, so they come from flags or the environment.
 
 The relay answers websocket clients, the NIP-11 document (Accept:
 application/nostr+json) and /metrics on --listen. The local API for the other
@@ -47,8 +48,8 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 // clientFlags are the flags a client command needs to find its node.
 func clientFlags(fs *flag.FlagSet) (network, datadir *string) {
-	network = fs.String("network", envOr("ANCHORCHAT_NETWORK", "mainnet"), "network of the node to talk to")
-	datadir = fs.String("datadir", os.Getenv("ANCHORCHAT_DATADIR"), "data dir of the node (default ~/.anchorchat/<network>)")
+	network = fs.String("network", envOr("ANCHORCHAT_NETWORK", "mainnet"), "network of the node: mainnet, testnet, signet or regtest (or ANCHORCHAT_NETWORK)")
+	datadir = fs.String("datadir", os.Getenv("ANCHORCHAT_DATADIR"), "data dir of the node (default ~/.anchorchat/<network>; or ANCHORCHAT_DATADIR)")
 	return
 }
 

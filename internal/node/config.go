@@ -96,16 +96,16 @@ func BindFlags(fs *flag.FlagSet) *Config {
 	l := &c.Relay.Limits
 	fs.StringVar(&c.Network, "network", "mainnet", "Bitcoin network: mainnet, testnet, signet or regtest")
 	fs.StringVar(&c.DataDir, "datadir", "", "data directory (default ~/.anchorchat/<network>)")
-	fs.StringVar(&c.ConfigFile, "config", "", "config file of `name = value` lines (default <datadir>/anchorchat.conf)")
+	fs.StringVar(&c.ConfigFile, "config", "", "config file of \"name = value\" lines (default <datadir>/anchorchat.conf)")
 	fs.StringVar(&c.Listen, "listen", "", "relay address, host:port (default 127.0.0.1:4848 on mainnet, 14848 testnet, 24848 signet, 34848 regtest)")
 	fs.StringVar(&c.APIListen, "api.listen", "", "local API address for the CLI, host:port on loopback (default: relay port + 1)")
 	fs.StringVar(&c.LogLevel, "log.level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log.format", "text", "log format: text or json")
-	fs.StringVar(&c.DBSync, "db.sync", "FULL", "SQLite synchronous mode: FULL (an acknowledged event survives power loss) or NORMAL (survives a crash of the process)")
+	fs.StringVar(&c.DBSync, "db.sync", "FULL", "SQLite synchronous mode of the relay's events.db: FULL (an acknowledged event survives power loss) or NORMAL (survives a crash of the process); chat.db runs NORMAL, payments.db and anchor.db FULL")
 	fs.BoolVar(&c.Metrics, "metrics", true, "serve Prometheus metrics at /metrics on the relay address")
 
 	fs.StringVar(&c.Handle, "handle", "", "this user's handle (lowercase letters, digits, _ - .); claimed and served over NIP-05")
-	fs.StringVar(&c.PassphraseFile, "passphrase-file", "", "file holding the identity passphrase (else ANCHORCHAT_PASSPHRASE, else a prompt)")
+	fs.StringVar(&c.PassphraseFile, "passphrase-file", "", "file holding the identity passphrase; or set ANCHORCHAT_PASSPHRASE (not both); with neither, a prompt")
 	fs.Var(&c.DMRelays, "dm-relays", "relays where this user receives DMs, published as kind 10050 (default: this node's relay)")
 	fs.Var(&c.PublishRelays, "publish-relays", "other relays to publish the profile, DM relay list and handle claim to")
 	fs.StringVar(&c.ProfileName, "profile.name", "", "name in the kind 0 profile (default: the handle)")
@@ -179,8 +179,19 @@ func Load(fs *flag.FlagSet, args []string, getenv func(string) string) (*Config,
 	if c.ConfigFile == "" {
 		c.ConfigFile = filepath.Join(c.DataDir, "anchorchat.conf")
 	}
+	network, dataDir, configFile := c.Network, c.DataDir, c.ConfigFile
 	if err := config.ApplyFile(fs, c.ConfigFile, src); err != nil {
 		return nil, err
+	}
+	// These three chose the file; the file cannot change them after the
+	// fact (a regtest node in a mainnet data dir). Repeating them is fine.
+	for _, s := range []struct{ name, before, after string }{
+		{"network", network, c.Network}, {"datadir", dataDir, c.DataDir}, {"config", configFile, c.ConfigFile},
+	} {
+		if src[s.name] == "file" && s.after != s.before {
+			return nil, fmt.Errorf("%s sets %s = %s, but it was read as the config file of %s %s: set %s with --%s or %s%s",
+				configFile, s.name, s.after, s.name, s.before, s.name, s.name, EnvPrefix, strings.ToUpper(s.name))
+		}
 	}
 	if src[flagAllowPrivateFileHosts] == "" && c.Network == "regtest" {
 		c.AllowPrivateFileHosts = true // every regtest node and blob store is on loopback

@@ -76,6 +76,33 @@ func TestConfigPrecedence(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "unknown network") {
 		t.Errorf("bad network: %v", err)
 	}
+
+	// network, datadir and config choose the file: it may repeat them, not
+	// change them (a flag or the environment beats the file anyway).
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	def := filepath.Join(home, ".anchorchat", "mainnet")
+	if err := os.MkdirAll(def, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for conf, wantErr := range map[string]string{
+		"network = mainnet\n":          "",
+		"network = regtest\n":          "sets network = regtest, but it was read as the config file of network mainnet",
+		"datadir = " + def + "\n":      "",
+		"datadir = /elsewhere\n":       "sets datadir = /elsewhere",
+		"config = /elsewhere/x.conf\n": "sets config = /elsewhere/x.conf",
+	} {
+		if err := os.WriteFile(filepath.Join(def, "anchorchat.conf"), []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := node.Load(flag.NewFlagSet("node", flag.ContinueOnError), nil, func(string) string { return "" })
+		switch {
+		case wantErr == "" && (err != nil || cfg.Network != "mainnet" || cfg.DataDir != def):
+			t.Errorf("%q: %v", conf, err)
+		case wantErr != "" && (err == nil || !strings.Contains(err.Error(), wantErr)):
+			t.Errorf("%q: error %v, want %q", conf, err, wantErr)
+		}
+	}
 }
 
 func TestConfigFileHostsAndRelayURL(t *testing.T) {
