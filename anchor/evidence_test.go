@@ -91,8 +91,10 @@ func TestKeptEvidenceOutlivesAFlood(t *testing.T) {
 			t.Fatalf("%+v after the flood: %s %v", q, v, err)
 		}
 	}
-	if v, _ := vf.Check(ctx, Query{Handle: "gina", PubKey: mallory.PublicKey()}); v.Status != Conflict || v.Holder.PubKey != gina.PublicKey() {
-		t.Fatalf("mallory after the flood: %s", v)
+	for _, q := range []Query{{Handle: "gina", PubKey: mallory.PublicKey()}, {PubKey: mallory.PublicKey()}} {
+		if v, _ := vf.Check(ctx, q); v.Status != Conflict || v.Holder == nil || v.Holder.PubKey != gina.PublicKey() {
+			t.Fatalf("mallory %+v after the flood: %s", q, v)
+		}
 	}
 	// Kept once: checking again adds no rows.
 	var n int

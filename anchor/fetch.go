@@ -225,6 +225,35 @@ func (vf *Verifier) Check(ctx context.Context, q Query) (Verdict, error) {
 		}
 		evts, atts = append(evts, e...), append(atts, a...)
 	}
+	if q.Handle == "" && q.PubKey != "" {
+		// A key query: what the node kept is filed by handle, and the
+		// holder's chain need not name this key. Ask again for the
+		// handles this key's claims name (at most 16, like Fetch).
+		seen := map[string]bool{}
+		var kept []*nostr.Event
+		var keptAtts []*Attestation
+		ask := func(claim *nostr.Event) {
+			h := handleTag(claim)
+			if claim.PubKey != q.PubKey || h == "" || seen[h] || len(seen) >= 16 {
+				return
+			}
+			seen[h] = true
+			for _, src := range vf.Sources {
+				if e, a, err := src(ctx, Query{Handle: h}); err == nil {
+					kept, keptAtts = append(kept, e...), append(keptAtts, a...)
+				}
+			}
+		}
+		for _, e := range evts {
+			ask(e)
+		}
+		for _, a := range atts {
+			if a != nil && a.Claim != nil {
+				ask(a.Claim)
+			}
+		}
+		evts, atts = append(kept, evts...), append(keptAtts, atts...)
+	}
 	if len(evts) == 0 && len(atts) == 0 && len(errs) > 0 {
 		return Verdict{}, errors.Join(errs...)
 	}

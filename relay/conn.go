@@ -515,9 +515,6 @@ func (c *conn) handleAuth(evt *nostr.Event) {
 	already, full := slices.Contains(c.authed, evt.PubKey), len(c.authed) >= MaxAuthKeys
 	c.mu.RUnlock()
 	switch {
-	case !c.r.ipEvents.allow(c.ip, now):
-		// An AUTH costs a signature check like an EVENT, and counts as one.
-		reject("rate-limited: slow down")
 	case full && !already:
 		reject(fmt.Sprintf("restricted: a connection may authenticate as at most %d keys", MaxAuthKeys))
 	case evt.Kind != nostr.KindClientAuthentication:

@@ -188,7 +188,10 @@ func Load(fs *flag.FlagSet, args []string, getenv func(string) string) (*Config,
 	for _, s := range []struct{ name, before, after string }{
 		{"network", network, c.Network}, {"datadir", dataDir, c.DataDir}, {"config", configFile, c.ConfigFile},
 	} {
-		if src[s.name] == "file" && s.after != s.before {
+		if s.name == "network" && src["datadir"] != "" {
+			continue // a data dir named outright may hold any network's node (identity create writes its network there)
+		}
+		if src[s.name] == "file" && filepath.Clean(s.after) != filepath.Clean(s.before) {
 			return nil, fmt.Errorf("%s sets %s = %s, but it was read as the config file of %s %s: set %s with --%s or %s%s",
 				configFile, s.name, s.after, s.name, s.before, s.name, s.name, EnvPrefix, strings.ToUpper(s.name))
 		}

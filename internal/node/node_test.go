@@ -103,6 +103,14 @@ func TestConfigPrecedence(t *testing.T) {
 			t.Errorf("%q: error %v, want %q", conf, err, wantErr)
 		}
 	}
+	// A data dir named outright keeps the network its file records
+	// (identity create --network testnet --datadir D writes it there).
+	if err := os.WriteFile(filepath.Join(dir, "anchorchat.conf"), []byte("network = testnet\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err := node.Load(flag.NewFlagSet("node", flag.ContinueOnError), []string{"--datadir", dir}, func(string) string { return "" }); err != nil || cfg.Network != "testnet" {
+		t.Errorf("--datadir with network = testnet in its file: %v", err)
+	}
 }
 
 func TestConfigFileHostsAndRelayURL(t *testing.T) {
