@@ -2,8 +2,10 @@ package anchor
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	"github.com/nbd-wtf/go-nostr"
 )
@@ -36,17 +38,20 @@ func (b *Batcher) KeepEvidence(ctx context.Context, handle string, evts []*nostr
 			want = append(want, e)
 		}
 	}
-	kept, err := b.keptIDs(ctx, handle)
+	missing := func(kept []string) []*nostr.Event {
+		var out []*nostr.Event
+		for _, e := range want {
+			if !slices.Contains(kept, e.ID) {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	kept, err := keptIDs(ctx, b.db, handle)
 	if err != nil {
 		return err
 	}
-	var missing []*nostr.Event
-	for _, e := range want {
-		if !kept[e.ID] {
-			missing = append(missing, e)
-		}
-	}
-	if len(missing) == 0 {
+	if len(missing(kept)) == 0 {
 		return nil
 	}
 
@@ -57,42 +62,23 @@ func (b *Batcher) KeepEvidence(ctx context.Context, handle string, evts []*nostr
 	defer tx.Rollback()
 	// Read again inside the transaction: another verification may have
 	// kept rows since.
-	rows, err := tx.QueryContext(ctx, `SELECT id FROM evidence WHERE handle = ? ORDER BY kept_at, id`, handle)
-	if err != nil {
-		return fmt.Errorf("anchor: keep evidence: %w", err)
+	if kept, err = keptIDs(ctx, tx, handle); err != nil {
+		return err
 	}
-	var n int
+	add := missing(kept)
 	var others []string // kept rows outside this verdict's evidence, oldest first
-	kept = map[string]bool{}
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return fmt.Errorf("anchor: keep evidence: %w", err)
-		}
-		n++
-		kept[id] = true
+	for _, id := range kept {
 		if !inWant[id] {
 			others = append(others, id)
 		}
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("anchor: keep evidence: %w", err)
-	}
-	missing = missing[:0]
-	for _, e := range want {
-		if !kept[e.ID] {
-			missing = append(missing, e)
-		}
-	}
-	for _, id := range others[:min(len(others), max(0, n+len(missing)-MaxEvidencePerHandle))] {
+	for _, id := range others[:min(len(others), max(0, len(kept)+len(add)-MaxEvidencePerHandle))] {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM evidence WHERE handle = ? AND id = ?`, handle, id); err != nil {
 			return fmt.Errorf("anchor: keep evidence: %w", err)
 		}
 	}
 	now := b.cfg.Now().Unix()
-	for _, e := range missing {
+	for _, e := range add {
 		pk := e.PubKey
 		if e.Kind == KindAttestation {
 			a, err := ParseAttestation(e)
@@ -116,19 +102,22 @@ func (b *Batcher) KeepEvidence(ctx context.Context, handle string, evts []*nostr
 	return nil
 }
 
-func (b *Batcher) keptIDs(ctx context.Context, handle string) (map[string]bool, error) {
-	rows, err := b.db.QueryContext(ctx, `SELECT id FROM evidence WHERE handle = ?`, handle)
+// keptIDs lists the ids kept for handle, oldest first.
+func keptIDs(ctx context.Context, db interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}, handle string) ([]string, error) {
+	rows, err := db.QueryContext(ctx, `SELECT id FROM evidence WHERE handle = ? ORDER BY kept_at, id`, handle)
 	if err != nil {
 		return nil, fmt.Errorf("anchor: keep evidence: %w", err)
 	}
 	defer rows.Close()
-	ids := map[string]bool{}
+	var ids []string
 	for rows.Next() {
 		var id string
 		if err := rows.Scan(&id); err != nil {
 			return nil, fmt.Errorf("anchor: keep evidence: %w", err)
 		}
-		ids[id] = true
+		ids = append(ids, id)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("anchor: keep evidence: %w", err)

@@ -228,13 +228,13 @@ func (vf *Verifier) Check(ctx context.Context, q Query) (Verdict, error) {
 	if q.Handle == "" && q.PubKey != "" {
 		// A key query: what the node kept is filed by handle, and the
 		// holder's chain need not name this key. Ask again for the
-		// handles this key's claims name (at most 16, like Fetch).
+		// handles this key's claims name (at most FetchHandles, like Fetch).
 		seen := map[string]bool{}
 		var kept []*nostr.Event
 		var keptAtts []*Attestation
 		ask := func(claim *nostr.Event) {
 			h := handleTag(claim)
-			if claim.PubKey != q.PubKey || h == "" || seen[h] || len(seen) >= 16 {
+			if claim.PubKey != q.PubKey || h == "" || seen[h] || len(seen) >= FetchHandles {
 				return
 			}
 			seen[h] = true

@@ -262,19 +262,24 @@ period). Works when some processes already died. Data and logs stay unless
 		fmt.Fprintln(c.stdout, "stopped")
 	}
 	if *wipe {
-		if err := wipeNetwork(*dir); err != nil {
+		gone, err := wipeNetwork(*dir)
+		if err != nil {
 			return fmt.Errorf("regtest down: wipe: %w", err)
 		}
-		fmt.Fprintf(c.stdout, "wiped %s\n", *dir)
+		if gone {
+			fmt.Fprintf(c.stdout, "wiped %s\n", *dir)
+		} else {
+			fmt.Fprintf(c.stdout, "wiped the network in %s; other files there are kept\n", *dir)
+		}
 	}
 	return nil
 }
 
 // wipeNetwork removes what `up` made in dir, and dir itself if nothing
-// else is left. Anything else stays: the default dir is also the default
-// data dir of `anchorchat node --network regtest`, whose identity and
-// databases are not the harness's to delete.
-func wipeNetwork(dir string) error {
+// else is left (gone). Anything else stays: the default dir is also the
+// default data dir of `anchorchat node --network regtest`, whose identity
+// and databases are not the harness's to delete.
+func wipeNetwork(dir string) (gone bool, err error) {
 	entries := []string{"btcd", "wallet", "nodes", StateFileName}
 	lnds, _ := filepath.Glob(filepath.Join(dir, "lnd-*"))
 	for _, l := range lnds {
@@ -282,16 +287,16 @@ func wipeNetwork(dir string) error {
 	}
 	for _, e := range entries {
 		if err := os.RemoveAll(filepath.Join(dir, e)); err != nil {
-			return err
+			return false, err
 		}
+	}
+	if left, _ := os.ReadDir(dir); len(left) > 0 {
+		return false, nil
 	}
 	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-		if left, _ := os.ReadDir(dir); len(left) > 0 {
-			return nil // someone else's files: kept
-		}
-		return err
+		return false, err
 	}
-	return nil
+	return true, nil
 }
 
 func (c *cli) loadLive(dir string) (*State, error) {

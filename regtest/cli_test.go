@@ -192,8 +192,8 @@ func TestWipeKeepsOthersFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := runCLI(t, "down", "--dir", dir, "--wipe"); err != nil {
-		t.Fatal(err)
+	if out, err := runCLI(t, "down", "--dir", dir, "--wipe"); err != nil || !strings.Contains(out, "other files there are kept") {
+		t.Fatalf("down --wipe with a node's files there: %v %q", err, out)
 	}
 	left, err := os.ReadDir(dir)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/nbd-wtf/go-nostr"
 )
@@ -266,6 +267,13 @@ func (s *Store) buildQuery(f nostr.Filter, v Visibility, count bool) (builtQuery
 			continue // nostr.Filter.Matches ignores nil value lists
 		}
 		if len(name) != 1 || len(vals) == 0 {
+			return builtQuery{}, false
+		}
+		// Stored values are valid UTF-8 (the relay refuses others), so an
+		// invalid one matches nothing; dropped here, it cannot come back
+		// as U+FFFD through a long list's JSON either.
+		vals = slices.DeleteFunc(slices.Clone(vals), func(v string) bool { return !utf8.ValidString(v) })
+		if len(vals) == 0 {
 			return builtQuery{}, false
 		}
 		tags = append(tags, tagCond{name, uniq(vals)})

@@ -327,6 +327,17 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 // more than maxCachedArgs arguments are not cached: their shapes rarely
 // repeat.
 func (s *Store) readStmt(ctx context.Context, query string, nargs int) (*sql.Stmt, bool, error) {
+	if nargs > maxCachedArgs {
+		// Not cached, so prepared without holding up the cache's users.
+		s.stmtMu.Lock()
+		closed := s.stmts == nil
+		s.stmtMu.Unlock()
+		if closed {
+			return nil, false, ErrClosed
+		}
+		st, err := s.rdb.PrepareContext(ctx, query)
+		return st, false, err
+	}
 	s.stmtMu.Lock()
 	defer s.stmtMu.Unlock()
 	if s.stmts == nil {
@@ -341,7 +352,7 @@ func (s *Store) readStmt(ctx context.Context, query string, nargs int) (*sql.Stm
 	}
 	// Filter shapes repeat heavily in practice; keep the cache bounded and never
 	// evict (a statement may be in use by another goroutine).
-	if len(s.stmts) >= maxCachedStmts || nargs > maxCachedArgs {
+	if len(s.stmts) >= maxCachedStmts {
 		return st, false, nil
 	}
 	s.stmts[query] = st

@@ -1191,6 +1191,17 @@ func TestLongValueLists(t *testing.T) {
 			t.Fatalf("count %d (%v), want %d", n, err, len(want))
 		}
 	}
+	// An invalid UTF-8 value matches nothing, whatever the list's length
+	// (in JSON it would become U+FFFD).
+	fffd := ev(t, b, 1, 9, nostr.Tags{{"t", "bad\uFFFD"}}, "fffd")
+	mustSave(t, s, fffd)
+	for _, n := range []int{1, maxInlineValues + 1} {
+		f := nostr.Filter{Tags: nostr.TagMap{"t": append([]string{"bad\xff"}, long(n, "v-none")[1:]...)}}
+		if got, err := s.Query(ctx, f, Visibility{}); err != nil || len(got) != 0 {
+			t.Fatalf("invalid UTF-8 in a list of %d: %d events (%v), want none", n, len(got), err)
+		}
+	}
+
 	cached := len(s.stmts)
 	for n := range 20 {
 		// written out (more arguments than are cached), and as JSON

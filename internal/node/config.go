@@ -183,18 +183,24 @@ func Load(fs *flag.FlagSet, args []string, getenv func(string) string) (*Config,
 	if err := config.ApplyFile(fs, c.ConfigFile, src); err != nil {
 		return nil, err
 	}
-	// These three chose the file; the file cannot change them after the
-	// fact (a regtest node in a mainnet data dir). Repeating them is fine.
-	for _, s := range []struct{ name, before, after string }{
-		{"network", network, c.Network}, {"datadir", dataDir, c.DataDir}, {"config", configFile, c.ConfigFile},
-	} {
-		if s.name == "network" && src["datadir"] != "" {
-			continue // a data dir named outright may hold any network's node (identity create writes its network there)
+	// These three chose the file, which may repeat them but not move the
+	// node after the fact (a regtest node in the mainnet data dir). A data
+	// dir named outright may record its network (identity create writes
+	// it there).
+	moved := func(name, before, after string) error {
+		if src[name] != "file" || filepath.Clean(after) == filepath.Clean(before) {
+			return nil
 		}
-		if src[s.name] == "file" && filepath.Clean(s.after) != filepath.Clean(s.before) {
-			return nil, fmt.Errorf("%s sets %s = %s, but it was read as the config file of %s %s: set %s with --%s or %s%s",
-				configFile, s.name, s.after, s.name, s.before, s.name, s.name, EnvPrefix, strings.ToUpper(s.name))
+		return fmt.Errorf("%s sets %s = %s, but it was read as the config file of %s %s: set %s with --%s or %s%s",
+			configFile, name, after, name, before, name, name, EnvPrefix, strings.ToUpper(name))
+	}
+	if src["datadir"] == "" {
+		if err := moved("network", network, c.Network); err != nil {
+			return nil, err
 		}
+	}
+	if err := errors.Join(moved("datadir", dataDir, c.DataDir), moved("config", configFile, c.ConfigFile)); err != nil {
+		return nil, err
 	}
 	if src[flagAllowPrivateFileHosts] == "" && c.Network == "regtest" {
 		c.AllowPrivateFileHosts = true // every regtest node and blob store is on loopback
