@@ -63,7 +63,7 @@ typedef struct {
 	sqlite3 *db;
 	char *sql[B_NSHAPES][3]; // prefix, row, suffix
 	sqlite3_stmt *st[B_NSHAPES][B_MAXROWS + 1];
-	sqlite3_stmt *savepoint, *release, *rollback;
+	sqlite3_stmt *unclaim; // DELETE FROM recent_ids WHERE id = ?1 AND seq = ?2
 	unsigned char *buf; // the loaded run's ids, pubkeys, raw JSON and tag strings
 	size_t cap;
 } bulk;
@@ -125,13 +125,19 @@ static int bulk_exec(sqlite3_stmt *st) {
 #define B_META 8
 
 // bulk_insert stores the plain events [start, n) in chunks of up to
-// B_MAXROWS, event i with seq seq0 + i - start: in each chunk, under a
-// savepoint, their ids go into recent_ids (unless stored or deleted), then
-// their rows and tag rows. It returns the index after the last event it
-// stored; less than n means the chunk starting there claimed fewer ids than
-// it has events, was rolled back, and is left to the caller. On an SQLite
-// error it returns -1 with *rc set (the savepoint may be left open: the
-// caller rolls the transaction back).
+// B_MAXROWS, event i with seq seq0 + i - start: in each chunk, their ids go
+// into recent_ids (unless stored or deleted), then their rows and tag rows.
+// It returns the index after the last event it stored; less than n means
+// the chunk starting there claimed fewer ids than it has events, had its
+// claims taken back, and is left to the caller. On an SQLite error it
+// returns -1 with *rc set, and -2 if a chunk's claims went in but not all its
+// rows did; either way the caller rolls the transaction back.
+//
+// No statement here can abort half done on a constraint (the claims and tag
+// rows are INSERT OR IGNORE, the event rows are checked by count), so SQLite
+// keeps no statement journal for them: a multi-row INSERT that may abort
+// copies every existing page it touches into one first, and a savepoint per
+// chunk did the same for the claims.
 static int bulk_insert(bulk *b, int start, int n, int64_t seq0, const int64_t *meta, const int64_t *tags, int *rc) {
 	const unsigned char *buf = b->buf;
 	sqlite3_stmt *st;
@@ -142,7 +148,6 @@ static int bulk_insert(bulk *b, int start, int n, int64_t seq0, const int64_t *m
 		const int64_t *ev = meta + (size_t)done * B_META;
 		int64_t seq = seq0 + (done - start);
 		int brc = B_OK;
-		if ((*rc = bulk_exec(b->savepoint)) != B_OK) return -1;
 		if ((*rc = bulk_stmt(b, B_CLAIM, m, &st)) != B_OK) return -1;
 		for (int i = 0; i < m; i++) {
 			const int64_t *e = ev + (size_t)i * B_META;
@@ -152,11 +157,17 @@ static int bulk_insert(bulk *b, int start, int n, int64_t seq0, const int64_t *m
 		if (brc != B_OK) { *rc = brc; return -1; }
 		if ((*rc = bulk_exec(st)) != B_OK) return -1;
 		if (sqlite3_changes(b->db) != m) {
-			if ((*rc = bulk_exec(b->rollback)) != B_OK) return -1;
-			if ((*rc = bulk_exec(b->release)) != B_OK) return -1;
+			// Take back the claims this chunk made: each is its id with its
+			// own seq, which no other row has.
+			for (int i = 0; i < m; i++) {
+				const int64_t *e = ev + (size_t)i * B_META;
+				brc |= sqlite3_bind_blob(b->unclaim, 1, buf + e[4], 32, 0);
+				brc |= sqlite3_bind_int64(b->unclaim, 2, seq + i);
+				if (brc != B_OK) { *rc = brc; return -1; }
+				if ((*rc = bulk_exec(b->unclaim)) != B_OK) return -1;
+			}
 			return done;
 		}
-		if ((*rc = bulk_exec(b->release)) != B_OK) return -1;
 		if ((*rc = bulk_stmt(b, B_EVENTS, m, &st)) != B_OK) return -1;
 		int ntags = 0;
 		for (int i = 0; i < m; i++) {
@@ -174,6 +185,7 @@ static int bulk_insert(bulk *b, int start, int n, int64_t seq0, const int64_t *m
 		}
 		if (brc != B_OK) { *rc = brc; return -1; }
 		if ((*rc = bulk_exec(st)) != B_OK) return -1;
+		if (sqlite3_changes(b->db) != m) return -2; // a row claimed but not stored: a bug
 		// Tag rows, B_MAXROWS per statement, each with its event's seq and created_at.
 		const int64_t *tag = tags + (size_t)ev[7] * 4;
 		int ei = 0, left = (int)ev[6];
@@ -217,10 +229,7 @@ static int bulk_prepare(bulk *b, const char *sql, sqlite3_stmt **st) {
 }
 
 static int bulk_init(bulk *b) {
-	int rc;
-	if ((rc = bulk_prepare(b, "SAVEPOINT bulk", &b->savepoint)) != B_OK) return rc;
-	if ((rc = bulk_prepare(b, "RELEASE bulk", &b->release)) != B_OK) return rc;
-	return bulk_prepare(b, "ROLLBACK TO bulk", &b->rollback);
+	return bulk_prepare(b, "DELETE FROM recent_ids WHERE id = ?1 AND seq = ?2", &b->unclaim);
 }
 
 static const char *bulk_errmsg(bulk *b) { return sqlite3_errmsg(b->db); }
@@ -230,9 +239,7 @@ static void bulk_free(bulk *b) {
 		for (int n = 0; n <= B_MAXROWS; n++) sqlite3_finalize(b->st[s][n]);
 		for (int i = 0; i < 3; i++) free(b->sql[s][i]);
 	}
-	sqlite3_finalize(b->savepoint);
-	sqlite3_finalize(b->release);
-	sqlite3_finalize(b->rollback);
+	sqlite3_finalize(b->unclaim);
 	free(b->buf);
 	free(b);
 }
@@ -243,6 +250,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"sync"
 	"unsafe"
 )
@@ -291,9 +299,11 @@ func newBulk(ctx context.Context, conn *sql.Conn) (*bulk, error) {
 		shape            C.int
 		pre, row, suffix string
 	}{
-		{C.B_CLAIM, `INSERT INTO recent_ids(id, seq) SELECT column1, column2 FROM (VALUES `, `(?, ?)`,
-			`) WHERE ` + claimable(`column1`) + ` ON CONFLICT(id) DO NOTHING`},
-		{C.B_EVENTS, insertEvents, eventValues, ``},
+		{C.B_CLAIM, `INSERT OR IGNORE INTO recent_ids(id, seq) SELECT column1, column2 FROM (VALUES `, `(?, ?)`,
+			`) WHERE ` + claimable(`column1`)},
+		// OR IGNORE only so that SQLite keeps no statement journal: the
+		// rows are counted, and any row missing fails the run.
+		{C.B_EVENTS, `INSERT OR IGNORE` + strings.TrimPrefix(insertEvents, `INSERT`), eventValues, ``},
 		{C.B_TAGS, insertTags, tagValues, ``},
 	}
 	for _, s := range shapes {
@@ -370,7 +380,10 @@ func (b *bulk) insert(start int, seq int64) (int, error) {
 	var rc C.int
 	n := C.bulk_insert(b.b, C.int(start), C.int(len(b.meta)/bulkMeta), C.int64_t(seq),
 		(*C.int64_t)(unsafe.Pointer(&b.meta[0])), (*C.int64_t)(unsafe.Pointer(&b.tags[0])), &rc)
-	if n < 0 {
+	switch {
+	case n == -2:
+		return 0, fmt.Errorf("bulk insert: fewer event rows stored than ids claimed")
+	case n < 0:
 		return 0, b.err(rc, "insert")
 	}
 	return int(n), nil

@@ -500,8 +500,8 @@ func (r *request) plain() bool {
 
 // insertRun stores the plain events batch[run[i]] through bulk, in chunks
 // claimed optimistically: a chunk with an id that is not claimed (already
-// stored, in deleted_ids, or twice in the chunk) is rolled back to its
-// savepoint and goes through apply one event at a time, which sorts out each
+// stored, in deleted_ids, or twice in the chunk) has the claims it made taken
+// back and goes through apply one event at a time, which sorts out each
 // outcome; the chunks after it go back to bulk.
 func (w *writer) insertRun(batch []*request, run []int, results []error) error {
 	if len(run) == 0 {
