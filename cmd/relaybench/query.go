@@ -98,6 +98,15 @@ func fillStore(ctx context.Context, path string, n int) (*fillInfo, error) {
 
 func ptr[T any](v T) *T { return &v }
 
+// pick returns n distinct elements of from, chosen at random.
+func pick(r *rand.Rand, from []string, n int) []string {
+	out := make([]string, 0, n)
+	for _, i := range r.Perm(len(from))[:n] {
+		out = append(out, from[i])
+	}
+	return out
+}
+
 // rotate returns keys starting at offset, so event j is signed by keys[j % len].
 func rotate(keys []keypair, offset int) []keypair {
 	o := offset % len(keys)
@@ -128,6 +137,16 @@ func queries(ctx context.Context, url string, fill *fillInfo, n int) ([]queryRes
 		}},
 		{"#p limit 100", func() map[string]any {
 			return map[string]any{"#p": []string{fill.authors[r.IntN(len(fill.authors))]}, "limit": 100}
+		}},
+		// A home feed: the authors a user follows. 20 authors and a kind are
+		// more SQL arguments than the store caches a statement for, so
+		// each of these REQs prepares its statement; over 256 authors, the
+		// list is bound as one JSON array.
+		{"follow list: 20 authors+kinds limit 100", func() map[string]any {
+			return map[string]any{"authors": pick(r, fill.authors, 20), "kinds": []int{1}, "limit": 100}
+		}},
+		{"follow list: 500 authors+kinds limit 100", func() map[string]any {
+			return map[string]any{"authors": pick(r, fill.authors, 500), "kinds": []int{1}, "limit": 100}
 		}},
 		{"ids (10 ids)", func() map[string]any {
 			ids := make([]string, 10)
