@@ -40,13 +40,23 @@ type identityFlags struct {
 }
 
 func bindIdentityFlags(fs *flag.FlagSet) identityFlags {
+	return bindSomeIdentityFlags(fs, true, true)
+}
+
+// bindSomeIdentityFlags binds the network and data dir flags, and the
+// passphrase and scrypt flags only for a command that uses them (the others
+// keep their defaults), so that --help lists what the command reads.
+func bindSomeIdentityFlags(fs *flag.FlagSet, pass, logN bool) identityFlags {
 	network, datadir := clientFlags(fs)
-	return identityFlags{
-		network:  network,
-		datadir:  datadir,
-		passFile: fs.String("passphrase-file", "", "file holding the passphrase; or set ANCHORCHAT_PASSPHRASE (not both); with neither, a prompt"),
-		logN:     fs.Uint("scrypt-logn", uint(identity.DefaultLogN), "scrypt cost as log2(N) for a newly written keystore (17, the default, unlocks in about 0.3 s here)"),
+	f := identityFlags{network: network, datadir: datadir, passFile: new(string), logN: new(uint)}
+	*f.logN = uint(identity.DefaultLogN)
+	if pass {
+		fs.StringVar(f.passFile, "passphrase-file", "", "file holding the passphrase; or set ANCHORCHAT_PASSPHRASE (not both); with neither, a prompt")
 	}
+	if logN {
+		fs.UintVar(f.logN, "scrypt-logn", uint(identity.DefaultLogN), "scrypt cost as log2(N) for a newly written keystore (17, the default, unlocks in about 0.3 s here)")
+	}
+	return f
 }
 
 func (f identityFlags) dir() (string, error) {
@@ -209,8 +219,12 @@ func runID(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	sub, args := args[0], args[1:]
-	fs := newFlagSet("id "+sub, "id "+sub+" [flags]", idHelp, stderr)
-	f := bindIdentityFlags(fs)
+	help, ok := idSubs[sub]
+	if !ok {
+		return fmt.Errorf("unknown id subcommand %q (show, export, import, passwd)", sub)
+	}
+	fs := newFlagSet("id "+sub, help.synopsis, help.text, stderr)
+	f := bindSomeIdentityFlags(fs, help.pass, help.logN)
 	switch sub {
 	case "show":
 		if err := fs.Parse(args); err != nil {
@@ -240,9 +254,28 @@ func runID(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		return idPasswd(ctx, f, *newFile, stdout)
-	default:
-		return fmt.Errorf("unknown id subcommand %q (show, export, import, passwd)", sub)
 	}
+	return nil // not reached: idSubs has the same names as the cases
+}
+
+// idSubs is each id subcommand's help, and which of the passphrase and
+// scrypt flags it takes.
+var idSubs = map[string]struct {
+	synopsis, text string
+	pass, logN     bool
+}{
+	"show": {synopsis: "id show [flags]", text: "Prints the npub, hex public key, fingerprint and handle. No passphrase needed."},
+	"export": {synopsis: "id export [--nsec --i-understand-this-reveals-my-key] [flags]", pass: true,
+		text: "Prints the encrypted key (ncryptsec) for a backup; no passphrase needed. With --nsec and\n" +
+			"--i-understand-this-reveals-my-key it asks for the passphrase and prints the plain nsec."},
+	"import": {synopsis: "id import --key-file F [--handle H] [flags]", pass: true, logN: true,
+		text: "Creates the identity from an existing key (hex, nsec or ncryptsec) read from a file, or\n" +
+			"from stdin with --key-file -; keys never go on the command line. It is stored as an\n" +
+			"ncryptsec under a new passphrase (asked twice); an imported ncryptsec is re-encrypted\n" +
+			"under its own passphrase, which must pass the same policy."},
+	"passwd": {synopsis: "id passwd [--new-passphrase-file F] [flags]", pass: true, logN: true,
+		text: "Re-encrypts the keystore under a new passphrase (from --new-passphrase-file, else a\n" +
+			"prompt asked twice). Restart the node with the new one."},
 }
 
 func idShow(f identityFlags, stdout io.Writer) error {

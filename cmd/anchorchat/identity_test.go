@@ -226,3 +226,35 @@ func TestNodeIdentityAndNoSecretsInLogs(t *testing.T) {
 		}
 	}
 }
+
+// Each id subcommand's --help describes that subcommand and lists only the
+// flags it reads.
+func TestIDSubcommandHelp(t *testing.T) {
+	for _, c := range []struct {
+		sub       string
+		want, not []string
+	}{
+		{"show", []string{"Usage: anchorchat id show", "fingerprint", "-datadir"}, []string{"-passphrase-file", "-scrypt-logn", "id passwd", "Re-encrypts"}},
+		{"export", []string{"Usage: anchorchat id export", "-nsec", "-passphrase-file"}, []string{"-scrypt-logn", "Re-encrypts"}},
+		{"import", []string{"Usage: anchorchat id import --key-file", "-key-file", "-scrypt-logn", "-passphrase-file"}, []string{"-nsec", "Re-encrypts"}},
+		{"passwd", []string{"Usage: anchorchat id passwd", "Re-encrypts", "-new-passphrase-file", "-scrypt-logn"}, []string{"-key-file", "ncryptsec)"}},
+	} {
+		out, err := cli(t, nil, "id", c.sub, "--help")
+		if err != nil {
+			t.Fatalf("id %s --help: %v\n%s", c.sub, err, out)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("id %s --help lacks %q:\n%s", c.sub, w, out)
+			}
+		}
+		for _, n := range c.not {
+			if strings.Contains(out, n) {
+				t.Errorf("id %s --help shows %q, which is not this subcommand's:\n%s", c.sub, n, out)
+			}
+		}
+	}
+	if out, err := cli(t, nil, "id", "frob"); err == nil || !strings.Contains(out, `unknown id subcommand "frob"`) {
+		t.Fatalf("id frob: %v\n%s", err, out)
+	}
+}
