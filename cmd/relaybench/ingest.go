@@ -35,16 +35,15 @@ func ingest(ctx context.Context, url string, owner keypair, n, conns, window int
 		frames[i], _ = json.Marshal([]any{"EVENT", evts[i]})
 	}
 
-	// Each connection's OKs are matched to its EVENTs in the order they
-	// were sent (the relay answers in commit order), so the clients spend
-	// no CPU on a map of ids; an OK out of order is found by a scan of the
-	// window.
+	// Each connection's OKs are matched to its EVENTs in sending order
+	// (sendOrder), so the clients spend no CPU on a map of ids.
 	type connState struct {
 		ws     *gws.Conn
 		bc     *batchConn
 		mine   []int          // indexes into evts, in sending order
 		sentAt []atomic.Int64 // by position in mine: when it was queued, in ns since start
 		window chan struct{}
+		done   chan struct{} // closed when the reader stops, so a waiting writer stops too
 	}
 	var (
 		wg        sync.WaitGroup
@@ -77,7 +76,7 @@ func ingest(ctx context.Context, url string, owner keypair, n, conns, window int
 		for i := c; i < n; i += conns {
 			mine = append(mine, i)
 		}
-		states[c] = &connState{ws: ws, bc: bc, mine: mine, sentAt: make([]atomic.Int64, len(mine)), window: make(chan struct{}, window)}
+		states[c] = &connState{ws: ws, bc: bc, mine: mine, sentAt: make([]atomic.Int64, len(mine)), window: make(chan struct{}, window), done: make(chan struct{})}
 	}
 	u0 := readUsage()
 	start := time.Now()
@@ -94,7 +93,11 @@ func ingest(ctx context.Context, url string, owner keypair, n, conns, window int
 					if st.bc.flush() != nil {
 						return
 					}
-					st.window <- struct{}{}
+					select {
+					case st.window <- struct{}{}:
+					case <-st.done:
+						return
+					}
 				}
 				st.sentAt[k].Store(int64(time.Since(start)))
 				if err := st.ws.WriteMessage(gws.TextMessage, frames[i]); err != nil {
@@ -108,11 +111,11 @@ func ingest(ctx context.Context, url string, owner keypair, n, conns, window int
 		}()
 		go func() {
 			defer wg.Done()
+			defer close(st.done)
 			local := make([]time.Duration, 0, len(mine))
 			ok := 0
 			var buf bytes.Buffer
-			acked := make([]bool, len(mine))
-			head := 0 // the first position not yet acknowledged
+			order := newSendOrder(len(mine), func(k int) string { return evts[mine[k]].ID })
 			for got := 0; got < len(mine); {
 				_, rd, err := st.ws.NextReader()
 				if err == nil {
@@ -129,19 +132,12 @@ func ingest(ctx context.Context, url string, owner keypair, n, conns, window int
 				if !isOK {
 					continue
 				}
-				k := head
-				for k < len(mine) && (acked[k] || evts[mine[k]].ID != id) {
-					k++
-				}
-				if k == len(mine) {
+				k, sent := order.ack(id)
+				if !sent {
 					latMu.Lock()
-					firstErr = fmt.Errorf("an OK for an event this connection did not send: %q", id)
+					firstErr = fmt.Errorf("an OK for an event this connection did not send, or twice: %q", id)
 					latMu.Unlock()
 					return
-				}
-				acked[k] = true
-				for head < len(mine) && acked[head] {
-					head++
 				}
 				got++
 				<-st.window
@@ -170,6 +166,40 @@ func ingest(ctx context.Context, url string, owner keypair, n, conns, window int
 	}
 	p50, p99 := percentiles(latencies)
 	return ingestResult{n: accepted, rate: float64(accepted) / elapsed.Seconds(), p50: p50, p99: p99, usage: used}, nil
+}
+
+// sendOrder matches a connection's OKs to its EVENTs. The relay answers in
+// commit order, so an OK is almost always for the oldest event not yet
+// acknowledged; one out of order is found by a scan from there.
+type sendOrder struct {
+	ids   []string // in sending order
+	acked []bool
+	head  int // the first position not yet acknowledged
+}
+
+func newSendOrder(n int, id func(k int) string) *sendOrder {
+	s := &sendOrder{ids: make([]string, n), acked: make([]bool, n)}
+	for k := range s.ids {
+		s.ids[k] = id(k)
+	}
+	return s
+}
+
+// ack marks the event with this id acknowledged and returns its position;
+// false if no unacknowledged event has it.
+func (s *sendOrder) ack(id string) (int, bool) {
+	k := s.head
+	for k < len(s.ids) && (s.acked[k] || s.ids[k] != id) {
+		k++
+	}
+	if k == len(s.ids) {
+		return 0, false
+	}
+	s.acked[k] = true
+	for s.head < len(s.ids) && s.acked[s.head] {
+		s.head++
+	}
+	return k, true
 }
 
 // parseOK reads an ["OK",<id>,<bool>,<message>] frame without a JSON
