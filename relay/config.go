@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"net/netip"
 	"time"
 )
 
@@ -30,6 +31,13 @@ type Config struct {
 	// Aliases are more public URLs of the relay (an onion address, a LAN
 	// name) that an AUTH may name.
 	Aliases []string
+
+	// TrustedProxies are the addresses of reverse proxies in front of the
+	// relay. A connection from one of them is held to the per-IP limits of
+	// the client its X-Forwarded-For names: the rightmost address there that
+	// is not itself a trusted proxy. From any other peer the header is
+	// ignored. Empty (the default): the limits apply to the TCP peer.
+	TrustedProxies []netip.Prefix
 
 	// Owner is the hex pubkey of the node's user. Owner and Allow may publish
 	// anything; anyone may deliver gift wraps (kind 1059) p-tagged to them.

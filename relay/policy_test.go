@@ -1,10 +1,14 @@
 package relay_test
 
 import (
+	"context"
+	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/nbd-wtf/go-nostr"
 
 	"github.com/anchorchat/anchorchat/relay"
@@ -98,4 +102,84 @@ func sign(t *testing.T, evt *nostr.Event, k keypair) {
 	if err := evt.Sign(k.sk); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// tryDial opens a websocket with an X-Forwarded-For header (none if xff is
+// empty) and returns the HTTP status of a refusal, 0 if it was accepted.
+func tryDial(t *testing.T, e *env, xff string) int {
+	t.Helper()
+	h := http.Header{}
+	if xff != "" {
+		h.Set("X-Forwarded-For", xff)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ws, resp, err := websocket.Dial(ctx, e.url, &websocket.DialOptions{HTTPHeader: h})
+	if err != nil {
+		if resp == nil {
+			t.Fatalf("dial with X-Forwarded-For %q: %v", xff, err)
+		}
+		return resp.StatusCode
+	}
+	t.Cleanup(func() { ws.CloseNow() })
+	return 0
+}
+
+func TestConnectionsPerIP(t *testing.T) {
+	e := newEnv(t, func(cfg *relay.Config) { cfg.Limits.MaxConnectionsPerIP = 2 })
+	// No trusted proxy: X-Forwarded-For is the client's own say, ignored.
+	if s := tryDial(t, e, "203.0.113.1"); s != 0 {
+		t.Fatalf("first connection refused: %d", s)
+	}
+	c := e.dial()
+	if s := tryDial(t, e, "203.0.113.2"); s != http.StatusTooManyRequests {
+		t.Fatalf("third connection from 127.0.0.1 (claiming another address): status %d, want 429", s)
+	}
+	// Closing one frees its place.
+	c.ws.Close(websocket.StatusNormalClosure, "")
+	deadline := time.Now().Add(5 * time.Second)
+	for tryDial(t, e, "") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a closed connection's place was not freed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestTrustedProxy(t *testing.T) {
+	e := newEnv(t, func(cfg *relay.Config) {
+		cfg.Limits.MaxConnectionsPerIP = 1
+		cfg.Limits.EventsPerSecondPerIP, cfg.Limits.EventBurstPerIP = 0.001, 1
+		cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("10.0.0.0/8")}
+	})
+	for _, c := range []struct {
+		xff  string
+		want int
+		why  string
+	}{
+		{"203.0.113.1", 0, "a client through the proxy"},
+		{"203.0.113.2", 0, "another client through the proxy"},
+		{"198.51.100.9, 203.0.113.1", http.StatusTooManyRequests, "the first client again: the proxy appended its address; the client's own entry to the left is not believed"},
+		{"203.0.113.3, 10.1.2.3", 0, "a client behind two proxies, both trusted"},
+		{"203.0.113.3", http.StatusTooManyRequests, "that client again"},
+		{"", 0, "the proxy itself, with no header"},
+		{"not-an-address", http.StatusTooManyRequests, "a header that is not an address counts as the proxy"},
+		{"::ffff:203.0.113.2", http.StatusTooManyRequests, "an IPv4-mapped IPv6 address is the IPv4 address"},
+	} {
+		if s := tryDial(t, e, c.xff); s != c.want {
+			t.Fatalf("X-Forwarded-For %q (%s): status %d, want %d", c.xff, c.why, s, c.want)
+		}
+	}
+	// The event buckets are per client too.
+	e2 := newEnv(t, func(cfg *relay.Config) {
+		cfg.Limits.EventsPerSecondPerIP, cfg.Limits.EventBurstPerIP = 0.001, 1
+		cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	})
+	via := func(xff string) *client {
+		return e2.dialOpts(&websocket.DialOptions{HTTPHeader: http.Header{"X-Forwarded-For": {xff}}})
+	}
+	a, b := via("203.0.113.1"), via("203.0.113.2")
+	a.mustPublish(e2.event(e2.owner, 1, "from a"))
+	b.mustPublish(e2.event(e2.owner, 1, "from b"))
+	a.refused(e2.event(e2.owner, 1, "a again"), "rate-limited:")
 }

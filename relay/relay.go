@@ -139,16 +139,53 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	fmt.Fprintf(w, "%s: a Nostr relay. Connect with a websocket client; NIP-11 document with Accept: application/nostr+json.\n", r.cfg.Name)
 }
 
-func clientIP(req *http.Request) string {
-	host, _, err := net.SplitHostPort(req.RemoteAddr)
+// clientIP is the address a connection's per-IP limits apply to: its TCP
+// peer, or, when the peer is a trusted proxy (Config.TrustedProxies), the
+// rightmost address in X-Forwarded-For that is not a trusted proxy. Each
+// proxy appends the address it was connected from, so the addresses left of
+// that one are the client's own say and are not believed. An entry that is
+// not an address ends the walk at the last trusted hop.
+func (r *Relay) clientIP(req *http.Request) string {
+	ap, err := netip.ParseAddrPort(req.RemoteAddr)
 	if err != nil {
-		return req.RemoteAddr
+		host, _, err := net.SplitHostPort(req.RemoteAddr)
+		if err != nil {
+			return req.RemoteAddr
+		}
+		return host
 	}
-	return host
+	ip := ap.Addr().Unmap()
+	if !r.trustedProxy(ip) {
+		return ip.String()
+	}
+	var hops []string
+	for _, v := range req.Header.Values("X-Forwarded-For") {
+		hops = append(hops, strings.Split(v, ",")...)
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break
+		}
+		ip = hop.Unmap()
+		if !r.trustedProxy(ip) {
+			break
+		}
+	}
+	return ip.String()
+}
+
+func (r *Relay) trustedProxy(ip netip.Addr) bool {
+	for _, p := range r.cfg.TrustedProxies {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *Relay) serveWebsocket(w http.ResponseWriter, req *http.Request) {
-	ip := clientIP(req)
+	ip := r.clientIP(req)
 	r.mu.Lock()
 	if r.ctx.Err() != nil {
 		r.mu.Unlock()

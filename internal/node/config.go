@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -66,6 +67,7 @@ type Config struct {
 	owner   string
 	allow   config.StringList
 	aliases config.StringList
+	proxies config.StringList
 }
 
 // LNDConfig is how the node reaches the user's LND.
@@ -138,6 +140,7 @@ func BindFlags(fs *flag.FlagSet) *Config {
 	fs.BoolVar(&c.Relay.Open, "relay.open", false, "accept events from anyone (a public relay); private mail stays private")
 	fs.StringVar(&c.Relay.URL, "relay.url", "", "public websocket URL of the relay, ws:// or wss://: NIP-42 AUTH may name it and file messages name blobs under it; set it behind a proxy (default: the address a client connects to)")
 	fs.Var(&c.aliases, "relay.alias", "more public websocket URLs of the relay (an onion address, a LAN name), comma-separated, that NIP-42 AUTH may name")
+	fs.Var(&c.proxies, "relay.trusted-proxy", "addresses or CIDR ranges of reverse proxies in front of the relay, comma-separated: a connection from one is rate-limited by the client address it appends to X-Forwarded-For (default: none; the header is ignored)")
 	fs.StringVar(&c.Relay.Name, "relay.name", c.Relay.Name, "relay name in the NIP-11 document")
 	fs.StringVar(&c.Relay.Contact, "relay.contact", "", "contact in the NIP-11 document")
 	fs.IntVar(&l.MaxMessageLength, "relay.max-message-length", l.MaxMessageLength, "largest websocket frame in bytes; larger ones are refused")
@@ -294,6 +297,14 @@ func (c *Config) Resolve() error {
 		}
 		c.Relay.Aliases = append(c.Relay.Aliases, a)
 	}
+	c.Relay.TrustedProxies = c.Relay.TrustedProxies[:0]
+	for _, p := range c.proxies {
+		prefix, err := parseProxy(p)
+		if err != nil {
+			return fmt.Errorf("relay.trusted-proxy: %w", err)
+		}
+		c.Relay.TrustedProxies = append(c.Relay.TrustedProxies, prefix)
+	}
 	if c.Relay.Limits.MaxMessageLength < 1024 {
 		return errors.New("relay.max-message-length must be at least 1024 bytes")
 	}
@@ -362,4 +373,25 @@ func publicHTTPBase(wsURL string) (string, error) {
 		return "", fmt.Errorf("%q: want ws[s]://host[:port][/path], without user, query or fragment", wsURL)
 	}
 	return strings.TrimSuffix(u.String(), "/"), nil
+}
+
+// parseProxy reads a trusted proxy: one address, or a CIDR range.
+func parseProxy(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not an address or a CIDR range", s)
+		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			// Client addresses are compared unmapped: ::ffff:10.0.0.0/104 is 10.0.0.0/8.
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an address or a CIDR range", s)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }

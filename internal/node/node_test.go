@@ -146,6 +146,22 @@ func TestConfigFileHostsAndRelayURL(t *testing.T) {
 	if _, err := load("--relay.url", "wss://relay.example/chat/", "--relay.alias", "ws://x.onion"); err != nil {
 		t.Errorf("a good relay.url: %v", err)
 	}
+	cfg, err := load("--relay.trusted-proxy", "127.0.0.1, 10.1.2.3/8,::1", "--relay.trusted-proxy", "::ffff:192.0.2.1,::ffff:172.16.0.0/108")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range cfg.Relay.TrustedProxies {
+		got = append(got, p.String())
+	}
+	if want := "127.0.0.1/32 10.0.0.0/8 ::1/128 192.0.2.1/32 172.16.0.0/12"; strings.Join(got, " ") != want {
+		t.Errorf("relay.trusted-proxy: %v, want %s", got, want)
+	}
+	for _, bad := range []string{"proxy.example", "10.0.0.0/33", "127.0.0.1:8080"} {
+		if _, err := load("--relay.trusted-proxy", bad); err == nil || !strings.Contains(err.Error(), "relay.trusted-proxy") {
+			t.Errorf("relay.trusted-proxy %q: %v", bad, err)
+		}
+	}
 }
 
 func startNode(t *testing.T, owner string) (*node.Node, *node.Config) {
