@@ -165,6 +165,9 @@ func TestTrustedProxy(t *testing.T) {
 		{"", 0, "the proxy itself, with no header"},
 		{"not-an-address", http.StatusTooManyRequests, "a header that is not an address counts as the proxy"},
 		{"::ffff:203.0.113.2", http.StatusTooManyRequests, "an IPv4-mapped IPv6 address is the IPv4 address"},
+		{"2001:db8:1:2::1", 0, "an IPv6 client"},
+		{"2001:db8:1:2:ffff::9", http.StatusTooManyRequests, "another address in the same /64: the same client"},
+		{"2001:db8:1:3::1", 0, "the next /64"},
 	} {
 		if s := tryDial(t, e, c.xff); s != c.want {
 			t.Fatalf("X-Forwarded-For %q (%s): status %d, want %d", c.xff, c.why, s, c.want)

@@ -184,8 +184,21 @@ func (r *Relay) trustedProxy(ip netip.Addr) bool {
 	return false
 }
 
+// limitKey is what the per-IP limits count a client address as: an IPv4
+// address itself, an IPv6 address by its /64, the block one subscriber
+// or host is given (one client could otherwise take a fresh address for
+// every connection).
+func limitKey(addr string) string {
+	ip, err := netip.ParseAddr(addr)
+	if err != nil || !ip.Is6() {
+		return addr
+	}
+	p, _ := ip.WithZone("").Prefix(64)
+	return p.String()
+}
+
 func (r *Relay) serveWebsocket(w http.ResponseWriter, req *http.Request) {
-	ip := r.clientIP(req)
+	ip := limitKey(r.clientIP(req))
 	r.mu.Lock()
 	if r.ctx.Err() != nil {
 		r.mu.Unlock()
