@@ -121,15 +121,33 @@ func (n *Node) setupAnchor(ctx context.Context, passphrase string) error {
 	return nil
 }
 
-// submitClaims hands handle claims and revocations the relay stored to the
-// batcher (its Accept policy decides).
+// submitClaims queues the handle claims and revocations the relay stored
+// for the batcher (its Accept policy decides); it is the relay's OnSaved
+// and returns at once (claimQueue).
 func (n *Node) submitClaims(evt *nostr.Event) {
-	if n.batcher == nil || (evt.Kind != identity.KindHandleClaim && evt.Kind != identity.KindHandleRevocation) {
+	if n.claims == nil || (evt.Kind != identity.KindHandleClaim && evt.Kind != identity.KindHandleRevocation) {
 		return
 	}
-	if _, err := n.batcher.Submit(n.ctx, evt); err != nil {
-		n.log.Info("claim not submitted for anchoring", "id", evt.ID, "err", err)
-	}
+	n.claims.push(evt)
+}
+
+// startClaimQueue starts the goroutine that hands queued claims to the
+// batcher, until the node stops.
+func (n *Node) startClaimQueue() {
+	n.claims = newClaimQueue(func(ctx context.Context, evt *nostr.Event) {
+		if _, err := n.batcher.Submit(ctx, evt); err != nil && ctx.Err() == nil {
+			n.log.Info("claim not submitted for anchoring", "id", evt.ID, "err", err)
+		}
+	})
+	ctx, stop := context.WithCancel(n.ctx)
+	n.stopClaims = stop
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if left := n.claims.run(ctx); left > 0 {
+			n.log.Warn("node stopping: claims stored but not yet handed to the anchor batcher", "claims", left)
+		}
+	}()
 }
 
 // WalletView is the answer of GET /v1/wallet.

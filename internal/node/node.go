@@ -66,10 +66,13 @@ type Node struct {
 	chat  *chat.Service
 	pay   *payments.Engine
 
-	btcd     *rpcclient.Client
-	wallet   *wallet.Wallet
-	batcher  *anchor.Batcher
-	verifier *anchor.Verifier // cached, for conversations
+	btcd    *rpcclient.Client
+	wallet  *wallet.Wallet
+	batcher *anchor.Batcher
+	claims  *claimQueue // to the batcher, off the relay's dispatcher
+	// stopClaims ends the claim queue's goroutine, before the batcher closes.
+	stopClaims context.CancelFunc
+	verifier   *anchor.Verifier // cached, for conversations
 	// freshVerifier never caches, for `anchorchat verify`.
 	freshVerifier *anchor.Verifier
 
@@ -151,6 +154,9 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Node, error) {
 	n.apiSrv = &http.Server{Handler: n.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
 	if err := n.setupAnchor(ctx, passphrase); err != nil {
 		return nil, err
+	}
+	if n.batcher != nil {
+		n.startClaimQueue()
 	}
 	n.relay.OnSaved = n.submitClaims
 	n.relay.Start()
@@ -272,6 +278,9 @@ func (n *Node) Close() error {
 			if err := n.pay.Close(); err != nil {
 				n.log.Warn("closing the tip engine", "err", err)
 			}
+		}
+		if n.stopClaims != nil {
+			n.stopClaims()
 		}
 		if n.batcher != nil {
 			if err := n.batcher.Close(); err != nil {
