@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -26,6 +27,11 @@ const (
 	// outQueue is how many frames may wait for a client. A client that lets
 	// this many pile up under live traffic is too slow and is disconnected.
 	outQueue = 4096
+	// outReserve of those places are kept for the frames that cannot wait
+	// (live events, the OKs of committed events): the frames the reader
+	// sends itself (stored results above all, up to 16 × max_limit for one
+	// REQ) wait while the queue holds outQueue - outReserve.
+	outReserve = 1024
 	// maxPendingSaves bounds the EVENTs of one connection awaiting commit;
 	// beyond it the connection's reader waits (backpressure on the socket).
 	maxPendingSaves = 2048
@@ -44,8 +50,11 @@ type conn struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	out    chan []byte
-	saves  chan struct{} // semaphore of pending saves
-	once   sync.Once
+	taken  chan struct{} // a frame left out: wakes a send waiting for room
+	// dropping is set when trySend found the queue full and closes the connection.
+	dropping atomic.Bool
+	saves    chan struct{} // semaphore of pending saves
+	once     sync.Once
 
 	mu     sync.RWMutex
 	authed []string // pubkeys authenticated with NIP-42
@@ -61,6 +70,7 @@ func newConn(r *Relay, ws *websocket.Conn, co *coalescer, ip string, urls []stri
 		challenge: hex.EncodeToString(ch[:]),
 		ctx:       ctx, cancel: cancel,
 		out:   make(chan []byte, outQueue),
+		taken: make(chan struct{}, 1),
 		saves: make(chan struct{}, maxPendingSaves),
 		subs:  make(map[string]subscription),
 	}
@@ -99,6 +109,10 @@ func (c *conn) writeLoop() {
 		case <-c.ctx.Done():
 			return
 		case msg := <-c.out:
+			select {
+			case c.taken <- struct{}{}:
+			default:
+			}
 			// Hold the bytes while more messages are queued: the write of the
 			// last one carries the whole burst in one syscall.
 			c.co.setHold(len(c.out) > 0)
@@ -204,7 +218,16 @@ func (c *conn) refuseReq(subID, msg string) {
 }
 
 // send queues a frame, waiting for room while the connection lives.
+// send queues a frame from the reader's goroutine (the only one that calls
+// it), waiting while the queue is full but for the places kept for trySend.
 func (c *conn) send(msg []byte) {
+	for len(c.out) >= outQueue-outReserve {
+		select {
+		case <-c.taken:
+		case <-c.ctx.Done():
+			return
+		}
+	}
 	select {
 	case c.out <- msg:
 	case <-c.ctx.Done():
@@ -217,8 +240,10 @@ func (c *conn) trySend(msg []byte) {
 	case c.out <- msg:
 	case <-c.ctx.Done():
 	default:
-		c.r.log.Info("dropping slow client", "ip", c.ip)
-		go c.close(websocket.ClosePolicyViolation, "too slow: "+fmt.Sprint(outQueue)+" messages queued")
+		if c.dropping.CompareAndSwap(false, true) { // once, however many frames still come
+			c.r.log.Info("dropping slow client", "ip", c.ip)
+			go c.close(websocket.ClosePolicyViolation, "too slow: "+fmt.Sprint(outQueue)+" messages queued")
+		}
 	}
 }
 

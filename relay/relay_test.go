@@ -540,3 +540,85 @@ func TestRefusedReqClosesTheSubscriptionItReplaces(t *testing.T) {
 		t.Fatalf("REQ s again: %v", got)
 	}
 }
+
+// A REQ within the published limits can return more events than a
+// connection's queue holds. Its results wait for room, but they leave room
+// for the frames that cannot wait: a live event arriving meanwhile reaches
+// the client, which is not dropped as too slow for having paused to read.
+func TestBigREQLeavesRoomForLiveEvents(t *testing.T) {
+	e := newEnv(t, nil)
+	base := e.clock.Now().Unix() - 100_000
+	const stored = 6000
+	pad := strings.Repeat("x", 8000) // 48 MB in all: more than the sockets buffer
+	done := make(chan error, stored)
+	for i := range stored {
+		evt := &nostr.Event{Kind: 1, Content: pad, Tags: nostr.Tags{}, CreatedAt: nostr.Timestamp(base + int64(i))}
+		if err := evt.Sign(e.owner.sk); err != nil {
+			t.Fatal(err)
+		}
+		e.store.SaveAsync(evt, func(err error) { done <- err })
+	}
+	for range stored {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	ctx := t.Context()
+	ws, _, err := websocket.Dial(ctx, e.url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	ws.SetReadLimit(1 << 20)
+	write := func(v ...any) {
+		b, _ := json.Marshal(v)
+		if err := ws.Write(ctx, websocket.MessageText, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("REQ", "live", map[string]any{"kinds": []int{1}, "limit": 0})
+	var filters []any
+	for i := range stored / 1000 { // max_limit 1000 per filter
+		filters = append(filters, map[string]any{"kinds": []int{1}, "since": base + int64(i*1000), "until": base + int64(i*1000+999), "limit": 1000})
+	}
+	write(append([]any{"REQ", "big"}, filters...)...)
+	// The client pauses; meanwhile the REQ fills the queue, and a note is published.
+	time.Sleep(time.Second)
+	note := e.event(e.owner, 1, "published while the results were queued")
+	e.dial().mustPublish(note)
+	time.Sleep(200 * time.Millisecond)
+
+	got, live := 0, 0
+	eose := false
+	for !eose || live == 0 {
+		_, data, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatalf("dropped after %d of %d stored events and %d live: %v", got, stored, live, err)
+		}
+		var m []json.RawMessage
+		if err := json.Unmarshal(data, &m); err != nil {
+			t.Fatal(err)
+		}
+		switch str(t, m[0]) + " " + str(t, m[1]) {
+		case "EVENT big":
+			got++
+		case "EVENT live":
+			live++
+			if !strings.Contains(string(m[2]), note.ID) {
+				t.Fatalf("live event %s, want the note", m[2])
+			}
+		case "EOSE big":
+			eose = true
+		case "EOSE live":
+		default:
+			if str(t, m[0]) == "AUTH" {
+				continue
+			}
+			t.Fatalf("unexpected %s", data)
+		}
+	}
+	if got != stored || live != 1 {
+		t.Fatalf("%d of %d stored events and %d live, want all and 1", got, stored, live)
+	}
+}
