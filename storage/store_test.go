@@ -486,6 +486,34 @@ func TestExpiration(t *testing.T) {
 	expectIDs(t, query(t, s, nostr.Filter{}, Visibility{}), sortedByID(never, bogus)...)
 }
 
+// A newer version of a replaceable or addressable event that has expired is
+// gone (NIP-40) even before the sweeper deletes it: an older version
+// published then is stored, not answered "duplicate" and dropped.
+func TestExpiredVersionDoesNotBlockAnOlderOne(t *testing.T) {
+	for _, kind := range []int{10002, 30023} {
+		s, clk, _ := openTest(t)
+		k := newKey(t)
+		var d nostr.Tags
+		if kind >= 30000 {
+			d = nostr.Tags{{"d", "x"}}
+		}
+		newer := ev(t, k, kind, 20, append(slices.Clone(d), nostr.Tag{"expiration", fmt.Sprint(baseTime.Unix() + 30)}), "newer, expiring")
+		older := ev(t, k, kind, 10, d, "older, lasting")
+		mustSave(t, s, newer)
+		if err := s.Save(context.Background(), older); !errors.Is(err, ErrReplaced) {
+			t.Fatalf("kind %d: older version while the newer lives: %v, want ErrReplaced", kind, err)
+		}
+		clk.Set(baseTime.Add(30 * time.Second)) // expired, not swept
+		if err := s.Save(context.Background(), older); err != nil {
+			t.Fatalf("kind %d: older version after the newer expired: %v, want it stored", kind, err)
+		}
+		expectIDs(t, query(t, s, nostr.Filter{Kinds: []int{kind}, Authors: []string{k.pk}}, Visibility{}), older)
+		if n, err := s.SweepExpired(context.Background()); err != nil || n != 0 {
+			t.Fatalf("kind %d: SweepExpired = %d, %v; want 0 (the expired version was replaced)", kind, n, err)
+		}
+	}
+}
+
 func sortedByID(evts ...*nostr.Event) []*nostr.Event {
 	slices.SortFunc(evts, func(a, b *nostr.Event) int { return strings.Compare(a.ID, b.ID) })
 	return evts

@@ -319,7 +319,7 @@ func newWriter(ctx context.Context, s *Store, conn *sql.Conn) (*writer, error) {
 		{&w.insRow, insertEvents + eventValues},
 		{&w.existsID, `SELECT 1 FROM ids WHERE id = ?1 UNION ALL SELECT 1 FROM recent_ids WHERE id = ?1`},
 		{&w.deletersOf, `SELECT deleter FROM deleted_ids WHERE id = ?`},
-		{&w.coordCurrent, `SELECT seq, created_at, id FROM events WHERE pubkey = ? AND kind = ? AND dtag = ?`},
+		{&w.coordCurrent, `SELECT seq, created_at, id, expiration FROM events WHERE pubkey = ? AND kind = ? AND dtag = ?`},
 		{&w.coordDeleted, `SELECT created_at FROM deleted_coords WHERE pubkey = ? AND kind = ? AND dtag = ?`},
 		{&w.delSeq, `DELETE FROM events WHERE seq = ?`},
 		{&w.targetByID, `SELECT seq, pubkey, kind, created_at FROM events
@@ -662,15 +662,21 @@ func (w *writer) apply(r *request) (error, error) {
 			return nil, fmt.Errorf("replaceable lookup: %w", err)
 		}
 		var outcome error
+		now := w.s.now().Unix()
 		for rows.Next() {
 			var seq, createdAt int64
 			var id []byte
-			if err := rows.Scan(&seq, &createdAt, &id); err != nil {
+			var exp sql.NullInt64
+			if err := rows.Scan(&seq, &createdAt, &id, &exp); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("replaceable lookup: %w", err)
 			}
 			cmp := bytes.Compare(id, r.id)
 			switch {
+			case exp.Valid && exp.Int64 <= now:
+				// Expired (NIP-40) and not yet swept: gone, whatever its
+				// date, so it neither blocks this version nor stays.
+				olderSeqs = append(olderSeqs, seq)
 			case cmp == 0:
 				outcome = ErrDuplicate
 			case createdAt > int64(evt.CreatedAt) || (createdAt == int64(evt.CreatedAt) && cmp < 0):
