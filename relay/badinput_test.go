@@ -122,6 +122,13 @@ func TestBadInput(t *testing.T) {
 		if msg := c.closed("REQ", "bad2", map[string]any{"authors": []string{"npub1notahexkey"}}); !strings.HasPrefix(msg, "invalid:") {
 			t.Fatalf("bad author: %q", msg)
 		}
+		// Only single-letter tags are indexed: a longer name would match live
+		// events but never stored ones.
+		for _, name := range []string{"#topic", "#"} {
+			if msg := c.closed("REQ", "bad3", map[string]any{name: []string{"x"}}); !strings.HasPrefix(msg, "invalid:") || !strings.Contains(msg, "single-letter") {
+				t.Fatalf("filter on %s: %q", name, msg)
+			}
+		}
 		stillServed(t)
 	})
 	t.Run("created_at far in the future", func(t *testing.T) {

@@ -246,6 +246,11 @@ func parseFilter(v gjson.Result) (nostr.Filter, error) {
 			}
 		case len(k) == 2 && k[0] == '#':
 			bad = checkStringArray(val, k, false)
+		case len(k) > 0 && k[0] == '#':
+			// The store indexes single-letter tags only (NIP-01); matched
+			// live but never stored, such a filter would answer
+			// differently before and after EOSE.
+			bad = fmt.Errorf("%q: only single-letter tags can be filtered on (NIP-01)", k)
 		case k == "search":
 			if val.Type != gjson.String {
 				bad = errors.New(`"search" must be a string`)
