@@ -217,7 +217,6 @@ func (c *conn) refuseReq(subID, msg string) {
 	c.send(frame("CLOSED", subID, msg))
 }
 
-// send queues a frame, waiting for room while the connection lives.
 // send queues a frame from the reader's goroutine (the only one that calls
 // it), waiting while the queue is full but for the places kept for trySend.
 func (c *conn) send(msg []byte) {
