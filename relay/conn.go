@@ -44,6 +44,7 @@ type conn struct {
 	ws        *websocket.Conn
 	co        *coalescer
 	ip        string
+	exempt    bool     // not held to the per-IP limits (Relay.Exempt)
 	urls      []string // what an AUTH event's relay tag may name
 	challenge string
 
@@ -329,7 +330,7 @@ func (c *conn) deliver(d *delivery) {
 func (c *conn) handleEvent(evt *nostr.Event) {
 	r := c.r
 	now := r.Now()
-	if !r.ipEvents.allow(c.ip, now) {
+	if !c.exempt && !r.ipEvents.allow(c.ip, now) {
 		c.reject(evt.ID, "rate-limited: too many events from your address; slow down")
 		return
 	}
@@ -432,7 +433,7 @@ func (c *conn) prepareFilters(filters []nostr.Filter) string {
 
 func (c *conn) handleReq(subID string, filters []nostr.Filter) {
 	r := c.r
-	if !r.ipReqs.allow(c.ip, r.Now()) {
+	if !c.exempt && !r.ipReqs.allow(c.ip, r.Now()) {
 		c.refuseReq(subID, "rate-limited: too many requests; slow down")
 		return
 	}
@@ -495,7 +496,7 @@ func (c *conn) handleReq(subID string, filters []nostr.Filter) {
 
 func (c *conn) handleCount(subID string, filters []nostr.Filter) {
 	r := c.r
-	if !r.ipReqs.allow(c.ip, r.Now()) {
+	if !c.exempt && !r.ipReqs.allow(c.ip, r.Now()) {
 		c.send(frame("CLOSED", subID, "rate-limited: too many requests; slow down"))
 		return
 	}

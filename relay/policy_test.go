@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -185,4 +186,41 @@ func TestTrustedProxy(t *testing.T) {
 	a.mustPublish(e2.event(e2.owner, 1, "from a"))
 	b.mustPublish(e2.event(e2.owner, 1, "from b"))
 	a.refused(e2.event(e2.owner, 1, "a again"), "rate-limited:")
+}
+
+// The connections Exempt picks (the node's own messenger) are not held to
+// the per-IP limits, and do not use up anyone else's share of them.
+func TestExemptFromPerIPLimits(t *testing.T) {
+	e := newEnv(t, func(cfg *relay.Config) {
+		cfg.Limits.MaxConnectionsPerIP = 1
+		cfg.Limits.EventsPerSecondPerIP, cfg.Limits.EventBurstPerIP = 0.001, 1
+		cfg.Limits.ReqsPerSecondPerIP, cfg.Limits.ReqBurstPerIP = 0.001, 1
+	})
+	e.relay.Exempt = func(req *http.Request) bool { return req.Header.Get("Test-Exempt") == "yes" }
+	exempt := func() *client {
+		return e.dialOpts(&websocket.DialOptions{HTTPHeader: http.Header{"Test-Exempt": {"yes"}}})
+	}
+	plain := e.dial()
+	if s := tryDial(t, e, ""); s != http.StatusTooManyRequests {
+		t.Fatalf("second plain connection: status %d, want 429", s)
+	}
+	a, b := exempt(), exempt()
+	for i := range 3 {
+		a.mustPublish(e.event(e.owner, 1, fmt.Sprint("exempt ", i)))
+		a.req(fmt.Sprint("q", i), map[string]any{"limit": 1})
+	}
+	// The plain connection still has its own burst of one EVENT and one REQ.
+	plain.mustPublish(e.event(e.owner, 1, "plain"))
+	plain.refused(e.event(e.owner, 1, "plain again"), "rate-limited:")
+	plain.req("p", map[string]any{"limit": 1})
+	if msg := plain.closed("REQ", "p2", map[string]any{}); !strings.HasPrefix(msg, "rate-limited:") {
+		t.Fatalf("second plain REQ: %q", msg)
+	}
+	// Exempt connections leaving do not free a plain one's place.
+	a.ws.Close(websocket.StatusNormalClosure, "")
+	b.ws.Close(websocket.StatusNormalClosure, "")
+	time.Sleep(100 * time.Millisecond)
+	if s := tryDial(t, e, ""); s != http.StatusTooManyRequests {
+		t.Fatalf("plain connection after the exempt ones left: status %d, want 429", s)
+	}
 }

@@ -40,6 +40,11 @@ type Relay struct {
 	// (or, for an ephemeral event, accepted). It runs on the relay's
 	// dispatcher goroutine and must not block for long.
 	OnSaved func(evt *nostr.Event)
+	// Exempt, when set, picks the websocket requests that are not held to the
+	// per-IP limits (connections, EVENT and REQ buckets): the node's own
+	// messenger, which shares 127.0.0.1 with whatever else arrives over
+	// loopback (an onion service, a local proxy). Set it before serving.
+	Exempt func(*http.Request) bool
 	// Now is the relay's clock (tests may replace it before Start).
 	Now func() time.Time
 	// SweepInterval is how often expired events are purged (NIP-40).
@@ -199,35 +204,44 @@ func limitKey(addr string) string {
 
 func (r *Relay) serveWebsocket(w http.ResponseWriter, req *http.Request) {
 	ip := limitKey(r.clientIP(req))
+	exempt := r.Exempt != nil && r.Exempt(req)
 	r.mu.Lock()
 	if r.ctx.Err() != nil {
 		r.mu.Unlock()
 		http.Error(w, "relay shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	if max := r.cfg.Limits.MaxConnectionsPerIP; max > 0 && r.perIP[ip] >= max {
+	if max := r.cfg.Limits.MaxConnectionsPerIP; !exempt && max > 0 && r.perIP[ip] >= max {
 		r.mu.Unlock()
 		http.Error(w, "rate-limited: too many connections from your address", http.StatusTooManyRequests)
 		return
 	}
-	r.perIP[ip]++
+	if !exempt {
+		r.perIP[ip]++
+	}
 	r.mu.Unlock()
+	release := func() {
+		if !exempt {
+			r.releaseIP(ip)
+		}
+	}
 
 	co := &coalescer{}
 	ws, err := upgrader.Upgrade(&coalescingWriter{ResponseWriter: w, c: co}, req, nil)
 	if err != nil {
-		r.releaseIP(ip)
+		release()
 		r.log.Debug("websocket accept failed", "ip", ip, "err", err)
 		return
 	}
 	c := newConn(r, ws, co, ip, r.relayURLs(req))
+	c.exempt = exempt
 	// Close may have run during the upgrade, after the check above: it
 	// cancels r.ctx before it takes r.mu to drop the registered
 	// connections, so checking again under r.mu leaves no gap.
 	r.mu.Lock()
 	if r.ctx.Err() != nil {
 		r.mu.Unlock()
-		r.releaseIP(ip)
+		release()
 		c.close(websocket.CloseGoingAway, "relay shutting down")
 		return
 	}
@@ -239,7 +253,7 @@ func (r *Relay) serveWebsocket(w http.ResponseWriter, req *http.Request) {
 		r.mu.Lock()
 		delete(r.conns, c)
 		r.mu.Unlock()
-		r.releaseIP(ip)
+		release()
 		r.m.Connections.Dec()
 		r.m.Subscriptions.Sub(float64(c.subCount()))
 		r.wg.Done()

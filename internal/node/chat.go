@@ -42,9 +42,12 @@ func (n *Node) setupChat(mux *http.ServeMux) error {
 		return fmt.Errorf("blob store: %w", err)
 	}
 	mux.Handle("/blobs/", http.StripPrefix("/blobs", blobs))
+	local := newLocalClient(n.RelayURL())
+	n.relay.Exempt = local.exempt
 	n.chat, err = chat.New(chat.Config{
 		Key:                   n.key,
 		RelayURL:              n.RelayURL(),
+		Dial:                  local.dial,
 		DBPath:                filepath.Join(n.cfg.DataDir, ChatDBFile),
 		Logger:                n.log.With("component", "chat"),
 		DiscoveryRelays:       n.cfg.PublishRelays,

@@ -1,0 +1,74 @@
+package node
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/anchorchat/anchorchat/relay"
+	"github.com/anchorchat/anchorchat/storage"
+)
+
+// The messenger's dialer carries the node's secret to its own relay URL only,
+// and the relay exempts exactly the connections that carry it.
+func TestLocalClientExemptsOnlyTheMessenger(t *testing.T) {
+	ctx := context.Background()
+	st, err := storage.Open(ctx, storage.Options{Path: filepath.Join(t.TempDir(), "events.db"), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	cfg := relay.DefaultConfig()
+	cfg.Limits.MaxConnectionsPerIP = 1
+	r := relay.New(cfg, st, slog.New(slog.DiscardHandler), nil)
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	defer r.Close()
+	own := "ws" + strings.TrimPrefix(srv.URL, "http")
+	local := newLocalClient(own)
+	r.Exempt = local.exempt
+	r.Start()
+
+	dial := func(url string, h http.Header) int {
+		t.Helper()
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		ws, resp, err := websocket.Dial(dctx, url, &websocket.DialOptions{HTTPHeader: h})
+		if err != nil {
+			if resp == nil {
+				t.Fatal(err)
+			}
+			return resp.StatusCode
+		}
+		t.Cleanup(func() { ws.CloseNow() })
+		return 0
+	}
+	if s := dial(own, nil); s != 0 {
+		t.Fatalf("first connection: %d", s)
+	}
+	if s := dial(own, nil); s != http.StatusTooManyRequests {
+		t.Fatalf("second plain connection: %d, want 429", s)
+	}
+	if s := dial(own, http.Header{localClientHeader: {"not the secret"}}); s != http.StatusTooManyRequests {
+		t.Fatalf("a wrong secret: %d, want 429", s)
+	}
+	for range 3 {
+		ws, err := local.dial(ctx, own)
+		if err != nil {
+			t.Fatalf("the messenger's own relay: %v", err)
+		}
+		defer ws.CloseNow()
+	}
+	// The same relay under another name gets no secret: it might not be ours.
+	other := strings.Replace(own, "127.0.0.1", "localhost", 1)
+	if _, err := local.dial(ctx, other); err == nil || !strings.Contains(err.Error(), "429") {
+		t.Fatalf("another URL: %v, want a 429 refusal (no secret sent)", err)
+	}
+}
