@@ -506,23 +506,15 @@ func (c *conn) handleCount(subID string, filters []nostr.Filter) {
 	}
 	start := time.Now()
 	vis := storage.Visibility{PrivateKinds: PrivateKinds, Readers: c.readers()}
-	var total int64
-	for _, f := range filters {
-		n, err := r.store.Count(c.ctx, f, vis)
-		if err != nil {
-			if c.ctx.Err() == nil {
-				r.log.Error("count failed", "filter", f.String(), "err", err)
-				c.send(frame("CLOSED", subID, "error: count failed"))
-			}
-			return
+	total, err := r.store.CountAny(c.ctx, filters, vis)
+	if err != nil {
+		if c.ctx.Err() == nil {
+			r.log.Error("count failed", "filters", len(filters), "err", err)
+			c.send(frame("CLOSED", subID, "error: count failed"))
 		}
-		total += n
+		return
 	}
-	result := map[string]any{"count": total}
-	if len(filters) > 1 {
-		result["approximate"] = true // overlapping filters are counted once each
-	}
-	c.send(frame("COUNT", subID, result))
+	c.send(frame("COUNT", subID, map[string]any{"count": total}))
 	r.m.QuerySeconds.WithLabelValues("count").Observe(time.Since(start).Seconds())
 }
 

@@ -139,9 +139,9 @@ func TestPrivateKindsLiveSubscription(t *testing.T) {
 
 func TestPrivateKindsCount(t *testing.T) {
 	e, _, _ := privateSetup(t)
-	count := func(c *client, f map[string]any) int64 {
+	count := func(c *client, f ...any) int64 {
 		t.Helper()
-		c.send("COUNT", "n", f)
+		c.send(append([]any{"COUNT", "n"}, f...)...)
 		m := c.expect("COUNT")
 		var res struct{ Count int64 }
 		if err := json.Unmarshal(m[2], &res); err != nil {
@@ -161,9 +161,16 @@ func TestPrivateKindsCount(t *testing.T) {
 	if n := count(stranger, map[string]any{"#p": []string{e.owner.pk}}); n != 0 {
 		t.Fatalf("stranger COUNT #p owner = %d, want 0", n)
 	}
+	// Several filters, counted as one set, keep the rule too.
+	if n := count(stranger, map[string]any{}, map[string]any{"#p": []string{e.owner.pk}}, map[string]any{"authors": []string{e.owner.pk}}); n != 1 {
+		t.Fatalf("stranger COUNT of three filters = %d, want 1 (the public note)", n)
+	}
 	owner := e.dial()
 	owner.auth(e.owner)
 	if n := count(owner, map[string]any{}); n != 4 {
 		t.Fatalf("owner COUNT = %d, want 4", n)
+	}
+	if n := count(owner, map[string]any{}, map[string]any{"#p": []string{e.owner.pk}}); n != 4 {
+		t.Fatalf("owner COUNT of two filters = %d, want 4", n)
 	}
 }

@@ -125,6 +125,17 @@ func TestCount(t *testing.T) {
 	if err := json.Unmarshal(m[2], &res); err != nil || res.Count != 6 {
 		t.Fatalf("COUNT of two filters = %s", m[2])
 	}
+	// Overlapping filters count each event once, exactly.
+	c.send("COUNT", "c3", map[string]any{"kinds": []int{1}}, map[string]any{"authors": []string{e.owner.pk}},
+		map[string]any{"kinds": []int{7}, "limit": 0}, map[string]any{"#x": []string{"none"}})
+	m = c.expect("COUNT")
+	res = struct {
+		Count       int64 `json:"count"`
+		Approximate bool  `json:"approximate"`
+	}{}
+	if err := json.Unmarshal(m[2], &res); err != nil || res.Count != 6 || res.Approximate {
+		t.Fatalf("COUNT of overlapping filters = %s, want 6, exact", m[2])
+	}
 }
 
 func TestNIP11(t *testing.T) {

@@ -59,7 +59,7 @@ func (s *Store) QueryRaw(ctx context.Context, f nostr.Filter, v Visibility, fn f
 	if limit <= 0 {
 		limit = s.opts.DefaultLimit
 	}
-	q, ok := s.buildQuery(f, v, false)
+	q, ok := s.buildQuery(f, v, selectRows)
 	if !ok {
 		return nil
 	}
@@ -80,7 +80,7 @@ func (s *Store) QueryRaw(ctx context.Context, f nostr.Filter, v Visibility, fn f
 		}
 		g := f
 		g.Since, g.Until = &[]nostr.Timestamp{nostr.Timestamp(last)}[0], &[]nostr.Timestamp{nostr.Timestamp(last)}[0]
-		gq, _ := s.buildQuery(g, v, false)
+		gq, _ := s.buildQuery(g, v, selectRows)
 		group, err := s.collect(ctx, gq.sql+" ORDER BY e.id ASC LIMIT ?", append(gq.args, limit-keep), limit-keep)
 		if err != nil {
 			return err
@@ -139,7 +139,7 @@ func (s *Store) collect(ctx context.Context, query string, args []any, sizeHint 
 // Count returns how many events match f (NIP-45), ignoring f.Limit and
 // f.LimitZero, with the same visibility and expiration rules as Query.
 func (s *Store) Count(ctx context.Context, f nostr.Filter, v Visibility) (int64, error) {
-	q, ok := s.buildQuery(f, v, true)
+	q, ok := s.buildQuery(f, v, selectCount)
 	if !ok {
 		return 0, nil
 	}
@@ -152,6 +152,40 @@ func (s *Store) Count(ctx context.Context, f nostr.Filter, v Visibility) (int64,
 	}
 	var n int64
 	if err := st.QueryRowContext(ctx, q.args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("storage: count: %w", err)
+	}
+	return n, nil
+}
+
+// CountAny counts the events matching any of filters, each once (NIP-45
+// with several filters), with Count's rules.
+func (s *Store) CountAny(ctx context.Context, filters []nostr.Filter, v Visibility) (int64, error) {
+	if len(filters) == 1 {
+		return s.Count(ctx, filters[0], v)
+	}
+	var parts []string
+	var args []any
+	for _, f := range filters {
+		q, ok := s.buildQuery(f, v, selectSeq)
+		if !ok {
+			continue
+		}
+		parts = append(parts, q.sql)
+		args = append(args, q.args...)
+	}
+	if len(parts) == 0 {
+		return 0, nil
+	}
+	query := "SELECT count(*) FROM (" + strings.Join(parts, " UNION ") + ")"
+	st, cached, err := s.readStmt(ctx, query, len(args))
+	if err != nil {
+		return 0, fmt.Errorf("storage: count: %w", err)
+	}
+	if !cached {
+		defer st.Close()
+	}
+	var n int64
+	if err := st.QueryRowContext(ctx, args...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("storage: count: %w", err)
 	}
 	return n, nil
@@ -232,7 +266,14 @@ type tagCond struct {
 }
 
 // buildQuery turns f and v into SQL. ok is false when nothing can match.
-func (s *Store) buildQuery(f nostr.Filter, v Visibility, count bool) (builtQuery, bool) {
+// What a built query selects.
+const (
+	selectRows  = "SELECT e.created_at, e.id, e.raw"
+	selectCount = "SELECT count(*)"
+	selectSeq   = "SELECT e.seq"
+)
+
+func (s *Store) buildQuery(f nostr.Filter, v Visibility, sel string) (builtQuery, bool) {
 	var ids, authors [][]byte
 	if f.IDs != nil {
 		for _, id := range uniq(f.IDs) {
@@ -322,11 +363,7 @@ func (s *Store) buildQuery(f nostr.Filter, v Visibility, count bool) (builtQuery
 	}
 
 	sb := &sqlBuilder{}
-	if count {
-		sb.w("SELECT count(*)")
-	} else {
-		sb.w("SELECT e.created_at, e.id, e.raw")
-	}
+	sb.w(sel)
 	orderCol := "e.created_at"
 	tagJoin := len(ids) == 0 && len(tags) > 0 && len(tags[0].values) == 1
 	if tagJoin {

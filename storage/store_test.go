@@ -765,7 +765,7 @@ func TestQueryPlans(t *testing.T) {
 		{nostr.Filter{}, Visibility{}, "INDEX events_created", false},
 	}
 	for _, c := range cases {
-		q, ok := s.buildQuery(c.f, c.v, false)
+		q, ok := s.buildQuery(c.f, c.v, selectRows)
 		if !ok {
 			t.Fatalf("%v: no query", c.f)
 		}
@@ -1185,8 +1185,8 @@ func TestLongValueLists(t *testing.T) {
 		}
 		return out
 	}
-	q1, _ := s.buildQuery(nostr.Filter{Authors: long(maxInlineValues+1, a.pk)}, Visibility{}, false)
-	q2, _ := s.buildQuery(nostr.Filter{Authors: long(maxInlineValues+500, a.pk)}, Visibility{}, false)
+	q1, _ := s.buildQuery(nostr.Filter{Authors: long(maxInlineValues+1, a.pk)}, Visibility{}, selectRows)
+	q2, _ := s.buildQuery(nostr.Filter{Authors: long(maxInlineValues+500, a.pk)}, Visibility{}, selectRows)
 	if q1.sql != q2.sql || len(q1.args) != len(q2.args) {
 		t.Fatalf("the SQL varies with the list's length:\n%s\n%s", q1.sql, q2.sql)
 	}
