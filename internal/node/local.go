@@ -8,6 +8,7 @@ import (
 	"net/http"
 
 	"github.com/coder/websocket"
+	"github.com/nbd-wtf/go-nostr"
 )
 
 // localClientHeader carries the node's in-memory secret on its messenger's
@@ -20,14 +21,14 @@ const localClientHeader = "Anchorchat-Local-Client"
 
 // localClient pairs the messenger's dialer with the relay's Exempt.
 type localClient struct {
-	url    string // the relay URL the messenger dials
+	url    string // the relay URL the messenger dials, normalized
 	secret string // random, never written anywhere
 }
 
 func newLocalClient(url string) *localClient {
 	var b [32]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
-	return &localClient{url: url, secret: hex.EncodeToString(b[:])}
+	return &localClient{url: nostr.NormalizeURL(url), secret: hex.EncodeToString(b[:])}
 }
 
 // exempt reports whether req carries the secret.
@@ -40,7 +41,7 @@ func (l *localClient) exempt(req *http.Request) bool {
 // URL and nowhere else.
 func (l *localClient) dial(ctx context.Context, url string) (*websocket.Conn, error) {
 	var opts *websocket.DialOptions
-	if url == l.url {
+	if nostr.NormalizeURL(url) == l.url { // the messenger normalizes the URLs it dials
 		opts = &websocket.DialOptions{HTTPHeader: http.Header{localClientHeader: {l.secret}}}
 	}
 	ws, _, err := websocket.Dial(ctx, url, opts)
