@@ -257,13 +257,9 @@ func (c *Config) Resolve() error {
 		}
 		c.Relay.Owner = pk
 	}
-	c.Relay.Allow = c.Relay.Allow[:0]
-	for _, a := range c.allow {
-		pk, err := ParsePubkey(a)
-		if err != nil {
-			return fmt.Errorf("relay.allow: %w", err)
-		}
-		c.Relay.Allow = append(c.Relay.Allow, pk)
+	var err error
+	if c.Relay.Allow, err = parseEach("relay.allow", c.allow, ParsePubkey); err != nil {
+		return err
 	}
 	if c.Handle != "" {
 		h, err := identity.NormalizeHandle(c.Handle)
@@ -290,20 +286,14 @@ func (c *Config) Resolve() error {
 			return fmt.Errorf("relay.url: %w", err)
 		}
 	}
-	c.Relay.Aliases = c.Relay.Aliases[:0]
-	for _, a := range c.aliases {
-		if _, err := publicHTTPBase(a); err != nil {
-			return fmt.Errorf("relay.alias: %w", err)
-		}
-		c.Relay.Aliases = append(c.Relay.Aliases, a)
+	if c.Relay.Aliases, err = parseEach("relay.alias", c.aliases, func(a string) (string, error) {
+		_, err := publicHTTPBase(a)
+		return a, err
+	}); err != nil {
+		return err
 	}
-	c.Relay.TrustedProxies = c.Relay.TrustedProxies[:0]
-	for _, p := range c.proxies {
-		prefix, err := parseProxy(p)
-		if err != nil {
-			return fmt.Errorf("relay.trusted-proxy: %w", err)
-		}
-		c.Relay.TrustedProxies = append(c.Relay.TrustedProxies, prefix)
+	if c.Relay.TrustedProxies, err = parseEach("relay.trusted-proxy", c.proxies, parseProxy); err != nil {
+		return err
 	}
 	if c.Relay.Limits.MaxMessageLength < 1024 {
 		return errors.New("relay.max-message-length must be at least 1024 bytes")
@@ -373,6 +363,19 @@ func publicHTTPBase(wsURL string) (string, error) {
 		return "", fmt.Errorf("%q: want ws[s]://host[:port][/path], without user, query or fragment", wsURL)
 	}
 	return strings.TrimSuffix(u.String(), "/"), nil
+}
+
+// parseEach parses every value of a list setting, naming the setting in an error.
+func parseEach[T any](name string, values []string, parse func(string) (T, error)) ([]T, error) {
+	out := make([]T, 0, len(values))
+	for _, v := range values {
+		p, err := parse(v)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 // parseProxy reads a trusted proxy: one address, or a CIDR range.
