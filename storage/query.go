@@ -143,7 +143,12 @@ func (s *Store) Count(ctx context.Context, f nostr.Filter, v Visibility) (int64,
 	if !ok {
 		return 0, nil
 	}
-	st, cached, err := s.readStmt(ctx, q.sql, len(q.args))
+	return s.count(ctx, q.sql, q.args)
+}
+
+// count runs a query that selects one count.
+func (s *Store) count(ctx context.Context, query string, args []any) (int64, error) {
+	st, cached, err := s.readStmt(ctx, query, len(args))
 	if err != nil {
 		return 0, fmt.Errorf("storage: count: %w", err)
 	}
@@ -151,7 +156,7 @@ func (s *Store) Count(ctx context.Context, f nostr.Filter, v Visibility) (int64,
 		defer st.Close()
 	}
 	var n int64
-	if err := st.QueryRowContext(ctx, q.args...).Scan(&n); err != nil {
+	if err := st.QueryRowContext(ctx, args...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("storage: count: %w", err)
 	}
 	return n, nil
@@ -176,19 +181,7 @@ func (s *Store) CountAny(ctx context.Context, filters []nostr.Filter, v Visibili
 	if len(parts) == 0 {
 		return 0, nil
 	}
-	query := "SELECT count(*) FROM (" + strings.Join(parts, " UNION ") + ")"
-	st, cached, err := s.readStmt(ctx, query, len(args))
-	if err != nil {
-		return 0, fmt.Errorf("storage: count: %w", err)
-	}
-	if !cached {
-		defer st.Close()
-	}
-	var n int64
-	if err := st.QueryRowContext(ctx, args...).Scan(&n); err != nil {
-		return 0, fmt.Errorf("storage: count: %w", err)
-	}
-	return n, nil
+	return s.count(ctx, "SELECT count(*) FROM ("+strings.Join(parts, " UNION ")+")", args)
 }
 
 type builtQuery struct {
