@@ -59,7 +59,7 @@ func (s *Store) QueryRaw(ctx context.Context, f nostr.Filter, v Visibility, fn f
 	if limit <= 0 {
 		limit = s.opts.DefaultLimit
 	}
-	q, ok := s.buildQuery(f, v, selectRows)
+	q, ok := s.buildQuery(f, v, selectRows, true)
 	if !ok {
 		return nil
 	}
@@ -80,8 +80,8 @@ func (s *Store) QueryRaw(ctx context.Context, f nostr.Filter, v Visibility, fn f
 		}
 		g := f
 		g.Since, g.Until = &[]nostr.Timestamp{nostr.Timestamp(last)}[0], &[]nostr.Timestamp{nostr.Timestamp(last)}[0]
-		gq, _ := s.buildQuery(g, v, selectRows)
-		group, err := s.collect(ctx, gq.sql+" ORDER BY e.id ASC LIMIT ?", append(gq.args, limit-keep), limit-keep)
+		gq, _ := s.buildQuery(g, v, selectRows, false) // one second: no arms to merge
+		group, err := s.collect(ctx, gq.sql+" ORDER BY "+gq.idCol+" ASC LIMIT ?", append(gq.args, limit-keep), limit-keep)
 		if err != nil {
 			return err
 		}
@@ -139,7 +139,7 @@ func (s *Store) collect(ctx context.Context, query string, args []any, sizeHint 
 // Count returns how many events match f (NIP-45), ignoring f.Limit and
 // f.LimitZero, with the same visibility and expiration rules as Query.
 func (s *Store) Count(ctx context.Context, f nostr.Filter, v Visibility) (int64, error) {
-	q, ok := s.buildQuery(f, v, selectCount)
+	q, ok := s.buildQuery(f, v, selectCount, false)
 	if !ok {
 		return 0, nil
 	}
@@ -171,7 +171,7 @@ func (s *Store) CountAny(ctx context.Context, filters []nostr.Filter, v Visibili
 	var parts []string
 	var args []any
 	for _, f := range filters {
-		q, ok := s.buildQuery(f, v, selectSeq)
+		q, ok := s.buildQuery(f, v, selectSeq, false)
 		if !ok {
 			continue
 		}
@@ -188,6 +188,7 @@ type builtQuery struct {
 	sql      string // SELECT ... WHERE ..., without ORDER BY or LIMIT
 	args     []any
 	orderCol string // the created_at column whose index the query walks
+	idCol    string // the id column, for NIP-01's tie order
 }
 
 type sqlBuilder struct {
@@ -258,7 +259,6 @@ type tagCond struct {
 	values []string
 }
 
-// buildQuery turns f and v into SQL. ok is false when nothing can match.
 // What a built query selects.
 const (
 	selectRows  = "SELECT e.created_at, e.id, e.raw"
@@ -266,7 +266,10 @@ const (
 	selectSeq   = "SELECT e.seq"
 )
 
-func (s *Store) buildQuery(f nostr.Filter, v Visibility, sel string) (builtQuery, bool) {
+// buildQuery turns f and v into SQL selecting sel. ok is false when nothing
+// can match. merge allows a query of one arm per (author, kind) pair, merged
+// in time order (see mergeable); its orderCol and idCol are then ordinals.
+func (s *Store) buildQuery(f nostr.Filter, v Visibility, sel string, merge bool) (builtQuery, bool) {
 	var ids, authors [][]byte
 	if f.IDs != nil {
 		for _, id := range uniq(f.IDs) {
@@ -355,14 +358,38 @@ func (s *Store) buildQuery(f nostr.Filter, v Visibility, sel string) (builtQuery
 		}
 	}
 
+	c := conds{since: f.Since, until: f.Until, tags: tags, now: s.now().Unix(), private: private, readers: readers}
+	if !needPrivClause {
+		c.private = nil
+	}
+	c.allPrivate = kinds != nil && len(private) == len(kinds)
 	sb := &sqlBuilder{}
+	if merge && mergeable(ids, authors, kinds, tags) {
+		// One arm per (author, kind): each walks its own stretch of
+		// events(pubkey, kind, created_at) newest first, and SQLite merges
+		// the arms in time order, stopping at the limit. The IN form would
+		// walk events(kind, created_at) past every other author's events
+		// (a whole kind, if the authors post rarely), or sort every event
+		// of the authors.
+		for i, a := range authors {
+			for j, k := range kinds {
+				if i+j > 0 {
+					sb.w(" UNION ALL ")
+				}
+				sb.w(sel, " FROM events e WHERE e.pubkey = ? AND e.kind = ?")
+				sb.args = append(sb.args, a, k)
+				c.write(sb, k, false)
+			}
+		}
+		return builtQuery{sql: sb.b.String(), args: sb.args, orderCol: "1", idCol: "2"}, true
+	}
 	sb.w(sel)
 	orderCol := "e.created_at"
 	tagJoin := len(ids) == 0 && len(tags) > 0 && len(tags[0].values) == 1
 	if tagJoin {
 		// Walk the (name, value, created_at) index newest first, join events.
 		t := tags[0]
-		tags = tags[1:]
+		c.tags = tags[1:]
 		orderCol = "t.created_at"
 		sb.w(" FROM tags t JOIN events e ON e.seq = t.seq AND e.created_at = t.created_at WHERE t.name = ? AND t.value = ?")
 		sb.args = append(sb.args, t.name, t.values[0])
@@ -394,16 +421,62 @@ func (s *Store) buildQuery(f nostr.Filter, v Visibility, sel string) (builtQuery
 		sb.w(" AND ")
 		sb.eqOrIn("e.kind", len(kinds), func(i int) any { return kinds[i] })
 	}
-	if f.Since != nil {
+	c.write(sb, -1, len(ids) == 0 && !tagJoin)
+	return builtQuery{sql: sb.b.String(), args: sb.args, orderCol: orderCol, idCol: "e.id"}, true
+}
+
+// maxMergeArms caps the (author, kind) pairs queried as merged arms. An arm
+// costs 30–60 µs (planning, a seek, its first row); past about 30 authors
+// who post the kind, walking events(kind, created_at) is cheaper
+// (docs/performance.md).
+const maxMergeArms = 32
+
+// mergeable reports whether a filter is served as one arm per (author, kind)
+// pair. Filters with ids or a single tag value have a more selective index.
+func mergeable(ids, authors [][]byte, kinds []int, tags []tagCond) bool {
+	if len(ids) > 0 || len(authors) == 0 || len(kinds) == 0 || len(authors)*len(kinds) < 2 || len(authors)*len(kinds) > maxMergeArms {
+		return false
+	}
+	if len(tags) > 0 && len(tags[0].values) == 1 {
+		return false
+	}
+	// Every arm repeats the tag values: keep the statement small.
+	n := 0
+	for _, t := range tags {
+		if len(t.values) > maxInlineValues {
+			n++ // bound as one JSON argument
+		} else {
+			n += len(t.values)
+		}
+	}
+	return len(authors)*len(kinds)*n <= 4*maxInlineValues
+}
+
+// conds are a filter's conditions on each candidate row beyond its ids,
+// authors and kinds.
+type conds struct {
+	since, until *nostr.Timestamp
+	tags         []tagCond
+	now          int64
+	private      []int    // private kinds in play, nil when none can match
+	readers      []string // who may read them
+	allPrivate   bool     // every kind the filter names is private
+}
+
+// write appends c to a WHERE clause on e. kind >= 0 says every row has that
+// kind (an arm of a merged query); driveTag lets the first tag condition be
+// a set of seqs (no index is walked for the row otherwise).
+func (c *conds) write(sb *sqlBuilder, kind int, driveTag bool) {
+	if c.since != nil {
 		sb.w(" AND e.created_at >= ?")
-		sb.args = append(sb.args, int64(*f.Since))
+		sb.args = append(sb.args, int64(*c.since))
 	}
-	if f.Until != nil {
+	if c.until != nil {
 		sb.w(" AND e.created_at <= ?")
-		sb.args = append(sb.args, int64(*f.Until))
+		sb.args = append(sb.args, int64(*c.until))
 	}
-	for i, t := range tags {
-		if i == 0 && len(ids) == 0 && !tagJoin {
+	for i, t := range c.tags {
+		if i == 0 && driveTag {
 			// Multi-valued driving tag: a set of seqs, no duplicate rows.
 			sb.w(" AND e.seq IN (SELECT seq FROM tags WHERE name = ? AND ")
 			sb.args = append(sb.args, t.name)
@@ -417,30 +490,30 @@ func (s *Store) buildQuery(f nostr.Filter, v Visibility, sel string) (builtQuery
 		sb.w(")")
 	}
 	sb.w(" AND (e.expiration IS NULL OR e.expiration > ?)")
-	sb.args = append(sb.args, s.now().Unix())
-	if needPrivClause && len(private) > 0 {
-		readerClause := func() {
-			sb.w("EXISTS (SELECT 1 FROM tags r WHERE r.seq = e.seq AND r.created_at = e.created_at AND r.name = 'p' AND ")
-			sb.eqOrIn("r.value", len(readers), func(i int) any { return readers[i] })
-			sb.w(")")
-		}
-		switch {
-		case len(readers) == 0:
-			sb.w(" AND e.kind NOT IN ")
-			sb.in(len(private), func(i int) any { return private[i] })
-		case kinds != nil && len(private) == len(kinds):
-			// every requested kind is private
-			sb.w(" AND ")
-			readerClause()
-		default:
-			sb.w(" AND (e.kind NOT IN ")
-			sb.in(len(private), func(i int) any { return private[i] })
-			sb.w(" OR ")
-			readerClause()
-			sb.w(")")
-		}
+	sb.args = append(sb.args, c.now)
+	if len(c.private) == 0 || kind >= 0 && !slices.Contains(c.private, kind) {
+		return
 	}
-	return builtQuery{sql: sb.b.String(), args: sb.args, orderCol: orderCol}, true
+	readerClause := func() {
+		sb.w("EXISTS (SELECT 1 FROM tags r WHERE r.seq = e.seq AND r.created_at = e.created_at AND r.name = 'p' AND ")
+		sb.eqOrIn("r.value", len(c.readers), func(i int) any { return c.readers[i] })
+		sb.w(")")
+	}
+	switch {
+	case len(c.readers) == 0:
+		sb.w(" AND e.kind NOT IN ")
+		sb.in(len(c.private), func(i int) any { return c.private[i] })
+	case kind >= 0 || c.allPrivate:
+		// every row's kind is private
+		sb.w(" AND ")
+		readerClause()
+	default:
+		sb.w(" AND (e.kind NOT IN ")
+		sb.in(len(c.private), func(i int) any { return c.private[i] })
+		sb.w(" OR ")
+		readerClause()
+		sb.w(")")
+	}
 }
 
 func tagRank(name string) int {

@@ -751,7 +751,10 @@ func TestQueryPlans(t *testing.T) {
 		sorts bool
 	}{
 		{nostr.Filter{Authors: []string{pk}, Kinds: []int{1}}, Visibility{}, "INDEX events_pubkey_kind_created", false},
-		{nostr.Filter{Authors: []string{pk, strings.Repeat("cd", 32)}, Kinds: []int{1, 7}}, Visibility{PrivateKinds: []int{1059}}, "INDEX events_pubkey_kind_created", true},
+		// several authors and kinds: one arm per pair, merged in time order
+		{nostr.Filter{Authors: []string{pk, strings.Repeat("cd", 32)}, Kinds: []int{1, 7}}, Visibility{PrivateKinds: []int{1059}}, "MERGE (UNION ALL)", false},
+		{nostr.Filter{Authors: distinctHex(maxMergeArms), Kinds: []int{1}}, Visibility{}, "SEARCH e USING INDEX events_pubkey_kind_created (pubkey=? AND kind=?)", false},
+		{nostr.Filter{Authors: []string{pk}, Kinds: []int{1, 6, 7, 1059}, Tags: nostr.TagMap{"t": {"a", "b"}}}, Visibility{PrivateKinds: []int{1059}, Readers: []string{pk}}, "MERGE (UNION ALL)", false},
 		{nostr.Filter{Tags: nostr.TagMap{"p": {pk}}, Limit: 500}, Visibility{PrivateKinds: []int{1059}, Readers: []string{pk}}, "PRIMARY KEY (name=? AND value=?)", false},
 		{nostr.Filter{Tags: nostr.TagMap{"p": {pk, "x"}}}, Visibility{}, "PRIMARY KEY (name=? AND value=?)", true},
 		{nostr.Filter{IDs: []string{pk, strings.Repeat("01", 32)}}, Visibility{}, "SEARCH recent_ids USING PRIMARY KEY (id=?)", true},
@@ -765,7 +768,7 @@ func TestQueryPlans(t *testing.T) {
 		{nostr.Filter{}, Visibility{}, "INDEX events_created", false},
 	}
 	for _, c := range cases {
-		q, ok := s.buildQuery(c.f, c.v, selectRows)
+		q, ok := s.buildQuery(c.f, c.v, selectRows, true)
 		if !ok {
 			t.Fatalf("%v: no query", c.f)
 		}
@@ -1185,8 +1188,8 @@ func TestLongValueLists(t *testing.T) {
 		}
 		return out
 	}
-	q1, _ := s.buildQuery(nostr.Filter{Authors: long(maxInlineValues+1, a.pk)}, Visibility{}, selectRows)
-	q2, _ := s.buildQuery(nostr.Filter{Authors: long(maxInlineValues+500, a.pk)}, Visibility{}, selectRows)
+	q1, _ := s.buildQuery(nostr.Filter{Authors: long(maxInlineValues+1, a.pk)}, Visibility{}, selectRows, true)
+	q2, _ := s.buildQuery(nostr.Filter{Authors: long(maxInlineValues+500, a.pk)}, Visibility{}, selectRows, true)
 	if q1.sql != q2.sql || len(q1.args) != len(q2.args) {
 		t.Fatalf("the SQL varies with the list's length:\n%s\n%s", q1.sql, q2.sql)
 	}

@@ -51,14 +51,17 @@ func TestQueriesAndFanout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(qs) != 5 {
-		t.Fatalf("%d query shapes, want 5", len(qs))
+	if len(qs) != 7 {
+		t.Fatalf("%d query shapes, want 7", len(qs))
 	}
 	for _, q := range qs {
-		// Every shape asks for events the store holds: 3 per author, 60 %
-		// of them kind 1; ids sampled from the store.
-		if q.avgResults <= 0 || q.p50 <= 0 || q.p99 < q.p50 {
-			t.Errorf("%s: %.1f results on average, p50 %v, p99 %v", q.name, q.avgResults, q.p50, q.p99)
+		if q.p50 <= 0 || q.p99 < q.p50 {
+			t.Errorf("%s: p50 %v, p99 %v", q.name, q.p50, q.p99)
+		}
+		// Every other shape asks for events the store holds: 3 per
+		// author, 60 % of them kind 1; ids sampled from the store.
+		if nothing := strings.HasSuffix(q.name, "nothing stored"); nothing != (q.avgResults == 0) {
+			t.Errorf("%s: %.1f results on average", q.name, q.avgResults)
 		}
 		if strings.HasPrefix(q.name, "follow list: 500") && q.avgResults < 100 {
 			t.Errorf("%s: %.1f results on average, want the limit (100)", q.name, q.avgResults)

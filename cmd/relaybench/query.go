@@ -32,6 +32,21 @@ type fillInfo struct {
 	ids     []string // a sample of stored ids
 }
 
+// fillKinds is the kind of stored event j: j%10 picks it, and keys[j%1000]
+// signs it, so author i posts only kind fillKinds[i%10].
+var fillKinds = []int{1, 1, 1, 1, 1, 1, 7, 7, 7, 1059}
+
+// reactors are the authors whose only stored events are reactions (kind 7).
+func (f *fillInfo) reactors() []string {
+	var out []string
+	for i, a := range f.authors {
+		if fillKinds[i%len(fillKinds)] == 7 {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 // fillStore makes sure the SQLite file at path holds n events from fillAuthors
 // authors (kinds 1, 7 and 1059, each p-tagging one of the authors), written
 // through the store's own writer.
@@ -62,7 +77,7 @@ func fillStore(ctx context.Context, path string, n int) (*fillInfo, error) {
 			evts := signAll(m, func(i int) nostr.Event {
 				j := done + i
 				r := rand.New(rand.NewPCG(uint64(j), 7))
-				kind := []int{1, 1, 1, 1, 1, 1, 7, 7, 7, 1059}[j%10]
+				kind := fillKinds[j%len(fillKinds)]
 				tags := nostr.Tags{{"p", keys[r.IntN(fillAuthors)].pk}}
 				if kind == 7 {
 					tags = append(tags, nostr.Tag{"e", fmt.Sprintf("%064x", r.Uint64())})
@@ -137,6 +152,16 @@ func queries(ctx context.Context, url string, fill *fillInfo, n int) ([]queryRes
 		}},
 		{"#p limit 100", func() map[string]any {
 			return map[string]any{"#p": []string{fill.authors[r.IntN(len(fill.authors))]}, "limit": 100}
+		}},
+		// A few authors' notes and reactions: six (author, kind) pairs.
+		{"3 authors+2 kinds limit 100", func() map[string]any {
+			return map[string]any{"authors": pick(r, fill.authors, 3), "kinds": []int{1, 7}, "limit": 100}
+		}},
+		// Notes of two authors who have none here (they post only
+		// reactions): a client asking a personal relay for follows who
+		// publish elsewhere. Nothing matches, so no walk may stop early.
+		{"2 authors+kinds, nothing stored", func() map[string]any {
+			return map[string]any{"authors": pick(r, fill.reactors(), 2), "kinds": []int{1}, "limit": 100}
 		}},
 		// A home feed: the authors a user follows. 20 authors and a kind are
 		// more SQL arguments than the store caches a statement for, so
