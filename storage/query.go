@@ -59,6 +59,17 @@ func (s *Store) QueryRaw(ctx context.Context, f nostr.Filter, v Visibility, fn f
 	if limit <= 0 {
 		limit = s.opts.DefaultLimit
 	}
+	if f.Kinds == nil && f.IDs == nil && len(f.Tags) == 0 && len(f.Authors) > 0 && len(f.Authors) <= maxMergeArms {
+		// Name the authors' kinds, so that the query can merge one arm
+		// per (author, kind) instead of sorting all the authors' events.
+		kinds, err := s.authorsKinds(ctx, f.Authors, maxMergeArms/len(f.Authors))
+		if err != nil {
+			return err
+		}
+		if kinds != nil {
+			f.Kinds = kinds
+		}
+	}
 	q, ok := s.buildQuery(f, v, selectRows, true)
 	if !ok {
 		return nil
@@ -100,6 +111,61 @@ func (s *Store) QueryRaw(ctx context.Context, f nostr.Filter, v Visibility, fn f
 	}
 	return nil
 }
+
+// authorsKinds returns the kinds of the events stored by authors, or nil if
+// there are more than max of them. An empty list means the authors have no
+// events. Each kind costs one seek on events(pubkey, kind, created_at).
+func (s *Store) authorsKinds(ctx context.Context, authors []string, max int) ([]int, error) {
+	var kinds []int
+	for _, a := range uniq(authors) {
+		pk, ok := decodeHex32(a)
+		if !ok {
+			continue
+		}
+		st, cached, err := s.readStmt(ctx, kindsQuery, 2)
+		if err != nil {
+			return nil, fmt.Errorf("storage: query: %w", err)
+		}
+		err = func() error {
+			if !cached {
+				defer st.Close()
+			}
+			rs, err := st.QueryContext(ctx, pk, max+1)
+			if err != nil {
+				return err
+			}
+			defer rs.Close()
+			for rs.Next() {
+				var k int
+				if err := rs.Scan(&k); err != nil {
+					return err
+				}
+				if !slices.Contains(kinds, k) {
+					kinds = append(kinds, k)
+				}
+			}
+			return rs.Err()
+		}()
+		if err != nil {
+			return nil, fmt.Errorf("storage: query: %w", err)
+		}
+		if len(kinds) > max {
+			return nil, nil
+		}
+	}
+	if kinds == nil {
+		kinds = []int{}
+	}
+	return kinds, nil
+}
+
+// kindsQuery lists an author's kinds, at most ?2 of them, by skipping from
+// one kind to the next on events(pubkey, kind, created_at).
+const kindsQuery = `WITH RECURSIVE k(kind) AS (
+	SELECT (SELECT kind FROM events WHERE pubkey = ?1 ORDER BY kind LIMIT 1)
+	UNION ALL
+	SELECT (SELECT kind FROM events WHERE pubkey = ?1 AND kind > k.kind ORDER BY kind LIMIT 1) FROM k WHERE k.kind IS NOT NULL
+) SELECT kind FROM k WHERE kind IS NOT NULL LIMIT ?2`
 
 type row struct {
 	createdAt int64

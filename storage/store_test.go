@@ -1233,6 +1233,10 @@ func TestLongValueLists(t *testing.T) {
 		}
 	}
 
+	// The lookup of a few authors' kinds is one statement, cached once.
+	if _, err := s.Query(ctx, nostr.Filter{Authors: []string{a.pk}}, Visibility{}); err != nil {
+		t.Fatal(err)
+	}
 	cached := len(s.stmts)
 	for n := range 20 {
 		// written out (more arguments than are cached), and as JSON
@@ -1244,5 +1248,43 @@ func TestLongValueLists(t *testing.T) {
 	}
 	if len(s.stmts) != cached {
 		t.Fatalf("statement cache grew from %d to %d with the length of a list", cached, len(s.stmts))
+	}
+}
+
+// A filter with authors and no kinds first looks up the authors' kinds, one
+// seek each, so that it can merge one arm per (author, kind) instead of
+// sorting every event of the authors.
+func TestAuthorsKinds(t *testing.T) {
+	s, _, _ := openTest(t)
+	ctx := context.Background()
+	a, b, none := newKey(t), newKey(t), newKey(t)
+	for i, kind := range []int{30023, 1, 7, 1, 0} {
+		mustSave(t, s, ev(t, a, kind, int64(i), nostr.Tags{{"d", fmt.Sprint(i)}}, "a"))
+	}
+	mustSave(t, s, ev(t, b, 3, 1, nil, "b"))
+	cases := []struct {
+		authors []string
+		max     int
+		want    []int
+	}{
+		{[]string{a.pk}, 10, []int{0, 1, 7, 30023}},
+		{[]string{a.pk, b.pk, a.pk, "not hex"}, 5, []int{0, 1, 7, 30023, 3}},
+		{[]string{a.pk}, 4, []int{0, 1, 7, 30023}},
+		{[]string{a.pk}, 3, nil}, // too many: the caller keeps the plain plan
+		{[]string{a.pk, b.pk}, 4, nil},
+		{[]string{none.pk}, 4, []int{}}, // no events: nothing can match
+	}
+	for _, c := range cases {
+		got, err := s.authorsKinds(ctx, c.authors, c.max)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, c.want) || (got == nil) != (c.want == nil) {
+			t.Errorf("authorsKinds(%d authors, max %d) = %v, want %v", len(c.authors), c.max, got, c.want)
+		}
+	}
+	got := query(t, s, nostr.Filter{Authors: []string{a.pk, b.pk}, Limit: 3}, Visibility{})
+	if len(got) != 3 || got[0].Kind != 0 || got[1].Kind != 1 || got[2].Kind != 7 {
+		t.Fatalf("newest 3 of a and b: %v", got)
 	}
 }

@@ -51,8 +51,8 @@ func TestQueriesAndFanout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(qs) != 7 {
-		t.Fatalf("%d query shapes, want 7", len(qs))
+	if len(qs) != 8 {
+		t.Fatalf("%d query shapes, want 8", len(qs))
 	}
 	for _, q := range qs {
 		if q.p50 <= 0 || q.p99 < q.p50 {

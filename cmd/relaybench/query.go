@@ -153,6 +153,11 @@ func queries(ctx context.Context, url string, fill *fillInfo, n int) ([]queryRes
 		{"#p limit 100", func() map[string]any {
 			return map[string]any{"#p": []string{fill.authors[r.IntN(len(fill.authors))]}, "limit": 100}
 		}},
+		// Everything an author posted: a profile page, or a client syncing
+		// its own events.
+		{"author, any kind, limit 100", func() map[string]any {
+			return map[string]any{"authors": []string{fill.authors[r.IntN(len(fill.authors))]}, "limit": 100}
+		}},
 		// A few authors' notes and reactions: six (author, kind) pairs.
 		{"3 authors+2 kinds limit 100", func() map[string]any {
 			return map[string]any{"authors": pick(r, fill.authors, 3), "kinds": []int{1, 7}, "limit": 100}
