@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,7 +19,7 @@ import (
 
 func init() {
 	register(&command{name: "init", summary: "create this node's identity (key, keystore) and config", run: runInit})
-	register(&command{name: "id", summary: "show, export, import or re-encrypt the identity: id show|export|import|passwd", run: runID})
+	register(&command{name: "id", summary: "show, export, import, re-encrypt or revoke the identity: id show|export|import|passwd|revoke", run: runID})
 }
 
 const initHelp = `
@@ -208,11 +209,13 @@ const idHelp = `
   id export --nsec --i-understand-this-reveals-my-key
                            print the plain nsec (asks for the passphrase)
   id import --key-file F   create the identity from an existing key (hex, nsec, ncryptsec)
-  id passwd                re-encrypt the keystore under a new passphrase`
+  id passwd                re-encrypt the keystore under a new passphrase
+  id revoke --yes [--reason TEXT]
+                           revoke your handle for good (through the running node)`
 
 func runID(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintf(stderr, "Usage: anchorchat id <show|export|import|passwd> [flags]\n%s\n", idHelp)
+		fmt.Fprintf(stderr, "Usage: anchorchat id <show|export|import|passwd|revoke> [flags]\n%s\n", idHelp)
 		if len(args) == 0 {
 			return errors.New("id needs a subcommand")
 		}
@@ -221,7 +224,7 @@ func runID(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	sub, args := args[0], args[1:]
 	help, ok := idSubs[sub]
 	if !ok {
-		return fmt.Errorf("unknown id subcommand %q (show, export, import, passwd)", sub)
+		return fmt.Errorf("unknown id subcommand %q (show, export, import, passwd, revoke)", sub)
 	}
 	fs := newFlagSet("id "+sub, help.synopsis, help.text, stderr)
 	f := bindSomeIdentityFlags(fs, help.pass, help.logN)
@@ -254,6 +257,14 @@ func runID(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		return idPasswd(ctx, f, *newFile, stdout)
+	case "revoke":
+		reason := fs.String("reason", "", fmt.Sprintf("why, for those who verify the handle (at most %d bytes)", identity.MaxRevokeReason))
+		sure := fs.Bool("yes", false, "confirm: the handle is revoked for good")
+		asJSON := fs.Bool("json", false, "print JSON")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		return idRevoke(ctx, f, *reason, *sure, *asJSON, stdout)
 	}
 	return nil // not reached: idSubs has the same names as the cases
 }
@@ -276,6 +287,13 @@ var idSubs = map[string]struct {
 	"passwd": {synopsis: "id passwd [--new-passphrase-file F] [flags]", pass: true, logN: true,
 		text: "Re-encrypts the keystore under a new passphrase (from --new-passphrase-file, else a\n" +
 			"prompt asked twice). Restart the node with the new one."},
+	"revoke": {synopsis: "id revoke --yes [--reason TEXT] [flags]",
+		text: "Revokes your handle: the running node signs a revocation (kind 3781) of the handle's\n" +
+			"current claim with its key, stores and publishes it, queues it for anchoring, and stops\n" +
+			"serving the handle over NIP-05. Do this when the key may be in someone else's hands.\n" +
+			"Anyone who verifies the handle then sees REVOKED, with your reason. It is for good:\n" +
+			"the earliest anchored claim of a handle always wins, and that chain has now ended, so\n" +
+			"nobody can hold the handle again. Needs --yes."},
 }
 
 func idShow(f identityFlags, stdout io.Writer) error {
@@ -359,5 +377,30 @@ func idPasswd(ctx context.Context, f identityFlags, newFile string, stdout io.Wr
 		return noIdentity(err, dir)
 	}
 	fmt.Fprintln(stdout, "passphrase changed; restart the node with the new one")
+	return nil
+}
+
+func idRevoke(ctx context.Context, f identityFlags, reason string, sure, asJSON bool, stdout io.Writer) error {
+	if !sure {
+		return errors.New("id revoke ends your handle for good (nobody can hold it again): run it with --yes if that is what you want")
+	}
+	c, err := dialNode(*f.network, *f.datadir)
+	if err != nil {
+		return err
+	}
+	var res node.RevokeResult
+	if err := c.Do(ctx, http.MethodPost, "/v1/identity/revoke", jsonBody(node.RevokeRequest{Reason: reason}), &res); err != nil {
+		return err
+	}
+	if asJSON {
+		return printJSON(stdout, res)
+	}
+	fmt.Fprintf(stdout, "@%s revoked\nrevocation: %s\nclaim:      %s\n", res.Handle, res.Revocation, res.Claim)
+	if res.Anchoring {
+		fmt.Fprintln(stdout, "It is queued for anchoring with the next batch (`anchorchat anchor now` to anchor it at once).")
+	} else {
+		fmt.Fprintln(stdout, "This node does not anchor (no btcd): the revocation counts as soon as verifiers fetch it.")
+	}
+	fmt.Fprintln(stdout, "Remove `handle` from the config, or the node will keep warning about it.")
 	return nil
 }

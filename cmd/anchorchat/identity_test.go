@@ -227,6 +227,115 @@ func TestNodeIdentityAndNoSecretsInLogs(t *testing.T) {
 	}
 }
 
+// id revoke: the running node revokes its handle's claim with a valid
+// kind 3781 event, stops serving the handle over NIP-05, refuses a second
+// revocation, and after a restart neither claims nor serves the handle again.
+func TestRevokeHandle(t *testing.T) {
+	dir := t.TempDir()
+	env := []string{"ANCHORCHAT_PASSPHRASE=" + testPass}
+	if out, err := cli(t, env, "init", "--scrypt-logn", "10", "--handle", "carol", "--network", "regtest", "--datadir", dir); err != nil {
+		t.Fatalf("init: %v\n%s", err, out)
+	}
+	pk := strings.TrimSpace(strings.TrimPrefix(grepLine(t, dir, "pubkey:"), "pubkey:"))
+	p := startProcEnv(t, dir, env)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nip05 := func(rt string) map[string]string {
+		t.Helper()
+		resp, err := http.Get(strings.Replace(rt, "ws://", "http://", 1) + "/.well-known/nostr.json?name=carol")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var doc struct{ Names map[string]string }
+		if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+			t.Fatal(err)
+		}
+		return doc.Names
+	}
+	if got := nip05(p.rt.RelayURL); got["carol"] != pk {
+		t.Fatalf("NIP-05 before revoking: %v, want carol → %s", got, pk)
+	}
+	client := []string{"--network", "regtest", "--datadir", dir}
+
+	if out, err := cli(t, nil, append([]string{"id", "revoke", "--reason", "laptop stolen"}, client...)...); err == nil || !strings.Contains(out, "--yes") {
+		t.Fatalf("id revoke without --yes: %v\n%s", err, out)
+	}
+	long := strings.Repeat("x", identity.MaxRevokeReason+1)
+	if out, err := cli(t, nil, append([]string{"id", "revoke", "--yes", "--reason", long}, client...)...); err == nil || !strings.Contains(out, "at most 280") {
+		t.Fatalf("id revoke with a long reason: %v\n%s", err, out)
+	}
+	out, err := cli(t, nil, append([]string{"id", "revoke", "--yes", "--json", "--reason", "laptop stolen"}, client...)...)
+	if err != nil {
+		t.Fatalf("id revoke: %v\n%s", err, out)
+	}
+	var res struct{ Handle, Revocation, Claim string }
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Handle != "carol" {
+		t.Fatalf("id revoke printed %q (%v)", out, err)
+	}
+
+	r, err := nostrclient.Dial(ctx, p.rt.RelayURL, nostrclient.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	evts, err := r.Query(ctx, nostr.Filter{Authors: []string{pk}, Kinds: []int{identity.KindHandleClaim, identity.KindHandleRevocation}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := identity.ValidateChain(evts)
+	if err != nil {
+		t.Fatalf("the chain on the relay: %v", err)
+	}
+	if !st.Revoked || st.Revocation.ID != res.Revocation || st.Revocation.Reason != "laptop stolen" || st.Genesis.ID != res.Claim || len(evts) != 2 {
+		t.Fatalf("chain: revoked %v, revocation %+v, genesis %s; printed %+v", st.Revoked, st.Revocation, st.Genesis.ID, res)
+	}
+	if got := nip05(p.rt.RelayURL); got["carol"] != "" {
+		t.Fatalf("NIP-05 still serves carol after the revocation: %v", got)
+	}
+	if out, err := cli(t, nil, append([]string{"id", "revoke", "--yes"}, client...)...); err == nil || !strings.Contains(out, "already revoked, by event "+res.Revocation) {
+		t.Fatalf("a second id revoke: %v\n%s", err, out)
+	}
+
+	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+	p.done <- nil
+	p2 := startProcEnv(t, dir, env)
+	if got := nip05(p2.rt.RelayURL); got["carol"] != "" {
+		t.Fatalf("NIP-05 serves carol again after a restart: %v", got)
+	}
+	r2, err := nostrclient.Dial(ctx, p2.rt.RelayURL, nostrclient.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	claims, err := r2.Query(ctx, nostr.Filter{Authors: []string{pk}, Kinds: []int{identity.KindHandleClaim}})
+	if err != nil || len(claims) != 1 {
+		t.Fatalf("claims after the restart: %d (%v), want the one revoked", len(claims), err)
+	}
+	if !strings.Contains(p2.logs.String(), "this key revoked its handle") {
+		t.Fatalf("the restarted node does not say the handle is revoked:\n%s", p2.logs.String())
+	}
+}
+
+// grepLine runs `id show` on dir and returns its line starting with prefix.
+func grepLine(t *testing.T, dir, prefix string) string {
+	t.Helper()
+	out, err := cli(t, nil, "id", "show", "--network", "regtest", "--datadir", dir)
+	if err != nil {
+		t.Fatalf("id show: %v\n%s", err, out)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			return l
+		}
+	}
+	t.Fatalf("id show has no %q line:\n%s", prefix, out)
+	return ""
+}
+
 // Each id subcommand's --help describes that subcommand and lists only the
 // flags it reads.
 func TestIDSubcommandHelp(t *testing.T) {
@@ -238,6 +347,7 @@ func TestIDSubcommandHelp(t *testing.T) {
 		{"export", []string{"Usage: anchorchat id export", "-nsec", "-passphrase-file"}, []string{"-scrypt-logn", "Re-encrypts"}},
 		{"import", []string{"Usage: anchorchat id import --key-file", "-key-file", "-scrypt-logn", "-passphrase-file"}, []string{"-nsec", "Re-encrypts"}},
 		{"passwd", []string{"Usage: anchorchat id passwd", "Re-encrypts", "-new-passphrase-file", "-scrypt-logn"}, []string{"-key-file", "ncryptsec)"}},
+		{"revoke", []string{"Usage: anchorchat id revoke --yes", "REVOKED", "-reason", "-yes"}, []string{"-passphrase-file", "-scrypt-logn", "Re-encrypts"}},
 	} {
 		out, err := cli(t, nil, "id", c.sub, "--help")
 		if err != nil {

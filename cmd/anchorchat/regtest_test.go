@@ -119,6 +119,21 @@ func TestRegtestUpStartsNodes(t *testing.T) {
 		t.Fatalf("@bob never anchored, verdict: %s", out)
 	}
 
+	// alice revokes her handle: bob's verdict turns REVOKED at once, with
+	// her reason, and the revocation goes into the next anchored batch.
+	out, err = cli(t, nil, append([]string{"id", "revoke", "--yes", "--reason", "key compromised"}, alice...)...)
+	if err != nil || !strings.Contains(out, "queued for anchoring") {
+		t.Fatalf("id revoke: %v\n%s", err, out)
+	}
+	waitFor(t, "bob sees @alice revoked", func() (bool, string) {
+		out, _ := cli(t, nil, append(append([]string{"verify"}, bob...), "@alice")...)
+		return strings.Contains(out, "REVOKED @alice") && strings.Contains(out, "key compromised"), out
+	})
+	out, err = cli(t, nil, append([]string{"anchor", "now"}, alice...)...)
+	if err != nil || !strings.Contains(out, "1 claims") {
+		t.Fatalf("anchor now (the revocation): %v\n%s", err, out)
+	}
+
 	// A second up on the same directory is refused while the network lives.
 	if out, err := up(); err == nil || !strings.Contains(out, "already running") {
 		t.Fatalf("second up: %v\n%s", err, out)

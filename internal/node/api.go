@@ -70,6 +70,7 @@ func (n *Node) apiHandler() http.Handler {
 	n.chatRoutes(mux)
 	n.paymentRoutes(mux)
 	n.anchorRoutes(mux)
+	n.identityRoutes(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if subtle.ConstantTimeCompare([]byte(got), []byte(n.token)) != 1 {

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -11,7 +12,6 @@ import (
 
 	"github.com/anchorchat/anchorchat/identity"
 	"github.com/anchorchat/anchorchat/internal/nostrclient"
-	"github.com/anchorchat/anchorchat/storage"
 )
 
 // KeystoreFile is the identity keystore's name inside the data dir.
@@ -96,15 +96,17 @@ func (n *Node) publishIdentity(ctx context.Context) error {
 	}
 	evts = append(evts, dm)
 	if n.cfg.Handle != "" {
-		claim, err := n.handleClaim(ctx)
+		claim, serve, err := n.handleClaim(ctx)
 		if err != nil {
 			return err
 		}
 		if claim != nil {
 			evts = append(evts, claim)
 		}
-		if err := n.nip05.Set(n.cfg.Handle, n.key.PublicKey(), n.dmRelays()); err != nil {
-			return fmt.Errorf("NIP-05: %w", err)
+		if serve {
+			if err := n.nip05.Set(n.cfg.Handle, n.key.PublicKey(), n.dmRelays()); err != nil {
+				return fmt.Errorf("NIP-05: %w", err)
+			}
 		}
 	}
 	for _, evt := range evts {
@@ -118,23 +120,29 @@ func (n *Node) publishIdentity(ctx context.Context) error {
 }
 
 // handleClaim returns a new claim for the configured handle, or nil if this
-// key's store already holds one.
-func (n *Node) handleClaim(ctx context.Context) (*nostr.Event, error) {
+// key has claimed it before; and whether the node serves the handle over
+// NIP-05 (not once this key revoked it, or rotated it to another key).
+func (n *Node) handleClaim(ctx context.Context) (*nostr.Event, bool, error) {
 	handle, err := identity.NormalizeHandle(n.cfg.Handle)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	have, err := n.store.Query(ctx, nostr.Filter{
-		Kinds: []int{identity.KindHandleClaim}, Authors: []string{n.key.PublicKey()},
-		Tags: nostr.TagMap{"n": {handle}}, Limit: 1,
-	}, storage.Visibility{})
-	if err != nil {
-		return nil, err
+	st, err := n.ownChain(ctx, handle)
+	switch {
+	case errors.Is(err, errNoClaim):
+		claim, err := identity.NewClaim(n.key, identity.ClaimParams{Handle: handle, LNNode: n.cfg.LNNodePubkey, Relays: n.dmRelays()})
+		return claim, err == nil, err
+	case err != nil:
+		n.log.Warn("the handle's chain in the store is not valid: not serving it over NIP-05", "handle", handle, "err", err)
+		return nil, false, nil
+	case st.Revoked:
+		n.log.Warn("this key revoked its handle: not serving it over NIP-05; remove handle from the config", "handle", handle, "revocation", st.Revocation.ID)
+		return nil, false, nil
+	case st.Current.PubKey != n.key.PublicKey():
+		n.log.Warn("the handle was rotated to another key: not serving it over NIP-05", "handle", handle, "key", st.Current.PubKey)
+		return nil, false, nil
 	}
-	if len(have) > 0 {
-		return nil, nil
-	}
-	return identity.NewClaim(n.key, identity.ClaimParams{Handle: handle, LNNode: n.cfg.LNNodePubkey, Relays: n.dmRelays()})
+	return nil, true, nil
 }
 
 // publishRemote sends events to the configured outside relays, best effort.

@@ -87,6 +87,7 @@ type Node struct {
 	wg             sync.WaitGroup
 	closeOnce      sync.Once
 	closeErr       error
+	revokeMu       sync.Mutex // one revocation at a time
 }
 
 // Start opens the store, starts the relay and the API, and writes the
