@@ -18,6 +18,7 @@ func TestBadInput(t *testing.T) {
 		cfg.Limits.MaxMessageLength = 8 << 10
 		cfg.Limits.MaxSubscriptions = 3
 		cfg.Limits.MaxFilters = 2
+		cfg.Limits.MaxContentLength = 1000
 	})
 	c := e.dial()
 	bystander := e.dial()
@@ -61,6 +62,14 @@ func TestBadInput(t *testing.T) {
 		if ok, msg := c.ok(evt.ID); ok || !strings.HasPrefix(msg, "invalid:") || !strings.Contains(msg, "UTF-8") {
 			t.Fatalf("ok=%v %q", ok, msg)
 		}
+		stillServed(t)
+	})
+	t.Run("content too long", func(t *testing.T) {
+		c.refused(e.event(e.owner, 1, strings.Repeat("a", 1001)), "invalid: content too long")
+		// The limit counts characters, as NIP-11 says: 1,000 two-byte
+		// characters are within it.
+		c.mustPublish(e.event(e.owner, 1, strings.Repeat("é", 1000)))
+		c.refused(e.event(e.owner, 1, strings.Repeat("é", 1001)), "invalid: content too long")
 		stillServed(t)
 	})
 	t.Run("missing field", func(t *testing.T) {

@@ -58,7 +58,7 @@ type Limits struct {
 	DefaultLimit     int // "limit" applied to a filter that has none
 	MaxSubIDLength   int
 	MaxEventTags     int
-	MaxContentLength int // bytes of an event's content
+	MaxContentLength int // characters (Unicode code points) of an event's content, as NIP-11 counts them
 
 	// MaxFutureSkew refuses events whose created_at is further than this in the future.
 	MaxFutureSkew time.Duration

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 	"github.com/nbd-wtf/go-nostr"
@@ -455,8 +456,10 @@ func (r *Relay) check(evt *nostr.Event, now time.Time) (hash [32]byte, msg strin
 	if l.MaxEventTags > 0 && len(evt.Tags) > l.MaxEventTags {
 		return hash, fmt.Sprintf("invalid: too many tags (max %d)", l.MaxEventTags)
 	}
-	if l.MaxContentLength > 0 && len(evt.Content) > l.MaxContentLength {
-		return hash, fmt.Sprintf("invalid: content too long (max %d bytes)", l.MaxContentLength)
+	// NIP-11 counts characters; a content within the limit in bytes is
+	// within it in characters too, so only a long one is counted.
+	if l.MaxContentLength > 0 && len(evt.Content) > l.MaxContentLength && utf8.RuneCountInString(evt.Content) > l.MaxContentLength {
+		return hash, fmt.Sprintf("invalid: content too long (max %d characters)", l.MaxContentLength)
 	}
 	if !storage.ValidUTF8(evt) {
 		return hash, "invalid: content and tags must be valid UTF-8"

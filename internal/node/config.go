@@ -149,7 +149,7 @@ func BindFlags(fs *flag.FlagSet) *Config {
 	fs.IntVar(&l.MaxLimit, "relay.max-limit", l.MaxLimit, "largest filter limit honoured (larger ones are capped)")
 	fs.IntVar(&l.DefaultLimit, "relay.default-limit", l.DefaultLimit, "limit applied to a filter without one")
 	fs.IntVar(&l.MaxEventTags, "relay.max-event-tags", l.MaxEventTags, "tags per event")
-	fs.IntVar(&l.MaxContentLength, "relay.max-content-length", l.MaxContentLength, "bytes of content per event")
+	fs.IntVar(&l.MaxContentLength, "relay.max-content-length", l.MaxContentLength, "characters (Unicode code points) of content per event")
 	fs.DurationVar(&l.MaxFutureSkew, "relay.max-future-skew", l.MaxFutureSkew, "refuse events dated further than this in the future")
 	fs.DurationVar(&l.MaxPastAge, "relay.max-past-age", l.MaxPastAge, "refuse events older than this, 0 for no limit (gift wraps get 48h more)")
 	fs.Float64Var(&l.EventsPerSecondPerIP, "relay.events-per-second-ip", l.EventsPerSecondPerIP, "EVENT rate per client IP (0: unlimited)")
