@@ -62,6 +62,8 @@ func (s *Store) QueryRaw(ctx context.Context, f nostr.Filter, v Visibility, fn f
 	if f.Kinds == nil && f.IDs == nil && len(f.Tags) == 0 && len(f.Authors) > 0 && len(f.Authors) <= maxMergeArms {
 		// Name the authors' kinds, so that the query can merge one arm
 		// per (author, kind) instead of sorting all the authors' events.
+		// An event of a kind new to them, stored between the two queries,
+		// is left out, as if the query had run before it was stored.
 		kinds, err := s.authorsKinds(ctx, f.Authors, maxMergeArms/len(f.Authors))
 		if err != nil {
 			return err

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -18,9 +19,10 @@ import (
 var errNoClaim = errors.New("no claim of this handle by this node's key")
 
 // ownChain returns the chain of handle that this node's key holds or held,
-// built from the store: the key's own claims of handle, the claims they
-// replace, the rotations that replace them and the revocations of any of
-// them. It fails with errNoClaim if the key never claimed handle.
+// built from the store: the key's newest claim of handle, the claims back to
+// the first one, the rotations after it, and the revocations of the current
+// claim by its key. It fails with errNoClaim if the key never claimed
+// handle.
 func (n *Node) ownChain(ctx context.Context, handle string) (*identity.ChainState, error) {
 	kinds := []int{identity.KindHandleClaim, identity.KindHandleRevocation}
 	const most = 1000
@@ -152,7 +154,7 @@ func (n *Node) identityRoutes(mux *http.ServeMux) {
 	need := requires(func() bool { return n.key != nil && n.cfg.Handle != "" }, "revoking needs an identity with a handle: run `anchorchat init --handle NAME`, or set handle in the config")
 	mux.HandleFunc("POST /v1/identity/revoke", need(func(w http.ResponseWriter, r *http.Request) {
 		var req RevokeRequest
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil {
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil && !errors.Is(err, io.EOF) { // no body: no reason
 			apiError(w, http.StatusBadRequest, fmt.Errorf("request body: %w", err))
 			return
 		}
