@@ -508,14 +508,14 @@ func mergeable(ids, authors [][]byte, kinds []int, tags []tagCond) bool {
 	if len(tags) > 0 && len(tags[0].values) == 1 {
 		return false
 	}
-	// Every arm repeats the tag values: keep the statement small.
+	// Every arm repeats the tag values (a long list would be one JSON
+	// argument per arm, each parsed again): keep the statement small.
 	n := 0
 	for _, t := range tags {
 		if len(t.values) > maxInlineValues {
-			n++ // bound as one JSON argument
-		} else {
-			n += len(t.values)
+			return false
 		}
+		n += len(t.values)
 	}
 	return len(authors)*len(kinds)*n <= 4*maxInlineValues
 }

@@ -96,17 +96,12 @@ func (n *Node) publishIdentity(ctx context.Context) error {
 	}
 	evts = append(evts, dm)
 	if n.cfg.Handle != "" {
-		claim, serve, err := n.handleClaim(ctx)
+		claim, err := n.claimAndServe(ctx)
 		if err != nil {
 			return err
 		}
 		if claim != nil {
 			evts = append(evts, claim)
-		}
-		if serve {
-			if err := n.nip05.Set(n.cfg.Handle, n.key.PublicKey(), n.dmRelays()); err != nil {
-				return fmt.Errorf("NIP-05: %w", err)
-			}
 		}
 	}
 	for _, evt := range evts {
@@ -117,6 +112,22 @@ func (n *Node) publishIdentity(ctx context.Context) error {
 	}
 	n.publishRemote(ctx, evts)
 	return nil
+}
+
+// claimAndServe returns a new claim of the configured handle (or nil) and
+// serves the handle over NIP-05 if this key holds it; not while a
+// revocation is being made, which Set would undo.
+func (n *Node) claimAndServe(ctx context.Context) (*nostr.Event, error) {
+	n.revokeMu.Lock()
+	defer n.revokeMu.Unlock()
+	claim, serve, err := n.handleClaim(ctx)
+	if err != nil || !serve {
+		return claim, err
+	}
+	if err := n.nip05.Set(n.cfg.Handle, n.key.PublicKey(), n.dmRelays()); err != nil {
+		return nil, fmt.Errorf("NIP-05: %w", err)
+	}
+	return claim, nil
 }
 
 // handleClaim returns a new claim for the configured handle, or nil if this
@@ -132,9 +143,11 @@ func (n *Node) handleClaim(ctx context.Context) (*nostr.Event, bool, error) {
 	case errors.Is(err, errNoClaim):
 		claim, err := identity.NewClaim(n.key, identity.ClaimParams{Handle: handle, LNNode: n.cfg.LNNodePubkey, Relays: n.dmRelays()})
 		return claim, err == nil, err
-	case err != nil:
+	case isChainError(err):
 		n.log.Warn("the handle's chain in the store is not valid: not serving it over NIP-05", "handle", handle, "err", err)
 		return nil, false, nil
+	case err != nil:
+		return nil, false, fmt.Errorf("the chain of @%s: %w", handle, err)
 	case st.Revoked:
 		n.log.Warn("this key revoked its handle: not serving it over NIP-05; remove handle from the config", "handle", handle, "revocation", st.Revocation.ID)
 		return nil, false, nil
@@ -163,4 +176,15 @@ func (n *Node) publishRemote(ctx context.Context, evts []*nostr.Event) {
 		r.Close()
 		cancel()
 	}
+}
+
+// isChainError tells a claim chain that does not validate from a failure to
+// read it.
+func isChainError(err error) bool {
+	for _, e := range []error{identity.ErrInvalidClaim, identity.ErrClaimSignature, identity.ErrMissingConsent, identity.ErrBadConsent, identity.ErrNotCurrentKey, identity.ErrBrokenChain} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }

@@ -1,15 +1,18 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"time"
 
 	"github.com/nbd-wtf/go-nostr"
+	"github.com/tidwall/gjson"
 
 	"github.com/anchorchat/anchorchat/identity"
 	"github.com/anchorchat/anchorchat/storage"
@@ -52,24 +55,35 @@ func (n *Node) ownChain(ctx context.Context, handle string) (*identity.ChainStat
 			return nil, err
 		}
 		if len(prev) == 0 {
-			return nil, fmt.Errorf("claim %s replaces claim %s, which this node does not have", c.ID, c.PrevID)
+			return nil, fmt.Errorf("%w: claim %s replaces claim %s, which this node does not have", identity.ErrBrokenChain, c.ID, c.PrevID)
 		}
 		if c, err = identity.ValidateClaim(prev[0]); err != nil {
 			return nil, err
 		}
 	}
-	// Forward: rotations of a claim in the chain (only its key can have
-	// consented to them), until none is left to add.
-	rotations, err := n.store.Query(ctx, nostr.Filter{Kinds: []int{identity.KindHandleClaim}, Tags: nostr.TagMap{"n": {handle}}, Limit: most}, storage.Visibility{})
-	if err != nil {
-		return nil, err
-	}
+	// Forward: rotations of a claim in the chain, consented to by that
+	// claim's key, until none is left to add.
 	for grew := true; grew; {
 		grew = false
-		for _, evt := range rotations {
-			if c, err := identity.ValidateClaim(evt); err == nil && c.Type == identity.ClaimRotation && chain[c.PrevID] != nil && chain[c.ID] == nil {
+		err := n.eachClaim(ctx, handle, func(raw []byte) error {
+			if !bytes.Contains(raw, []byte(`"prev"`)) {
+				return nil // a first claim: not a rotation of anything
+			}
+			evt := &nostr.Event{}
+			if err := evt.UnmarshalJSON(raw); err != nil {
+				return fmt.Errorf("decoding a stored claim: %w", err)
+			}
+			c, err := identity.ValidateClaim(evt)
+			if err != nil || c.Type != identity.ClaimRotation || chain[c.ID] != nil {
+				return nil
+			}
+			if prev := chain[c.PrevID]; prev != nil && prev.PubKey == c.PrevPubKey {
 				chain[c.ID], grew = c, true
 			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
 	}
 	evts := make([]*nostr.Event, 0, len(chain)+1)
@@ -96,6 +110,43 @@ func (n *Node) ownChain(ctx context.Context, handle string) (*identity.ChainStat
 		return st, nil
 	}
 	return identity.ValidateChain(evts)
+}
+
+// eachClaim calls fn with every stored claim or rotation (kind 3780) of
+// handle, newest first, a page at a time: however many first claims others
+// stored for the handle, no rotation is missed.
+func (n *Node) eachClaim(ctx context.Context, handle string, fn func(raw []byte) error) error {
+	const page = 1000
+	f := nostr.Filter{Kinds: []int{identity.KindHandleClaim}, Tags: nostr.TagMap{"n": {handle}}, Limit: page}
+	for {
+		got, last := 0, nostr.Timestamp(0)
+		done := map[string]bool{} // ids of second last, already passed to fn
+		err := n.store.QueryRaw(ctx, f, storage.Visibility{}, func(raw []byte) error {
+			got++
+			if at := nostr.Timestamp(gjson.GetBytes(raw, "created_at").Int()); at != last {
+				last, done = at, map[string]bool{}
+			}
+			done[gjson.GetBytes(raw, "id").Str] = true
+			return fn(raw)
+		})
+		if err != nil || got < page {
+			return err
+		}
+		// The page may have cut second last short: take all of it, then
+		// go on before it.
+		rest := nostr.Filter{Kinds: f.Kinds, Tags: f.Tags, Since: &last, Until: &last, Limit: math.MaxInt32}
+		err = n.store.QueryRaw(ctx, rest, storage.Visibility{}, func(raw []byte) error {
+			if done[gjson.GetBytes(raw, "id").Str] {
+				return nil
+			}
+			return fn(raw)
+		})
+		if err != nil {
+			return err
+		}
+		before := last - 1
+		f.Until = &before
+	}
 }
 
 // RevokeRequest is the body of POST /v1/identity/revoke.

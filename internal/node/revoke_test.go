@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"testing"
@@ -62,7 +63,31 @@ func TestOwnChain(t *testing.T) {
 		t.Fatalf("one claim: %+v %v", s, err)
 	}
 
+	// A stranger's "rotation" of k1's claim, with consent signed by the
+	// stranger itself, is valid on its own but not part of the chain.
+	forgedPrev := *first
+	forgedPrev.PubKey = stranger.PublicKey()
+	save(identity.Rotate(stranger, stranger, &forgedPrev, identity.ClaimParams{Handle: "dave", CreatedAt: at.Add(30 * time.Second)}))
+	if s, err := chainOf(k1); err != nil || s.Current.ID != first.ID {
+		t.Fatalf("after a forged rotation: %+v %v", s, err)
+	}
+
 	rot := save(identity.Rotate(k1, k2, first, identity.ClaimParams{Handle: "dave", CreatedAt: at.Add(time.Minute)}))
+	// More first claims of the handle than a page holds, all newer than the
+	// rotation (some in one second), do not hide it.
+	errc := make(chan error, 1100)
+	for i := range 1100 {
+		c, err := identity.NewClaim(other, identity.ClaimParams{Handle: "dave", CreatedAt: at.Add(2*time.Minute + time.Duration(i/3)*time.Second), Relays: []string{fmt.Sprintf("wss://r%d.example", i)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.SaveAsync(c, func(err error) { errc <- err })
+	}
+	for range 1100 {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, k := range []*identity.Key{k1, k2} {
 		s, err := chainOf(k)
 		if err != nil || s.Current.ID != rot.ID || s.Genesis.ID != first.ID || s.Revoked {
