@@ -27,16 +27,15 @@ var errNoClaim = errors.New("no claim of this handle by this node's key")
 // claim by its key. It fails with errNoClaim if the key never claimed
 // handle.
 func (n *Node) ownChain(ctx context.Context, handle string) (*identity.ChainState, error) {
-	kinds := []int{identity.KindHandleClaim, identity.KindHandleRevocation}
 	const most = 1000
-	mine, err := n.store.Query(ctx, nostr.Filter{Kinds: kinds, Authors: []string{n.key.PublicKey()}, Tags: nostr.TagMap{"n": {handle}}, Limit: most}, storage.Visibility{})
+	mine, err := n.store.Query(ctx, nostr.Filter{Kinds: []int{identity.KindHandleClaim}, Authors: []string{n.key.PublicKey()}, Tags: nostr.TagMap{"n": {handle}}, Limit: most}, storage.Visibility{})
 	if err != nil {
 		return nil, err
 	}
 	chain := map[string]*identity.Claim{}
 	var newest *identity.Claim
 	for _, evt := range mine { // newest first
-		if c, err := identity.ValidateClaim(evt); err == nil && c.Type != identity.ClaimRevocation && c.Handle == handle {
+		if c, err := identity.ValidateClaim(evt); err == nil && c.Handle == handle {
 			newest = c
 			break
 		}
