@@ -28,12 +28,13 @@ const (
 	// this many pile up under live traffic is too slow and is disconnected.
 	outQueue = 4096
 	// outReserve of those places are kept for the frames that cannot wait
-	// (live events, the OKs of committed events): the frames the reader
+	// (live events, the OKs of committed events): the frames the handler
 	// sends itself (stored results above all, up to 16 × max_limit for one
 	// REQ) wait while the queue holds outQueue - outReserve.
 	outReserve = 1024
 	// maxPendingSaves bounds the EVENTs of one connection awaiting commit;
-	// beyond it the connection's reader waits (backpressure on the socket).
+	// beyond it the connection's handler waits, then its reader (backpressure
+	// on the socket).
 	maxPendingSaves = 2048
 	// writeTimeout bounds one write to a client's socket.
 	writeTimeout = 30 * time.Second
@@ -129,7 +130,36 @@ func (c *conn) writeLoop() {
 	}
 }
 
+// inbox is how many parsed messages may wait between a connection's reader
+// and its handler.
+const inbox = 64
+
+// maxSigBatch is how many consecutive EVENTs the handler checks together.
+const maxSigBatch = 32
+
+// inbound is one frame from the reader to the handler: a parsed message, or
+// why the frame cannot be used.
+type inbound struct {
+	msg   *ClientMessage // may be set with err, for the sub id
+	err   *ParseError
+	label string // the messages metric's label for a refused frame; "" counts nothing
+}
+
+// readLoop reads and parses frames and hands them, in order, to a handler
+// goroutine. The two overlap: while the handler checks a run of signatures,
+// the reader parses what follows, and the handler takes all the EVENTs that
+// arrived meanwhile as the next batch (handleEvents).
 func (c *conn) readLoop() {
+	in := make(chan inbound, inbox)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.handleLoop(in)
+	}()
+	defer func() {
+		close(in) // the handler finishes what was read, then returns
+		<-done
+	}()
 	limit := int64(c.r.cfg.Limits.MaxMessageLength)
 	buf := new(bytes.Buffer)
 	for {
@@ -142,36 +172,91 @@ func (c *conn) readLoop() {
 		if err != nil {
 			return
 		}
-		if n > limit {
+		var m inbound
+		switch {
+		case n > limit:
 			// Too large: drain it without keeping it, answer, and carry on.
 			if _, err := io.Copy(io.Discard, rd); err != nil {
 				return
 			}
-			c.r.m.Messages.WithLabelValues("oversized").Inc()
-			msg := fmt.Sprintf("invalid: message too large (max %d bytes)", limit)
+			m.label = "oversized"
+			m.err = &ParseError{Msg: fmt.Sprintf("invalid: message too large (max %d bytes)", limit)}
 			if id := eventIDHint(buf.Bytes()); id != "" && bytes.Contains(buf.Bytes()[:min(buf.Len(), 64)], []byte(`"EVENT"`)) {
-				c.reject(id, msg)
-			} else {
-				c.send(frame("NOTICE", msg))
+				m.err.EventID = id
 			}
-			continue
+		case typ != websocket.TextMessage:
+			m.err = &ParseError{Msg: "invalid: only text frames carry Nostr messages"}
+		default:
+			msg, err := ParseClientMessage(buf.Bytes()) // copies what it keeps
+			m.msg = msg
+			if err != nil {
+				m.label = "invalid"
+				if !errors.As(err, &m.err) {
+					m.err = &ParseError{Msg: "invalid: " + err.Error()}
+				}
+			}
 		}
-		if typ != websocket.TextMessage {
-			c.send(frame("NOTICE", "invalid: only text frames carry Nostr messages"))
-			continue
+		select {
+		case in <- m:
+		case <-c.ctx.Done():
+			return
 		}
-		c.handle(buf.Bytes())
 	}
 }
 
-func (c *conn) handle(data []byte) {
-	msg, err := ParseClientMessage(data)
-	if err != nil {
-		c.r.m.Messages.WithLabelValues("invalid").Inc()
-		var pe *ParseError
-		if !errors.As(err, &pe) {
-			pe = &ParseError{Msg: "invalid: " + err.Error()}
+// handleLoop handles the reader's messages in order until in is closed.
+// Consecutive EVENTs already waiting are handled as one batch.
+func (c *conn) handleLoop(in <-chan inbound) {
+	var (
+		next  inbound
+		held  bool
+		batch []*nostr.Event
+	)
+	for {
+		m := next
+		if held {
+			held = false
+		} else {
+			var ok bool
+			if m, ok = <-in; !ok {
+				return
+			}
 		}
+		if m.err != nil || m.msg.Verb != VerbEvent {
+			c.handle(m)
+			continue
+		}
+		batch = append(batch[:0], m.msg.Event)
+	collect:
+		for len(batch) < maxSigBatch {
+			select {
+			case m, ok := <-in:
+				if !ok {
+					break collect // the next receive sees the close too
+				}
+				if m.err == nil && m.msg.Verb == VerbEvent {
+					batch = append(batch, m.msg.Event)
+					continue
+				}
+				next, held = m, true
+				break collect
+			default:
+				break collect
+			}
+		}
+		c.r.m.Messages.WithLabelValues(string(VerbEvent)).Add(float64(len(batch)))
+		c.handleEvents(batch)
+		clear(batch) // let the events go once their saves are queued
+	}
+}
+
+// handle answers one message that is not part of a batch of EVENTs.
+func (c *conn) handle(m inbound) {
+	if pe := m.err; pe != nil {
+		if m.label != "" {
+			c.r.m.Messages.WithLabelValues(m.label).Inc()
+		}
+		msg := m.msg
 		switch {
 		case pe.EventID != "":
 			c.reject(pe.EventID, pe.Msg)
@@ -184,10 +269,11 @@ func (c *conn) handle(data []byte) {
 		}
 		return
 	}
+	msg := m.msg
 	c.r.m.Messages.WithLabelValues(string(msg.Verb)).Inc()
 	switch msg.Verb {
 	case VerbEvent:
-		c.handleEvent(msg.Event)
+		c.handleEvents([]*nostr.Event{msg.Event})
 	case VerbReq:
 		c.handleReq(msg.SubID, msg.Filters)
 	case VerbCount:
@@ -218,7 +304,7 @@ func (c *conn) refuseReq(subID, msg string) {
 	c.send(frame("CLOSED", subID, msg))
 }
 
-// send queues a frame from the reader's goroutine (the only one that calls
+// send queues a frame from the handler's goroutine (the only one that calls
 // it), waiting while the queue is full but for the places kept for trySend.
 func (c *conn) send(msg []byte) {
 	for len(c.out) >= outQueue-outReserve {
@@ -327,49 +413,83 @@ func (c *conn) deliver(d *delivery) {
 	}
 }
 
-func (c *conn) handleEvent(evt *nostr.Event) {
+// handleEvents handles a run of EVENTs from this connection: each is
+// checked and refused or queued for saving on its own, but the signatures of
+// those that pass the cheaper checks are verified in one call.
+func (c *conn) handleEvents(evts []*nostr.Event) {
 	r := c.r
 	now := r.Now()
+	checked := make([]*nostr.Event, 0, len(evts))
+	hashes := make([][32]byte, 0, len(evts))
+	for _, evt := range evts {
+		if hash, ok := c.precheck(evt, now); ok {
+			checked = append(checked, evt)
+			hashes = append(hashes, hash)
+		}
+	}
+	errs := make([]error, len(checked))
+	r.verify.CheckSigs(checked, hashes, errs)
+	for i, evt := range checked {
+		if errs[i] != nil {
+			c.reject(evt.ID, "invalid: bad signature")
+			continue
+		}
+		if !c.accept(evt) {
+			return // the connection is closing
+		}
+	}
+}
+
+// precheck runs every check on evt but its signature's, refusing it if one
+// fails. It returns the hash of its serialization (its true id) and whether
+// it passed.
+func (c *conn) precheck(evt *nostr.Event, now time.Time) ([32]byte, bool) {
+	r := c.r
 	if !c.exempt && !r.ipEvents.allow(c.ip, now) {
 		c.reject(evt.ID, "rate-limited: too many events from your address; slow down")
-		return
+		return [32]byte{}, false
 	}
 	if evt.Kind == nostr.KindClientAuthentication {
 		c.reject(evt.ID, "invalid: AUTH events are sent with the AUTH verb, not EVENT")
-		return
+		return [32]byte{}, false
 	}
 	hash, msg := r.check(evt, now)
 	if msg != "" {
 		c.reject(evt.ID, msg)
-		return
+		return [32]byte{}, false
 	}
 	if msg := r.policy(evt); msg != "" {
 		c.reject(evt.ID, msg)
-		return
+		return [32]byte{}, false
 	}
 	if !r.writers[evt.PubKey] && !r.pkEvents.allow(evt.PubKey, now) {
 		c.reject(evt.ID, "rate-limited: too many events from this author; slow down")
-		return
+		return [32]byte{}, false
 	}
-	if r.verify.CheckSig(evt, hash) != nil {
-		c.reject(evt.ID, "invalid: bad signature")
-		return
-	}
+	return hash, true
+}
+
+// accept takes an event whose signature verified: it refuses a protected
+// event from anyone but its authenticated author, broadcasts an ephemeral
+// one, and queues any other for saving, answering OK once it is committed.
+// It returns false if the connection closed while waiting to queue.
+func (c *conn) accept(evt *nostr.Event) bool {
+	r := c.r
 	if isProtected(evt) && !c.isAuthed(evt.PubKey) {
 		c.send(frame("AUTH", c.challenge))
 		c.reject(evt.ID, "auth-required: this event is protected (NIP-70); authenticate as its author to publish it")
-		return
+		return true
 	}
 	if isEphemeral(evt.Kind) {
 		r.m.Accepted.WithLabelValues(kindClass(evt.Kind)).Inc()
 		r.publish(evt) // before the OK: see subscription.since
 		c.ok(evt.ID, true, "", false)
-		return
+		return true
 	}
 	select {
 	case c.saves <- struct{}{}:
 	case <-c.ctx.Done():
-		return
+		return false
 	}
 	r.store.SaveAsync(evt, func(err error) {
 		<-c.saves
@@ -391,6 +511,7 @@ func (c *conn) handleEvent(evt *nostr.Event) {
 			c.ok(evt.ID, false, "error: could not save the event", true)
 		}
 	})
+	return true
 }
 
 // prepareFilters enforces the REQ/COUNT limits and the privacy rule for

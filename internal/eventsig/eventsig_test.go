@@ -173,3 +173,47 @@ func TestGiftWrapKeysNotCached(t *testing.T) {
 		t.Fatalf("%d keys cached after a regular event, want 1", n)
 	}
 }
+
+// CheckSigs gives each event of a batch the answer CheckSig gives it alone,
+// whatever mix of good, forged and malformed events the batch holds.
+func TestCheckSigsMatchesCheckSig(t *testing.T) {
+	sk, other := nostr.GeneratePrivateKey(), nostr.GeneratePrivateKey()
+	mutations := []func(e *nostr.Event){
+		func(e *nostr.Event) {},                                             // valid
+		func(e *nostr.Event) { e.Sig = flip(e.Sig) },                        // forged
+		func(e *nostr.Event) { e.Sig = "zz" + e.Sig[2:] },                   // not hex: never reaches libsecp256k1
+		func(e *nostr.Event) { e.Sig = e.Sig[:126] },                        // short
+		func(e *nostr.Event) { e.PubKey = e.PubKey[:62] },                   // short key
+		func(e *nostr.Event) { e.Content += "!" },                           // signature over another hash
+		func(e *nostr.Event) { e.PubKey = strings.Repeat("f", 64) },         // not on the curve
+		func(e *nostr.Event) { e.Kind = nostr.KindGiftWrap; e.Sign(other) }, // valid, key not cached
+	}
+	var evts []*nostr.Event
+	for i := range 200 {
+		e := signed(t, sk, fmt.Sprintf("batch %d", i), nil)
+		// A pattern that puts every mutation before and after every other.
+		mutations[(i*i+i/8)%len(mutations)](&e)
+		evts = append(evts, &e)
+	}
+	hashes := make([][32]byte, len(evts))
+	for i, e := range evts {
+		hashes[i] = Hash(e)
+	}
+	v := New(0)
+	errs := make([]error, len(evts))
+	v.CheckSigs(evts, hashes, errs)
+	valid := 0
+	for i, e := range evts {
+		want := v.CheckSig(e, hashes[i])
+		if errs[i] != want {
+			t.Errorf("event %d: CheckSigs says %v, CheckSig says %v", i, errs[i], want)
+		}
+		if want == nil {
+			valid++
+		}
+	}
+	if valid == 0 || valid == len(evts) {
+		t.Fatalf("%d of %d valid: the batch must mix both", valid, len(evts))
+	}
+	v.CheckSigs(nil, nil, nil) // an empty batch is fine
+}
