@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/anchorchat/anchorchat/internal/node"
+	"github.com/anchorchat/anchorchat/internal/timerslack"
 )
 
 func init() {
@@ -34,7 +35,12 @@ it, so they come from flags or the environment.
 The relay answers websocket clients, the NIP-11 document (Accept:
 application/nostr+json) and /metrics on --listen. The local API for the other
 commands listens on --api.listen, authenticated by the token in
-<datadir>/api.token (mode 0600).`
+<datadir>/api.token (mode 0600).
+
+On Linux the process runs with a timer slack of 500us (timers may fire that
+much late, so the Go runtime's monitor thread wakes less often; see
+docs/architecture.md). ANCHORCHAT_TIMER_SLACK, read before anything else and
+so not a flag, sets another: e.g. 1ms, 50us, or 0 to keep the inherited one.`
 
 func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("node", "node [flags]", nodeHelp, stderr)
@@ -43,6 +49,11 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	log := cfg.NewLogger(os.Stderr)
+	slack, how, err := timerslack.Status()
+	if err != nil {
+		return err
+	}
+	log.Debug("timer slack", "slack", slack, "set", how)
 	return node.Run(ctx, cfg, log)
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -290,5 +291,41 @@ func TestHelp(t *testing.T) {
 	out, err = exec.Command(binPath, "frobnicate").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), `unknown command "frobnicate"`) {
 		t.Fatalf("unknown command: %v\n%s", err, out)
+	}
+}
+
+// The node runs with the timer slack its help promises, on every thread, or
+// the one ANCHORCHAT_TIMER_SLACK names; a value it cannot read stops it
+// with an error that names the variable.
+func TestTimerSlack(t *testing.T) {
+	threadSlacks := func(p *proc) []string {
+		t.Helper()
+		tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", p.cmd.Process.Pid))
+		if err != nil || len(tasks) < 2 {
+			t.Fatalf("threads of the node: %v %v", tasks, err)
+		}
+		var slacks []string
+		for _, task := range tasks {
+			b, err := os.ReadFile(filepath.Join("/proc", filepath.Base(task), "timerslack_ns"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			slacks = append(slacks, strings.TrimSpace(string(b)))
+		}
+		slices.Sort(slacks)
+		return slices.Compact(slacks)
+	}
+	// Set but empty is unset (and overrides any value this test inherited).
+	for env, want := range map[string]string{"ANCHORCHAT_TIMER_SLACK=": "500000", "ANCHORCHAT_TIMER_SLACK=2ms": "2000000"} {
+		p := startProcEnv(t, t.TempDir(), []string{env})
+		if got := threadSlacks(p); !slices.Equal(got, []string{want}) {
+			t.Errorf("%q: the node's threads run with slacks %v, want %s", env, got, want)
+		}
+	}
+	cmd := exec.Command(binPath, "node", "--network", "regtest", "--datadir", t.TempDir(), "--listen", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "ANCHORCHAT_TIMER_SLACK=fast")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "ANCHORCHAT_TIMER_SLACK") {
+		t.Fatalf("a bad timer slack: %v\n%s", err, out)
 	}
 }

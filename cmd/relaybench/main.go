@@ -11,7 +11,8 @@
 //	    rate measured with both cores verifying at once.
 //
 // It starts a real node relay on a real SQLite file on loopback and drives
-// it over websockets. Build it as the node is built:
+// it over websockets, in a process set up as the node's is (its timer slack,
+// internal/timerslack, ANCHORCHAT_TIMER_SLACK). Build it as the node is built:
 //
 //	go run -tags libsecp256k1 ./cmd/relaybench
 package main
@@ -35,6 +36,7 @@ import (
 	"github.com/nbd-wtf/go-nostr"
 
 	"github.com/anchorchat/anchorchat/internal/eventsig"
+	"github.com/anchorchat/anchorchat/internal/timerslack"
 	"github.com/anchorchat/anchorchat/relay"
 	"github.com/anchorchat/anchorchat/storage"
 )
@@ -131,7 +133,13 @@ func run(o options) error {
 		results = append(results, r)
 		fmt.Fprintf(os.Stderr, "  %-58s %s\n", r.name, r.value)
 	}
-	fmt.Fprintf(os.Stderr, "relaybench: %d CPUs, GOMAXPROCS %d, verifier %s, %s\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), eventsig.Backend(), runtime.Version())
+	// The node's timer slack, set the same way here (the package's import).
+	slack, _, err := timerslack.Status()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "relaybench: %d CPUs, GOMAXPROCS %d, verifier %s, %s, timer slack %v\n",
+		runtime.NumCPU(), runtime.GOMAXPROCS(0), eventsig.Backend(), runtime.Version(), slack)
 
 	// (d) first: it is the bound for (a). The relay's verifier
 	// (internal/eventsig) keeps parsed public keys, so a known author costs
