@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -79,7 +80,7 @@ func newConn(r *Relay, ws *websocket.Conn, co *coalescer, ip string, urls []stri
 }
 
 // close says goodbye with a close frame and drops the connection, which
-// also ends the reader and writer goroutines.
+// also ends the reader, handler and writer goroutines.
 func (c *conn) close(code int, reason string) {
 	c.once.Do(func() {
 		c.cancel()
@@ -90,7 +91,7 @@ func (c *conn) close(code int, reason string) {
 }
 
 // serve runs the connection: a writer goroutine drains c.out while this
-// goroutine reads and handles frames one at a time.
+// goroutine reads frames and a handler goroutine acts on them (readLoop).
 func (c *conn) serve() {
 	done := make(chan struct{})
 	go func() {
@@ -131,8 +132,12 @@ func (c *conn) writeLoop() {
 }
 
 // inbox is how many parsed messages may wait between a connection's reader
-// and its handler.
-const inbox = 64
+// and its handler, and readAhead how many bytes of frames: a larger frame
+// waits until the handler has taken everything before it.
+const (
+	inbox     = 64
+	readAhead = 512 << 10
+)
 
 // maxSigBatch is how many consecutive EVENTs the handler checks together.
 const maxSigBatch = 32
@@ -143,6 +148,7 @@ type inbound struct {
 	msg   *ClientMessage // may be set with err, for the sub id
 	err   *ParseError
 	label string // the messages metric's label for a refused frame; "" counts nothing
+	size  int64  // the frame's bytes, held against readAhead until handled
 }
 
 // readLoop reads and parses frames and hands them, in order, to a handler
@@ -151,10 +157,19 @@ type inbound struct {
 // arrived meanwhile as the next batch (handleEvents).
 func (c *conn) readLoop() {
 	in := make(chan inbound, inbox)
+	ahead := newBudget(readAhead)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		c.handleLoop(in)
+		defer func() {
+			// On the reader's goroutine net/http would have caught a panic
+			// and dropped only this connection; so does this.
+			if p := recover(); p != nil {
+				c.r.log.Error("panic handling a client message; closing the connection", "ip", c.ip, "panic", p, "stack", string(debug.Stack()))
+				c.close(websocket.CloseInternalServerErr, "error: internal error")
+			}
+		}()
+		c.handleLoop(in, ahead)
 	}()
 	defer func() {
 		close(in) // the handler finishes what was read, then returns
@@ -188,13 +203,16 @@ func (c *conn) readLoop() {
 			m.err = &ParseError{Msg: "invalid: only text frames carry Nostr messages"}
 		default:
 			msg, err := ParseClientMessage(buf.Bytes()) // copies what it keeps
-			m.msg = msg
+			m.msg, m.size = msg, int64(buf.Len())
 			if err != nil {
 				m.label = "invalid"
 				if !errors.As(err, &m.err) {
 					m.err = &ParseError{Msg: "invalid: " + err.Error()}
 				}
 			}
+		}
+		if ahead.acquire(c.ctx, m.size) != nil {
+			return
 		}
 		select {
 		case in <- m:
@@ -204,15 +222,19 @@ func (c *conn) readLoop() {
 	}
 }
 
-// handleLoop handles the reader's messages in order until in is closed.
+// handleLoop handles the reader's messages in order until in is closed or
+// the connection ends, releasing each one's bytes to ahead once handled.
 // Consecutive EVENTs already waiting are handled as one batch.
-func (c *conn) handleLoop(in <-chan inbound) {
+func (c *conn) handleLoop(in <-chan inbound, ahead *budget) {
 	var (
 		next  inbound
 		held  bool
 		batch []*nostr.Event
 	)
 	for {
+		if c.ctx.Err() != nil {
+			return // nothing more can be answered
+		}
 		m := next
 		if held {
 			held = false
@@ -224,9 +246,11 @@ func (c *conn) handleLoop(in <-chan inbound) {
 		}
 		if m.err != nil || m.msg.Verb != VerbEvent {
 			c.handle(m)
+			ahead.release(m.size)
 			continue
 		}
 		batch = append(batch[:0], m.msg.Event)
+		size := m.size
 	collect:
 		for len(batch) < maxSigBatch {
 			select {
@@ -236,6 +260,7 @@ func (c *conn) handleLoop(in <-chan inbound) {
 				}
 				if m.err == nil && m.msg.Verb == VerbEvent {
 					batch = append(batch, m.msg.Event)
+					size += m.size
 					continue
 				}
 				next, held = m, true
@@ -247,10 +272,11 @@ func (c *conn) handleLoop(in <-chan inbound) {
 		c.r.m.Messages.WithLabelValues(string(VerbEvent)).Add(float64(len(batch)))
 		c.handleEvents(batch)
 		clear(batch) // let the events go once their saves are queued
+		ahead.release(size)
 	}
 }
 
-// handle answers one message that is not part of a batch of EVENTs.
+// handle answers one message that is not an EVENT (handleEvents takes those).
 func (c *conn) handle(m inbound) {
 	if pe := m.err; pe != nil {
 		if m.label != "" {
@@ -272,8 +298,6 @@ func (c *conn) handle(m inbound) {
 	msg := m.msg
 	c.r.m.Messages.WithLabelValues(string(msg.Verb)).Inc()
 	switch msg.Verb {
-	case VerbEvent:
-		c.handleEvents([]*nostr.Event{msg.Event})
 	case VerbReq:
 		c.handleReq(msg.SubID, msg.Filters)
 	case VerbCount:
@@ -413,60 +437,63 @@ func (c *conn) deliver(d *delivery) {
 	}
 }
 
-// handleEvents handles a run of EVENTs from this connection: each is
-// checked and refused or queued for saving on its own, but the signatures of
-// those that pass the cheaper checks are verified in one call.
+// handleEvents handles a run of EVENTs from this connection, answering each
+// in turn: every check but the signature's runs event by event, and the
+// signatures of the events that passed them are verified in one call.
 func (c *conn) handleEvents(evts []*nostr.Event) {
-	r := c.r
-	now := r.Now()
+	now := c.r.Now()
+	refused := make([]string, len(evts))
 	checked := make([]*nostr.Event, 0, len(evts))
 	hashes := make([][32]byte, 0, len(evts))
-	for _, evt := range evts {
-		if hash, ok := c.precheck(evt, now); ok {
-			checked = append(checked, evt)
-			hashes = append(hashes, hash)
-		}
-	}
-	errs := make([]error, len(checked))
-	r.verify.CheckSigs(checked, hashes, errs)
-	for i, evt := range checked {
-		if errs[i] != nil {
-			c.reject(evt.ID, "invalid: bad signature")
+	for i, evt := range evts {
+		hash, msg := c.precheck(evt, now)
+		if msg != "" {
+			refused[i] = msg
 			continue
 		}
-		if !c.accept(evt) {
-			return // the connection is closing
+		checked = append(checked, evt)
+		hashes = append(hashes, hash)
+	}
+	errs := make([]error, len(checked))
+	c.r.verify.CheckSigs(checked, hashes, errs)
+	j := 0
+	for i, evt := range evts {
+		switch {
+		case refused[i] != "":
+			c.reject(evt.ID, refused[i])
+		case errs[j] != nil:
+			j++
+			c.reject(evt.ID, "invalid: bad signature")
+		default:
+			j++
+			if !c.accept(evt) {
+				return // the connection is closing
+			}
 		}
 	}
 }
 
-// precheck runs every check on evt but its signature's, refusing it if one
-// fails. It returns the hash of its serialization (its true id) and whether
-// it passed.
-func (c *conn) precheck(evt *nostr.Event, now time.Time) ([32]byte, bool) {
+// precheck runs every check on evt but its signature's. It returns the hash
+// of evt's serialization (its true id) and, if a check failed, the refusal.
+func (c *conn) precheck(evt *nostr.Event, now time.Time) ([32]byte, string) {
 	r := c.r
 	if !c.exempt && !r.ipEvents.allow(c.ip, now) {
-		c.reject(evt.ID, "rate-limited: too many events from your address; slow down")
-		return [32]byte{}, false
+		return [32]byte{}, "rate-limited: too many events from your address; slow down"
 	}
 	if evt.Kind == nostr.KindClientAuthentication {
-		c.reject(evt.ID, "invalid: AUTH events are sent with the AUTH verb, not EVENT")
-		return [32]byte{}, false
+		return [32]byte{}, "invalid: AUTH events are sent with the AUTH verb, not EVENT"
 	}
 	hash, msg := r.check(evt, now)
 	if msg != "" {
-		c.reject(evt.ID, msg)
-		return [32]byte{}, false
+		return hash, msg
 	}
 	if msg := r.policy(evt); msg != "" {
-		c.reject(evt.ID, msg)
-		return [32]byte{}, false
+		return hash, msg
 	}
 	if !r.writers[evt.PubKey] && !r.pkEvents.allow(evt.PubKey, now) {
-		c.reject(evt.ID, "rate-limited: too many events from this author; slow down")
-		return [32]byte{}, false
+		return hash, "rate-limited: too many events from this author; slow down"
 	}
-	return hash, true
+	return hash, ""
 }
 
 // accept takes an event whose signature verified: it refuses a protected

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nbd-wtf/go-nostr"
 )
@@ -171,4 +173,100 @@ func sorted(s []string) []string {
 	s = slices.Clone(s)
 	slices.Sort(s)
 	return s
+}
+
+// An AUTH sent amid pipelined EVENTs takes effect exactly there: a protected
+// event just before it is refused, the same kind of event just after it is
+// accepted, though all of them were read ahead together.
+func TestAuthAmidPipelinedEvents(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.dial()
+	var frames []string
+	wants := map[string]string{} // id → "ok" or the refusal's prefix
+	event := func(evt *nostr.Event, want string) {
+		b, err := json.Marshal([]any{"EVENT", evt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		frames = append(frames, string(b))
+		wants[evt.ID] = want
+	}
+	for i := range 40 {
+		event(e.event(e.owner, 1, fmt.Sprintf("before %d", i)), "ok")
+	}
+	event(e.event(e.owner, 1, "protected, before AUTH", nostr.Tag{"-"}), "auth-required:")
+	auth := &nostr.Event{Kind: 22242, CreatedAt: nostr.Now(), Tags: nostr.Tags{{"relay", c.url}, {"challenge", c.challenge}}}
+	if err := auth.Sign(e.owner.sk); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal([]any{"AUTH", auth})
+	frames = append(frames, string(b))
+	wants[auth.ID] = "ok"
+	event(e.event(e.owner, 1, "protected, after AUTH", nostr.Tag{"-"}), "ok")
+	for i := range 40 {
+		event(e.event(e.owner, 1, fmt.Sprintf("after %d", i)), "ok")
+	}
+	for _, f := range frames {
+		c.sendRaw(f)
+	}
+	for len(wants) > 0 {
+		m := c.next()
+		switch str(t, m[0]) {
+		case "AUTH":
+			continue
+		case "OK":
+		default:
+			t.Fatalf("unexpected %s", joinRaw(m))
+		}
+		id := str(t, m[1])
+		want, ok := wants[id]
+		if !ok {
+			t.Fatalf("OK for an unknown or answered id: %s", joinRaw(m))
+		}
+		delete(wants, id)
+		accepted := string(m[2]) == "true"
+		if want == "ok" && !accepted || want != "ok" && (accepted || !strings.HasPrefix(str(t, m[3]), want)) {
+			t.Errorf("%s: got %s, want %s", id, joinRaw(m), want)
+		}
+	}
+}
+
+// A panic while handling a message closes that connection only, as it did
+// when net/http's goroutine handled messages: the node and its other
+// clients carry on.
+func TestHandlerPanicDropsOnlyItsConnection(t *testing.T) {
+	e := newEnv(t, nil)
+	var boom atomic.Bool
+	now := e.relay.Now
+	e.relay.Now = func() time.Time {
+		if boom.CompareAndSwap(true, false) {
+			panic("boom")
+		}
+		return now()
+	}
+	victim, bystander := e.dial(), e.dial()
+	boom.Store(true)
+	victim.sendRaw(mustJSON(t, "EVENT", e.event(e.owner, 1, "this one panics")))
+	for {
+		select {
+		case _, open := <-victim.msgs:
+			if open {
+				continue
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the connection whose message panicked is still open")
+		}
+		break
+	}
+	bystander.mustPublish(e.event(e.owner, 1, "still served"))
+	e.dial().mustPublish(e.event(e.owner, 1, "new clients too"))
+}
+
+func mustJSON(t *testing.T, v ...any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

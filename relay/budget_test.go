@@ -1,0 +1,59 @@
+package relay
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+func TestBudget(t *testing.T) {
+	ctx := context.Background()
+	b := newBudget(100)
+	if err := b.acquire(ctx, 60); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.acquire(ctx, 40); err != nil {
+		t.Fatal(err)
+	}
+	// Full: the next one waits for a release.
+	got := make(chan error, 1)
+	go func() { got <- b.acquire(ctx, 30) }()
+	select {
+	case err := <-got:
+		t.Fatalf("acquired past the budget: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	b.release(20) // not enough room yet
+	select {
+	case err := <-got:
+		t.Fatalf("acquired 30 with 20 free: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	b.release(40)
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	// A waiter gives up with its context.
+	cctx, cancel := context.WithCancel(ctx)
+	go func() { got <- b.acquire(cctx, 90) }()
+	cancel()
+	if err := <-got; err == nil {
+		t.Fatal("acquire after cancel succeeded")
+	}
+	// More than the whole budget is granted once nothing else is held.
+	b.release(30)
+	b.release(40)
+	if err := b.acquire(ctx, 500); err != nil {
+		t.Fatal(err)
+	}
+	go func() { got <- b.acquire(ctx, 1) }()
+	select {
+	case err := <-got:
+		t.Fatalf("acquired while an oversized one is held: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	b.release(500)
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+}
