@@ -15,6 +15,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/anchorchat/anchorchat/internal/timerslack"
 )
 
 // command is one subcommand.
@@ -31,7 +33,12 @@ func register(c *command) { commands[c.name] = c }
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	// Set (or not) before main ran; a value that was not understood is
+	// refused here, for every command (regtest's btcd and LND inherit it).
+	_, _, err := timerslack.Status()
+	if err == nil {
+		err = run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, flag.ErrHelp):

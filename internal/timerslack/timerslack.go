@@ -14,8 +14,9 @@
 // the node needs to be finer than.
 //
 // The environment variable ANCHORCHAT_TIMER_SLACK sets another value: a
-// whole number with the unit ns, us or ms ("1ms"), or 0 to keep the slack
-// the process inherited (for example from systemd's TimerSlackNSec=).
+// whole number with the unit ns, us or ms ("1ms"), or 0 (with or without a
+// unit) to keep the slack the process inherited, for example from systemd's
+// TimerSlackNSec=.
 package timerslack
 
 import (
@@ -33,9 +34,9 @@ const Default = 500 * time.Microsecond
 // set when Env holds something that is not a duration this package reads;
 // the slack was then left as inherited, and a command should refuse to run.
 func Status() (slack time.Duration, how string, err error) {
-	slack, state, supported := current()
+	slack, state, errno, supported := current()
 	if !supported {
-		return 0, "not supported on this platform", nil
+		return 0, "not set: needs Linux and cgo", nil
 	}
 	switch state {
 	case stateDefault:
@@ -44,6 +45,8 @@ func Status() (slack time.Duration, how string, err error) {
 		how = "from " + Env
 	case stateInherited:
 		how = "inherited (" + Env + "=0)"
+	case stateFailed:
+		how = fmt.Sprintf("inherited (setting it failed: %v)", errno)
 	default:
 		err = fmt.Errorf("%s: want a whole duration in ns, us or ms, like 500us, or 0 to keep the inherited slack", Env)
 		how = "inherited (" + Env + " not understood)"
@@ -56,4 +59,5 @@ const (
 	stateEnv
 	stateInherited
 	stateInvalid
+	stateFailed
 )

@@ -4,4 +4,4 @@ package timerslack
 
 import "time"
 
-func current() (time.Duration, int, bool) { return 0, 0, false }
+func current() (time.Duration, int, error, bool) { return 0, 0, nil, false }
