@@ -100,25 +100,32 @@ func (v *Verifier) Check(evt *nostr.Event) error {
 // CheckSig verifies evt's signature over hash, which the caller computed
 // with Hash or CheckID (it is not recomputed): nil or ErrSig.
 func (v *Verifier) CheckSig(evt *nostr.Event, hash [32]byte) error {
-	var pk [32]byte
-	var sig [64]byte
-	if len(evt.PubKey) != 64 || len(evt.Sig) != 128 {
-		return ErrSig
-	}
-	if _, err := hex.Decode(pk[:], []byte(evt.PubKey)); err != nil {
-		return ErrSig
-	}
-	if _, err := hex.Decode(sig[:], []byte(evt.Sig)); err != nil {
-		return ErrSig
-	}
-	key, err := v.key(pk, evt.Kind != nostr.KindGiftWrap)
-	if err != nil {
-		return ErrSig
-	}
-	if !key.verify(&sig, &hash) {
+	key, sig, ok := v.decode(evt)
+	if !ok || !key.verify(&sig, &hash) {
 		return ErrSig
 	}
 	return nil
+}
+
+// decode returns evt's parsed public key and its signature's bytes, or false
+// if either is malformed or the key is not on the curve.
+func (v *Verifier) decode(evt *nostr.Event) (*pubkey, [64]byte, bool) {
+	var pk [32]byte
+	var sig [64]byte
+	if len(evt.PubKey) != 64 || len(evt.Sig) != 128 {
+		return nil, sig, false
+	}
+	if _, err := hex.Decode(pk[:], []byte(evt.PubKey)); err != nil {
+		return nil, sig, false
+	}
+	if _, err := hex.Decode(sig[:], []byte(evt.Sig)); err != nil {
+		return nil, sig, false
+	}
+	key, err := v.key(pk, evt.Kind != nostr.KindGiftWrap)
+	if err != nil {
+		return nil, sig, false
+	}
+	return key, sig, true
 }
 
 // CheckSigs verifies each evts[i]'s signature over hashes[i], like CheckSig,
@@ -136,22 +143,9 @@ func (v *Verifier) CheckSigs(evts []*nostr.Event, hashes [][32]byte, errs []erro
 	b := newBatch(len(evts))
 	for i, evt := range evts {
 		errs[i] = ErrSig
-		var pk [32]byte
-		var sig [64]byte
-		if len(evt.PubKey) != 64 || len(evt.Sig) != 128 {
-			continue
+		if key, sig, ok := v.decode(evt); ok {
+			b.add(i, key, &sig, &hashes[i])
 		}
-		if _, err := hex.Decode(pk[:], []byte(evt.PubKey)); err != nil {
-			continue
-		}
-		if _, err := hex.Decode(sig[:], []byte(evt.Sig)); err != nil {
-			continue
-		}
-		key, err := v.key(pk, evt.Kind != nostr.KindGiftWrap)
-		if err != nil {
-			continue
-		}
-		b.add(i, key, &sig, &hashes[i])
 	}
 	b.run(func(i int) { errs[i] = nil })
 }
