@@ -15,20 +15,20 @@ func TestBudget(t *testing.T) {
 	if err := b.acquire(ctx, 40); err != nil {
 		t.Fatal(err)
 	}
-	// Full: the next one waits for a release.
 	got := make(chan error, 1)
+	waiting := func(what string) {
+		t.Helper()
+		select {
+		case err := <-got:
+			t.Fatalf("%s: acquired (%v)", what, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	// Full: the next one waits for a release.
 	go func() { got <- b.acquire(ctx, 30) }()
-	select {
-	case err := <-got:
-		t.Fatalf("acquired past the budget: %v", err)
-	case <-time.After(50 * time.Millisecond):
-	}
-	b.release(20) // not enough room yet
-	select {
-	case err := <-got:
-		t.Fatalf("acquired 30 with 20 free: %v", err)
-	case <-time.After(50 * time.Millisecond):
-	}
+	waiting("past the budget")
+	b.release(20)
+	waiting("30 with 20 free")
 	b.release(40)
 	if err := <-got; err != nil {
 		t.Fatal(err)
@@ -47,11 +47,7 @@ func TestBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { got <- b.acquire(ctx, 1) }()
-	select {
-	case err := <-got:
-		t.Fatalf("acquired while an oversized one is held: %v", err)
-	case <-time.After(50 * time.Millisecond):
-	}
+	waiting("while an oversized one is held")
 	b.release(500)
 	if err := <-got; err != nil {
 		t.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,18 +12,13 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/anchorchat/anchorchat/relay"
-	"github.com/anchorchat/anchorchat/storage"
 )
 
 // The messenger's dialer carries the node's secret to its own relay URL only,
 // and the relay exempts exactly the connections that carry it.
 func TestLocalClientExemptsOnlyTheMessenger(t *testing.T) {
 	ctx := context.Background()
-	st, err := storage.Open(ctx, storage.Options{Path: filepath.Join(t.TempDir(), "events.db"), Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := tempStore(t)
 	cfg := relay.DefaultConfig()
 	cfg.Limits.MaxConnectionsPerIP = 1
 	r := relay.New(cfg, st, slog.New(slog.DiscardHandler), nil)

@@ -21,13 +21,10 @@ import (
 // revocations are not part of it.
 func TestOwnChain(t *testing.T) {
 	ctx := context.Background()
-	st, err := storage.Open(ctx, storage.Options{Path: filepath.Join(t.TempDir(), "events.db"), Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := tempStore(t)
 	keys := make([]*identity.Key, 4)
 	for i := range keys {
+		var err error
 		if keys[i], err = identity.GenerateKey(); err != nil {
 			t.Fatal(err)
 		}
@@ -104,4 +101,15 @@ func TestOwnChain(t *testing.T) {
 	if err != nil || !s.Revoked || s.Revocation.ID != rev.ID || s.Revocation.Reason != "lost" {
 		t.Fatalf("after k2 revoked: %+v %v", s, err)
 	}
+}
+
+// tempStore opens an event store in a temporary directory, closed when the test ends.
+func tempStore(t *testing.T) *storage.Store {
+	t.Helper()
+	st, err := storage.Open(context.Background(), storage.Options{Path: filepath.Join(t.TempDir(), "events.db"), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }
