@@ -27,6 +27,7 @@ extern int sqlite3_bind_text(sqlite3_stmt *, int, const char *, int, void (*)(vo
 extern int sqlite3_bind_int64(sqlite3_stmt *, int, sqlite3_int64);
 extern int sqlite3_bind_null(sqlite3_stmt *, int);
 extern int sqlite3_step(sqlite3_stmt *);
+extern sqlite3_int64 sqlite3_column_int64(sqlite3_stmt *, int);
 extern int sqlite3_reset(sqlite3_stmt *);
 extern int sqlite3_finalize(sqlite3_stmt *);
 extern int sqlite3_changes(sqlite3 *);
@@ -56,14 +57,13 @@ static int anchor_register(void) {
 }
 
 // A multi-row statement shape: prefix, n copies of row joined by ", ", suffix.
-enum { B_CLAIM, B_EVENTS, B_TAGS, B_NSHAPES };
+enum { B_CHECK, B_EVENTS, B_TAGS, B_NSHAPES };
 #define B_MAXROWS 64
 
 typedef struct {
 	sqlite3 *db;
 	char *sql[B_NSHAPES][3]; // prefix, row, suffix
 	sqlite3_stmt *st[B_NSHAPES][B_MAXROWS + 1];
-	sqlite3_stmt *unclaim; // DELETE FROM recent_ids WHERE id = ?1 AND seq = ?2
 	unsigned char *buf; // the loaded run's ids, pubkeys, raw JSON and tag strings
 	size_t cap;
 } bulk;
@@ -125,19 +125,19 @@ static int bulk_exec(sqlite3_stmt *st) {
 #define B_META 8
 
 // bulk_insert stores the plain events [start, n) in chunks of up to
-// B_MAXROWS, event i with seq seq0 + i - start: in each chunk, their ids go
-// into recent_ids (unless stored or deleted), then their rows and tag rows.
-// It returns the index after the last event it stored; less than n means
-// the chunk starting there claimed fewer ids than it has events, had its
-// claims taken back, and is left to the caller. On an SQLite error it
-// returns -1 with *rc set, and -2 if a chunk's claims went in but not all its
-// rows did; either way the caller rolls the transaction back.
+// B_MAXROWS, event i with seq seq0 + i - start: for each chunk, one
+// statement counts its ids already in ids or in deleted_ids, then its rows
+// and tag rows go in. The caller has checked the ids against the recent ids
+// in memory and against each other. It returns the index after the last
+// event it stored; less than n means the chunk starting there has an id
+// stored or deleted, and is left to the caller untouched. On an SQLite error
+// it returns -1 with *rc set, and -2 if a chunk's rows did not all go in;
+// either way the caller rolls the transaction back.
 //
-// No statement here can abort half done on a constraint (the claims and tag
+// No statement here can abort half done on a constraint (the event and tag
 // rows are INSERT OR IGNORE, the event rows are checked by count), so SQLite
 // keeps no statement journal for them: a multi-row INSERT that may abort
-// copies every existing page it touches into one first, and a savepoint per
-// chunk did the same for the claims.
+// copies every existing page it touches into one first.
 static int bulk_insert(bulk *b, int start, int n, int64_t seq0, const int64_t *meta, const int64_t *tags, int *rc) {
 	const unsigned char *buf = b->buf;
 	sqlite3_stmt *st;
@@ -148,26 +148,17 @@ static int bulk_insert(bulk *b, int start, int n, int64_t seq0, const int64_t *m
 		const int64_t *ev = meta + (size_t)done * B_META;
 		int64_t seq = seq0 + (done - start);
 		int brc = B_OK;
-		if ((*rc = bulk_stmt(b, B_CLAIM, m, &st)) != B_OK) return -1;
+		if ((*rc = bulk_stmt(b, B_CHECK, m, &st)) != B_OK) return -1;
 		for (int i = 0; i < m; i++) {
 			const int64_t *e = ev + (size_t)i * B_META;
-			brc |= sqlite3_bind_blob(st, 2 * i + 1, buf + e[4], 32, 0);
-			brc |= sqlite3_bind_int64(st, 2 * i + 2, seq + i);
+			brc |= sqlite3_bind_blob(st, i + 1, buf + e[4], 32, 0);
 		}
 		if (brc != B_OK) { *rc = brc; return -1; }
-		if ((*rc = bulk_exec(st)) != B_OK) return -1;
-		if (sqlite3_changes(b->db) != m) {
-			// Take back the claims this chunk made: each is its id with its
-			// own seq, which no other row has.
-			for (int i = 0; i < m; i++) {
-				const int64_t *e = ev + (size_t)i * B_META;
-				brc |= sqlite3_bind_blob(b->unclaim, 1, buf + e[4], 32, 0);
-				brc |= sqlite3_bind_int64(b->unclaim, 2, seq + i);
-				if (brc != B_OK) { *rc = brc; return -1; }
-				if ((*rc = bulk_exec(b->unclaim)) != B_OK) return -1;
-			}
-			return done;
-		}
+		int step = sqlite3_step(st);
+		sqlite3_int64 taken = step == B_ROW ? sqlite3_column_int64(st, 0) : 0;
+		if ((*rc = sqlite3_reset(st)) != B_OK) return -1;
+		if (step != B_ROW) { *rc = step; return -1; }
+		if (taken != 0) return done;
 		if ((*rc = bulk_stmt(b, B_EVENTS, m, &st)) != B_OK) return -1;
 		int ntags = 0;
 		for (int i = 0; i < m; i++) {
@@ -185,7 +176,7 @@ static int bulk_insert(bulk *b, int start, int n, int64_t seq0, const int64_t *m
 		}
 		if (brc != B_OK) { *rc = brc; return -1; }
 		if ((*rc = bulk_exec(st)) != B_OK) return -1;
-		if (sqlite3_changes(b->db) != m) return -2; // a row claimed but not stored: a bug
+		if (sqlite3_changes(b->db) != m) return -2; // a row not stored: its seq taken, a bug
 		// Tag rows, B_MAXROWS per statement, each with its event's seq and created_at.
 		const int64_t *tag = tags + (size_t)ev[7] * 4;
 		int ei = 0, left = (int)ev[6];
@@ -224,14 +215,6 @@ static int bulk_set(bulk *b, int shape, const char *pre, const char *row, const 
 	return b->sql[shape][0] && b->sql[shape][1] && b->sql[shape][2] ? B_OK : 7;
 }
 
-static int bulk_prepare(bulk *b, const char *sql, sqlite3_stmt **st) {
-	return sqlite3_prepare_v3(b->db, sql, -1, B_PREPARE_PERSISTENT, st, 0);
-}
-
-static int bulk_init(bulk *b) {
-	return bulk_prepare(b, "DELETE FROM recent_ids WHERE id = ?1 AND seq = ?2", &b->unclaim);
-}
-
 static const char *bulk_errmsg(bulk *b) { return sqlite3_errmsg(b->db); }
 
 static void bulk_free(bulk *b) {
@@ -239,7 +222,6 @@ static void bulk_free(bulk *b) {
 		for (int n = 0; n <= B_MAXROWS; n++) sqlite3_finalize(b->st[s][n]);
 		for (int i = 0; i < 3; i++) free(b->sql[s][i]);
 	}
-	sqlite3_finalize(b->unclaim);
 	free(b->buf);
 	free(b);
 }
@@ -299,8 +281,7 @@ func newBulk(ctx context.Context, conn *sql.Conn) (*bulk, error) {
 		shape            C.int
 		pre, row, suffix string
 	}{
-		{C.B_CLAIM, `INSERT OR IGNORE INTO recent_ids(id, seq) SELECT column1, column2 FROM (VALUES `, `(?, ?)`,
-			`) WHERE ` + claimable(`column1`)},
+		{C.B_CHECK, `SELECT count(*) FROM (VALUES `, `(?)`, `) WHERE NOT (` + claimable(`column1`) + `)`},
 		// OR IGNORE only so that SQLite keeps no statement journal: the
 		// rows are counted, and any row missing fails the run.
 		{C.B_EVENTS, `INSERT OR IGNORE` + strings.TrimPrefix(insertEvents, `INSERT`), eventValues, ``},
@@ -316,11 +297,6 @@ func newBulk(ctx context.Context, conn *sql.Conn) (*bulk, error) {
 			b.close()
 			return nil, fmt.Errorf("storage: bulk writer: out of memory")
 		}
-	}
-	if rc := C.bulk_init(cb); rc != 0 {
-		err := b.err(rc, "prepare")
-		b.close()
-		return nil, err
 	}
 	return b, nil
 }
@@ -372,17 +348,20 @@ func (b *bulk) load(reqs []*request) error {
 	return nil
 }
 
-// insert stores the loaded events from index start on, start with seq seq,
-// and returns the index after the last one stored: less than the number
-// loaded if the chunk starting there had an id already stored, deleted or
-// repeated, and was rolled back for the caller to take one by one.
-func (b *bulk) insert(start int, seq int64) (int, error) {
+// insert stores the loaded events [start, end), start with seq seq, and
+// returns the index after the last one stored: less than end if the chunk
+// starting there has an id in ids or in deleted_ids; that chunk is left
+// untouched, for the caller to take one by one.
+func (b *bulk) insert(start, end int, seq int64) (int, error) {
+	if end > len(b.meta)/bulkMeta || start >= end {
+		return 0, fmt.Errorf("bulk insert: range [%d, %d) of %d loaded", start, end, len(b.meta)/bulkMeta)
+	}
 	var rc C.int
-	n := C.bulk_insert(b.b, C.int(start), C.int(len(b.meta)/bulkMeta), C.int64_t(seq),
+	n := C.bulk_insert(b.b, C.int(start), C.int(end), C.int64_t(seq),
 		(*C.int64_t)(unsafe.Pointer(&b.meta[0])), (*C.int64_t)(unsafe.Pointer(&b.tags[0])), &rc)
 	switch {
 	case n == -2:
-		return 0, fmt.Errorf("bulk insert: fewer event rows stored than ids claimed")
+		return 0, fmt.Errorf("bulk insert: fewer event rows stored than given")
 	case n < 0:
 		return 0, b.err(rc, "insert")
 	}

@@ -2,6 +2,8 @@ package storage
 
 import (
 	"context"
+	"database/sql"
+	"encoding/hex"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -138,4 +140,39 @@ func short(ids []string) []string {
 func has(t testing.TB, s *Store, id string) bool {
 	t.Helper()
 	return len(query(t, s, nostr.Filter{IDs: []string{id}}, Visibility{})) == 1
+}
+
+// atSchema creates a database at path with the schema of version v (an
+// older build's), lets fill write to it, and closes it.
+func atSchema(t *testing.T, path string, v int, fill func(conn *sql.Conn)) {
+	t.Helper()
+	registerDrivers()
+	db, err := sql.Open(driverRW, dsn(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for i := 0; i < v; i++ {
+		if err := migrateStep(context.Background(), conn, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fill(conn)
+}
+
+// insertRow writes e's row as every schema so far has it, with no tag rows
+// and no id index entry.
+func insertRow(t *testing.T, conn *sql.Conn, seq int64, e *nostr.Event) {
+	t.Helper()
+	id, _ := hex.DecodeString(e.ID)
+	pk, _ := hex.DecodeString(e.PubKey)
+	if _, err := conn.ExecContext(context.Background(), `INSERT INTO events(seq, id, pubkey, kind, created_at, raw) VALUES (?, ?, ?, ?, ?, ?)`,
+		seq, id, pk, e.Kind, int64(e.CreatedAt), EncodeEvent(e)); err != nil {
+		t.Fatal(err)
+	}
 }

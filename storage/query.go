@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -473,13 +474,20 @@ func (s *Store) buildQuery(f nostr.Filter, v Visibility, sel string, merge bool)
 		sb.w(" FROM events e WHERE 1")
 	}
 	if len(ids) > 0 {
-		// The id index is two trees (see migration 3); an id is in one of them.
+		// The id index is the ids table and, for the events stored since
+		// the writer last merged, s.recent in memory, read before the
+		// statement starts (see recentIDs). An entry there may be stale:
+		// the rows are held to the ids as well.
 		id := func(i int) any { return ids[i] }
 		sb.w(" AND e.seq IN (SELECT seq FROM ids WHERE ")
 		sb.eqOrIn("id", len(ids), id)
-		sb.w(" UNION ALL SELECT seq FROM recent_ids WHERE ")
-		sb.eqOrIn("id", len(ids), id)
-		sb.w(")")
+		if recent := s.recent.seqs(ids, nil); len(recent) > 0 {
+			sb.w(" UNION ALL SELECT value FROM json_each(?)) AND ")
+			sb.args = append(sb.args, jsonInts(recent))
+			sb.eqOrIn("e.id", len(ids), id)
+		} else {
+			sb.w(")")
+		}
 	}
 	if len(authors) > 0 {
 		sb.w(" AND ")
@@ -615,4 +623,16 @@ func uniq[T comparable](in []T) []T {
 		}
 	}
 	return out
+}
+
+// jsonInts is vs as a JSON array, for json_each.
+func jsonInts(vs []int64) string {
+	b := append(make([]byte, 0, 2+len(vs)*8), '[')
+	for i, v := range vs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, v, 10)
+	}
+	return string(append(b, ']'))
 }

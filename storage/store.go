@@ -75,6 +75,7 @@ type Store struct {
 	wdb    *sql.DB // exactly one connection, owned by the writer goroutine
 	rdb    *sql.DB // read-only pool
 	w      *writer
+	recent *recentIDs // the id index since the last merge (recent.go)
 	queue  chan *request
 	mu     sync.RWMutex // guards closed against concurrent enqueue
 	closed bool
@@ -206,6 +207,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		completions:  make(chan completion, 4),
 		notifierDone: make(chan struct{}),
 		stmts:        make(map[string]*sql.Stmt),
+		recent:       newRecentIDs(),
 	}
 
 	if err := registerHandleFunc(); err != nil {

@@ -3,7 +3,7 @@ package storage
 import (
 	"context"
 	"database/sql"
-	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -742,6 +742,8 @@ func distinctHex(n int) []string {
 func TestQueryPlans(t *testing.T) {
 	s, _, _ := openTest(t)
 	pk := strings.Repeat("ab", 32)
+	recent := ev(t, newKey(t), 1, 0, nil, "stored since the last merge")
+	mustSave(t, s, recent)
 	// sorts: the plan may sort the candidates (several index ranges to merge);
 	// the single-range shapes must stream in index order and stop at the limit.
 	cases := []struct {
@@ -757,12 +759,15 @@ func TestQueryPlans(t *testing.T) {
 		{nostr.Filter{Authors: []string{pk}, Kinds: []int{1, 6, 7, 1059}, Tags: nostr.TagMap{"t": {"a", "b"}}}, Visibility{PrivateKinds: []int{1059}, Readers: []string{pk}}, "MERGE (UNION ALL)", false},
 		{nostr.Filter{Tags: nostr.TagMap{"p": {pk}}, Limit: 500}, Visibility{PrivateKinds: []int{1059}, Readers: []string{pk}}, "PRIMARY KEY (name=? AND value=?)", false},
 		{nostr.Filter{Tags: nostr.TagMap{"p": {pk, "x"}}}, Visibility{}, "PRIMARY KEY (name=? AND value=?)", true},
-		{nostr.Filter{IDs: []string{pk, strings.Repeat("01", 32)}}, Visibility{}, "SEARCH recent_ids USING PRIMARY KEY (id=?)", true},
+		{nostr.Filter{IDs: []string{pk, strings.Repeat("01", 32)}}, Visibility{}, "SEARCH ids USING PRIMARY KEY (id=?)", true},
 		{nostr.Filter{IDs: []string{pk}}, Visibility{}, "SEARCH ids USING PRIMARY KEY (id=?)", true},
+		// an id indexed in memory: its seq joins the ids subquery
+		{nostr.Filter{IDs: []string{recent.ID}}, Visibility{}, "SEARCH ids USING PRIMARY KEY (id=?)", true},
+		{nostr.Filter{IDs: []string{recent.ID, pk}}, Visibility{}, "SEARCH ids USING PRIMARY KEY (id=?)", true},
 		// long lists, bound as one JSON array; the planner cannot size it,
 		// and walks the kind's index newest first, stopping at the limit
 		{nostr.Filter{Authors: distinctHex(maxInlineValues + 1), Kinds: []int{1}}, Visibility{}, "INDEX events_kind_created", false},
-		{nostr.Filter{IDs: distinctHex(maxInlineValues + 1)}, Visibility{}, "SEARCH recent_ids USING PRIMARY KEY (id=?)", true},
+		{nostr.Filter{IDs: distinctHex(maxInlineValues + 1)}, Visibility{}, "SEARCH ids USING PRIMARY KEY (id=?)", true},
 		{nostr.Filter{Tags: nostr.TagMap{"p": distinctHex(maxInlineValues + 1)}}, Visibility{}, "PRIMARY KEY (name=? AND value=?)", true},
 		{nostr.Filter{Kinds: []int{1}}, Visibility{}, "INDEX events_kind_created", false},
 		{nostr.Filter{}, Visibility{}, "INDEX events_created", false},
@@ -771,6 +776,9 @@ func TestQueryPlans(t *testing.T) {
 		q, ok := s.buildQuery(c.f, c.v, selectRows, true)
 		if !ok {
 			t.Fatalf("%v: no query", c.f)
+		}
+		if slices.Contains(c.f.IDs, recent.ID) != strings.Contains(q.sql, "UNION ALL SELECT value FROM json_each") {
+			t.Errorf("filter %v: the seqs of recent ids are joined only if asked for: %s", c.f, q.sql)
 		}
 		rows, err := s.rdb.Query("EXPLAIN QUERY PLAN "+q.sql+" ORDER BY "+q.orderCol+" DESC LIMIT 500", q.args...)
 		if err != nil {
@@ -955,10 +963,10 @@ func TestPageSize(t *testing.T) {
 	}
 }
 
-// The id index is log-structured (recent_ids merged into ids). With merges
-// every few events, ids live in both trees: duplicates are still refused,
-// REQ by ids finds events in either, deletion and replacement remove their
-// ids, and a reopened store carries on.
+// The id index is log-structured (the recent ids in memory, merged into
+// ids). With merges every few events, ids live in both: duplicates are still
+// refused, REQ by ids finds events in either, deletion and replacement
+// remove their ids, and a reopened store carries on.
 func TestIDIndexMerges(t *testing.T) {
 	defer func(n int) { mergeAt = n }(mergeAt)
 	mergeAt = 7
@@ -970,15 +978,44 @@ func TestIDIndexMerges(t *testing.T) {
 		evts = append(evts, e)
 		mustSave(t, s, e)
 	}
-	count := func(table string) int {
-		var n int
-		if err := s.rdb.QueryRow("SELECT count(*) FROM " + table).Scan(&n); err != nil {
+	// indexed checks the invariant of schema 4 (ids holds exactly the
+	// stored events up to ids_merged.seq, the recent ids every one above)
+	// and returns how many events are indexed either way.
+	indexed := func(s *Store) (merged, recent int) {
+		t.Helper()
+		var below, inIDs, above int
+		if err := s.rdb.QueryRow(`SELECT
+			(SELECT count(*) FROM events WHERE seq <= (SELECT seq FROM ids_merged)),
+			(SELECT count(*) FROM ids JOIN events USING (seq, id)),
+			(SELECT count(*) FROM events WHERE seq > (SELECT seq FROM ids_merged))`).Scan(&below, &inIDs, &above); err != nil {
 			t.Fatal(err)
 		}
-		return n
+		var all int
+		if err := s.rdb.QueryRow("SELECT count(*) FROM ids").Scan(&all); err != nil {
+			t.Fatal(err)
+		}
+		if all != inIDs || inIDs != below {
+			t.Fatalf("ids holds %d rows, %d of them stored events, for %d events up to the merge", all, inIDs, below)
+		}
+		rows, err := s.rdb.Query("SELECT id, seq FROM events WHERE seq > (SELECT seq FROM ids_merged)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id []byte
+			var seq int64
+			if err := rows.Scan(&id, &seq); err != nil {
+				t.Fatal(err)
+			}
+			if got, ok := s.recent.get(id); !ok || got != seq {
+				t.Fatalf("event %d (%x) not among the recent ids (%d, %v)", seq, id, got, ok)
+			}
+		}
+		return inIDs, above
 	}
-	if merged, recent := count("ids"), count("recent_ids"); merged+recent != 40 || merged == 0 || recent >= mergeAt {
-		t.Fatalf("ids %d + recent_ids %d, want 40 with merges done", merged, recent)
+	if merged, recent := indexed(s); merged+recent != 40 || merged == 0 || recent >= mergeAt {
+		t.Fatalf("ids %d + recent %d, want 40 with merges done", merged, recent)
 	}
 	for _, e := range []*nostr.Event{evts[0], evts[39]} { // merged long ago; just saved
 		if err := s.Save(context.Background(), e); !errors.Is(err, ErrDuplicate) {
@@ -992,8 +1029,8 @@ func TestIDIndexMerges(t *testing.T) {
 	if has(t, s, evts[0].ID) || has(t, s, evts[39].ID) {
 		t.Fatal("deleted events still served")
 	}
-	if n := count("ids") + count("recent_ids"); n != 40-2+1 {
-		t.Fatalf("%d ids indexed after deleting 2 and adding 1, want 39", n)
+	if m, r := indexed(s); m+r != 40-2+1 {
+		t.Fatalf("%d ids indexed after deleting 2 and adding 1, want 39", m+r)
 	}
 	// A replaceable replaced across a merge leaves only the newest id.
 	for i := range 10 {
@@ -1002,9 +1039,17 @@ func TestIDIndexMerges(t *testing.T) {
 	if got := query(t, s, nostr.Filter{Kinds: []int{10002}}, Visibility{}); len(got) != 1 {
 		t.Fatalf("%d versions of a replaceable stored", len(got))
 	}
-	if n := count("ids") + count("recent_ids"); n != 40 {
-		t.Fatalf("%d ids indexed, want 40 (39 + the replaceable's last version)", n)
+	if m, r := indexed(s); m+r != 40 {
+		t.Fatalf("%d ids indexed, want 40 (39 + the replaceable's last version)", m+r)
 	}
+	// Leave some events unmerged: the reopened store must index them again.
+	var tail []*nostr.Event
+	for _, recent := indexed(s); recent == 0; _, recent = indexed(s) {
+		e := ev(t, k, 1, int64(250+len(tail)), nil, fmt.Sprint("tail ", len(tail)))
+		tail = append(tail, e)
+		mustSave(t, s, e)
+	}
+	_, unmerged := indexed(s)
 	s.Close()
 
 	s2, err := Open(context.Background(), Options{Path: path, Logger: quietLogger()})
@@ -1012,8 +1057,31 @@ func TestIDIndexMerges(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	if err := s2.Save(context.Background(), evts[5]); !errors.Is(err, ErrDuplicate) {
-		t.Fatalf("after reopen, duplicate: %v", err)
+	if _, r := indexed(s2); r != unmerged || s2.recent.len() != unmerged {
+		t.Fatalf("after reopen, %d events above the merge and %d recent ids, want %d", r, s2.recent.len(), unmerged)
+	}
+	rows, err := s2.rdb.Query("SELECT raw FROM events WHERE seq > (SELECT seq FROM ids_merged)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var again []*nostr.Event
+	for rows.Next() {
+		var raw []byte
+		var e nostr.Event
+		if err := rows.Scan(&raw); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(raw, &e); err != nil {
+			t.Fatal(err)
+		}
+		again = append(again, &e)
+	}
+	rows.Close()
+	for _, e := range append(again, evts[5]) { // unmerged ones, and one merged long ago
+		if err := s2.Save(context.Background(), e); !errors.Is(err, ErrDuplicate) {
+			t.Fatalf("after reopen, duplicate of %q: %v", e.Content, err)
+		}
+		expectIDs(t, query(t, s2, nostr.Filter{IDs: []string{e.ID}}, Visibility{}), e)
 	}
 	late := ev(t, k, 1, 300, nil, "after reopen")
 	mustSave(t, s2, late)
@@ -1024,35 +1092,16 @@ func TestIDIndexMerges(t *testing.T) {
 // two-tree id index with every id in it.
 func TestMigrateV2IDIndex(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "v2.db")
-	registerDrivers()
-	db, err := sql.Open(driverRW, dsn(path))
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for v := 0; v < 2; v++ {
-		if err := migrateStep(ctx, conn, v); err != nil {
-			t.Fatal(err)
-		}
-	}
 	k := newKey(t)
 	var evts []*nostr.Event
-	for i := range 5 {
-		e := ev(t, k, 1, int64(i), nostr.Tags{{"t", "v2"}}, fmt.Sprint(i))
-		evts = append(evts, e)
-		id, _ := hex.DecodeString(e.ID)
-		pk, _ := hex.DecodeString(e.PubKey)
-		if _, err := conn.ExecContext(ctx, `INSERT INTO events(id, pubkey, kind, created_at, raw) VALUES (?, ?, ?, ?, ?)`,
-			id, pk, e.Kind, int64(e.CreatedAt), EncodeEvent(e)); err != nil {
-			t.Fatal(err)
+	atSchema(t, path, 2, func(conn *sql.Conn) {
+		for i := range 5 {
+			e := ev(t, k, 1, int64(i), nostr.Tags{{"t", "v2"}}, fmt.Sprint(i))
+			evts = append(evts, e)
+			insertRow(t, conn, int64(i+1), e)
 		}
-	}
-	conn.Close()
-	db.Close()
+	})
 
 	s, err := Open(ctx, Options{Path: path, Logger: quietLogger()})
 	if err != nil {

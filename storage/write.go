@@ -243,34 +243,35 @@ type writer struct {
 
 	begin, commit, rollback *sql.Stmt
 
-	claimCheck   *sql.Stmt // claim an id in recent_ids unless stored or in deleted_ids
-	claim        *sql.Stmt // claim an id in recent_ids unless stored
 	insRow       *sql.Stmt // the event row, with the seq the writer assigned
-	existsID     *sql.Stmt
+	idSeq        *sql.Stmt // an id's seq in ids
+	rowHasID     *sql.Stmt // whether the row seq still holds the id
 	deletersOf   *sql.Stmt
 	coordCurrent *sql.Stmt
 	coordDeleted *sql.Stmt
 	delSeq       *sql.Stmt
-	targetByID   *sql.Stmt
+	targetBySeq  *sql.Stmt
 	hasTag       *sql.Stmt
 	insDeletedID *sql.Stmt
 	upsertCoord  *sql.Stmt
 	delCoord     *sql.Stmt
 	maxSeq       *sql.Stmt
-	countRecent  *sql.Stmt
 	mergeIDs     *sql.Stmt
-	clearRecent  *sql.Stmt
+	setMerged    *sql.Stmt
 	all          []*sql.Stmt
 	bulk         *bulk // runs of plain events, through the SQLite C API
 
 	// Tag rows wait here and go in with multi-row inserts (one statement per
 	// tagRowsPerInsert rows instead of one per tag). flushTags runs before
 	// anything that reads or deletes tags, and before COMMIT.
-	// nextSeq is the seq the next stored event gets (set at BEGIN); claimed
-	// counts ids claimed in recent_ids by the open transaction, recent those
-	// committed there since the last merge.
-	nextSeq         int64
-	claimed, recent int
+	// nextSeq is the seq the next stored event gets: set at BEGIN, never
+	// below a seq this writer gave before, so that an entry of s.recent
+	// cannot come to name another event. merged is ids_merged.seq. pending
+	// holds the ids stored by the open transaction, which go into s.recent
+	// after its COMMIT; seen is insertRun's scratch set.
+	nextSeq, merged int64
+	pending         map[[32]byte]int64
+	seen            map[[32]byte]struct{}
 
 	pendingTags []tagRow
 	tagArgs     []any
@@ -297,15 +298,15 @@ const (
 	tagValues    = `(?, ?, ?, ?)`
 )
 
-// claimable is the condition under which the id in column col may be claimed
-// for a new event: neither stored (in ids; recent_ids is the claim's own
-// conflict target) nor deleted.
+// claimable is the condition under which the id in column col may go to a
+// new event as far as the tables tell: neither merged into ids nor deleted.
+// The ids stored since the last merge are in memory (s.recent, w.pending).
 func claimable(col string) string {
 	return `NOT EXISTS (SELECT 1 FROM ids WHERE id = ` + col + `) AND NOT EXISTS (SELECT 1 FROM deleted_ids WHERE id = ` + col + `)`
 }
 
 func newWriter(ctx context.Context, s *Store, conn *sql.Conn) (*writer, error) {
-	w := &writer{s: s, conn: conn}
+	w := &writer{s: s, conn: conn, pending: make(map[[32]byte]int64), seen: make(map[[32]byte]struct{})}
 	for _, p := range []struct {
 		dst **sql.Stmt
 		sql string
@@ -313,25 +314,21 @@ func newWriter(ctx context.Context, s *Store, conn *sql.Conn) (*writer, error) {
 		{&w.begin, `BEGIN IMMEDIATE`},
 		{&w.commit, `COMMIT`},
 		{&w.rollback, `ROLLBACK`},
-		{&w.claimCheck, `INSERT INTO recent_ids(id, seq) SELECT ?1, ?2 WHERE ` + claimable(`?1`) + ` ON CONFLICT(id) DO NOTHING`},
-		{&w.claim, `INSERT INTO recent_ids(id, seq) SELECT ?1, ?2
-			WHERE NOT EXISTS (SELECT 1 FROM ids WHERE id = ?1) ON CONFLICT(id) DO NOTHING`},
 		{&w.insRow, insertEvents + eventValues},
-		{&w.existsID, `SELECT 1 FROM ids WHERE id = ?1 UNION ALL SELECT 1 FROM recent_ids WHERE id = ?1`},
+		{&w.idSeq, `SELECT seq FROM ids WHERE id = ?`},
+		{&w.rowHasID, `SELECT 1 FROM events WHERE seq = ? AND id = ?`},
 		{&w.deletersOf, `SELECT deleter FROM deleted_ids WHERE id = ?`},
 		{&w.coordCurrent, `SELECT seq, created_at, id, expiration FROM events WHERE pubkey = ? AND kind = ? AND dtag = ?`},
 		{&w.coordDeleted, `SELECT created_at FROM deleted_coords WHERE pubkey = ? AND kind = ? AND dtag = ?`},
 		{&w.delSeq, `DELETE FROM events WHERE seq = ?`},
-		{&w.targetByID, `SELECT seq, pubkey, kind, created_at FROM events
-			WHERE seq IN (SELECT seq FROM ids WHERE id = ?1 UNION ALL SELECT seq FROM recent_ids WHERE id = ?1)`},
+		{&w.targetBySeq, `SELECT pubkey, kind, created_at FROM events WHERE seq = ?`},
 		{&w.hasTag, `SELECT 1 FROM tags WHERE seq = ? AND name = ? AND value = ? AND created_at = ? LIMIT 1`},
 		{&w.insDeletedID, `INSERT OR IGNORE INTO deleted_ids(id, deleter) VALUES (?, ?)`},
 		{&w.upsertCoord, `INSERT INTO deleted_coords(pubkey, kind, dtag, created_at) VALUES (?, ?, ?, ?)
 			ON CONFLICT(pubkey, kind, dtag) DO UPDATE SET created_at = max(created_at, excluded.created_at)`},
 		{&w.maxSeq, `SELECT coalesce(max(seq), 0) FROM events`},
-		{&w.countRecent, `SELECT count(*) FROM recent_ids`},
-		{&w.mergeIDs, `INSERT INTO ids(id, seq) SELECT id, seq FROM recent_ids`},
-		{&w.clearRecent, `DELETE FROM recent_ids`},
+		{&w.mergeIDs, `INSERT INTO ids(id, seq) SELECT id, seq FROM events WHERE seq > ? ORDER BY id`},
+		{&w.setMerged, `UPDATE ids_merged SET seq = ?`},
 		{&w.delCoord, `DELETE FROM events WHERE pubkey = ? AND kind = ? AND dtag = ? AND created_at <= ?`},
 	} {
 		st, err := conn.PrepareContext(ctx, p.sql)
@@ -342,9 +339,9 @@ func newWriter(ctx context.Context, s *Store, conn *sql.Conn) (*writer, error) {
 		*p.dst = st
 		w.all = append(w.all, st)
 	}
-	if err := w.countRecent.QueryRowContext(ctx).Scan(&w.recent); err != nil {
+	if err := w.loadRecent(ctx); err != nil {
 		w.close()
-		return nil, fmt.Errorf("storage: count recent ids: %w", err)
+		return nil, err
 	}
 	var err error
 	if w.bulk, err = newBulk(ctx, conn); err != nil {
@@ -522,26 +519,122 @@ func (w *writer) insertRun(batch []*request, run []int, results []error) error {
 	if err := w.bulk.load(reqs); err != nil {
 		return err
 	}
+	one := func(k int) error {
+		res, err := w.apply(reqs[k])
+		results[run[k]] = res
+		return err
+	}
+	clear(w.seen)
 	for done := 0; done < len(run); {
-		n, err := w.bulk.insert(done, w.nextSeq)
-		if err != nil {
-			return err
+		// Bulk takes the run up to the first id that is among those stored
+		// since the last merge, or earlier in the run: apply sorts it out.
+		end := done
+		for ; end < len(run); end++ {
+			id := [32]byte(reqs[end].id)
+			if _, again := w.seen[id]; again || w.isRecent(id) {
+				break
+			}
+			w.seen[id] = struct{}{}
 		}
-		w.nextSeq += int64(n - done)
-		w.claimed += n - done
-		for _, i := range run[done:n] {
-			results[i] = nil
-		}
-		// The chunk at n has an id not to claim: one by one.
-		done = min(len(run), n+bulkMaxRows)
-		for _, i := range run[n:done] {
-			res, err := w.apply(batch[i])
+		for done < end {
+			n, err := w.bulk.insert(done, end, w.nextSeq)
 			if err != nil {
 				return err
 			}
-			results[i] = res
+			for k := done; k < n; k++ {
+				w.pending[[32]byte(reqs[k].id)] = w.nextSeq + int64(k-done)
+				results[run[k]] = nil
+			}
+			w.nextSeq += int64(n - done)
+			// The chunk at n has an id in ids or deleted_ids: one by one.
+			for done = min(end, n+bulkMaxRows); n < done; n++ {
+				if err := one(n); err != nil {
+					return err
+				}
+			}
+		}
+		if end < len(run) {
+			if err := one(end); err != nil {
+				return err
+			}
+			done = end + 1
 		}
 	}
+	return nil
+}
+
+// isRecent reports whether id was stored since the last merge, by the open
+// transaction or a committed one; the event may since have been deleted.
+func (w *writer) isRecent(id [32]byte) bool {
+	if _, ok := w.pending[id]; ok {
+		return true
+	}
+	_, ok := w.s.recent.get(id[:])
+	return ok
+}
+
+// findID returns the seq of the stored event with id (32 bytes): among the
+// ids stored since the last merge, each checked against its row, else in
+// ids.
+func (w *writer) findID(id []byte) (int64, bool, error) {
+	ctx := context.Background()
+	var one int
+	p, inPending := w.pending[[32]byte(id)]
+	r, inRecent := w.s.recent.get(id)
+	for _, c := range []struct {
+		seq int64
+		ok  bool
+	}{{p, inPending}, {r, inRecent}} {
+		if !c.ok {
+			continue
+		}
+		err := w.rowHasID.QueryRowContext(ctx, c.seq, id).Scan(&one)
+		switch {
+		case err == nil:
+			return c.seq, true, nil
+		case !errors.Is(err, sql.ErrNoRows):
+			return 0, false, fmt.Errorf("id lookup: %w", err)
+		}
+	}
+	var seq int64
+	err := w.idSeq.QueryRowContext(ctx, id).Scan(&seq)
+	switch {
+	case err == nil:
+		return seq, true, nil
+	case errors.Is(err, sql.ErrNoRows):
+		return 0, false, nil
+	default:
+		return 0, false, fmt.Errorf("id lookup: %w", err)
+	}
+}
+
+// loadRecent reads how far ids has been merged, and indexes in s.recent the
+// events stored since.
+func (w *writer) loadRecent(ctx context.Context) error {
+	if err := w.conn.QueryRowContext(ctx, `SELECT seq FROM ids_merged`).Scan(&w.merged); err != nil {
+		return fmt.Errorf("storage: read ids_merged: %w", err)
+	}
+	rows, err := w.conn.QueryContext(ctx, `SELECT id, seq FROM events WHERE seq > ?`, w.merged)
+	if err != nil {
+		return fmt.Errorf("storage: load recent ids: %w", err)
+	}
+	defer rows.Close()
+	m := make(map[[32]byte]int64)
+	for rows.Next() {
+		var id []byte
+		var seq int64
+		if err := rows.Scan(&id, &seq); err != nil {
+			return fmt.Errorf("storage: load recent ids: %w", err)
+		}
+		if len(id) != 32 {
+			return fmt.Errorf("storage: load recent ids: event %d has a %d-byte id", seq, len(id))
+		}
+		m[[32]byte(id)] = seq
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("storage: load recent ids: %w", err)
+	}
+	w.s.recent.add(m)
 	return nil
 }
 
@@ -571,9 +664,10 @@ func (w *writer) tx(fn func() error) error {
 		return fmt.Errorf("begin: %w", err)
 	}
 	w.pendingTags = w.pendingTags[:0]
-	w.claimed = 0
-	err := w.maxSeq.QueryRowContext(ctx).Scan(&w.nextSeq)
-	w.nextSeq++
+	clear(w.pending)
+	var maxSeq int64
+	err := w.maxSeq.QueryRowContext(ctx).Scan(&maxSeq)
+	w.nextSeq = max(w.nextSeq, maxSeq+1, w.merged+1)
 	if err == nil {
 		err = fn()
 	}
@@ -594,27 +688,31 @@ func (w *writer) tx(fn func() error) error {
 		}
 		return fmt.Errorf("commit: %w", err)
 	}
-	w.recent += w.claimed
+	// Before any OK for the transaction: a client told its event is stored
+	// finds it by id.
+	w.s.recent.add(w.pending)
 	return nil
 }
 
-// mergeAt is how many ids recent_ids collects before the writer merges them
+// mergeAt is how many ids s.recent collects before the writer merges them
 // into ids: large enough that a merge touches each page of ids for many
-// events, small enough that recent_ids stays a few dozen pages.
+// events.
 var mergeAt = 16384 // a variable so tests can merge often
 
-// mergeIfDue moves recent_ids into ids in a transaction of its own, if
-// enough have collected.
+// mergeIfDue writes the ids of the events stored since the last merge into
+// ids, in a transaction of its own, if enough have collected.
 func (w *writer) mergeIfDue() {
-	if w.recent < mergeAt {
+	if w.s.recent.len() < mergeAt {
 		return
 	}
 	ctx := context.Background()
+	var upTo int64
 	err := w.tx(func() error {
-		if _, err := w.mergeIDs.ExecContext(ctx); err != nil {
+		upTo = w.nextSeq - 1 // every stored event's seq is below nextSeq
+		if _, err := w.mergeIDs.ExecContext(ctx, w.merged); err != nil {
 			return fmt.Errorf("merge ids: %w", err)
 		}
-		if _, err := w.clearRecent.ExecContext(ctx); err != nil {
+		if _, err := w.setMerged.ExecContext(ctx, upTo); err != nil {
 			return fmt.Errorf("merge ids: %w", err)
 		}
 		return nil
@@ -623,7 +721,8 @@ func (w *writer) mergeIfDue() {
 		w.s.log.Error("merging recent ids failed; will retry", "err", err)
 		return
 	}
-	w.recent = 0
+	w.merged = upTo
+	w.s.recent.reset() // after the COMMIT: a reader finds every id in one place or the other
 }
 
 // apply stores one event inside the current transaction. The first return is
@@ -697,34 +796,23 @@ func (w *writer) apply(r *request) (error, error) {
 		}
 	}
 
-	seq := w.nextSeq
-	claim := w.claimCheck
-	if evt.Kind == nostr.KindDeletion {
-		claim = w.claim // deletions are never deleted nor blocked
-	}
-	res, err := claim.ExecContext(ctx, r.id, seq)
-	if err != nil {
-		return nil, fmt.Errorf("claim id: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		// Either a duplicate id, or the id is in deleted_ids (perhaps
-		// deleted by someone not allowed to delete it).
-		outcome, err := w.notInserted(r)
-		if err != nil || outcome != nil {
-			return outcome, err
-		}
-		if res, err = w.claim.ExecContext(ctx, r.id, seq); err != nil {
-			return nil, fmt.Errorf("claim id: %w", err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
+	if _, found, err := w.findID(r.id); err != nil || found {
+		if found {
 			return ErrDuplicate, nil
 		}
+		return nil, err
 	}
+	if evt.Kind != nostr.KindDeletion { // deletions are never deleted nor blocked
+		if outcome, err := w.deletedOutcome(r); err != nil || outcome != nil {
+			return outcome, err
+		}
+	}
+	seq := w.nextSeq
 	if _, err := w.insRow.ExecContext(ctx, seq, r.id, r.pubkey, evt.Kind, int64(evt.CreatedAt), r.exp, r.dtag, r.raw); err != nil {
 		return nil, fmt.Errorf("insert event: %w", err)
 	}
 	w.nextSeq++
-	w.claimed++
+	w.pending[[32]byte(r.id)] = seq
 	for _, t := range r.tags {
 		w.pendingTags = append(w.pendingTags, tagRow{seq, t[0], t[1], int64(evt.CreatedAt)})
 	}
@@ -771,18 +859,10 @@ func (w *writer) flushTags() error {
 	return nil
 }
 
-// notInserted explains why the conditional insert did nothing: ErrDuplicate,
-// ErrDeleted, or nil when the event may be inserted after all.
-func (w *writer) notInserted(r *request) (error, error) {
+// deletedOutcome returns ErrDeleted if r's id is in deleted_ids by someone
+// allowed to delete r, else nil: a deletion by anyone else does not block it.
+func (w *writer) deletedOutcome(r *request) (error, error) {
 	ctx := context.Background()
-	var one int
-	err := w.existsID.QueryRowContext(ctx, r.id).Scan(&one)
-	if err == nil {
-		return ErrDuplicate, nil
-	}
-	if !errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("duplicate lookup: %w", err)
-	}
 	rows, err := w.deletersOf.QueryContext(ctx, r.id)
 	if err != nil {
 		return nil, fmt.Errorf("deletion lookup: %w", err)
@@ -839,13 +919,16 @@ func (w *writer) applyDeletion(r *request) error {
 			if _, err := w.insDeletedID.ExecContext(ctx, target, r.pubkey); err != nil {
 				return fmt.Errorf("record deletion: %w", err)
 			}
-			var seq, kind, createdAt int64
-			var author []byte
-			err := w.targetByID.QueryRowContext(ctx, target).Scan(&seq, &author, &kind, &createdAt)
-			if errors.Is(err, sql.ErrNoRows) {
+			seq, found, err := w.findID(target)
+			if err != nil {
+				return fmt.Errorf("deletion target: %w", err)
+			}
+			if !found {
 				continue
 			}
-			if err != nil {
+			var kind, createdAt int64
+			var author []byte
+			if err := w.targetBySeq.QueryRowContext(ctx, seq).Scan(&author, &kind, &createdAt); err != nil {
 				return fmt.Errorf("deletion target lookup: %w", err)
 			}
 			if kind == int64(nostr.KindDeletion) {
