@@ -176,3 +176,12 @@ func insertRow(t *testing.T, conn *sql.Conn, seq int64, e *nostr.Event) {
 		t.Fatal(err)
 	}
 }
+
+// setMergeAt makes stores opened after it merge ids every n events, and
+// restores the default once the test's stores are closed (cleanups run last
+// registered first, so call it before opening them).
+func setMergeAt(t *testing.T, n int) {
+	old := mergeAt
+	mergeAt = n
+	t.Cleanup(func() { mergeAt = old })
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -19,8 +20,7 @@ import (
 // one into the other every few events: an event acknowledged as stored is
 // found by id at every moment, on whichever side of a merge the reader is.
 func TestIDLookupDuringMerges(t *testing.T) {
-	defer func(n int) { mergeAt = n }(mergeAt)
-	mergeAt = 3
+	setMergeAt(t, 3)
 	s, _, _ := openTest(t)
 	k := newKey(t)
 	const n = 300
@@ -190,8 +190,7 @@ func TestFailedBatchLeavesNoIDs(t *testing.T) {
 // ids and some only in memory: each is refused as a duplicate, and the new
 // events around them are stored once each.
 func TestBulkRunAgainstMergedIDs(t *testing.T) {
-	defer func(n int) { mergeAt = n }(mergeAt)
-	mergeAt = 5
+	setMergeAt(t, 5)
 	s, _, _ := openTest(t)
 	k := newKey(t)
 	var old []*nostr.Event
@@ -281,4 +280,65 @@ func TestMigrateV3RecentIDs(t *testing.T) {
 	next := ev(t, k, 1, 10, nil, "after the migration")
 	mustSave(t, s, next)
 	expectIDs(t, query(t, s, nostr.Filter{IDs: []string{evts[4].ID, next.ID, evts[1].ID}}, Visibility{}), next, evts[4], evts[1])
+}
+
+// After a merge, the newest event swept and the store reopened, the next
+// event's seq must still be above ids_merged.seq: an event at or below it is
+// taken for merged, so after another reopen it would not be found by id and
+// a second copy would be accepted.
+func TestSeqAboveMergeAfterReopen(t *testing.T) {
+	setMergeAt(t, 3)
+	s, clk, path := openTest(t)
+	k := newKey(t)
+	exp := nostr.Tags{{"expiration", fmt.Sprint(baseTime.Unix() + 10)}}
+	mustSave(t, s, ev(t, k, 1, 0, nil, "a"), ev(t, k, 1, 1, nil, "b"), ev(t, k, 1, 2, exp, "expiring"))
+	s.Close() // after the merge that followed the third
+	reopen := func() *Store {
+		t.Helper()
+		s, err := Open(context.Background(), Options{Path: path, Now: clk.Now, Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	s = reopen()
+	clk.Set(baseTime.Add(20e9))
+	if n, err := s.SweepExpired(context.Background()); err != nil || n != 1 {
+		t.Fatalf("SweepExpired = %d, %v", n, err)
+	}
+	s.Close()
+	s = reopen()
+	e := ev(t, k, 1, 30, nil, "after the sweep")
+	mustSave(t, s, e)
+	s.Close()
+	s = reopen()
+	expectIDs(t, query(t, s, nostr.Filter{IDs: []string{e.ID}}, Visibility{}), e)
+	if err := s.Save(context.Background(), e); !errors.Is(err, ErrDuplicate) {
+		t.Fatalf("saved again: %v, want ErrDuplicate", err)
+	}
+}
+
+// A second store on the same file, which would not see the first one's
+// recent ids, is refused until the first is closed.
+func TestOpenLocked(t *testing.T) {
+	s, _, path := openTest(t)
+	if s2, err := Open(context.Background(), Options{Path: path, Logger: quietLogger()}); !errors.Is(err, ErrLocked) {
+		if err == nil {
+			s2.Close()
+		}
+		t.Fatalf("second Open of %s: %v, want ErrLocked", path, err)
+	}
+	mustSave(t, s, ev(t, newKey(t), 1, 0, nil, "the first store still works"))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(context.Background(), Options{Path: path, Logger: quietLogger()})
+	if err != nil {
+		t.Fatalf("Open after Close: %v", err)
+	}
+	s2.Close()
+	if fi, err := os.Stat(path + ".lock"); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("lock file: %v, %v", fi, err)
+	}
 }

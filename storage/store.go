@@ -76,6 +76,7 @@ type Store struct {
 	rdb    *sql.DB // read-only pool
 	w      *writer
 	recent *recentIDs // the id index since the last merge (recent.go)
+	lock   *os.File   // holds the flock on Path+".lock" (lock.go)
 	queue  chan *request
 	mu     sync.RWMutex // guards closed against concurrent enqueue
 	closed bool
@@ -198,6 +199,22 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("storage: create %s: %w", opts.Path, err)
 	}
 
+	lock, err := lockFile(opts.Path)
+	if err != nil {
+		return nil, err
+	}
+	s, err := open(ctx, opts)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	s.lock = lock
+	return s, nil
+}
+
+// open is Open's work once the store's lock is held.
+func open(ctx context.Context, opts Options) (*Store, error) {
+	var err error
 	registerDrivers()
 	s := &Store{
 		opts:         opts,
@@ -294,7 +311,7 @@ func (s *Store) Close() error {
 		s.stmts = nil
 		s.stmtMu.Unlock()
 		errs = append(errs, s.w.close())
-		errs = append(errs, s.rdb.Close(), s.wdb.Close())
+		errs = append(errs, s.rdb.Close(), s.wdb.Close(), s.lock.Close())
 		if err := errors.Join(errs...); err != nil {
 			s.closeErr = fmt.Errorf("storage: close: %w", err)
 		}

@@ -548,9 +548,10 @@ func TestDurabilityAcrossReopen(t *testing.T) {
 }
 
 func TestMigrations(t *testing.T) {
-	_, _, path := openTest(t)
+	first, _, path := openTest(t)
 	ctx := context.Background()
-	// reopening an existing (current) database works while another is open
+	first.Close()
+	// reopening an existing (current) database works
 	s, err := Open(ctx, Options{Path: path, Logger: quietLogger()})
 	if err != nil {
 		t.Fatalf("reopen: %v", err)
@@ -968,8 +969,7 @@ func TestPageSize(t *testing.T) {
 // refused, REQ by ids finds events in either, deletion and replacement
 // remove their ids, and a reopened store carries on.
 func TestIDIndexMerges(t *testing.T) {
-	defer func(n int) { mergeAt = n }(mergeAt)
-	mergeAt = 7
+	setMergeAt(t, 7)
 	s, _, path := openTest(t)
 	k := newKey(t)
 	var evts []*nostr.Event

@@ -495,11 +495,12 @@ func (r *request) plain() bool {
 	return r.job == nil && r.dtag == nil && r.evt.Kind != nostr.KindDeletion
 }
 
-// insertRun stores the plain events batch[run[i]] through bulk, in chunks
-// claimed optimistically: a chunk with an id that is not claimed (already
-// stored, in deleted_ids, or twice in the chunk) has the claims it made taken
-// back and goes through apply one event at a time, which sorts out each
-// outcome; the chunks after it go back to bulk.
+// insertRun stores the plain events batch[run[i]] through bulk. The run is
+// cut at each event whose id is among those stored since the last merge or
+// repeats an earlier one in the run; that event goes through apply, which
+// sorts out its outcome. Bulk checks each chunk of 64 against ids and
+// deleted_ids; a chunk with an id found there goes through apply one event
+// at a time, and the chunks after it go back to bulk.
 func (w *writer) insertRun(batch []*request, run []int, results []error) error {
 	if len(run) == 0 {
 		return nil
