@@ -330,7 +330,10 @@ func (e *Engine) Cancel(ctx context.Context, id string) (*Tip, error) {
 	e.activeMu.Lock()
 	busy := e.active[id+dir]
 	e.activeMu.Unlock()
-	if busy || (t.State != StateRequested && t.State != StateInvoiced) {
+	if busy {
+		return t, fmt.Errorf("%w now: an attempt to pay it is running; try again", ErrNotCancellable)
+	}
+	if t.State != StateRequested && t.State != StateInvoiced {
 		return t, fmt.Errorf("%w: it is %s", ErrNotCancellable, t.Status())
 	}
 	reason := "cancelled by the " + map[bool]string{true: "sender", false: "recipient"}[t.Outgoing]
