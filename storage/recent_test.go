@@ -207,15 +207,7 @@ func TestBulkRunAgainstMergedIDs(t *testing.T) {
 	// different chunks, since a chunk with an id in ids goes one by one.
 	const at0, at11 = 10, bulkMaxRows + 30
 	sent := slices.Concat(fresh[:at0], []*nostr.Event{old[0]}, fresh[at0:at11-1], []*nostr.Event{old[11]}, fresh[at11-1:])
-	release := holdWriter(t, s)
-	var wg sync.WaitGroup
-	got := make([]error, len(sent))
-	for i, e := range sent {
-		wg.Add(1)
-		s.SaveAsync(e, func(err error) { got[i] = err; wg.Done() })
-	}
-	release()
-	wg.Wait()
+	got := saveAsOneBatch(t, s, sent)
 	for i, e := range sent {
 		want := error(nil)
 		if i == at0 || i == at11 {

@@ -863,6 +863,22 @@ func holdWriter(t *testing.T, s *Store) (release func()) {
 	return func() { close(gate) }
 }
 
+// saveAsOneBatch queues evts while the writer is held, so that they go in
+// as one batch, and returns each one's result.
+func saveAsOneBatch(t *testing.T, s *Store, evts []*nostr.Event) []error {
+	t.Helper()
+	release := holdWriter(t, s)
+	var wg sync.WaitGroup
+	errs := make([]error, len(evts))
+	for i, e := range evts {
+		wg.Add(1)
+		s.SaveAsync(e, func(err error) { errs[i] = err; wg.Done() })
+	}
+	release()
+	wg.Wait()
+	return errs
+}
+
 // One batch mixing plain events (the multi-row insert), duplicates of them
 // within the batch and of stored events, an event deleted before it arrived,
 // a deletion of an event earlier in the same batch, and a replaceable: every
@@ -896,15 +912,11 @@ func TestMixedBatchOutcomes(t *testing.T) {
 			wants = append(wants, want{deletion, nil}, want{repl, nil})
 		}
 	}
-	release := holdWriter(t, s)
-	var wg sync.WaitGroup
-	got := make([]error, len(wants))
-	for i, w := range wants {
-		wg.Add(1)
-		s.SaveAsync(w.e, func(err error) { got[i] = err; wg.Done() })
+	var sent []*nostr.Event
+	for _, w := range wants {
+		sent = append(sent, w.e)
 	}
-	release()
-	wg.Wait()
+	got := saveAsOneBatch(t, s, sent)
 	for i, w := range wants {
 		if !errors.Is(got[i], w.err) && got[i] != w.err {
 			t.Errorf("event %d (%q): got %v, want %v", i, w.e.Content, got[i], w.err)
@@ -1159,15 +1171,7 @@ func TestBulkRun(t *testing.T) {
 	const dupAt = bulkMaxRows + 6
 	sent := slices.Insert(slices.Clone(evts), dupAt, evts[5])
 	before, _ := s.Stats(context.Background())
-	release := holdWriter(t, s)
-	var wg sync.WaitGroup
-	errs := make([]error, len(sent))
-	for i, e := range sent {
-		wg.Add(1)
-		s.SaveAsync(e, func(err error) { errs[i] = err; wg.Done() })
-	}
-	release()
-	wg.Wait()
+	errs := saveAsOneBatch(t, s, sent)
 	for i, err := range errs {
 		if want := error(nil); i == dupAt {
 			if !errors.Is(err, ErrDuplicate) {
