@@ -164,16 +164,75 @@ func (b *Batcher) Submit(ctx context.Context, evt *nostr.Event) (bool, error) {
 func (b *Batcher) SubmitMany(ctx context.Context, evts []*nostr.Event) (int, error) {
 	claims := make([]*identity.Claim, len(evts))
 	for i, evt := range evts {
-		c, err := identity.ValidateClaim(evt)
+		c, err := b.accept(evt)
 		if err != nil {
-			return 0, fmt.Errorf("anchor: submit: %w", err)
-		}
-		if b.cfg.Accept != nil {
-			if err := b.cfg.Accept(c); err != nil {
-				return 0, fmt.Errorf("anchor: submit %s: refused by policy: %w", c.ID, err)
-			}
+			return 0, err
 		}
 		claims[i] = c
+	}
+	return b.store(ctx, claims)
+}
+
+// SubmitStored is SubmitMany for events a relay stored earlier, to catch up
+// on those the batcher never saw: an event the rules or Config.Accept refuse
+// is skipped, not fatal. It returns how many were new and how many were
+// refused.
+func (b *Batcher) SubmitStored(ctx context.Context, evts []*nostr.Event) (added, refused int, err error) {
+	known, err := b.known(ctx, evts)
+	if err != nil {
+		return 0, 0, err
+	}
+	claims := make([]*identity.Claim, 0, len(evts))
+	for _, evt := range evts {
+		if known[evt.ID] {
+			continue // not validated again
+		}
+		c, err := b.accept(evt)
+		if err != nil {
+			refused++
+			continue
+		}
+		claims = append(claims, c)
+	}
+	added, err = b.store(ctx, claims)
+	return added, refused, err
+}
+
+// known returns which of evts' ids the batcher has.
+func (b *Batcher) known(ctx context.Context, evts []*nostr.Event) (map[string]bool, error) {
+	known := map[string]bool{}
+	for _, evt := range evts {
+		var one int
+		switch err := b.db.QueryRowContext(ctx, `SELECT 1 FROM claims WHERE id = ?`, evt.ID).Scan(&one); {
+		case err == nil:
+			known[evt.ID] = true
+		case !errors.Is(err, sql.ErrNoRows):
+			return nil, fmt.Errorf("anchor: submit: %w", err)
+		}
+	}
+	return known, nil
+}
+
+// accept validates evt as a claim, rotation or revocation and applies
+// Config.Accept.
+func (b *Batcher) accept(evt *nostr.Event) (*identity.Claim, error) {
+	c, err := identity.ValidateClaim(evt)
+	if err != nil {
+		return nil, fmt.Errorf("anchor: submit: %w", err)
+	}
+	if b.cfg.Accept != nil {
+		if err := b.cfg.Accept(c); err != nil {
+			return nil, fmt.Errorf("anchor: submit %s: refused by policy: %w", c.ID, err)
+		}
+	}
+	return c, nil
+}
+
+// store adds the claims the batcher does not know, in one transaction, and
+// returns how many were new.
+func (b *Batcher) store(ctx context.Context, claims []*identity.Claim) (int, error) {
+	if len(claims) == 0 {
+		return 0, nil
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -144,10 +144,52 @@ func (n *Node) startClaimQueue() {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
+		if added, err := n.catchUpClaims(ctx); err != nil && ctx.Err() == nil {
+			n.log.Warn("cannot hand the stored claims to the anchor batcher", "err", err)
+		} else if added > 0 {
+			n.log.Info("stored claims the anchor batcher had not seen handed to it", "claims", added)
+		}
 		if left := n.claims.run(ctx); left > 0 {
-			n.log.Warn("node stopping: claims stored but not yet handed to the anchor batcher", "claims", left)
+			n.log.Warn("node stopping: claims stored but not yet handed to the anchor batcher; the next start hands them over", "claims", left)
 		}
 	}()
+}
+
+// catchUpClaims hands the batcher the handle claims, rotations and
+// revocations in the store that it never saw: those stored while the node ran
+// without btcd, and those still queued for it when the node last stopped.
+// The batcher skips the events it knows and those its policy refuses, so this
+// runs at every start; it returns how many events were new to the batcher.
+func (n *Node) catchUpClaims(ctx context.Context) (int, error) {
+	f := nostr.Filter{Kinds: []int{identity.KindHandleClaim, identity.KindHandleRevocation}}
+	if !n.cfg.Anchor.AcceptOthers {
+		f.Authors = []string{n.key.PublicKey()}
+	}
+	// Collected first: the batcher may wait for its lock (an anchoring
+	// round on btcd), and the store's read must not wait with it.
+	var evts []*nostr.Event
+	err := n.eachStored(ctx, f, func(raw []byte) error {
+		evt := &nostr.Event{}
+		if err := evt.UnmarshalJSON(raw); err != nil {
+			return fmt.Errorf("decoding a stored claim: %w", err)
+		}
+		evts = append(evts, evt)
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	added := 0
+	for len(evts) > 0 {
+		chunk := evts[:min(len(evts), 500)]
+		evts = evts[len(chunk):]
+		k, _, err := n.batcher.SubmitStored(ctx, chunk)
+		added += k
+		if err != nil {
+			return added, err
+		}
+	}
+	return added, nil
 }
 
 // WalletView is the answer of GET /v1/wallet.

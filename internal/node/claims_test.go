@@ -2,11 +2,18 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nbd-wtf/go-nostr"
+
+	"github.com/anchorchat/anchorchat/anchor"
+	"github.com/anchorchat/anchorchat/identity"
+	"github.com/anchorchat/anchorchat/wallet"
 )
 
 // The relay's dispatcher hands claims over without waiting, even while the
@@ -75,5 +82,96 @@ func TestClaimQueueStops(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the queue did not stop with the node")
+	}
+}
+
+// Submitting never reaches the wallet or the chain: a call would panic on the
+// nil interface.
+type noWallet struct{ anchor.Wallet }
+type noChain struct{ wallet.Chain }
+
+// At start the node hands the batcher every claim and revocation in its store
+// that the batcher never saw (stored while the node ran without btcd, or
+// queued when it stopped): its owner's, and with anchor.accept-others
+// everyone's, however many share a second; nothing twice.
+func TestCatchUpClaims(t *testing.T) {
+	ctx := context.Background()
+	st := tempStore(t)
+	owner, err := identity.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &Node{store: st, key: owner, cfg: &Config{}}
+	n.batcher, err = anchor.Open(ctx, anchor.Config{Path: filepath.Join(t.TempDir(), "anchor.db"), Wallet: noWallet{}, Chain: noChain{}, Signer: owner,
+		Accept: func(c *identity.Claim) error {
+			if c.PubKey == owner.PublicKey() || n.cfg.Anchor.AcceptOthers {
+				return nil
+			}
+			return errors.New("not the owner's")
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.batcher.Close()
+
+	at := time.Now().Add(-time.Hour)
+	mine, err := identity.NewClaim(owner, identity.ClaimParams{Handle: "dave", CreatedAt: at})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := identity.ValidateClaim(mine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := identity.NewRevocation(owner, c, "lost", at.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	note := &nostr.Event{Kind: 1, Content: "not a claim", CreatedAt: nostr.Timestamp(at.Unix())}
+	if err := owner.Sign(note); err != nil {
+		t.Fatal(err)
+	}
+	// More strangers' claims in one second than one page of the store.
+	theirs := make([]*nostr.Event, 1100)
+	for i := range theirs {
+		k, err := identity.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if theirs[i], err = identity.NewClaim(k, identity.ClaimParams{Handle: fmt.Sprintf("user%d", i), CreatedAt: at}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(theirs)+3)
+	for _, e := range append([]*nostr.Event{mine, rev, note}, theirs...) {
+		wg.Add(1)
+		st.SaveAsync(e, func(err error) { errs <- err; wg.Done() })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if added, err := n.catchUpClaims(ctx); err != nil || added != 2 {
+		t.Fatalf("catch-up: %d handed over, %v; want the owner's claim and revocation", added, err)
+	}
+	for _, e := range []*nostr.Event{mine, rev} {
+		if s, err := n.batcher.Status(ctx, e.ID); err != nil || !s.Pending {
+			t.Fatalf("%s: %+v %v; want pending", e.ID, s, err)
+		}
+	}
+	if _, err := n.batcher.Status(ctx, theirs[0].ID); err == nil {
+		t.Fatal("a stranger's claim handed over without anchor.accept-others")
+	}
+	if added, err := n.catchUpClaims(ctx); err != nil || added != 0 {
+		t.Fatalf("second catch-up: %d handed over, %v; want none", added, err)
+	}
+	n.cfg.Anchor.AcceptOthers = true
+	if added, err := n.catchUpClaims(ctx); err != nil || added != len(theirs) {
+		t.Fatalf("catch-up with accept-others: %d handed over, %v; want %d", added, err, len(theirs))
 	}
 }
