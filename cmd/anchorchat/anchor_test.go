@@ -22,7 +22,9 @@ import (
 // A user who runs the node first without btcd (the README's command) has a
 // handle claim in the store that no batcher saw. Once btcd is configured, the
 // node hands that claim to the batcher at start, and it gets anchored and
-// VERIFIED; the same holds for a claim still queued when the node stopped.
+// VERIFIED, once. (A claim still queued when the node stopped is in the same
+// state, stored but unknown to the batcher: TestCatchUpClaims in
+// internal/node covers the catch-up itself.)
 func TestClaimStoredWithoutBtcdIsAnchoredLater(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: starts btcd")
@@ -50,8 +52,8 @@ func TestClaimStoredWithoutBtcdIsAnchoredLater(t *testing.T) {
 	stopProc(t, p)
 
 	// Second run, with btcd.
-	net := regtest.Start(t, regtest.Options{LNDs: -1})
-	b := net.State.Btcd
+	btc := regtest.Start(t, regtest.Options{LNDs: -1})
+	b := btc.State.Btcd
 	p = startProcEnv(t, dir, env, "--btcd.rpcserver", b.RPCAddr, "--btcd.rpcuser", b.RPCUser, "--btcd.rpcpass", b.RPCPass,
 		"--btcd.rpccert", b.RPCCert, "--anchor.confirmations", "1", "--anchor.poll-interval", "500ms")
 	client := []string{"--network", "regtest", "--datadir", dir}
@@ -64,10 +66,10 @@ func TestClaimStoredWithoutBtcdIsAnchoredLater(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := net.Wallet.Send(ctx, wallet.PayTo(addr, btcutil.SatoshiPerBitcoin/100)); err != nil {
+	if _, err := btc.Wallet.Send(ctx, wallet.PayTo(addr, btcutil.SatoshiPerBitcoin/100)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := net.Mine(ctx, 1); err != nil {
+	if _, err := btc.Mine(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the node's wallet sees its funds", func() (bool, string) {
@@ -83,7 +85,7 @@ func TestClaimStoredWithoutBtcdIsAnchoredLater(t *testing.T) {
 	if batches[0].Claims != 1 {
 		t.Fatalf("batch %+v: want the one claim", batches[0])
 	}
-	if _, err := net.Mine(ctx, 1); err != nil {
+	if _, err := btc.Mine(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "@dave verifies", func() (bool, string) {
