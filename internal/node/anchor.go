@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/anchorchat/anchorchat/anchor"
 	"github.com/anchorchat/anchorchat/identity"
+	"github.com/anchorchat/anchorchat/storage"
 	"github.com/anchorchat/anchorchat/wallet"
 )
 
@@ -161,21 +163,13 @@ func (n *Node) startClaimQueue() {
 // The batcher skips the events it knows and those its policy refuses, so this
 // runs at every start; it returns how many events were new to the batcher.
 func (n *Node) catchUpClaims(ctx context.Context) (int, error) {
-	f := nostr.Filter{Kinds: []int{identity.KindHandleClaim, identity.KindHandleRevocation}}
+	f := nostr.Filter{Kinds: []int{identity.KindHandleClaim, identity.KindHandleRevocation}, Limit: math.MaxInt32}
 	if !n.cfg.Anchor.AcceptOthers {
 		f.Authors = []string{n.key.PublicKey()}
 	}
-	// Collected first: the batcher may wait for its lock (an anchoring
+	// Read in full first: the batcher may wait for its lock (an anchoring
 	// round on btcd), and the store's read must not wait with it.
-	var evts []*nostr.Event
-	err := n.eachStored(ctx, f, func(raw []byte) error {
-		evt := &nostr.Event{}
-		if err := evt.UnmarshalJSON(raw); err != nil {
-			return fmt.Errorf("decoding a stored claim: %w", err)
-		}
-		evts = append(evts, evt)
-		return nil
-	})
+	evts, err := n.store.Query(ctx, f, storage.Visibility{})
 	if err != nil {
 		return 0, err
 	}

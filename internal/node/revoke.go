@@ -115,15 +115,8 @@ func (n *Node) ownChain(ctx context.Context, handle string) (*identity.ChainStat
 // handle, newest first, a page at a time: however many first claims others
 // stored for the handle, no rotation is missed.
 func (n *Node) eachClaim(ctx context.Context, handle string, fn func(raw []byte) error) error {
-	return n.eachStored(ctx, nostr.Filter{Kinds: []int{identity.KindHandleClaim}, Tags: nostr.TagMap{"n": {handle}}}, fn)
-}
-
-// eachStored calls fn with every stored event that f (its kinds, authors and
-// tags) matches, newest first, a page at a time, however many share a
-// created_at.
-func (n *Node) eachStored(ctx context.Context, f nostr.Filter, fn func(raw []byte) error) error {
 	const page = 1000
-	f = nostr.Filter{Kinds: f.Kinds, Authors: f.Authors, Tags: f.Tags, Limit: page}
+	f := nostr.Filter{Kinds: []int{identity.KindHandleClaim}, Tags: nostr.TagMap{"n": {handle}}, Limit: page}
 	for {
 		got, last := 0, nostr.Timestamp(0)
 		done := map[string]bool{} // ids of second last, already passed to fn
@@ -140,7 +133,7 @@ func (n *Node) eachStored(ctx context.Context, f nostr.Filter, fn func(raw []byt
 		}
 		// The page may have cut second last short: take all of it, then
 		// go on before it.
-		rest := nostr.Filter{Kinds: f.Kinds, Authors: f.Authors, Tags: f.Tags, Since: &last, Until: &last, Limit: math.MaxInt32}
+		rest := nostr.Filter{Kinds: f.Kinds, Tags: f.Tags, Since: &last, Until: &last, Limit: math.MaxInt32}
 		err = n.store.QueryRaw(ctx, rest, storage.Visibility{}, func(raw []byte) error {
 			if done[gjson.GetBytes(raw, "id").Str] {
 				return nil
