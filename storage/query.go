@@ -427,7 +427,7 @@ func (s *Store) buildQuery(f nostr.Filter, v Visibility, sel string, merge bool)
 		}
 	}
 
-	c := conds{since: f.Since, until: f.Until, tags: tags, now: s.now().Unix(), private: private, readers: readers}
+	c := conds{since: f.Since, until: f.Until, tags: tags, now: s.now().Unix(), private: private, readers: readers, byID: len(ids) > 0}
 	if !needPrivClause {
 		c.private = nil
 	}
@@ -489,13 +489,20 @@ func (s *Store) buildQuery(f nostr.Filter, v Visibility, sel string, merge bool)
 			sb.w(")")
 		}
 	}
+	// With ids, the rows are looked up by seq: a unary + keeps the planner
+	// from walking an author's or a kind's index past every other event
+	// instead (a filter naming ids and kinds would read a whole kind).
+	pubkeyCol, kindCol := "e.pubkey", "e.kind"
+	if c.byID {
+		pubkeyCol, kindCol = "+e.pubkey", "+e.kind"
+	}
 	if len(authors) > 0 {
 		sb.w(" AND ")
-		sb.eqOrIn("e.pubkey", len(authors), func(i int) any { return authors[i] })
+		sb.eqOrIn(pubkeyCol, len(authors), func(i int) any { return authors[i] })
 	}
 	if kinds != nil {
 		sb.w(" AND ")
-		sb.eqOrIn("e.kind", len(kinds), func(i int) any { return kinds[i] })
+		sb.eqOrIn(kindCol, len(kinds), func(i int) any { return kinds[i] })
 	}
 	c.write(sb, -1, len(ids) == 0 && !tagJoin)
 	return builtQuery{sql: sb.b.String(), args: sb.args, orderCol: orderCol, idCol: "e.id"}, true
@@ -537,18 +544,23 @@ type conds struct {
 	private      []int    // private kinds in play, nil when none can match
 	readers      []string // who may read them
 	allPrivate   bool     // every kind the filter names is private
+	byID         bool     // rows come by id: no condition may pick an index
 }
 
 // write appends c to a WHERE clause on e. kind >= 0 says every row has that
 // kind (an arm of a merged query); driveTag lets the first tag condition be
 // a set of seqs (no index is walked for the row otherwise).
 func (c *conds) write(sb *sqlBuilder, kind int, driveTag bool) {
+	createdAt := "e.created_at"
+	if c.byID {
+		createdAt = "+e.created_at"
+	}
 	if c.since != nil {
-		sb.w(" AND e.created_at >= ?")
+		sb.w(" AND ", createdAt, " >= ?")
 		sb.args = append(sb.args, int64(*c.since))
 	}
 	if c.until != nil {
-		sb.w(" AND e.created_at <= ?")
+		sb.w(" AND ", createdAt, " <= ?")
 		sb.args = append(sb.args, int64(*c.until))
 	}
 	for i, t := range c.tags {

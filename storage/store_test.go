@@ -745,6 +745,10 @@ func TestQueryPlans(t *testing.T) {
 	pk := strings.Repeat("ab", 32)
 	recent := ev(t, newKey(t), 1, 0, nil, "stored since the last merge")
 	mustSave(t, s, recent)
+	// byID: the events are looked up by the seqs the id index gives,
+	// whatever else the filter names.
+	const byID = "SEARCH e USING INTEGER PRIMARY KEY (rowid=?)"
+	since, until := nostr.Timestamp(1), nostr.Timestamp(2_000_000_000)
 	// sorts: the plan may sort the candidates (several index ranges to merge);
 	// the single-range shapes must stream in index order and stop at the limit.
 	cases := []struct {
@@ -765,6 +769,14 @@ func TestQueryPlans(t *testing.T) {
 		// an id indexed in memory: its seq joins the ids subquery
 		{nostr.Filter{IDs: []string{recent.ID}}, Visibility{}, "SEARCH ids USING PRIMARY KEY (id=?)", true},
 		{nostr.Filter{IDs: []string{recent.ID, pk}}, Visibility{}, "SEARCH ids USING PRIMARY KEY (id=?)", true},
+		// ids with kinds, authors or a tag: still the id index, never a walk of a kind
+		{nostr.Filter{IDs: []string{pk}, Kinds: []int{1}}, Visibility{}, byID, true},
+		{nostr.Filter{IDs: []string{pk, recent.ID}, Kinds: []int{1, 7}}, Visibility{PrivateKinds: []int{1059}}, byID, true},
+		{nostr.Filter{IDs: []string{pk}, Authors: []string{pk}, Kinds: []int{1}}, Visibility{}, byID, true},
+		{nostr.Filter{IDs: []string{pk}, Authors: []string{pk}}, Visibility{}, byID, true},
+		{nostr.Filter{IDs: []string{pk}, Tags: nostr.TagMap{"p": {pk}}}, Visibility{}, byID, true},
+		{nostr.Filter{IDs: []string{pk}, Kinds: []int{1}, Since: &since, Until: &until}, Visibility{}, byID, true},
+		{nostr.Filter{IDs: []string{pk}}, Visibility{PrivateKinds: []int{1059}, Readers: []string{pk}}, byID, true},
 		// long lists, bound as one JSON array; the planner cannot size it,
 		// and walks the kind's index newest first, stopping at the limit
 		{nostr.Filter{Authors: distinctHex(maxInlineValues + 1), Kinds: []int{1}}, Visibility{}, "INDEX events_kind_created", false},
