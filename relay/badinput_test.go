@@ -3,6 +3,7 @@ package relay_test
 import (
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -18,6 +19,7 @@ func TestBadInput(t *testing.T) {
 		cfg.Limits.MaxMessageLength = 8 << 10
 		cfg.Limits.MaxSubscriptions = 3
 		cfg.Limits.MaxFilters = 2
+		cfg.Limits.MaxFilterValues = 100
 		cfg.Limits.MaxContentLength = 1000
 	})
 	c := e.dial()
@@ -124,6 +126,47 @@ func TestBadInput(t *testing.T) {
 		}
 		stillServed(t)
 	})
+	t.Run("too many filter values", func(t *testing.T) {
+		kinds := func(from, n int) []int {
+			ks := make([]int, n)
+			for i := range ks {
+				ks[i] = from + i
+			}
+			return ks
+		}
+		// 101 values: 99 kinds, an author and a tag value, over two filters.
+		over := []any{map[string]any{"kinds": kinds(100, 99)}, map[string]any{"authors": []string{e.owner.pk}, "#t": []string{"x"}}}
+		for _, verb := range []string{"REQ", "COUNT"} {
+			if msg := c.closed(verb, "values", over...); !strings.HasPrefix(msg, "invalid:") || !strings.Contains(msg, "101 values") {
+				t.Fatalf("%s of 101 values: %q", verb, msg)
+			}
+		}
+		// A repeated value counts once: 3,000 copies of one kind, 99 more.
+		repeats := kinds(100, 99)
+		for range 3000 {
+			repeats = append(repeats, 1)
+		}
+		c.req("first", map[string]any{"kinds": repeats})
+		// The open subscriptions list 100 values in all: one more is refused
+		// until one is closed.
+		if msg := c.closed("REQ", "second", map[string]any{"#t": []string{"y"}}); !strings.HasPrefix(msg, "blocked:") || !strings.Contains(msg, "101 values") {
+			t.Fatalf("a second subscription past the connection's values: %q", msg)
+		}
+		c.req("first", map[string]any{"kinds": []int{1}}) // replacing: its old values no longer count
+		c.req("second", map[string]any{"#t": []string{"y"}})
+		c.send("CLOSE", "first")
+		c.send("CLOSE", "second")
+		stillServed(t)
+	})
+	t.Run("subscription id in characters", func(t *testing.T) {
+		long := strings.Repeat("é", 64) // 128 bytes: NIP-01 counts 64 characters
+		c.req(long, map[string]any{"kinds": []int{9997}})
+		c.send("CLOSE", long)
+		if msg := c.closed("REQ", long+"e", map[string]any{}); !strings.HasPrefix(msg, "invalid:") {
+			t.Fatalf("a 65-character subscription id: %q", msg)
+		}
+		stillServed(t)
+	})
 	t.Run("bad filter", func(t *testing.T) {
 		if msg := c.closed("REQ", "bad", map[string]any{"kinds": "one"}); !strings.HasPrefix(msg, "invalid:") {
 			t.Fatalf("bad filter: %q", msg)
@@ -179,4 +222,53 @@ func TestAuthWithOverlongHex(t *testing.T) {
 		}
 	}
 	c.auth(e.owner) // the same connection still authenticates
+}
+
+// Open subscriptions cost the relay little memory, however large the frames
+// that opened them: a list is kept without repeats, and nothing keeps a
+// frame. 4 connections × 32 subscriptions, each opened by a 256 KiB frame
+// of a repeated kind or tag value (once 35–55 MiB per connection), are set
+// against the same subscriptions opened by small frames.
+func TestSubscriptionsHoldNoFrames(t *testing.T) {
+	e := newEnv(t, nil)
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapInuse
+	}
+	const conns, subs = 4, 32
+	frame := func(sub, list, value string, size int) string {
+		var b strings.Builder
+		b.WriteString(`["REQ","` + sub + `",{"` + list + `":[` + value)
+		for b.Len() < size {
+			b.WriteString("," + value)
+		}
+		b.WriteString("]}]")
+		return b.String()
+	}
+	for _, list := range []struct{ name, value string }{{"kinds", "2"}, {"#x", `""`}} {
+		grew := func(size int) int64 {
+			before := heap()
+			var cs []*client
+			for range conns {
+				c := e.dial()
+				cs = append(cs, c)
+				for s := range subs {
+					c.sendRaw(frame(fmt.Sprint("s", s), list.name, list.value, size))
+					c.expect("EOSE")
+				}
+			}
+			after := heap()
+			runtime.KeepAlive(cs) // open through the measure
+			return int64(after) - int64(before)
+		}
+		small := grew(0)
+		big := grew(256<<10 - 64)
+		if per := (big - small) / conns; per > 1<<20 {
+			t.Errorf("%s: a connection's %d subscriptions opened by 256 KiB frames hold %.1f MiB more than the same opened by small ones",
+				list.name, subs, float64(per)/(1<<20))
+		}
+	}
 }

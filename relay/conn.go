@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 	"github.com/nbd-wtf/go-nostr"
@@ -408,7 +409,8 @@ func (c *conn) subCount() int {
 // sending its OK, so a client that saw the OK and then sent this REQ gets the
 // event from the query, not a second time as a live event.
 type subscription struct {
-	filters []nostr.Filter
+	filters []nostr.Filter // normalized (normalizeFilter)
+	values  int            // how many values they list
 	since   uint64
 }
 
@@ -423,8 +425,8 @@ func (c *conn) deliver(d *delivery) {
 		if d.seq <= sub.since {
 			continue // published before this REQ was registered: its query has it
 		}
-		for _, f := range sub.filters {
-			if f.Matches(evt) {
+		for i := range sub.filters {
+			if matchFilter(&sub.filters[i], evt) {
 				hits = append(hits, id)
 				break
 			}
@@ -542,11 +544,20 @@ func (c *conn) accept(evt *nostr.Event) bool {
 }
 
 // prepareFilters enforces the REQ/COUNT limits and the privacy rule for
-// explicitly requested private kinds. It returns a CLOSED message, or "".
-func (c *conn) prepareFilters(filters []nostr.Filter) string {
+// explicitly requested private kinds, and normalizes the filters
+// (normalizeFilter). It returns how many values they list, and a CLOSED
+// message or "".
+func (c *conn) prepareFilters(filters []nostr.Filter) (int, string) {
 	l := c.r.cfg.Limits
 	if l.MaxFilters > 0 && len(filters) > l.MaxFilters {
-		return fmt.Sprintf("invalid: too many filters (max %d)", l.MaxFilters)
+		return 0, fmt.Sprintf("invalid: too many filters (max %d)", l.MaxFilters)
+	}
+	values := 0
+	for i := range filters {
+		values += normalizeFilter(&filters[i])
+	}
+	if l.MaxFilterValues > 0 && values > l.MaxFilterValues {
+		return values, fmt.Sprintf("invalid: the filters list %d values (ids, authors, kinds, tag values); the most is %d", values, l.MaxFilterValues)
 	}
 	readers := c.readers()
 	for i := range filters {
@@ -570,13 +581,13 @@ func (c *conn) prepareFilters(filters []nostr.Filter) string {
 		}
 		if len(readers) == 0 {
 			c.send(frame("AUTH", c.challenge))
-			return "auth-required: private messages are served only to their authenticated recipient"
+			return values, "auth-required: private messages are served only to their authenticated recipient"
 		}
 		if ps := f.Tags["p"]; onlyPrivate && len(ps) > 0 && !slices.ContainsFunc(ps, func(p string) bool { return slices.Contains(readers, p) }) {
-			return "restricted: you may only read private messages addressed to you"
+			return values, "restricted: you may only read private messages addressed to you"
 		}
 	}
-	return ""
+	return values, ""
 }
 
 func (c *conn) handleReq(subID string, filters []nostr.Filter) {
@@ -585,25 +596,38 @@ func (c *conn) handleReq(subID string, filters []nostr.Filter) {
 		c.refuseReq(subID, "rate-limited: too many requests; slow down")
 		return
 	}
-	if l := r.cfg.Limits.MaxSubIDLength; l > 0 && len(subID) > l {
+	// NIP-01 counts a subscription id's length in characters.
+	if l := r.cfg.Limits.MaxSubIDLength; l > 0 && utf8.RuneCountInString(subID) > l {
 		c.send(frame("CLOSED", subID, fmt.Sprintf("invalid: subscription id longer than %d characters", l)))
 		return
 	}
-	if msg := c.prepareFilters(filters); msg != "" {
+	values, msg := c.prepareFilters(filters)
+	if msg != "" {
 		c.refuseReq(subID, msg)
 		return
 	}
 	c.mu.Lock()
-	_, replacing := c.subs[subID]
+	old, replacing := c.subs[subID]
 	if max := r.cfg.Limits.MaxSubscriptions; !replacing && max > 0 && len(c.subs) >= max {
 		c.mu.Unlock()
 		c.send(frame("CLOSED", subID, fmt.Sprintf("blocked: too many open subscriptions (max %d); CLOSE one first", max)))
 		return
 	}
+	if max := r.cfg.Limits.MaxFilterValues; max > 0 {
+		open := values - old.values // old is the zero value unless replacing
+		for _, sub := range c.subs {
+			open += sub.values
+		}
+		if open > max {
+			c.mu.Unlock()
+			c.refuseReq(subID, fmt.Sprintf("blocked: the open subscriptions would list %d values (ids, authors, kinds, tag values); the most is %d in all; CLOSE one first", open, max))
+			return
+		}
+	}
 	// Register before querying, so nothing stored in between is missed, and
 	// note the broadcasts already published: their events were stored (and
 	// acknowledged) before this REQ, so the query returns them.
-	c.subs[subID] = subscription{filters: filters, since: r.published.Load()}
+	c.subs[subID] = subscription{filters: filters, values: values, since: r.published.Load()}
 	c.mu.Unlock()
 	if !replacing {
 		r.m.Subscriptions.Inc()
@@ -648,7 +672,7 @@ func (c *conn) handleCount(subID string, filters []nostr.Filter) {
 		c.send(frame("CLOSED", subID, "rate-limited: too many requests; slow down"))
 		return
 	}
-	if msg := c.prepareFilters(filters); msg != "" {
+	if _, msg := c.prepareFilters(filters); msg != "" {
 		c.send(frame("CLOSED", subID, msg))
 		return
 	}

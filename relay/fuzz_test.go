@@ -157,3 +157,74 @@ func TestFastEventTakesTypicalFrames(t *testing.T) {
 		}
 	}
 }
+
+// FuzzMatchFilter holds the live matcher to go-nostr's: a filter as the
+// relay parses and normalizes it (sorted lists, repeats dropped) matches an
+// event exactly when the filter as sent does. Besides the fuzzed event, the
+// events tried sit on the filter's edges: its first and last kinds, ids,
+// authors and tag values, and a second either side of since and until.
+func FuzzMatchFilter(f *testing.F) {
+	a, b := strings.Repeat("a", 64), strings.Repeat("b", 64)
+	f.Add(`{"kinds":[1,7,1,0],"authors":["`+b+`","`+b+`","`+a+`"]}`, 1, true, "p", b, int64(5))
+	f.Add(`{"ids":["`+a+`"],"#p":["`+b+`","`+a+`","`+a+`"],"since":3,"until":9}`, 7, false, "p", a, int64(9))
+	f.Add(`{"kinds":[],"#t":["x","y","x"]}`, 0, true, "t", "y", int64(0))
+	f.Add(`{"ids":["`+b+`","`+a+`"]}`, 1, true, "e", a, int64(1))
+	f.Add(`{"#e":[],"#t":["z","é","a","é"],"limit":2}`, 30023, false, "t", "é", int64(1<<40))
+	f.Fuzz(func(t *testing.T, filter string, kind int, idA bool, tagName, tagValue string, createdAt int64) {
+		msg, err := ParseClientMessage([]byte(`["REQ","s",` + filter + `]`))
+		if err != nil {
+			return
+		}
+		pick := func(first bool) string {
+			if first {
+				return a
+			}
+			return b
+		}
+		edges := func(vals []string, fuzzed string) []string {
+			if len(vals) == 0 {
+				return []string{fuzzed}
+			}
+			return []string{fuzzed, vals[0], vals[len(vals)-1]}
+		}
+		for _, sent := range msg.Filters {
+			normalized := sent.Clone()
+			normalizeFilter(&normalized)
+			kinds := []int{kind}
+			if len(sent.Kinds) > 0 {
+				kinds = append(kinds, sent.Kinds[0], sent.Kinds[len(sent.Kinds)-1])
+			}
+			times := []int64{createdAt}
+			for _, ts := range []*nostr.Timestamp{sent.Since, sent.Until} {
+				if ts != nil {
+					times = append(times, int64(*ts)-1, int64(*ts), int64(*ts)+1)
+				}
+			}
+			values := []string{tagValue}
+			for _, vals := range sent.Tags {
+				values = append(values, edges(vals, tagValue)...)
+			}
+			for _, id := range edges(sent.IDs, pick(idA)) {
+				for _, pk := range edges(sent.Authors, pick(!idA)) {
+					for _, k := range kinds {
+						for _, ts := range times {
+							for _, v := range values {
+								for name := range sent.Tags {
+									evt := &nostr.Event{ID: id, PubKey: pk, Kind: k, CreatedAt: nostr.Timestamp(ts),
+										Tags: nostr.Tags{{tagName, tagValue}, {name, v}, {name}}}
+									if got, want := matchFilter(&normalized, evt), sent.Matches(evt); got != want {
+										t.Fatalf("filter %s on %+v: matchFilter %v, Matches %v", filter, evt, got, want)
+									}
+								}
+								evt := &nostr.Event{ID: id, PubKey: pk, Kind: k, CreatedAt: nostr.Timestamp(ts), Tags: nostr.Tags{{tagName, v}}}
+								if got, want := matchFilter(&normalized, evt), sent.Matches(evt); got != want {
+									t.Fatalf("filter %s on %+v: matchFilter %v, Matches %v", filter, evt, got, want)
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+	})
+}

@@ -61,6 +61,7 @@ type infoExtra struct {
 	ReqsPerSecondPerIP       float64 `json:"reqs_per_second_per_ip"`
 	ReqBurstPerIP            int     `json:"req_burst_per_ip"`
 	MaxConnectionsPerIP      int     `json:"max_connections_per_ip"`
+	MaxFilterValues          int     `json:"max_filter_values"`
 	Open                     bool    `json:"open"`
 }
 
@@ -80,6 +81,7 @@ func (r *Relay) serveInfo(w http.ResponseWriter, _ *http.Request) {
 			ReqsPerSecondPerIP:       l.ReqsPerSecondPerIP,
 			ReqBurstPerIP:            l.ReqBurstPerIP,
 			MaxConnectionsPerIP:      l.MaxConnectionsPerIP,
+			MaxFilterValues:          l.MaxFilterValues,
 			Open:                     r.cfg.Open,
 		},
 	}

@@ -141,6 +141,7 @@ func TestCount(t *testing.T) {
 func TestNIP11(t *testing.T) {
 	e := newEnv(t, func(cfg *relay.Config) {
 		cfg.Limits.MaxFilters = 7
+		cfg.Limits.MaxFilterValues = 321
 		cfg.Limits.EventsPerSecondPerIP, cfg.Limits.EventBurstPerIP = 11, 12
 		cfg.Limits.EventsPerSecondPerPubkey, cfg.Limits.EventBurstPerPubkey = 13, 14
 		cfg.Limits.ReqsPerSecondPerIP, cfg.Limits.ReqBurstPerIP = 15, 16
@@ -188,7 +189,8 @@ func TestNIP11(t *testing.T) {
 	}
 	extra := map[string]float64{"events_per_second_per_ip": 11, "event_burst_per_ip": 12,
 		"events_per_second_per_pubkey": 13, "event_burst_per_pubkey": 14,
-		"reqs_per_second_per_ip": 15, "req_burst_per_ip": 16, "gift_wrap_backdate_seconds": 2 * 24 * 3600}
+		"reqs_per_second_per_ip": 15, "req_burst_per_ip": 16, "gift_wrap_backdate_seconds": 2 * 24 * 3600,
+		"max_filter_values": 321}
 	for k, v := range extra {
 		if doc.Anchorchat[k] != v {
 			t.Errorf("anchorchat.%s = %v, want %v", k, doc.Anchorchat[k], v)

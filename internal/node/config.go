@@ -146,6 +146,7 @@ func BindFlags(fs *flag.FlagSet) *Config {
 	fs.IntVar(&l.MaxMessageLength, "relay.max-message-length", l.MaxMessageLength, "largest websocket frame in bytes; larger ones are refused")
 	fs.IntVar(&l.MaxSubscriptions, "relay.max-subscriptions", l.MaxSubscriptions, "open subscriptions per connection")
 	fs.IntVar(&l.MaxFilters, "relay.max-filters", l.MaxFilters, "filters per REQ or COUNT")
+	fs.IntVar(&l.MaxFilterValues, "relay.max-filter-values", l.MaxFilterValues, "values (ids, authors, kinds, tag values) one REQ or COUNT may list, and one connection's open subscriptions in all (0: unlimited)")
 	fs.IntVar(&l.MaxLimit, "relay.max-limit", l.MaxLimit, "largest filter limit honoured (larger ones are capped)")
 	fs.IntVar(&l.DefaultLimit, "relay.default-limit", l.DefaultLimit, "limit applied to a filter without one")
 	fs.IntVar(&l.MaxEventTags, "relay.max-event-tags", l.MaxEventTags, "tags per event")
