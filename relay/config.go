@@ -72,7 +72,8 @@ type Limits struct {
 	// wraps are allowed GiftWrapBackdate more, since NIP-59 back-dates them.
 	MaxPastAge time.Duration
 
-	// Token buckets on EVENTs: per client IP and per event author. A rate of 0 disables that bucket.
+	// Token buckets on EVENTs: per client IP (AUTHs draw on it too) and per
+	// event author. A rate of 0 disables that bucket.
 	EventsPerSecondPerIP     float64
 	EventBurstPerIP          int
 	EventsPerSecondPerPubkey float64

@@ -719,6 +719,9 @@ func (c *conn) handleAuth(evt *nostr.Event) {
 		}
 	case evt.CreatedAt.Time().Before(now.Add(-10*time.Minute)) || evt.CreatedAt.Time().After(now.Add(10*time.Minute)):
 		reject("invalid: created_at is more than 10 minutes off")
+	case !c.exempt && !c.r.ipEvents.allow(c.ip, now):
+		// A signature check costs what an EVENT's does: the same bucket.
+		reject("rate-limited: too many events from your address; slow down")
 	default:
 		if c.r.verify.Check(evt) != nil {
 			reject("invalid: bad signature")

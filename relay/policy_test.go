@@ -66,6 +66,33 @@ func TestRateLimits(t *testing.T) {
 			c.mustPublish(e.event(e.owner, 1, "owner"))
 		}
 	})
+	t.Run("AUTH per IP", func(t *testing.T) {
+		// An AUTH costs a signature check, as an EVENT does: it draws on the
+		// same bucket, however often the same signed event is replayed.
+		e := newEnv(t, func(cfg *relay.Config) {
+			cfg.Limits.EventsPerSecondPerIP, cfg.Limits.EventBurstPerIP = 0.001, 2
+		})
+		c := e.dial()
+		c.auth(e.owner)
+		evt := &nostr.Event{Kind: 22242, CreatedAt: nostr.Now(), Tags: nostr.Tags{{"relay", c.url}, {"challenge", c.challenge}}}
+		sign(t, evt, e.owner)
+		c.send("AUTH", evt)
+		if ok, msg := c.ok(evt.ID); !ok {
+			t.Fatalf("second AUTH: %s", msg)
+		}
+		c.send("AUTH", evt)
+		if ok, msg := c.ok(evt.ID); ok || !strings.HasPrefix(msg, "rate-limited:") {
+			t.Fatalf("an AUTH past the burst: %v %q", ok, msg)
+		}
+		c.refused(e.event(e.owner, 1, "the bucket is empty"), "rate-limited:")
+		e.clock.Add(time.Hour)
+		evt = &nostr.Event{Kind: 22242, CreatedAt: nostr.Timestamp(e.clock.Now().Unix()), Tags: nostr.Tags{{"relay", c.url}, {"challenge", c.challenge}}}
+		sign(t, evt, e.owner)
+		c.send("AUTH", evt)
+		if ok, msg := c.ok(evt.ID); !ok {
+			t.Fatalf("AUTH after the bucket refilled: %s", msg)
+		}
+	})
 	t.Run("REQ per IP", func(t *testing.T) {
 		e := newEnv(t, func(cfg *relay.Config) { cfg.Limits.ReqsPerSecondPerIP, cfg.Limits.ReqBurstPerIP = 0.001, 2 })
 		c := e.dial()
