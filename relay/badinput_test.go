@@ -1,12 +1,15 @@
 package relay_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/coder/websocket"
 	"github.com/nbd-wtf/go-nostr"
 
 	"github.com/anchorchat/anchorchat/relay"
@@ -269,6 +272,113 @@ func TestSubscriptionsHoldNoFrames(t *testing.T) {
 		if per := (big - small) / conns; per > 1<<20 {
 			t.Errorf("%s: a connection's %d subscriptions opened by 256 KiB frames hold %.1f MiB more than the same opened by small ones",
 				list.name, subs, float64(per)/(1<<20))
+		}
+	}
+}
+
+// A client that asks for large stored events and does not read them holds
+// a bounded part of them in the relay's memory: the handler stops queueing
+// at a few MiB, not at thousands of copies (once 380 MiB here). 32 REQs for
+// 200 events of 120 KB each; what the relay may hold is one REQ's results
+// (24 MB) and the queue.
+func TestSlowReaderHoldsLittle(t *testing.T) {
+	e := newEnv(t, nil)
+	base := e.clock.Now().Unix() - 10_000
+	const stored = 200
+	pad := strings.Repeat("x", 120_000)
+	done := make(chan error, stored)
+	for i := range stored {
+		evt := &nostr.Event{Kind: 30023, Content: pad, Tags: nostr.Tags{{"d", fmt.Sprint(i)}}, CreatedAt: nostr.Timestamp(base + int64(i))}
+		sign(t, evt, e.owner)
+		e.store.SaveAsync(evt, func(err error) { done <- err })
+	}
+	for range stored {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	heap := func() int64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return int64(ms.HeapInuse)
+	}
+	before := heap()
+	ctx := context.Background()
+	ws, _, err := websocket.Dial(ctx, e.url, nil) // and never read
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	for s := range 32 {
+		req, _ := json.Marshal([]any{"REQ", fmt.Sprint("s", s), map[string]any{"kinds": []int{30023}}})
+		if err := ws.Write(ctx, websocket.MessageText, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Until the relay stops growing: for a second within 1 MiB.
+	const bound = 48 << 20
+	last, still := before, 0
+	for still < 5 {
+		time.Sleep(200 * time.Millisecond)
+		now := heap()
+		if now-before > bound {
+			t.Fatalf("one connection that does not read holds %d MiB", (now-before)>>20)
+		}
+		if now-last < 1<<20 {
+			still++
+		} else {
+			still = 0
+		}
+		last = now
+	}
+	t.Logf("one connection that does not read: %d MiB", (last-before)>>20)
+}
+
+// A subscriber that stops reading while large live events keep coming is
+// dropped as too slow once 16 MiB wait for it, however few frames that is
+// (the frame bound alone, 4096, is 480 MB of these events), and a reading
+// subscriber gets them all.
+func TestSlowLiveReaderIsDropped(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := t.Context()
+	ws, _, err := websocket.Dial(ctx, e.url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	ws.SetReadLimit(1 << 20)
+	req, _ := json.Marshal([]any{"REQ", "live", map[string]any{"kinds": []int{30023}, "limit": 0}})
+	if err := ws.Write(ctx, websocket.MessageText, req); err != nil {
+		t.Fatal(err)
+	}
+	reader := e.dial()
+	reader.req("live", map[string]any{"kinds": []int{30023}, "limit": 0})
+	// 48 MB: more than the loopback sockets buffer and the 16 MiB.
+	const n = 400
+	pad := strings.Repeat("x", 120_000)
+	pub := e.dial()
+	for i := range n {
+		pub.mustPublish(e.event(e.owner, 30023, pad, nostr.Tag{"d", fmt.Sprint(i)}))
+	}
+	for range n {
+		reader.expect("EVENT")
+	}
+	got := 0
+	for {
+		_, data, err := ws.Read(ctx)
+		if err != nil {
+			if websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+				t.Fatalf("after %d events: %v, want a close for being too slow", got, err)
+			}
+			t.Logf("dropped after reading %d of %d events: %v", got, n, err)
+			return
+		}
+		if strings.HasPrefix(string(data), `["EVENT"`) {
+			got++
+		}
+		if got == n {
+			t.Fatalf("a subscriber that stopped reading was sent all %d events (48 MB) and never dropped", n)
 		}
 	}
 }

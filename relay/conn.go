@@ -34,6 +34,14 @@ const (
 	// sends itself (stored results above all, up to 16 × max_limit for one
 	// REQ) wait while the queue holds outQueue - outReserve.
 	outReserve = 1024
+	// outBytes bounds the bytes of the frames the handler queues (stored
+	// results): a REQ for large events waits at this much, not at
+	// outQueue - outReserve copies of them.
+	outBytes = 4 << 20
+	// maxOutBytes is the most a client may let pile up in all (live events
+	// and OKs on top of outBytes); past it, it is too slow and is dropped,
+	// as past outQueue frames.
+	maxOutBytes = 16 << 20
 	// maxPendingSaves bounds the EVENTs of one connection awaiting commit;
 	// beyond it the connection's handler waits, then its reader (backpressure
 	// on the socket).
@@ -54,6 +62,7 @@ type conn struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	out    chan []byte
+	queued atomic.Int64  // bytes of the frames in out
 	taken  chan struct{} // a frame left out: wakes a send waiting for room
 	// dropping is set when trySend found the queue full and closes the connection.
 	dropping atomic.Bool
@@ -113,6 +122,7 @@ func (c *conn) writeLoop() {
 		case <-c.ctx.Done():
 			return
 		case msg := <-c.out:
+			c.queued.Add(-int64(len(msg)))
 			select {
 			case c.taken <- struct{}{}:
 			default:
@@ -330,31 +340,47 @@ func (c *conn) refuseReq(subID, msg string) {
 }
 
 // send queues a frame from the handler's goroutine (the only one that calls
-// it), waiting while the queue is full but for the places kept for trySend.
+// it), waiting while the queue is full but for the places kept for trySend,
+// or holds outBytes.
 func (c *conn) send(msg []byte) {
-	for len(c.out) >= outQueue-outReserve {
+	for len(c.out) >= outQueue-outReserve || c.queued.Load() >= outBytes {
 		select {
 		case <-c.taken:
 		case <-c.ctx.Done():
 			return
 		}
 	}
+	c.queued.Add(int64(len(msg)))
 	select {
 	case c.out <- msg:
 	case <-c.ctx.Done():
+		c.queued.Add(-int64(len(msg)))
 	}
 }
 
-// trySend queues a frame without waiting; a client too slow to keep up is dropped.
+// trySend queues a frame without waiting; a client too slow to keep up
+// (outQueue frames or maxOutBytes queued) is dropped.
 func (c *conn) trySend(msg []byte) {
+	if c.queued.Load()+int64(len(msg)) > maxOutBytes {
+		c.dropSlow(fmt.Sprintf("too slow: %d MiB queued", maxOutBytes>>20))
+		return
+	}
+	c.queued.Add(int64(len(msg)))
 	select {
 	case c.out <- msg:
 	case <-c.ctx.Done():
+		c.queued.Add(-int64(len(msg)))
 	default:
-		if c.dropping.CompareAndSwap(false, true) { // once, however many frames still come
-			c.r.log.Info("dropping slow client", "ip", c.ip)
-			go c.close(websocket.ClosePolicyViolation, "too slow: "+fmt.Sprint(outQueue)+" messages queued")
-		}
+		c.queued.Add(-int64(len(msg)))
+		c.dropSlow("too slow: " + fmt.Sprint(outQueue) + " messages queued")
+	}
+}
+
+// dropSlow closes the connection of a client that does not keep up.
+func (c *conn) dropSlow(reason string) {
+	if c.dropping.CompareAndSwap(false, true) { // once, however many frames still come
+		c.r.log.Info("dropping slow client", "ip", c.ip, "reason", reason)
+		go c.close(websocket.ClosePolicyViolation, reason)
 	}
 }
 
