@@ -382,3 +382,20 @@ func TestSlowLiveReaderIsDropped(t *testing.T) {
 		}
 	}
 }
+
+// An operator may allow events larger than the bytes a slow client may let
+// pile up: a subscriber with nothing else waiting still gets one.
+func TestLiveEventLargerThanTheQueueBound(t *testing.T) {
+	e := newEnv(t, func(cfg *relay.Config) {
+		cfg.Limits.MaxMessageLength = 24 << 20
+		cfg.Limits.MaxContentLength = 20 << 20
+	})
+	sub := e.dial()
+	sub.req("live", map[string]any{"kinds": []int{1}, "limit": 0})
+	big := e.event(e.owner, 1, strings.Repeat("x", 17<<20))
+	e.dial().mustPublish(big)
+	m := sub.expect("EVENT")
+	if !strings.Contains(string(m[2]), big.ID) {
+		t.Fatalf("got %.100s, want the 17 MiB event", m[2])
+	}
+}

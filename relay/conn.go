@@ -359,9 +359,11 @@ func (c *conn) send(msg []byte) {
 }
 
 // trySend queues a frame without waiting; a client too slow to keep up
-// (outQueue frames or maxOutBytes queued) is dropped.
+// (outQueue frames or maxOutBytes queued) is dropped. A frame larger than
+// maxOutBytes (an operator may allow such events) goes to a client that
+// has nothing else waiting.
 func (c *conn) trySend(msg []byte) {
-	if c.queued.Load()+int64(len(msg)) > maxOutBytes {
+	if q := c.queued.Load(); q > 0 && q+int64(len(msg)) > maxOutBytes {
 		c.dropSlow(fmt.Sprintf("too slow: %d MiB queued", maxOutBytes>>20))
 		return
 	}
