@@ -573,24 +573,33 @@ func (e *Engine) onReceipt(ctx context.Context, id string, m *chat.Message) erro
 	}
 	h := sha256.Sum256(pre)
 	hash := hex.EncodeToString(h[:])
-	t, err := getTip(ctx, e.st.db, id, "in", m.Sender)
-	if errors.Is(err, ErrNotFound) || (err == nil && t.PaymentHash == "") {
-		// The receipt overtook LND's settlement (a keysend while we were
-		// offline), or it is made up: nothing to check it against yet. It
-		// waits, and counts once a settlement shows a payment hash its
-		// preimage hashes to. Until then it marks nothing paid.
-		return e.keepEarlyReceipt(ctx, id, m.Sender, pre)
-	}
-	if err != nil {
+	var receipted bool
+	// One transaction, as a keysend's settlement is one (onInvoiceUpdate):
+	// a receipt that finds no payment hash is kept before the settlement
+	// can look for it, never after.
+	err = e.tx(ctx, func(tx *sql.Tx) error {
+		t, err := getTip(ctx, tx, id, "in", m.Sender)
+		if errors.Is(err, ErrNotFound) || (err == nil && t.PaymentHash == "") {
+			// The receipt overtook LND's settlement (a keysend while we
+			// were offline), or it is made up: nothing to check it
+			// against yet. It waits, and counts once a settlement shows a
+			// payment hash its preimage hashes to. Until then it marks
+			// nothing paid.
+			return keepEarlyReceipt(ctx, tx, id, m.Sender, pre, e.now())
+		}
+		if err != nil {
+			return err
+		}
+		if t.PaymentHash != hash {
+			return fmt.Errorf("receipt preimage does not hash to the invoice's payment hash %s", t.PaymentHash)
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE tips SET receipt = 1, preimage = ?,
+			state = CASE WHEN state IN ('requested', 'invoiced') THEN 'paid' ELSE state END, updated_ms = ?
+			WHERE id = ? AND dir = 'in' AND peer = ?`, hex.EncodeToString(pre), e.now().UnixMilli(), id, m.Sender)
+		receipted = err == nil
 		return err
-	}
-	if t.PaymentHash != hash {
-		return fmt.Errorf("receipt preimage does not hash to the invoice's payment hash %s", t.PaymentHash)
-	}
-	_, err = e.st.db.ExecContext(ctx, `UPDATE tips SET receipt = 1, preimage = ?,
-		state = CASE WHEN state IN ('requested', 'invoiced') THEN 'paid' ELSE state END, updated_ms = ?
-		WHERE id = ? AND dir = 'in' AND peer = ?`, hex.EncodeToString(pre), e.now().UnixMilli(), id, m.Sender)
-	if err == nil {
+	})
+	if receipted {
 		e.log.Info("tip receipt received", "tip", id)
 		e.notify(id, "in", m.Sender)
 	}
@@ -605,18 +614,15 @@ const (
 
 // keepEarlyReceipt stores a receipt that cannot be checked yet, keeping at
 // most maxEarlyReceipts per peer, none older than earlyReceiptTTL.
-func (e *Engine) keepEarlyReceipt(ctx context.Context, id, peer string, preimage []byte) error {
-	now := e.now()
-	return e.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO early_receipts(tip_id, peer, preimage, received_ms) VALUES(?,?,?,?)`,
-			id, peer, hex.EncodeToString(preimage), now.UnixMilli()); err != nil {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, `DELETE FROM early_receipts WHERE received_ms < ? OR (peer = ? AND tip_id NOT IN (
-			SELECT tip_id FROM early_receipts WHERE peer = ? ORDER BY received_ms DESC LIMIT ?))`,
-			now.Add(-earlyReceiptTTL).UnixMilli(), peer, peer, maxEarlyReceipts)
+func keepEarlyReceipt(ctx context.Context, tx *sql.Tx, id, peer string, preimage []byte, now time.Time) error {
+	if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO early_receipts(tip_id, peer, preimage, received_ms) VALUES(?,?,?,?)`,
+		id, peer, hex.EncodeToString(preimage), now.UnixMilli()); err != nil {
 		return err
-	})
+	}
+	_, err := tx.ExecContext(ctx, `DELETE FROM early_receipts WHERE received_ms < ? OR (peer = ? AND tip_id NOT IN (
+		SELECT tip_id FROM early_receipts WHERE peer = ? ORDER BY received_ms DESC LIMIT ?))`,
+		now.Add(-earlyReceiptTTL).UnixMilli(), peer, peer, maxEarlyReceipts)
+	return err
 }
 
 // applyEarlyReceipt marks tip (id, in, peer), just settled by keysend with
