@@ -55,10 +55,10 @@ type Limits struct {
 	MaxSubscriptions int // open subscriptions per connection
 	MaxFilters       int // filters in one REQ or COUNT
 	// MaxFilterValues bounds the values (ids, authors, kinds and tag
-	// values, a repeated one counted once) that one REQ or COUNT may list
-	// across its filters, and that one connection's open subscriptions may
-	// list in all: they are held, and searched for every live event, for
-	// as long as the subscriptions are open.
+	// values, a value repeated within one list counted once) that one REQ
+	// or COUNT may list across its filters, and that one connection's open
+	// subscriptions may list in all: they are held, and searched for every
+	// live event, for as long as the subscriptions are open.
 	MaxFilterValues  int
 	MaxLimit         int // largest "limit" honoured in a filter; larger ones are capped
 	DefaultLimit     int // "limit" applied to a filter that has none

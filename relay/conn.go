@@ -359,11 +359,11 @@ func (c *conn) send(msg []byte) {
 }
 
 // trySend queues a frame without waiting; a client too slow to keep up
-// (outQueue frames or maxOutBytes queued) is dropped. A frame larger than
-// maxOutBytes (an operator may allow such events) goes to a client that
-// has nothing else waiting.
+// (outQueue frames or maxOutBytes queued) is dropped. While no more than
+// the handler's outBytes wait, a frame goes in whatever its size: an
+// operator may allow events larger than maxOutBytes.
 func (c *conn) trySend(msg []byte) {
-	if q := c.queued.Load(); q > 0 && q+int64(len(msg)) > maxOutBytes {
+	if q := c.queued.Load(); q > outBytes && q+int64(len(msg)) > maxOutBytes {
 		c.dropSlow(fmt.Sprintf("too slow: %d MiB queued", maxOutBytes>>20))
 		return
 	}
@@ -641,14 +641,14 @@ func (c *conn) handleReq(subID string, filters []nostr.Filter) {
 		c.send(frame("CLOSED", subID, fmt.Sprintf("blocked: too many open subscriptions (max %d); CLOSE one first", max)))
 		return
 	}
-	if max := r.cfg.Limits.MaxFilterValues; max > 0 {
+	if most := r.cfg.Limits.MaxFilterValues; most > 0 {
 		open := values - old.values // old is the zero value unless replacing
 		for _, sub := range c.subs {
 			open += sub.values
 		}
-		if open > max {
+		if open > most {
 			c.mu.Unlock()
-			c.refuseReq(subID, fmt.Sprintf("blocked: the open subscriptions would list %d values (ids, authors, kinds, tag values); the most is %d in all; CLOSE one first", open, max))
+			c.refuseReq(subID, fmt.Sprintf("blocked: the open subscriptions would list %d values (ids, authors, kinds, tag values); the most is %d in all; CLOSE one first", open, most))
 			return
 		}
 	}
@@ -740,6 +740,10 @@ func (c *conn) handleAuth(evt *nostr.Event) {
 		reject("invalid: event id does not match its content")
 	case evt.Tags.FindWithValue("challenge", c.challenge) == nil:
 		reject("invalid: the challenge does not match")
+	case !c.exempt && !c.r.ipEvents.allow(c.ip, now):
+		// A signature check (here, or for the warning below) costs what an
+		// EVENT's does: the same bucket.
+		reject("rate-limited: too many events from your address; slow down")
 	case !slices.ContainsFunc(c.urls, func(u string) bool { return sameRelay(evt.Tags.Find("relay"), u) }):
 		reject("invalid: the relay tag does not name this relay")
 		if c.r.writers[evt.PubKey] && c.r.verify.Check(evt) == nil {
@@ -747,9 +751,6 @@ func (c *conn) handleAuth(evt *nostr.Event) {
 		}
 	case evt.CreatedAt.Time().Before(now.Add(-10*time.Minute)) || evt.CreatedAt.Time().After(now.Add(10*time.Minute)):
 		reject("invalid: created_at is more than 10 minutes off")
-	case !c.exempt && !c.r.ipEvents.allow(c.ip, now):
-		// A signature check costs what an EVENT's does: the same bucket.
-		reject("rate-limited: too many events from your address; slow down")
 	default:
 		if c.r.verify.Check(evt) != nil {
 			reject("invalid: bad signature")

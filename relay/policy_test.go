@@ -85,6 +85,14 @@ func TestRateLimits(t *testing.T) {
 			t.Fatalf("an AUTH past the burst: %v %q", ok, msg)
 		}
 		c.refused(e.event(e.owner, 1, "the bucket is empty"), "rate-limited:")
+		// Nor does an AUTH naming another relay get its signature checked
+		// (the owner's would be, for a warning) once the bucket is empty.
+		foreign := &nostr.Event{Kind: 22242, CreatedAt: nostr.Now(), Tags: nostr.Tags{{"relay", "wss://elsewhere.example"}, {"challenge", c.challenge}}}
+		sign(t, foreign, e.owner)
+		c.send("AUTH", foreign)
+		if ok, msg := c.ok(foreign.ID); ok || !strings.HasPrefix(msg, "rate-limited:") {
+			t.Fatalf("an AUTH for another relay past the burst: %v %q", ok, msg)
+		}
 		e.clock.Add(time.Hour)
 		evt = &nostr.Event{Kind: 22242, CreatedAt: nostr.Timestamp(e.clock.Now().Unix()), Tags: nostr.Tags{{"relay", c.url}, {"challenge", c.challenge}}}
 		sign(t, evt, e.owner)

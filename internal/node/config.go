@@ -154,7 +154,7 @@ func BindFlags(fs *flag.FlagSet) *Config {
 	fs.DurationVar(&l.MaxFutureSkew, "relay.max-future-skew", l.MaxFutureSkew, "refuse events dated further than this in the future")
 	fs.DurationVar(&l.MaxPastAge, "relay.max-past-age", l.MaxPastAge, "refuse events older than this, 0 for no limit (gift wraps get 48h more)")
 	fs.Float64Var(&l.EventsPerSecondPerIP, "relay.events-per-second-ip", l.EventsPerSecondPerIP, "EVENT and AUTH rate per client IP (0: unlimited)")
-	fs.IntVar(&l.EventBurstPerIP, "relay.event-burst-ip", l.EventBurstPerIP, "EVENT burst per client IP")
+	fs.IntVar(&l.EventBurstPerIP, "relay.event-burst-ip", l.EventBurstPerIP, "EVENT and AUTH burst per client IP")
 	fs.Float64Var(&l.EventsPerSecondPerPubkey, "relay.events-per-second-pubkey", l.EventsPerSecondPerPubkey, "EVENT rate per author other than the owner and allowlist (0: unlimited)")
 	fs.IntVar(&l.EventBurstPerPubkey, "relay.event-burst-pubkey", l.EventBurstPerPubkey, "EVENT burst per author")
 	fs.Float64Var(&l.ReqsPerSecondPerIP, "relay.reqs-per-second-ip", l.ReqsPerSecondPerIP, "REQ and COUNT rate per client IP (0: unlimited)")
