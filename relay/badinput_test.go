@@ -1,7 +1,6 @@
 package relay_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"runtime"
@@ -234,13 +233,6 @@ func TestAuthWithOverlongHex(t *testing.T) {
 // against the same subscriptions opened by small frames.
 func TestSubscriptionsHoldNoFrames(t *testing.T) {
 	e := newEnv(t, nil)
-	heap := func() uint64 {
-		runtime.GC()
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapInuse
-	}
 	const conns, subs = 4, 32
 	frame := func(sub, list, value string, size int) string {
 		var b strings.Builder
@@ -253,7 +245,7 @@ func TestSubscriptionsHoldNoFrames(t *testing.T) {
 	}
 	for _, list := range []struct{ name, value string }{{"kinds", "2"}, {"#x", `""`}} {
 		grew := func(size int) int64 {
-			before := heap()
+			before := heapInUse()
 			var cs []*client
 			for range conns {
 				c := e.dial()
@@ -263,9 +255,9 @@ func TestSubscriptionsHoldNoFrames(t *testing.T) {
 					c.expect("EOSE")
 				}
 			}
-			after := heap()
+			after := heapInUse()
 			runtime.KeepAlive(cs) // open through the measure
-			return int64(after) - int64(before)
+			return after - before
 		}
 		small := grew(0)
 		big := grew(256<<10 - 64)
@@ -286,42 +278,24 @@ func TestSlowReaderHoldsLittle(t *testing.T) {
 	base := e.clock.Now().Unix() - 10_000
 	const stored = 200
 	pad := strings.Repeat("x", 120_000)
-	done := make(chan error, stored)
-	for i := range stored {
-		evt := &nostr.Event{Kind: 30023, Content: pad, Tags: nostr.Tags{{"d", fmt.Sprint(i)}}, CreatedAt: nostr.Timestamp(base + int64(i))}
-		sign(t, evt, e.owner)
-		e.store.SaveAsync(evt, func(err error) { done <- err })
+	evts := make([]*nostr.Event, stored)
+	for i := range evts {
+		evts[i] = &nostr.Event{Kind: 30023, Content: pad, Tags: nostr.Tags{{"d", fmt.Sprint(i)}}, CreatedAt: nostr.Timestamp(base + int64(i))}
+		sign(t, evts[i], e.owner)
 	}
-	for range stored {
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-	}
-	heap := func() int64 {
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return int64(ms.HeapInuse)
-	}
-	before := heap()
-	ctx := context.Background()
-	ws, _, err := websocket.Dial(ctx, e.url, nil) // and never read
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.CloseNow()
+	e.saveAll(evts)
+	before := heapInUse()
+	ctx := t.Context()
+	ws := e.dialRaw(ctx) // and never read
 	for s := range 32 {
-		req, _ := json.Marshal([]any{"REQ", fmt.Sprint("s", s), map[string]any{"kinds": []int{30023}}})
-		if err := ws.Write(ctx, websocket.MessageText, req); err != nil {
-			t.Fatal(err)
-		}
+		writeJSON(t, ctx, ws, "REQ", fmt.Sprint("s", s), map[string]any{"kinds": []int{30023}})
 	}
 	// Until the relay stops growing: for a second within 1 MiB.
 	const bound = 48 << 20
 	last, still := before, 0
 	for still < 5 {
 		time.Sleep(200 * time.Millisecond)
-		now := heap()
+		now := heapInUse()
 		if now-before > bound {
 			t.Fatalf("one connection that does not read holds %d MiB", (now-before)>>20)
 		}
@@ -342,16 +316,8 @@ func TestSlowReaderHoldsLittle(t *testing.T) {
 func TestSlowLiveReaderIsDropped(t *testing.T) {
 	e := newEnv(t, nil)
 	ctx := t.Context()
-	ws, _, err := websocket.Dial(ctx, e.url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.CloseNow()
-	ws.SetReadLimit(1 << 20)
-	req, _ := json.Marshal([]any{"REQ", "live", map[string]any{"kinds": []int{30023}, "limit": 0}})
-	if err := ws.Write(ctx, websocket.MessageText, req); err != nil {
-		t.Fatal(err)
-	}
+	ws := e.dialRaw(ctx)
+	writeJSON(t, ctx, ws, "REQ", "live", map[string]any{"kinds": []int{30023}, "limit": 0})
 	reader := e.dial()
 	reader.req("live", map[string]any{"kinds": []int{30023}, "limit": 0})
 	// 48 MB: more than the loopback sockets buffer and the 16 MiB.

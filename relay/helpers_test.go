@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -328,4 +329,49 @@ func (c *client) sendBinary(b []byte) {
 	if err := c.ws.Write(context.Background(), websocket.MessageBinary, b); err != nil {
 		c.t.Fatal(err)
 	}
+}
+
+// saveAll stores evts straight in the relay's store, all in one go.
+func (e *env) saveAll(evts []*nostr.Event) {
+	e.t.Helper()
+	done := make(chan error, len(evts))
+	for _, evt := range evts {
+		e.store.SaveAsync(evt, func(err error) { done <- err })
+	}
+	for range evts {
+		if err := <-done; err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
+// dialRaw dials a websocket that the test reads (or does not read) itself,
+// frames of up to 1 MiB.
+func (e *env) dialRaw(ctx context.Context) *websocket.Conn {
+	e.t.Helper()
+	ws, _, err := websocket.Dial(ctx, e.url, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ws.SetReadLimit(1 << 20)
+	e.t.Cleanup(func() { ws.CloseNow() })
+	return ws
+}
+
+// writeJSON sends v as one JSON text frame on ws.
+func writeJSON(t testing.TB, ctx context.Context, ws *websocket.Conn, v ...any) {
+	t.Helper()
+	b, _ := json.Marshal(v)
+	if err := ws.Write(ctx, websocket.MessageText, b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// heapInUse is the test process's heap in use after a full collection.
+func heapInUse() int64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapInuse)
 }

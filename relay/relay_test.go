@@ -563,39 +563,21 @@ func TestBigREQLeavesRoomForLiveEvents(t *testing.T) {
 	base := e.clock.Now().Unix() - 100_000
 	const stored = 6000
 	pad := strings.Repeat("x", 8000) // 48 MB in all: more than the sockets buffer
-	done := make(chan error, stored)
-	for i := range stored {
-		evt := &nostr.Event{Kind: 1, Content: pad, Tags: nostr.Tags{}, CreatedAt: nostr.Timestamp(base + int64(i))}
-		if err := evt.Sign(e.owner.sk); err != nil {
-			t.Fatal(err)
-		}
-		e.store.SaveAsync(evt, func(err error) { done <- err })
+	evts := make([]*nostr.Event, stored)
+	for i := range evts {
+		evts[i] = &nostr.Event{Kind: 1, Content: pad, Tags: nostr.Tags{}, CreatedAt: nostr.Timestamp(base + int64(i))}
+		sign(t, evts[i], e.owner)
 	}
-	for range stored {
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-	}
+	e.saveAll(evts)
 
 	ctx := t.Context()
-	ws, _, err := websocket.Dial(ctx, e.url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.CloseNow()
-	ws.SetReadLimit(1 << 20)
-	write := func(v ...any) {
-		b, _ := json.Marshal(v)
-		if err := ws.Write(ctx, websocket.MessageText, b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("REQ", "live", map[string]any{"kinds": []int{1}, "limit": 0})
+	ws := e.dialRaw(ctx)
+	writeJSON(t, ctx, ws, "REQ", "live", map[string]any{"kinds": []int{1}, "limit": 0})
 	var filters []any
 	for i := range stored / 1000 { // max_limit 1000 per filter
 		filters = append(filters, map[string]any{"kinds": []int{1}, "since": base + int64(i*1000), "until": base + int64(i*1000+999), "limit": 1000})
 	}
-	write(append([]any{"REQ", "big"}, filters...)...)
+	writeJSON(t, ctx, ws, append([]any{"REQ", "big"}, filters...)...)
 	// The client pauses; meanwhile the REQ fills the queue, and a note is published.
 	time.Sleep(time.Second)
 	note := e.event(e.owner, 1, "published while the results were queued")
