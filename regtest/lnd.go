@@ -100,6 +100,20 @@ func (l *LND) checkRunning() error {
 	}
 }
 
+// waitReady connects to LND (once its files exist) and waits until it is
+// synced to height.
+func (l *LND) waitReady(ctx context.Context, height int32) error {
+	if l.Conn == nil {
+		if err := l.waitFiles(ctx); err != nil {
+			return err
+		}
+		if err := l.connect(ctx); err != nil {
+			return err
+		}
+	}
+	return l.WaitSynced(ctx, height)
+}
+
 // WaitSynced waits until LND's server is active and its wallet is synced to
 // height (or beyond).
 func (l *LND) WaitSynced(ctx context.Context, height int32) error {

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -296,7 +297,7 @@ func Up(ctx context.Context, opts Options) (*Network, error) {
 		return nil, err
 	}
 
-	ports, err := freePorts(2 + 2*nLND)
+	ports, err := upPorts(2 + 2*nLND)
 	if err != nil {
 		return nil, err
 	}
@@ -410,35 +411,53 @@ func (n *Network) startBtcd(ctx context.Context, bin, miningAddr string, rpcPort
 		return fmt.Errorf("regtest: %w", err)
 	}
 	s := BtcdState{
-		Binary: bin, RPCAddr: "127.0.0.1:" + strconv.Itoa(rpcPort), P2PAddr: "127.0.0.1:" + strconv.Itoa(p2pPort),
-		RPCUser: rpcUser, RPCPass: rpcPass, RPCCert: filepath.Join(d, "rpc.cert"),
+		Binary: bin, RPCUser: rpcUser, RPCPass: rpcPass, RPCCert: filepath.Join(d, "rpc.cert"),
 		DataDir: filepath.Join(d, "data"), LogPath: filepath.Join(d, "btcd.log"), MiningAddr: miningAddr,
 	}
-	args := []string{
-		"--regtest", "--configfile=/dev/null",
-		"--rpcuser=" + s.RPCUser, "--rpcpass=" + s.RPCPass,
-		"--rpclisten=" + s.RPCAddr, "--listen=" + s.P2PAddr,
-		"--rpccert=" + s.RPCCert, "--rpckey=" + filepath.Join(d, "rpc.key"),
-		"--datadir=" + s.DataDir, "--logdir=" + filepath.Join(d, "logs"),
-		"--txindex", "--miningaddr=" + miningAddr, "--debuglevel=info",
+	for attempt := 1; ; attempt++ {
+		s.RPCAddr, s.P2PAddr = "127.0.0.1:"+strconv.Itoa(rpcPort), "127.0.0.1:"+strconv.Itoa(p2pPort)
+		args := []string{
+			"--regtest", "--configfile=/dev/null",
+			"--rpcuser=" + s.RPCUser, "--rpcpass=" + s.RPCPass,
+			"--rpclisten=" + s.RPCAddr, "--listen=" + s.P2PAddr,
+			"--rpccert=" + s.RPCCert, "--rpckey=" + filepath.Join(d, "rpc.key"),
+			"--datadir=" + s.DataDir, "--logdir=" + filepath.Join(d, "logs"),
+			"--txindex", "--miningaddr=" + miningAddr, "--debuglevel=info",
+		}
+		p, err := startProc("btcd", bin, args, s.LogPath)
+		if err != nil {
+			return err
+		}
+		n.btcd = p
+		s.PID = p.pid
+		n.State.Btcd = s
+		if err := writeState(&n.State); err != nil {
+			return err
+		}
+		client, err := dialBtcd(ctx, s, p)
+		if err == nil {
+			n.Btcd = client
+			return nil
+		}
+		if attempt == maxLaunches || !p.bindFailed() {
+			return err
+		}
+		n.log.Warn("btcd found a port taken; starting it again on others", "rpc", s.RPCAddr, "p2p", s.P2PAddr)
+		ports, err := freePorts(2)
+		if err != nil {
+			return err
+		}
+		rpcPort, p2pPort = ports[0], ports[1]
 	}
-	p, err := startProc("btcd", bin, args, s.LogPath)
-	if err != nil {
-		return err
-	}
-	n.btcd = p
-	s.PID = p.pid
-	n.State.Btcd = s
-	if err := writeState(&n.State); err != nil {
-		return err
-	}
-	client, err := dialBtcd(ctx, s, p)
-	if err != nil {
-		return err
-	}
-	n.Btcd = client
-	return nil
 }
+
+// upPorts picks the first ports of a network (a test takes some of them to
+// prove that a taken port is survived).
+var upPorts = freePorts
+
+// maxLaunches bounds the starts of one btcd or LND whose ports were taken
+// between freePorts and its bind.
+const maxLaunches = 3
 
 // DialBtcd connects an RPC client (HTTP POST mode) to btcd.
 func DialBtcd(s BtcdState) (*rpcclient.Client, error) {
@@ -490,15 +509,23 @@ func (n *Network) startLND(i int, bin string, rpcPort, p2pPort int) error {
 		return fmt.Errorf("regtest: %w", err)
 	}
 	l := &LND{LNDState: LNDState{
-		Name: name, Binary: bin,
-		RPCAddr: "127.0.0.1:" + strconv.Itoa(rpcPort), P2PAddr: "127.0.0.1:" + strconv.Itoa(p2pPort),
-		Dir: d, TLSCertPath: filepath.Join(d, "tls.cert"),
+		Name: name, Binary: bin, Dir: d, TLSCertPath: filepath.Join(d, "tls.cert"),
 		MacaroonPath: filepath.Join(d, "data", "chain", "bitcoin", "regtest", "admin.macaroon"),
 		LogPath:      filepath.Join(d, "lnd.out"),
 	}}
+	if err := n.launchLND(l, rpcPort, p2pPort); err != nil {
+		return err
+	}
+	n.LNDs = append(n.LNDs, l)
+	return nil
+}
+
+// launchLND starts l's process listening on the given ports.
+func (n *Network) launchLND(l *LND, rpcPort, p2pPort int) error {
+	l.RPCAddr, l.P2PAddr = "127.0.0.1:"+strconv.Itoa(rpcPort), "127.0.0.1:"+strconv.Itoa(p2pPort)
 	b := n.State.Btcd
 	args := []string{
-		"--lnddir=" + d, "--alias=" + name,
+		"--lnddir=" + l.Dir, "--alias=" + l.Name,
 		"--bitcoin.regtest", "--bitcoin.node=btcd",
 		"--btcd.rpchost=" + b.RPCAddr, "--btcd.rpcuser=" + b.RPCUser, "--btcd.rpcpass=" + b.RPCPass,
 		"--btcd.rpccert=" + b.RPCCert,
@@ -506,13 +533,28 @@ func (n *Network) startLND(i int, bin string, rpcPort, p2pPort int) error {
 		"--rpclisten=" + l.RPCAddr, "--listen=" + l.P2PAddr,
 		"--debuglevel=info", "--trickledelay=50", "--maxpendingchannels=16",
 	}
-	p, err := startProc(name, bin, args, l.LogPath)
+	p, err := startProc(l.Name, l.Binary, args, l.LogPath)
 	if err != nil {
 		return err
 	}
 	l.proc, l.PID = p, p.pid
-	n.LNDs = append(n.LNDs, l)
 	return nil
+}
+
+// relaunchLND starts l again, on new ports, after it exited because one of
+// its ports was taken. Its wallet and certificate stay.
+func (n *Network) relaunchLND(l *LND) error {
+	if l.Conn != nil {
+		l.Conn.Close()
+		l.Conn = nil
+	}
+	ports, err := freePorts(2)
+	if err != nil {
+		return err
+	}
+	n.log.Warn("LND found a port taken; starting it again on others", "name", l.Name,
+		"rpc", l.RPCAddr, "p2p", l.P2PAddr, "new_rpc", ports[0], "new_p2p", ports[1])
+	return n.launchLND(l, ports[0], ports[1])
 }
 
 // Height is btcd's best height.
@@ -556,25 +598,30 @@ func (n *Network) WaitLNDsSynced(ctx context.Context) error {
 		return err
 	}
 	errs := make([]error, len(n.LNDs))
+	relaunched := make([]bool, len(n.LNDs))
 	var wg sync.WaitGroup
 	for i, l := range n.LNDs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if l.Conn == nil {
-				if err := l.waitFiles(ctx); err != nil {
+			for attempt := 1; ; attempt++ {
+				err := l.waitReady(ctx, h)
+				if err == nil || attempt == maxLaunches || !l.proc.bindFailed() {
 					errs[i] = err
 					return
 				}
-				if err := l.connect(ctx); err != nil {
+				if err := n.relaunchLND(l); err != nil {
 					errs[i] = err
 					return
 				}
+				relaunched[i] = true
 			}
-			errs[i] = l.WaitSynced(ctx, h)
 		}()
 	}
 	wg.Wait()
+	if slices.Contains(relaunched, true) {
+		errs = append(errs, n.writeState()) // the new PIDs and ports
+	}
 	return errors.Join(errs...)
 }
 

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"syscall"
@@ -54,12 +55,57 @@ func TestNetwork(t *testing.T) {
 		nodePID = cmd.Process.Pid
 		return NodeInfo{PID: nodePID, Binary: "sleep", URL: "ws://127.0.0.1:1/" + spec.Name}, nil
 	}
+	// btcd's and lnd-0's p2p ports are taken before they bind (as when
+	// another process binds them between the harness's probe and the
+	// child's bind): each must be started again on other ports.
+	var taken []*net.TCPAddr
+	for range 2 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		taken = append(taken, l.Addr().(*net.TCPAddr))
+	}
+	upPorts = func(k int) ([]int, error) {
+		p, err := freePorts(k)
+		if err == nil {
+			p[1], p[3] = taken[0].Port, taken[1].Port
+		}
+		return p, err
+	}
+	t.Cleanup(func() { upPorts = freePorts })
 	n := Start(t, Options{FundSats: 4 * btcutil.SatoshiPerBitcoin, ChannelSats: 2_000_000, Nodes: 1, StartNode: startNode})
 	if len(n.Nodes) != 1 || len(n.State.Nodes) != 1 || n.State.Nodes[0].PID != nodePID {
 		t.Fatalf("node not recorded: %+v", n.State.Nodes)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+
+	// Both found their port taken, and run on others; the state file names
+	// the processes and ports that run.
+	st, err := ReadState(n.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range []struct{ name, log, p2p, stateP2P string }{
+		{"btcd", n.State.Btcd.LogPath, n.State.Btcd.P2PAddr, st.Btcd.P2PAddr},
+		{"lnd-0", n.LNDs[0].LogPath, n.LNDs[0].P2PAddr, st.LNDs[0].P2PAddr},
+	} {
+		b, err := os.ReadFile(c.log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(b, []byte(taken[i].String()+": bind: address already in use")) {
+			t.Errorf("%s's log does not show its taken port %s", c.name, taken[i])
+		}
+		if c.p2p == taken[i].String() || c.stateP2P != c.p2p {
+			t.Errorf("%s listens on %s (state file: %s), taken: %s", c.name, c.p2p, c.stateP2P, taken[i])
+		}
+	}
+	if st.Btcd.PID != n.State.Btcd.PID || st.LNDs[0].PID != n.LNDs[0].PID || !pidAlive(st.LNDs[0].PID, "") {
+		t.Errorf("state file PIDs btcd %d lnd-0 %d, running %d %d", st.Btcd.PID, st.LNDs[0].PID, n.State.Btcd.PID, n.LNDs[0].PID)
+	}
 
 	// The wallet received coinbase (it is the mining address) and still
 	// has plenty after funding.
