@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/anchorchat/anchorchat/internal/freeport"
 	"github.com/anchorchat/anchorchat/wallet"
 	"github.com/btcsuite/btcd/btcutil"
 	"github.com/btcsuite/btcd/chaincfg"
@@ -443,7 +444,7 @@ func (n *Network) startBtcd(ctx context.Context, bin, miningAddr string, rpcPort
 			return err
 		}
 		n.log.Warn("btcd found a port taken; starting it again on others", "rpc", s.RPCAddr, "p2p", s.P2PAddr)
-		ports, err := freePorts(2)
+		ports, err := freeport.Loopback(2)
 		if err != nil {
 			return err
 		}
@@ -453,10 +454,10 @@ func (n *Network) startBtcd(ctx context.Context, bin, miningAddr string, rpcPort
 
 // upPorts picks the first ports of a network (a test takes some of them to
 // prove that a taken port is survived).
-var upPorts = freePorts
+var upPorts = freeport.Loopback
 
 // maxLaunches bounds the starts of one btcd or LND whose ports were taken
-// between freePorts and its bind.
+// between freeport.Loopback and its bind.
 const maxLaunches = 3
 
 // DialBtcd connects an RPC client (HTTP POST mode) to btcd.
@@ -548,7 +549,7 @@ func (n *Network) relaunchLND(l *LND) error {
 		l.Conn.Close()
 		l.Conn = nil
 	}
-	ports, err := freePorts(2)
+	ports, err := freeport.Loopback(2)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anchorchat/anchorchat/internal/freeport"
 	"github.com/anchorchat/anchorchat/wallet"
 	"github.com/btcsuite/btcd/btcutil"
 	"github.com/btcsuite/btcd/txscript"
@@ -68,13 +69,13 @@ func TestNetwork(t *testing.T) {
 		taken = append(taken, l.Addr().(*net.TCPAddr))
 	}
 	upPorts = func(k int) ([]int, error) {
-		p, err := freePorts(k)
+		p, err := freeport.Loopback(k)
 		if err == nil {
 			p[1], p[3] = taken[0].Port, taken[1].Port
 		}
 		return p, err
 	}
-	t.Cleanup(func() { upPorts = freePorts })
+	t.Cleanup(func() { upPorts = freeport.Loopback })
 	n := Start(t, Options{FundSats: 4 * btcutil.SatoshiPerBitcoin, ChannelSats: 2_000_000, Nodes: 1, StartNode: startNode})
 	if len(n.Nodes) != 1 || len(n.State.Nodes) != 1 || n.State.Nodes[0].PID != nodePID {
 		t.Fatalf("node not recorded: %+v", n.State.Nodes)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,17 +17,24 @@ import (
 	"github.com/nbd-wtf/go-nostr"
 	"github.com/nbd-wtf/go-nostr/nip19"
 
+	"github.com/anchorchat/anchorchat/internal/freeport"
 	"github.com/anchorchat/anchorchat/internal/testutil"
 )
 
-func freeAddr(t *testing.T) string {
+// freeAddrs are n distinct loopback addresses for node processes to listen
+// on, outside the ephemeral range that this package's and others'
+// connections draw from while the processes start.
+func freeAddrs(t *testing.T, n int) []string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := freeport.Loopback(n)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	addrs := make([]string, n)
+	for i, p := range ports {
+		addrs[i] = net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+	}
+	return addrs
 }
 
 // newUser creates an identity with a handle in a fresh data dir.
@@ -46,7 +54,8 @@ func newUser(t *testing.T, handle string) (dir, pk string) {
 func TestTwoNodesConverse(t *testing.T) {
 	aliceDir, alicePK := newUser(t, "alice")
 	bobDir, _ := newUser(t, "bob")
-	aliceAddr, bobAddr := freeAddr(t), freeAddr(t)
+	addrs := freeAddrs(t, 2)
+	aliceAddr, bobAddr := addrs[0], addrs[1]
 	env := []string{"ANCHORCHAT_PASSPHRASE=" + testPass}
 	// Each node looks up the other's claims and DM relays on the other's relay.
 	startProcEnv(t, bobDir, env, "--listen", bobAddr, "--api.listen", "127.0.0.1:0", "--publish-relays", "ws://"+aliceAddr)
@@ -173,7 +182,8 @@ func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 func TestPublicRelayURLAndFileHosts(t *testing.T) {
 	aliceDir, alicePK := newUser(t, "alice")
 	bobDir, _ := newUser(t, "bob")
-	aliceAddr, bobAddr := freeAddr(t), freeAddr(t)
+	addrs := freeAddrs(t, 2)
+	aliceAddr, bobAddr := addrs[0], addrs[1]
 	_, alicePort, _ := net.SplitHostPort(aliceAddr)
 	alicePublic := "ws://localhost:" + alicePort + "/"
 	env := []string{"ANCHORCHAT_PASSPHRASE=" + testPass}

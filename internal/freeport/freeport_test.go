@@ -1,4 +1,4 @@
-package regtest
+package freeport
 
 import (
 	"net"
@@ -6,18 +6,18 @@ import (
 	"testing"
 )
 
-// TestFreePortsOutsideEphemeralRange: the ports handed to btcd and LND are
+// TestLoopbackOutsideEphemeralRange: the ports handed to btcd and LND are
 // free, distinct and outside the kernel's ephemeral range, where outgoing
 // connections and port-0 listeners could take them before the child binds.
-func TestFreePortsOutsideEphemeralRange(t *testing.T) {
-	lo, hi := ephemeralRange()
-	ports, err := freePorts(64)
+func TestLoopbackOutsideEphemeralRange(t *testing.T) {
+	lo, hi := EphemeralRange()
+	ports, err := Loopback(64)
 	if err != nil {
 		t.Fatal(err)
 	}
 	seen := map[int]bool{}
 	for _, p := range ports {
-		if p < minPort || p > 65535 || (p >= lo && p <= hi) || seen[p] {
+		if p < MinPort || p > 65535 || (p >= lo && p <= hi) || seen[p] {
 			t.Fatalf("port %d (ephemeral range %d-%d, seen %v)", p, lo, hi, seen[p])
 		}
 		seen[p] = true
@@ -30,15 +30,15 @@ func TestFreePortsOutsideEphemeralRange(t *testing.T) {
 
 	// At the edges of the range.
 	for _, c := range []struct{ lo, hi, min, max int }{
-		{minPort, 65000, 65001, 65535}, // nothing below
-		{minPort + 1, 65000, minPort, 65535},
-		{20000, 65535, minPort, 19999}, // nothing above
-		{1024, 65535, minPort, 65535},  // the range covers all: any port
-		{32768, 60999, minPort, 65535},
+		{MinPort, 65000, 65001, 65535}, // nothing below
+		{MinPort + 1, 65000, MinPort, 65535},
+		{20000, 65535, MinPort, 19999}, // nothing above
+		{1024, 65535, MinPort, 65535},  // the range covers all: any port
+		{32768, 60999, MinPort, 65535},
 	} {
 		for range 20000 {
 			p := portOutside(c.lo, c.hi)
-			inRange := p >= c.lo && p <= c.hi && !(c.lo <= minPort && c.hi == 65535)
+			inRange := p >= c.lo && p <= c.hi && !(c.lo <= MinPort && c.hi == 65535)
 			if p < c.min || p > c.max || inRange {
 				t.Fatalf("portOutside(%d, %d) = %d, want %d..%d outside the range", c.lo, c.hi, p, c.min, c.max)
 			}
