@@ -57,6 +57,12 @@ func (s *Service) subscribeOnce(url string) error {
 		since := nostr.Timestamp(cursor - int64(MaxBackdate/time.Second) - 600)
 		f.Since = &since
 	}
+	read, err := s.catchUp(ctx, c, url, f)
+	if err != nil {
+		return err
+	}
+	// The subscription's stored events are the newest again (already
+	// seen, but they cover what arrived while catching up); live ones follow.
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	sub, err := c.Subscribe(sctx, f)
 	cancel()
@@ -69,7 +75,7 @@ func (s *Service) subscribeOnce(url string) error {
 	if err := s.st.setCursor(ctx, url, connectedAt); err != nil {
 		return err
 	}
-	s.log.Debug("inbox subscribed", "relay", url, "stored", len(sub.Stored))
+	s.log.Debug("inbox subscribed", "relay", url, "caught_up", read, "stored", len(sub.Stored))
 	for {
 		select {
 		case <-ctx.Done():
@@ -82,6 +88,77 @@ func (s *Service) subscribeOnce(url string) error {
 			s.handleWrap(ctx, url, e)
 		}
 	}
+}
+
+// inboxPage is the limit each catch-up REQ asks for; a relay may answer
+// fewer (its own cap), which paging copes with.
+const inboxPage = 500
+
+// maxInboxPages bounds one catch-up (a relay can make up endless signed
+// wraps): a longer one ends in an error, the cursor does not move, and the
+// next connection starts over, skipping what it has seen.
+const maxInboxPages = 2000
+
+// catchUp reads every stored wrap matching f (our wraps since the cursor's
+// window), newest first, page by page. A relay answers one REQ with at
+// most its own limit of events (this relay's default is 500), so a single
+// REQ after a long absence would leave the older ones unread, and the
+// cursor then moves past them for good.
+//
+// Each page asks for until = the oldest created_at of the page before, so
+// that wraps sharing that second are not skipped; those seen at that second
+// are not counted as new. A page with nothing new means the relay had no
+// more at that second than it sent: the next page starts one second below,
+// and an empty page ends the catch-up. It returns the number of wraps read.
+func (s *Service) catchUp(ctx context.Context, c *nostrclient.Conn, url string, f nostr.Filter) (int, error) {
+	f.Limit = inboxPage
+	var atUntil map[string]bool // ids seen at *f.Until
+	read := 0
+	for range maxInboxPages {
+		qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		evs, err := c.Query(qctx, f)
+		cancel()
+		if err != nil {
+			return read, err
+		}
+		if len(evs) == 0 {
+			return read, nil
+		}
+		fresh := 0
+		oldest := evs[0].CreatedAt
+		for _, e := range evs {
+			if atUntil[e.ID] {
+				continue
+			}
+			fresh++
+			oldest = min(oldest, e.CreatedAt)
+			s.handleWrap(ctx, url, e)
+		}
+		read += fresh
+		if ctx.Err() != nil {
+			return read, ctx.Err()
+		}
+		if fresh == 0 {
+			// Every event of the page was at *f.Until and seen: go below it.
+			if f.Until == nil || (f.Since != nil && *f.Until <= *f.Since) || *f.Until == 0 {
+				return read, nil
+			}
+			until := *f.Until - 1
+			f.Until, atUntil = &until, nil
+			continue
+		}
+		if atUntil == nil || oldest < *f.Until {
+			atUntil = map[string]bool{} // a new second
+		}
+		for _, e := range evs {
+			if e.CreatedAt == oldest {
+				atUntil[e.ID] = true
+			}
+		}
+		until := oldest
+		f.Until = &until
+	}
+	return read, fmt.Errorf("relay %s: more than %d pages of gift wraps in one catch-up; the rest are read on the next connection", url, maxInboxPages)
 }
 
 // authentic reports whether evt's id and signature check.

@@ -72,6 +72,8 @@ type Wrapper struct {
 	// Now is the clock for rumor and expiry checks (default time.Now).
 	Now func() time.Time
 
+	past func(now time.Time) nostr.Timestamp // the seal's and wrap's created_at (randomPast; tests fix it)
+
 	mu       sync.Mutex
 	convKeys map[string][32]byte
 }
@@ -83,7 +85,7 @@ func NewWrapper(secretHex string) (*Wrapper, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chat: bad secret key: %w", err)
 	}
-	return &Wrapper{sk: secretHex, pk: pk, Now: time.Now, convKeys: make(map[string][32]byte)}, nil
+	return &Wrapper{sk: secretHex, pk: pk, Now: time.Now, past: randomPast, convKeys: make(map[string][32]byte)}, nil
 }
 
 // PublicKey returns the wrapper's hex public key.
@@ -163,7 +165,7 @@ func (w *Wrapper) Wrap(rumor nostr.Event, recipient string, expiration int64) (n
 		return nostr.Event{}, fmt.Errorf("chat: encrypt rumor: %w", err)
 	}
 	now := w.now()
-	seal := nostr.Event{Kind: KindSeal, Content: rumorCT, CreatedAt: randomPast(now), Tags: nostr.Tags{}}
+	seal := nostr.Event{Kind: KindSeal, Content: rumorCT, CreatedAt: w.past(now), Tags: nostr.Tags{}}
 	if expiration > 0 {
 		seal.Tags = append(seal.Tags, expirationTag(expiration))
 	}
@@ -179,7 +181,7 @@ func (w *Wrapper) Wrap(rumor nostr.Event, recipient string, expiration int64) (n
 	if err != nil {
 		return nostr.Event{}, fmt.Errorf("chat: encrypt seal: %w", err)
 	}
-	wrap := nostr.Event{Kind: KindGiftWrap, Content: sealCT, CreatedAt: randomPast(now), Tags: nostr.Tags{{"p", recipient}}}
+	wrap := nostr.Event{Kind: KindGiftWrap, Content: sealCT, CreatedAt: w.past(now), Tags: nostr.Tags{{"p", recipient}}}
 	if expiration > 0 {
 		wrap.Tags = append(wrap.Tags, expirationTag(expiration))
 	}
