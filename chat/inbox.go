@@ -191,7 +191,7 @@ func (s *Service) ingest(ctx context.Context, wrap *nostr.Event) error {
 		return nil
 	}
 	now := s.now().Unix()
-	rumor, uerr := s.w.Unwrap(wrap)
+	rumor, exp, uerr := s.w.UnwrapExpiring(wrap)
 	if uerr != nil {
 		if errors.Is(uerr, ErrNotForUs) {
 			return uerr // not ours: do not even remember it
@@ -224,8 +224,8 @@ func (s *Service) ingest(ctx context.Context, wrap *nostr.Event) error {
 			ID: rumor.ID, Conversation: conv, Sender: rumor.PubKey, Kind: rumor.Kind, Content: rumor.Content,
 			Tags: rumor.Tags, CreatedAt: time.Unix(int64(rumor.CreatedAt), 0), Outgoing: rumor.PubKey == s.pk,
 		}
-		if e := Expiration(rumor); e > 0 {
-			m.ExpiresAt = time.Unix(e, 0)
+		if exp > 0 {
+			m.ExpiresAt = time.Unix(exp, 0)
 		}
 		if err := upsertConversation(ctx, tx, conv, parts, tagValue(rumor.Tags, "subject"), int64(rumor.CreatedAt)); err != nil {
 			return fmt.Errorf("chat: ingest: %w", err)

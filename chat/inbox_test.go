@@ -58,3 +58,50 @@ func TestInboxCatchUpReadsEveryPage(t *testing.T) {
 		return got == total, fmt.Errorf("%d of %d", got, total)
 	})
 }
+
+// TestWrapExpirationMakesMessageDisappear: NIP-17 puts a disappearing
+// message's expiration on the gift wrap, so a rumor without one (as
+// nostr-tools and other clients send) still disappears; with both, the
+// earlier counts. Before, only the rumor's was stored and such a message
+// was kept for good.
+func TestWrapExpirationMakesMessageDisappear(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{}
+	bob := newUser(t, clk, "bob")
+	bs := bob.start(t, nil)
+	alice := wrapper(t)
+	now := clk.Now()
+	hour := now.Add(time.Hour).Unix()
+	for _, c := range []struct {
+		name           string
+		rumorExp, want int64
+	}{
+		{"wrap only", 0, hour},
+		{"rumor earlier", now.Add(30 * time.Minute).Unix(), now.Add(30 * time.Minute).Unix()},
+		{"wrap earlier", now.Add(2 * time.Hour).Unix(), hour},
+	} {
+		tags := nostr.Tags{{"p", bob.key.PublicKey()}}
+		if c.rumorExp > 0 {
+			tags = append(tags, expirationTag(c.rumorExp))
+		}
+		r := alice.NewRumor(KindChatMessage, c.name, tags, now)
+		w, err := alice.Wrap(r, bob.key.PublicKey(), hour) // on the seal and the wrap
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bs.Ingest(ctx, &w); err != nil {
+			t.Fatal(err)
+		}
+		m, err := bs.Message(ctx, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.ExpiresAt.Unix() != c.want {
+			t.Errorf("%s: stored to expire at %v, want %d", c.name, m.ExpiresAt, c.want)
+		}
+	}
+	clk.Add(2*time.Hour + time.Minute)
+	if n, err := bs.PurgeExpired(ctx); err != nil || n != 3 {
+		t.Fatalf("purged %d messages (%v), want 3", n, err)
+	}
+}

@@ -209,65 +209,88 @@ func Expiration(evt *nostr.Event) int64 {
 // differs from the rumor's (ErrImpersonation), ignores wraps for someone
 // else (ErrNotForUs), and refuses anything expired (ErrExpired).
 func (w *Wrapper) Unwrap(wrap *nostr.Event) (*nostr.Event, error) {
+	rumor, _, err := w.UnwrapExpiring(wrap)
+	return rumor, err
+}
+
+// UnwrapExpiring is Unwrap, also returning when the message disappears:
+// the earliest NIP-40 expiration of the wrap, the seal and the rumor (unix
+// seconds; 0 for none). NIP-17 puts a disappearing message's expiration on
+// the gift wrap, so a rumor without one can still be meant to disappear.
+func (w *Wrapper) UnwrapExpiring(wrap *nostr.Event) (*nostr.Event, int64, error) {
+	rumor, seal, err := w.unwrap(wrap)
+	if err != nil {
+		return nil, 0, err
+	}
+	exp := int64(0)
+	for _, e := range []int64{Expiration(wrap), Expiration(seal), Expiration(rumor)} {
+		if e > 0 && (exp == 0 || e < exp) {
+			exp = e
+		}
+	}
+	return rumor, exp, nil
+}
+
+func (w *Wrapper) unwrap(wrap *nostr.Event) (rumor, seal *nostr.Event, err error) {
 	if wrap.Kind != KindGiftWrap {
-		return nil, fmt.Errorf("%w: kind %d is not a gift wrap", ErrMalformed, wrap.Kind)
+		return nil, nil, fmt.Errorf("%w: kind %d is not a gift wrap", ErrMalformed, wrap.Kind)
 	}
 	if wrap.Tags.FindWithValue("p", w.pk) == nil {
-		return nil, ErrNotForUs
+		return nil, nil, ErrNotForUs
 	}
 	if !eventsig.Valid(wrap) {
-		return nil, fmt.Errorf("%w: gift wrap signature or id invalid", ErrMalformed)
+		return nil, nil, fmt.Errorf("%w: gift wrap signature or id invalid", ErrMalformed)
 	}
 	now := w.now().Unix()
 	if e := Expiration(wrap); e > 0 && e <= now {
-		return nil, fmt.Errorf("%w: gift wrap expired at %d", ErrExpired, e)
+		return nil, nil, fmt.Errorf("%w: gift wrap expired at %d", ErrExpired, e)
 	}
 	tk, err := nip44.GenerateConversationKey(wrap.PubKey, w.sk)
 	if err != nil {
-		return nil, fmt.Errorf("%w: one-time key: %v", ErrMalformed, err)
+		return nil, nil, fmt.Errorf("%w: one-time key: %v", ErrMalformed, err)
 	}
 	sealJSON, err := nip44.Decrypt(wrap.Content, tk)
 	if err != nil {
-		return nil, fmt.Errorf("%w: decrypt seal: %v", ErrMalformed, err)
+		return nil, nil, fmt.Errorf("%w: decrypt seal: %v", ErrMalformed, err)
 	}
-	var seal nostr.Event
-	if err := json.Unmarshal([]byte(sealJSON), &seal); err != nil {
-		return nil, fmt.Errorf("%w: seal is not an event: %v", ErrMalformed, err)
+	seal = new(nostr.Event)
+	if err := json.Unmarshal([]byte(sealJSON), seal); err != nil {
+		return nil, nil, fmt.Errorf("%w: seal is not an event: %v", ErrMalformed, err)
 	}
 	if seal.Kind != KindSeal {
-		return nil, fmt.Errorf("%w: seal kind %d", ErrMalformed, seal.Kind)
+		return nil, nil, fmt.Errorf("%w: seal kind %d", ErrMalformed, seal.Kind)
 	}
-	if !eventsig.Valid(&seal) {
-		return nil, fmt.Errorf("%w: seal signature or id invalid", ErrMalformed)
+	if !eventsig.Valid(seal) {
+		return nil, nil, fmt.Errorf("%w: seal signature or id invalid", ErrMalformed)
 	}
-	if e := Expiration(&seal); e > 0 && e <= now {
-		return nil, fmt.Errorf("%w: seal expired at %d", ErrExpired, e)
+	if e := Expiration(seal); e > 0 && e <= now {
+		return nil, nil, fmt.Errorf("%w: seal expired at %d", ErrExpired, e)
 	}
 	ck, err := w.convKey(seal.PubKey)
 	if err != nil {
-		return nil, fmt.Errorf("%w: conversation key: %v", ErrMalformed, err)
+		return nil, nil, fmt.Errorf("%w: conversation key: %v", ErrMalformed, err)
 	}
 	rumorJSON, err := nip44.Decrypt(seal.Content, ck)
 	if err != nil {
-		return nil, fmt.Errorf("%w: decrypt rumor: %v", ErrMalformed, err)
+		return nil, nil, fmt.Errorf("%w: decrypt rumor: %v", ErrMalformed, err)
 	}
-	var rumor nostr.Event
-	if err := json.Unmarshal([]byte(rumorJSON), &rumor); err != nil {
-		return nil, fmt.Errorf("%w: rumor is not an event: %v", ErrMalformed, err)
+	rumor = new(nostr.Event)
+	if err := json.Unmarshal([]byte(rumorJSON), rumor); err != nil {
+		return nil, nil, fmt.Errorf("%w: rumor is not an event: %v", ErrMalformed, err)
 	}
 	if rumor.PubKey != seal.PubKey {
-		return nil, fmt.Errorf("%w: seal by %s, rumor claims %s", ErrImpersonation, seal.PubKey, rumor.PubKey)
+		return nil, nil, fmt.Errorf("%w: seal by %s, rumor claims %s", ErrImpersonation, seal.PubKey, rumor.PubKey)
 	}
 	if rumor.Tags == nil {
 		rumor.Tags = nostr.Tags{}
 	}
 	if rumor.ID != "" && !rumor.CheckID() {
-		return nil, fmt.Errorf("%w: rumor id does not match its content", ErrMalformed)
+		return nil, nil, fmt.Errorf("%w: rumor id does not match its content", ErrMalformed)
 	}
 	rumor.ID = rumor.GetID()
 	rumor.Sig = ""
-	if e := Expiration(&rumor); e > 0 && e <= now {
-		return nil, fmt.Errorf("%w: rumor expired at %d", ErrExpired, e)
+	if e := Expiration(rumor); e > 0 && e <= now {
+		return nil, nil, fmt.Errorf("%w: rumor expired at %d", ErrExpired, e)
 	}
-	return &rumor, nil
+	return rumor, seal, nil
 }
