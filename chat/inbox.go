@@ -255,6 +255,9 @@ func (s *Service) ingest(ctx context.Context, wrap *nostr.Event) error {
 		return fmt.Errorf("chat: ingest: %w", err)
 	}
 	if ev != nil {
+		if ev.Type == EventDeleted {
+			s.scrub(ctx)
+		}
 		if ev.Type == EventMessage {
 			m, err := s.st.message(ctx, ev.MessageID)
 			if err == nil {

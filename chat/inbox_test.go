@@ -1,8 +1,11 @@
 package chat
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -103,5 +106,114 @@ func TestWrapExpirationMakesMessageDisappear(t *testing.T) {
 	clk.Add(2*time.Hour + time.Minute)
 	if n, err := bs.PurgeExpired(ctx); err != nil || n != 3 {
 		t.Fatalf("purged %d messages (%v), want 3", n, err)
+	}
+}
+
+// TestSubjectGoesWithItsMessage: a conversation's subject is the newest one
+// its messages carry. When the message that set it expires, the subject
+// falls back to the one before; when that one is deleted by its sender, the
+// conversation has none. Before, the subject of a disappeared message stayed
+// in the store and in Conversations.
+func TestSubjectGoesWithItsMessage(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{}
+	bob := newUser(t, clk, "bob")
+	bs := bob.start(t, nil)
+	alice := wrapper(t)
+	now := clk.Now()
+	ingest := func(r nostr.Event) {
+		t.Helper()
+		w, err := alice.Wrap(r, bob.key.PublicKey(), Expiration(&r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bs.Ingest(ctx, &w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	subject := func(want string) {
+		t.Helper()
+		cs, err := bs.Conversations(ctx)
+		if err != nil || len(cs) != 1 {
+			t.Fatalf("conversations %v (%v)", cs, err)
+		}
+		if cs[0].Subject != want {
+			t.Fatalf("subject %q, want %q", cs[0].Subject, want)
+		}
+	}
+	p := nostr.Tag{"p", bob.key.PublicKey()}
+	first := alice.NewRumor(KindChatMessage, "hi", nostr.Tags{p, {"subject", "lunch"}}, now.Add(-time.Minute))
+	ingest(first)
+	ingest(alice.NewRumor(KindChatMessage, "see you", nostr.Tags{p, {"subject", "secret meeting at 5"},
+		expirationTag(now.Add(time.Hour).Unix())}, now))
+	ingest(alice.NewRumor(KindChatMessage, "no subject here", nostr.Tags{p}, now))
+	subject("secret meeting at 5")
+
+	clk.Add(2 * time.Hour)
+	if n, err := bs.PurgeExpired(ctx); err != nil || n != 1 {
+		t.Fatalf("purged %d (%v)", n, err)
+	}
+	subject("lunch")
+
+	ingest(alice.NewRumor(KindDeletion, "", nostr.Tags{p, {"e", first.ID}}, clk.Now()))
+	if _, err := bs.Message(ctx, first.ID); err == nil {
+		t.Fatal("deleted message still stored")
+	}
+	subject("")
+}
+
+// TestRemovedMessagesLeaveNoTrace: once a message has disappeared or been
+// deleted by its sender, its text is in neither chat.db nor its WAL, while
+// the node runs: a copy of the files made then does not give it back.
+// Before, SQLite left the deleted rows in free pages and old WAL frames.
+func TestRemovedMessagesLeaveNoTrace(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{}
+	bob := newUser(t, clk, "bob")
+	bs := bob.start(t, nil)
+	alice := wrapper(t)
+	p := nostr.Tag{"p", bob.key.PublicKey()}
+	ingest := func(r nostr.Event) {
+		t.Helper()
+		w, err := alice.Wrap(r, bob.key.PublicKey(), Expiration(&r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bs.Ingest(ctx, &w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	onDisk := func(secret string) bool {
+		t.Helper()
+		for _, f := range []string{bob.db, bob.db + "-wal"} {
+			b, err := os.ReadFile(f)
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				t.Fatal(err)
+			}
+			if bytes.Contains(b, []byte(secret)) {
+				return true
+			}
+		}
+		return false
+	}
+	const expiring, deleted = "the-disappearing-secret-8c1f4e", "the-deleted-secret-5d20a7"
+	ingest(alice.NewRumor(KindChatMessage, expiring, nostr.Tags{p, expirationTag(clk.Now().Add(time.Hour).Unix())}, clk.Now()))
+	gone := alice.NewRumor(KindChatMessage, deleted, nostr.Tags{p}, clk.Now())
+	ingest(gone)
+	ingest(alice.NewRumor(KindChatMessage, "filler so the pages stay in use", nostr.Tags{p}, clk.Now()))
+	if !onDisk(expiring) || !onDisk(deleted) {
+		t.Fatal("the messages are not on disk in the clear; this test would prove nothing")
+	}
+
+	clk.Add(2 * time.Hour)
+	if n, err := bs.PurgeExpired(ctx); err != nil || n != 1 {
+		t.Fatalf("purged %d (%v)", n, err)
+	}
+	if onDisk(expiring) {
+		t.Error("the text of a disappeared message is still in chat.db or its WAL")
+	}
+	ingest(alice.NewRumor(KindDeletion, "", nostr.Tags{p, {"e", gone.ID}}, clk.Now()))
+	if onDisk(deleted) {
+		t.Error("the text of a message its sender deleted is still in chat.db or its WAL")
 	}
 }

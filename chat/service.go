@@ -540,6 +540,7 @@ func (s *Service) Delete(ctx context.Context, messageID string) error {
 		return fmt.Errorf("chat: delete: %w", err)
 	}
 	s.log.Info("message deleted", "id", messageID, "conversation", m.Conversation)
+	s.scrub(ctx)
 	s.kick()
 	s.notify(Event{Type: EventDeleted, Conversation: m.Conversation, MessageID: messageID})
 	return nil
@@ -653,8 +654,18 @@ func (s *Service) PurgeExpired(ctx context.Context) (int, error) {
 	}
 	if len(gone) > 0 {
 		s.log.Info("expired messages purged", "count", len(gone))
+		s.scrub(ctx)
 	}
 	return len(gone), nil
+}
+
+// scrub empties the store's WAL after messages were removed, so that their
+// text is in neither file (see store.scrub); a failure is logged, and the
+// next checkpoint does the same.
+func (s *Service) scrub(ctx context.Context) {
+	if err := s.st.scrub(ctx); err != nil && ctx.Err() == nil {
+		s.log.Warn("could not checkpoint the message store after removing messages", "err", err)
+	}
 }
 
 func (s *Service) purgeLoop() {

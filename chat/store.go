@@ -88,7 +88,9 @@ func openStore(ctx context.Context, path string) (*store, error) {
 		return nil, fmt.Errorf("chat: create %s: %w", path, err)
 	}
 	u := url.URL{Scheme: "file", Opaque: url.PathEscape(path)}
-	dsn := u.String() + "?_journal_mode=WAL&_busy_timeout=10000&_synchronous=NORMAL&_txlock=immediate"
+	// secure_delete: SQLite overwrites what it deletes, so that a copy of
+	// the file made later does not hold disappeared or deleted messages.
+	dsn := u.String() + "?_journal_mode=WAL&_busy_timeout=10000&_synchronous=NORMAL&_txlock=immediate&_secure_delete=on"
 	db, err := sql.Open("sqlite3", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("chat: open %s: %w", path, err)
@@ -414,7 +416,22 @@ func deleteMessage(ctx context.Context, tx *sql.Tx, rumorID, sender string, at i
 	if _, err := tx.ExecContext(ctx, `DELETE FROM deliveries WHERE rumor_id = ? AND state = 'pending'`, rumorID); err != nil {
 		return "", false, err
 	}
+	if err := resetSubject(ctx, tx, conv); err != nil {
+		return "", false, err
+	}
 	return conv, true, nil
+}
+
+// resetSubject sets a conversation's subject to the newest one its
+// remaining messages carry (empty when none: NIP-17 has the newest subject
+// name the conversation): the subject of a deleted or expired message must
+// not outlive it.
+func resetSubject(ctx context.Context, x execer, conv string) error {
+	_, err := x.ExecContext(ctx, `UPDATE conversations SET subject = COALESCE((
+		SELECT json_extract(t.value, '$[1]') FROM messages m, json_each(m.tags) t
+		WHERE m.conversation = ?1 AND json_extract(t.value, '$[0]') = 'subject' AND json_type(t.value, '$[1]') = 'text'
+		ORDER BY m.created_at DESC, m.rumor_id DESC LIMIT 1), '') WHERE id = ?1`, conv)
+	return err
 }
 
 // purgeExpired deletes messages whose expiration has passed, and outbox
@@ -443,6 +460,11 @@ func (s *store) purgeExpired(ctx context.Context, now int64) (map[string]string,
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
+	for conv := range convs(out) {
+		if err := resetSubject(ctx, tx, conv); err != nil {
+			return nil, err
+		}
+	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM deliveries WHERE expires_at > 0 AND expires_at <= ?`, now); err != nil {
 		return nil, err
 	}
@@ -451,6 +473,23 @@ func (s *store) purgeExpired(ctx context.Context, now int64) (map[string]string,
 		return nil, err
 	}
 	return out, tx.Commit()
+}
+
+// scrub moves the WAL into the database file and empties it: with
+// secure_delete, what was deleted is then gone from both files (the WAL
+// otherwise keeps old page images until it is overwritten).
+func (s *store) scrub(ctx context.Context) error {
+	_, err := s.db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`)
+	return err
+}
+
+// convs is the set of conversations of removed messages (id → conversation).
+func convs(removed map[string]string) map[string]bool {
+	out := make(map[string]bool, len(removed))
+	for _, c := range removed {
+		out[c] = true
+	}
+	return out
 }
 
 func (s *store) seen(ctx context.Context, wrapID string) (bool, error) {
