@@ -100,8 +100,14 @@ func publicOnlyClient(timeout time.Duration, proxy func(*http.Request) (*url.URL
 				return nil, nil
 			}
 			u, err := proxy(req)
-			if err != nil || u == nil {
-				return u, err
+			if err != nil {
+				return nil, err
+			}
+			if u == nil { // direct (NO_PROXY, loopback): guarded, unless it names a proxy
+				if _, ok := proxies.Load(withDefaultPort(req.URL)); ok {
+					return nil, fmt.Errorf("%s is the proxy's address: %w", req.URL.Host, ErrPrivateAddress)
+				}
+				return nil, nil
 			}
 			if err := checkHostName(req.URL.Hostname()); err != nil {
 				return nil, err
@@ -111,6 +117,8 @@ func publicOnlyClient(timeout time.Duration, proxy func(*http.Request) (*url.URL
 			return u, nil
 		},
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			// Only the Proxy hook's proxied requests dial these: a direct
+			// request naming one is refused there.
 			if _, ok := proxies.Load(addr); ok {
 				return direct.DialContext(ctx, network, addr)
 			}

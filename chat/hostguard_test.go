@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -147,5 +148,54 @@ func TestPublicOnlyClientThroughAProxy(t *testing.T) {
 	// Without a proxy the loopback proxy server itself is off limits.
 	if _, err := publicOnlyClient(5*time.Second, nil).Get(proxy.URL); !errors.Is(err, ErrPrivateAddress) {
 		t.Errorf("direct to loopback: %v", err)
+	}
+}
+
+// With a proxy from the environment, http.ProxyFromEnvironment sends
+// loopback URLs direct (it never proxies localhost or 127.0.0.1), and the
+// client dials a proxy's address unchecked. Once one download went through a
+// loopback proxy (Tor's 127.0.0.1:9050, a local privoxy), a file URL naming
+// that proxy's own address was fetched directly, past the guard against
+// non-public addresses; it is refused.
+func TestDirectRequestToTheProxyAddressIsGuarded(t *testing.T) {
+	var direct int
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !r.URL.IsAbs() {
+			direct++
+			_, _ = w.Write([]byte("proxy's own endpoint reached directly"))
+			return
+		}
+		_, _ = w.Write([]byte("via proxy"))
+	}))
+	defer proxy.Close()
+	pu, _ := url.Parse(proxy.URL)
+	// What http.ProxyFromEnvironment does with HTTPS_PROXY/HTTP_PROXY set:
+	// proxy everything except localhost and loopback IPs.
+	envLike := func(req *http.Request) (*url.URL, error) {
+		h := req.URL.Hostname()
+		if h == "localhost" {
+			return nil, nil
+		}
+		if ip := net.ParseIP(h); ip != nil && ip.IsLoopback() {
+			return nil, nil
+		}
+		return pu, nil
+	}
+	c := publicOnlyClient(5*time.Second, envLike)
+	resp, err := c.Get("http://files.example.invalid/blobs/abc")
+	if err != nil {
+		t.Fatalf("through the proxy: %v", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+
+	resp, err = c.Get(proxy.URL + "/internal")
+	if err == nil {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		t.Fatalf("a file URL naming the loopback proxy address was fetched directly (%d direct hits): %q", direct, body)
+	}
+	if !errors.Is(err, ErrPrivateAddress) {
+		t.Fatalf("want ErrPrivateAddress, got %v", err)
 	}
 }
