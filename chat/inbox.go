@@ -256,7 +256,7 @@ func (s *Service) ingest(ctx context.Context, wrap *nostr.Event) error {
 	}
 	if ev != nil {
 		if ev.Type == EventDeleted {
-			s.scrub(ctx)
+			s.afterRemoval(ctx)
 		}
 		if ev.Type == EventMessage {
 			m, err := s.st.message(ctx, ev.MessageID)

@@ -5,7 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -215,5 +219,83 @@ func TestRemovedMessagesLeaveNoTrace(t *testing.T) {
 	ingest(alice.NewRumor(KindDeletion, "", nostr.Tags{p, {"e", gone.ID}}, clk.Now()))
 	if onDisk(deleted) {
 		t.Error("the text of a message its sender deleted is still in chat.db or its WAL")
+	}
+}
+
+// TestRemovedFileMessageTakesItsBlob: the blob of a file message alice sent
+// leaves her blob store when the message disappears, and when she deletes
+// it; a deletion that fails is tried again at the next purge. Before, the
+// encrypted blob stayed served at its URL for good.
+func TestRemovedFileMessageTakesItsBlob(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{}
+	alice := newUser(t, clk, "alice")
+	bob := newUser(t, clk, "bob")
+	bob.publishDMRelays(t, bob.relay.url, bob.relay.url)
+	blobs, err := NewBlobStore(BlobConfig{Dir: t.TempDir(), Owner: alice.key.PublicKey(), Now: clk.Now, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.StripPrefix("/blobs", blobs))
+	defer srv.Close()
+	blobs.cfg.PublicURL = srv.URL + "/blobs"
+	var failing atomic.Bool
+	as := alice.start(t, func(c *Config) {
+		c.DiscoveryRelays = []string{bob.relay.url}
+		c.BlobURL = srv.URL + "/blobs"
+		c.DeleteBlob = func(sha string) error {
+			if failing.Load() {
+				return errors.New("disk on fire")
+			}
+			return blobs.Delete(sha)
+		}
+	})
+	served := func(m *Message) bool {
+		t.Helper()
+		resp, err := http.Get(m.Content)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+	send := func(opts SendOptions) *Message {
+		t.Helper()
+		m, err := as.SendFile(ctx, []string{bob.key.Npub()}, strings.NewReader("a photo"), FileOptions{Name: "p.jpg"}, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !served(m) {
+			t.Fatal("blob not served after sending")
+		}
+		return m
+	}
+	expiring := send(SendOptions{Expire: time.Hour})
+	deleted := send(SendOptions{})
+	kept := send(SendOptions{})
+
+	failing.Store(true)
+	clk.Add(2 * time.Hour)
+	if n, err := as.PurgeExpired(ctx); err != nil || n != 1 {
+		t.Fatalf("purged %d (%v)", n, err)
+	}
+	if !served(expiring) {
+		t.Fatal("the blob went although its deletion failed")
+	}
+	failing.Store(false)
+	if _, err := as.PurgeExpired(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if served(expiring) {
+		t.Error("the blob of a disappeared file message is still served")
+	}
+	if err := as.Delete(ctx, deleted.ID); err != nil {
+		t.Fatal(err)
+	}
+	if served(deleted) {
+		t.Error("the blob of a deleted file message is still served")
+	}
+	if !served(kept) {
+		t.Error("the blob of a file message still there was deleted")
 	}
 }

@@ -53,6 +53,11 @@ type Config struct {
 	// file messages (BlobStore's PublicURL), when it differs from BlobURL.
 	// FetchFile reads URLs under BlobURL or BlobPublicURL from BlobURL.
 	BlobPublicURL string
+	// DeleteBlob removes a blob from the node's own blob store (the node
+	// passes BlobStore.Delete). When a file message we sent is removed
+	// (expired or deleted), its blob under BlobURL or BlobPublicURL goes
+	// too; a failure is retried with each purge. Nil: blobs are left.
+	DeleteBlob func(sha string) error
 	// AllowPrivateFileHosts lets FetchFile download from any address. By
 	// default a file message's URL must resolve to a public address (not
 	// loopback, private, link-local, ...), except the node's own blob
@@ -540,7 +545,7 @@ func (s *Service) Delete(ctx context.Context, messageID string) error {
 		return fmt.Errorf("chat: delete: %w", err)
 	}
 	s.log.Info("message deleted", "id", messageID, "conversation", m.Conversation)
-	s.scrub(ctx)
+	s.afterRemoval(ctx)
 	s.kick()
 	s.notify(Event{Type: EventDeleted, Conversation: m.Conversation, MessageID: messageID})
 	return nil
@@ -654,17 +659,45 @@ func (s *Service) PurgeExpired(ctx context.Context) (int, error) {
 	}
 	if len(gone) > 0 {
 		s.log.Info("expired messages purged", "count", len(gone))
-		s.scrub(ctx)
+		s.afterRemoval(ctx)
+	} else {
+		s.dropBlobs(ctx) // those whose deletion failed before
 	}
 	return len(gone), nil
 }
 
-// scrub empties the store's WAL after messages were removed, so that their
-// text is in neither file (see store.scrub); a failure is logged, and the
-// next checkpoint does the same.
-func (s *Service) scrub(ctx context.Context) {
+// afterRemoval runs once messages were removed: it empties the store's WAL,
+// so that their text is in neither file (see store.scrub), and deletes the
+// blobs of the file messages we sent among them. Failures are logged; the
+// next checkpoint does the same, and the next purge retries the blobs.
+func (s *Service) afterRemoval(ctx context.Context) {
 	if err := s.st.scrub(ctx); err != nil && ctx.Err() == nil {
 		s.log.Warn("could not checkpoint the message store after removing messages", "err", err)
+	}
+	s.dropBlobs(ctx)
+}
+
+// dropBlobs deletes from our blob store the blobs of removed file messages
+// we sent (store.blobsToDrop); a URL outside our store is only forgotten.
+func (s *Service) dropBlobs(ctx context.Context) {
+	todo, err := s.st.blobsToDrop(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("could not read the blobs to delete", "err", err)
+		}
+		return
+	}
+	for sha, url := range todo {
+		if local, ok := s.ownBlob(url); ok && s.cfg.DeleteBlob != nil && strings.HasSuffix(local, "/"+sha) {
+			if err := s.cfg.DeleteBlob(sha); err != nil {
+				s.log.Warn("could not delete the blob of a removed file message; retried at the next purge", "sha256", sha, "err", err)
+				continue
+			}
+			s.log.Info("blob of a removed file message deleted", "sha256", sha)
+		}
+		if err := s.st.blobDropped(ctx, sha); err != nil && ctx.Err() == nil {
+			s.log.Warn("could not forget a deleted blob", "sha256", sha, "err", err)
+		}
 	}
 }
 

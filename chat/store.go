@@ -72,6 +72,8 @@ var migrations = []string{
 	// 2: the LND node named by a contact's handle claim; tip messages by kind.
 	`ALTER TABLE contacts ADD COLUMN ln_node TEXT NOT NULL DEFAULT '';
 	CREATE INDEX messages_by_kind ON messages(kind, created_at) WHERE kind BETWEEN 3790 AND 3793;`,
+	// 3: blobs of removed outgoing file messages, to delete from our blob store.
+	`CREATE TABLE blobs_to_drop (sha TEXT PRIMARY KEY, url TEXT NOT NULL);`,
 }
 
 type store struct {
@@ -405,11 +407,16 @@ func deleteMessage(ctx context.Context, tx *sql.Tx, rumorID, sender string, at i
 		return "", false, err
 	}
 	var conv string
-	err := tx.QueryRowContext(ctx, `DELETE FROM messages WHERE rumor_id = ? AND sender = ? RETURNING conversation`, rumorID, sender).Scan(&conv)
+	var r removed
+	err := tx.QueryRowContext(ctx, `DELETE FROM messages WHERE rumor_id = ? AND sender = ? RETURNING conversation, kind, outgoing, content, tags`,
+		rumorID, sender).Scan(&conv, &r.kind, &r.outgoing, &r.content, &r.tags)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", false, nil
 	}
 	if err != nil {
+		return "", false, err
+	}
+	if err := keepBlobToDrop(ctx, tx, r); err != nil {
 		return "", false, err
 	}
 	// Stop delivering it if it is still queued somewhere.
@@ -443,22 +450,31 @@ func (s *store) purgeExpired(ctx context.Context, now int64) (map[string]string,
 		return nil, err
 	}
 	defer func() { _ = tx.Rollback() }()
-	rows, err := tx.QueryContext(ctx, `DELETE FROM messages WHERE expires_at > 0 AND expires_at <= ? RETURNING rumor_id, conversation`, now)
+	rows, err := tx.QueryContext(ctx, `DELETE FROM messages WHERE expires_at > 0 AND expires_at <= ?
+		RETURNING rumor_id, conversation, kind, outgoing, content, tags`, now)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]string{}
+	var files []removed
 	for rows.Next() {
 		var id, conv string
-		if err := rows.Scan(&id, &conv); err != nil {
+		var r removed
+		if err := rows.Scan(&id, &conv, &r.kind, &r.outgoing, &r.content, &r.tags); err != nil {
 			rows.Close()
 			return nil, err
 		}
 		out[id] = conv
+		files = append(files, r)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return nil, err
+	}
+	for _, r := range files {
+		if err := keepBlobToDrop(ctx, tx, r); err != nil {
+			return nil, err
+		}
 	}
 	for conv := range convs(out) {
 		if err := resetSubject(ctx, tx, conv); err != nil {
@@ -480,6 +496,55 @@ func (s *store) purgeExpired(ctx context.Context, now int64) (map[string]string,
 // otherwise keeps old page images until it is overwritten).
 func (s *store) scrub(ctx context.Context) error {
 	_, err := s.db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`)
+	return err
+}
+
+// removed is what a removed message leaves to clean up.
+type removed struct {
+	kind          int
+	outgoing      bool
+	content, tags string
+}
+
+// keepBlobToDrop queues the blob of a removed file message we sent (its URL
+// and hash) for deletion from our blob store (Service.dropBlobs), in the
+// transaction that removes the message: a crash in between does not keep
+// the blob for good.
+func keepBlobToDrop(ctx context.Context, x execer, r removed) error {
+	if r.kind != KindFileMessage || !r.outgoing {
+		return nil
+	}
+	var tags nostr.Tags
+	if json.Unmarshal([]byte(r.tags), &tags) != nil {
+		return nil
+	}
+	sha := tagValue(tags, "x")
+	if !isHash(sha) {
+		return nil
+	}
+	_, err := x.ExecContext(ctx, `INSERT OR IGNORE INTO blobs_to_drop(sha, url) VALUES(?, ?)`, sha, r.content)
+	return err
+}
+
+func (s *store) blobsToDrop(ctx context.Context) (map[string]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT sha, url FROM blobs_to_drop`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var sha, url string
+		if err := rows.Scan(&sha, &url); err != nil {
+			return nil, err
+		}
+		out[sha] = url
+	}
+	return out, rows.Err()
+}
+
+func (s *store) blobDropped(ctx context.Context, sha string) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM blobs_to_drop WHERE sha = ?`, sha)
 	return err
 }
 

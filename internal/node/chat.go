@@ -54,6 +54,7 @@ func (n *Node) setupChat(mux *http.ServeMux) error {
 		FallbackRelays:        n.cfg.PublishRelays,
 		BlobURL:               n.HTTPURL() + "/blobs",
 		BlobPublicURL:         n.PublicHTTPURL() + "/blobs",
+		DeleteBlob:            blobs.Delete,
 		AllowPrivateFileHosts: n.cfg.AllowPrivateFileHosts,
 		MaxFileSize:           MaxFileSize,
 		Resolver:              &identity.Resolver{},
