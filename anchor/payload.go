@@ -2,7 +2,6 @@ package anchor
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 
 	"github.com/btcsuite/btcd/txscript"
@@ -38,8 +37,16 @@ func ParsePayload(data []byte) (Hash, error) {
 	return h, nil
 }
 
-// TxRoot returns the root committed by tx: its one OP_RETURN output must be
-// an anchor payload.
+// AnchorScriptLen is the length of the one script an anchor output may
+// have: OP_RETURN, OP_DATA_37, the 37-byte payload.
+const AnchorScriptLen = 2 + PayloadLen
+
+// TxRoot returns the root committed by tx. Exactly one of its outputs may
+// start with OP_RETURN, and that output's script must be exactly
+// OP_RETURN OP_DATA_37 <payload> (6a 25 …, AnchorScriptLen bytes): no other
+// push encoding (OP_PUSHDATA1), no opcode before or after the push, so that
+// every implementation following the protocol accepts the same
+// transactions.
 func TxRoot(tx *wire.MsgTx) (Hash, error) {
 	var found []byte
 	n := 0
@@ -48,14 +55,14 @@ func TxRoot(tx *wire.MsgTx) (Hash, error) {
 			continue
 		}
 		n++
-		pushes, err := txscript.PushedData(out.PkScript)
-		if err != nil || len(pushes) != 1 {
-			return Hash{}, errors.New("OP_RETURN output is not a single data push")
-		}
-		found = pushes[0]
+		found = out.PkScript
 	}
 	if n != 1 {
 		return Hash{}, fmt.Errorf("transaction has %d OP_RETURN outputs, an anchor has exactly 1", n)
 	}
-	return ParsePayload(found)
+	if len(found) != AnchorScriptLen || found[1] != txscript.OP_DATA_37 {
+		return Hash{}, fmt.Errorf("OP_RETURN output is not OP_RETURN OP_DATA_%d <payload> (%d bytes starting %x)",
+			PayloadLen, len(found), found[:min(len(found), 3)])
+	}
+	return ParsePayload(found[2:])
 }
