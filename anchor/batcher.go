@@ -536,16 +536,20 @@ func (b *Batcher) advanceOne(ctx context.Context, r *batchRow, best int32) error
 			}
 		}
 		if h == nil || h.String() != r.blockHash.String {
+			fork, err := b.forkPoint(ctx, r, best)
+			if err != nil {
+				return err
+			}
 			b.log.Warn("anchor block left the best chain (reorg); waiting for the tx again",
-				"batch", r.id, "height", r.height.Int64, "block", r.blockHash.String)
+				"batch", r.id, "height", r.height.Int64, "block", r.blockHash.String, "rescan_from", fork+1)
 			if _, err := b.db.ExecContext(ctx, `DELETE FROM attestations WHERE batch_id = ?`, r.id); err != nil {
 				return err
 			}
 			if _, err := b.db.ExecContext(ctx, `UPDATE batches SET state = 'broadcast', scan_height = ?, block_hash = NULL,
-				height = NULL, tx_index = NULL, mined_tx = NULL, mined_txid = NULL WHERE id = ?`, r.height.Int64-1, r.id); err != nil {
+				height = NULL, tx_index = NULL, mined_tx = NULL, mined_txid = NULL WHERE id = ?`, fork, r.id); err != nil {
 				return err
 			}
-			r.state, r.scan = BatchBroadcast, int32(r.height.Int64-1)
+			r.state, r.scan = BatchBroadcast, fork
 		}
 	}
 	if r.state == BatchBroadcast {
@@ -561,6 +565,44 @@ func (b *Batcher) advanceOne(ctx context.Context, r *batchRow, best int32) error
 		return b.attest(ctx, r)
 	}
 	return nil
+}
+
+// forkPoint returns the height of the last block that the branch holding
+// the batch's (now stale) block shares with the best chain: every block
+// above it may be new, and the transaction may be mined in any of them,
+// lower than where it was. It walks the stale branch back from the batch's
+// block (Block, for each block's parent) until the parent is the best
+// chain's block at its height. When the chain source cannot serve a stale
+// block (it never saw it, or forgot it), it returns the batch's height
+// minus ReorgWatchDepth: no reorg deeper than that is followed anyway, and
+// rescanning from there costs blocks, never the transaction.
+func (b *Batcher) forkPoint(ctx context.Context, r *batchRow, best int32) (int32, error) {
+	height := int32(r.height.Int64)
+	floor := max(0, height-ReorgWatchDepth)
+	hash, err := chainhash.NewHashFromStr(r.blockHash.String)
+	if err != nil {
+		return floor, nil
+	}
+	for h := height; h > floor; h-- {
+		blk, err := b.cfg.Chain.Block(ctx, hash)
+		if err != nil {
+			b.log.Info("stale anchor block unknown to the chain source; rescanning from the reorg watch depth",
+				"batch", r.id, "block", hash.String(), "height", h, "err", err)
+			return floor, nil
+		}
+		hash = &blk.Header.PrevBlock // the stale branch's block at h-1
+		if h-1 > best {
+			continue
+		}
+		onBest, err := b.cfg.Chain.BlockHash(ctx, h-1)
+		if err != nil {
+			return 0, fmt.Errorf("best chain at height %d: %w", h-1, err)
+		}
+		if *onBest == *hash {
+			return h - 1, nil
+		}
+	}
+	return floor, nil
 }
 
 // scan looks for the batch's root in blocks after scan_height: any

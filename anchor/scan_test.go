@@ -1,9 +1,13 @@
 package anchor
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/anchorchat/anchorchat/wallet"
 	"github.com/btcsuite/btcd/btcutil"
@@ -77,5 +81,117 @@ func TestScanSkipsUnusableCopies(t *testing.T) {
 	}
 	if r.txIndex.Int64 != 1 || r.minedTxid.String != ours.TxHash().String() {
 		t.Fatalf("scan took tx %d (%s), want the usable one at 1 (%s)", r.txIndex.Int64, r.minedTxid.String, ours.TxHash())
+	}
+}
+
+// reorgChain is a wallet.Chain over a fixed best chain, plus stale blocks
+// that Block still serves (btcd keeps side-chain blocks). BlockHash fails
+// below from, as if those heights were out of reach.
+type reorgChain struct {
+	wallet.Chain
+	blocks map[int32]*wire.MsgBlock
+	stale  []*wire.MsgBlock
+	best   int32
+	from   int32
+}
+
+func (c *reorgChain) BestHeight(context.Context) (int32, error) { return c.best, nil }
+func (c *reorgChain) BlockHash(_ context.Context, h int32) (*chainhash.Hash, error) {
+	blk := c.blocks[h]
+	if blk == nil || h < c.from {
+		return nil, fmt.Errorf("no block at height %d", h)
+	}
+	hash := blk.BlockHash()
+	return &hash, nil
+}
+func (c *reorgChain) Block(_ context.Context, hash *chainhash.Hash) (*wire.MsgBlock, error) {
+	for _, blk := range c.blocks {
+		if blk.BlockHash() == *hash {
+			return blk, nil
+		}
+	}
+	for _, blk := range c.stale {
+		if blk.BlockHash() == *hash {
+			return blk, nil
+		}
+	}
+	return nil, errors.New("no block")
+}
+func (c *reorgChain) Broadcast(context.Context, *wire.MsgTx) (*chainhash.Hash, error) {
+	return nil, errors.New("transaction already exists")
+}
+
+// A reorg that forks below the batch's block can confirm the same anchor
+// transaction (it was in the mempool all along) LOWER on the new branch.
+// The batcher rescans from the fork point: found by walking the stale
+// branch back to the best chain when the chain source still has its
+// blocks (here no height below the fork can be read, so only the walk
+// works), else from ReorgWatchDepth below the old height. It used to
+// restart at the old height minus one, never saw the transaction, and the
+// batch stayed 'broadcast' forever (RBF cannot replace a confirmed tx).
+func TestReorgRescansFromTheForkPoint(t *testing.T) {
+	ctx := context.Background()
+	var root Hash
+	root[0] = 7
+	anchorTx := fixtureTx(root)
+	mk := func(nonce uint32, prev *wire.MsgBlock, txs ...*wire.MsgTx) *wire.MsgBlock {
+		cb := wire.NewMsgTx(1)
+		cb.AddTxIn(wire.NewTxIn(&wire.OutPoint{Index: wire.MaxPrevOutIndex}, []byte{0x02, byte(nonce), byte(nonce >> 8)}, nil))
+		cb.AddTxOut(wire.NewTxOut(1, []byte{0x51}))
+		all := append([]*wire.MsgTx{cb}, txs...)
+		ids := make([]chainhash.Hash, len(all))
+		for i, tx := range all {
+			ids[i] = tx.TxHash()
+		}
+		blk := &wire.MsgBlock{Header: wire.BlockHeader{MerkleRoot: TxMerkleRoot(ids), Nonce: nonce}, Transactions: all}
+		if prev != nil {
+			blk.Header.PrevBlock = prev.BlockHash()
+		}
+		return blk
+	}
+	// The best chain: the tx is in block 9, on a branch forking at 8.
+	blocks := map[int32]*wire.MsgBlock{}
+	for h := int32(1); h <= 12; h++ {
+		var txs []*wire.MsgTx
+		if h == 9 {
+			txs = append(txs, anchorTx)
+		}
+		blocks[h] = mk(uint32(h), blocks[h-1], txs...)
+	}
+	// The old branch: 8, stale9, stale10 with the tx.
+	stale9 := mk(1009, blocks[8])
+	stale10 := mk(1010, stale9, anchorTx)
+
+	for name, chain := range map[string]*reorgChain{
+		"stale branch unknown": {blocks: blocks, best: 12},
+		"stale branch known":   {blocks: blocks, best: 12, stale: []*wire.MsgBlock{stale9, stale10}, from: 8},
+	} {
+		now := time.Unix(1_800_000_000, 0)
+		b, err := Open(ctx, Config{Path: filepath.Join(t.TempDir(), "anchor.db"), Wallet: noWallet{}, Chain: chain, Signer: newKey(t),
+			Now: func() time.Time { return now }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		var raw bytes.Buffer
+		anchorTx.Serialize(&raw)
+		stripped, _ := StrippedTx(anchorTx)
+		if _, err := b.db.ExecContext(ctx, `INSERT INTO batches (root, leaf_count, state, created_at, scan_height, txid, raw_tx, fee, broadcast_at,
+			block_hash, height, tx_index, mined_tx, mined_txid) VALUES (?, 1, 'mined', ?, 10, ?, ?, 1000, ?, ?, 10, 1, ?, ?)`,
+			root[:], now.Unix(), anchorTx.TxHash().String(), raw.Bytes(), now.Unix(), stale10.BlockHash().String(), stripped,
+			anchorTx.TxHash().String()); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.advance(ctx); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		rs, err := b.loadBatches(ctx, "")
+		if err != nil || len(rs) != 1 {
+			t.Fatal(rs, err)
+		}
+		if rs[0].state == BatchBroadcast || rs[0].height.Int64 != 9 || rs[0].blockHash.String != blocks[9].BlockHash().String() {
+			t.Fatalf("%s: after the reorg the batch is %s (height %d, scanned to %d); its tx is confirmed at height 9 of the best chain",
+				name, rs[0].state, rs[0].height.Int64, rs[0].scan)
+		}
 	}
 }
