@@ -22,6 +22,14 @@ type Attestation struct {
 	Claim *nostr.Event
 	Proof *Proof
 	Event *nostr.Event // the attestation event it came from, if any
+	// Local marks an attestation from the verifying node's own store
+	// (BatcherSource sets it): one its batcher built from a block it saw,
+	// or evidence kept from an earlier verdict. Verify checks every local
+	// attestation without counting it against Options.MaxProofs: that
+	// bound is for what relays serve, where anyone can publish proofs
+	// naming made-up blocks, and with anchor.accept-others anyone can also
+	// fill the node's store, which must not crowd out its kept evidence.
+	Local bool
 }
 
 // attestationContent is the JSON in an attestation event's content.

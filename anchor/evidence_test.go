@@ -256,3 +256,84 @@ func TestKeepEvidenceMakesRoom(t *testing.T) {
 		t.Fatal("keeping kept evidence again changed the rows")
 	}
 }
+
+// The node's own store can hold any number of attested claims of a
+// handle: with anchor.accept-others, anyone can have the node anchor (and
+// attest) later claims of it. Verify checks at most Options.MaxProofs
+// attestations from relays, but every local one (Attestation.Local, set by
+// BatcherSource), so DefaultMaxProofs such claims of @gina neither crowd
+// out the evidence kept for Gina, anchored earlier by another node, nor
+// the same evidence served by a relay. BatcherSource used to return the
+// store before the kept evidence, all counted against MaxProofs: the
+// flooder became VERIFIED.
+func TestNodesOwnFloodCannotCrowdOutKeptEvidence(t *testing.T) {
+	ctx := context.Background()
+	b, err := Open(ctx, Config{Path: filepath.Join(t.TempDir(), "anchor.db"), Wallet: noWallet{}, Chain: &oneBlockChain{}, Signer: newKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	gina, mallory, attestor := newKey(t), newKey(t), newKey(t)
+	g := claim(t, gina, "gina")
+	chainG, attG := attested(t, attestor, g, 100) // anchored by another node
+
+	// Mallory submits DefaultMaxProofs claims of @gina to the open relay;
+	// this node anchors them (later) and attests them.
+	var flood []*nostr.Event
+	for i := range DefaultMaxProofs {
+		e, err := identity.NewClaim(mallory, identity.ClaimParams{Handle: "gina", CreatedAt: time.Unix(1_800_000_000+int64(i), 0)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		flood = append(flood, e)
+	}
+	if _, err := b.SubmitMany(ctx, flood); err != nil {
+		t.Fatal(err)
+	}
+	fatts, chainM := anchorOffline(t, flood, 200, 6)
+	res, err := b.db.ExecContext(ctx, `INSERT INTO batches (root, leaf_count, state, created_at, scan_height, txid, raw_tx, fee, broadcast_at)
+		VALUES (?, ?, 'attested', 0, 0, 'x', x'00', 0, 0)`, []byte("root"), len(flood))
+	if err != nil {
+		t.Fatal(err)
+	}
+	batchID, _ := res.LastInsertId()
+	for _, a := range fatts {
+		evt, err := NewAttestationEvent(attestor, a.Claim, a.Proof, nostr.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := evt.MarshalJSON()
+		if _, err := b.db.ExecContext(ctx, `INSERT INTO attestations (claim_id, batch_id, event) VALUES (?, ?, ?)`, a.Claim.ID, batchID, string(raw)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An earlier verification kept Gina's evidence.
+	if err := b.KeepEvidence(ctx, "gina", []*nostr.Event{g, attG}); err != nil {
+		t.Fatal(err)
+	}
+	vf := &Verifier{Chain: mergeChains(chainG, chainM), Sources: []Source{BatcherSource(b)}, CacheTTL: -1}
+	v, err := vf.Check(ctx, Query{Handle: "gina"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Status != Verified || v.PubKey != gina.PublicKey() {
+		t.Fatalf("kept evidence of the earliest anchored claim was not checked: %s", v)
+	}
+
+	// Nothing kept yet, Gina's claim and attestation on a relay only: the
+	// node's own attestations do not use up the relays' budget either.
+	if _, err := b.db.ExecContext(ctx, `DELETE FROM evidence`); err != nil {
+		t.Fatal(err)
+	}
+	rl := relaytest.Start(t, relaytest.Options{Open: true})
+	for _, e := range []*nostr.Event{g, attG} {
+		if err := rl.Store.Save(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vf.Relays = []string{rl.URL}
+	v, err = vf.Check(ctx, Query{Handle: "gina"})
+	if err != nil || v.Status != Verified || v.PubKey != gina.PublicKey() {
+		t.Fatalf("the relay's attestation of the earliest anchored claim was not checked: %s %v", v, err)
+	}
+}

@@ -2,9 +2,14 @@ package anchor
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,13 +18,23 @@ import (
 	"github.com/nbd-wtf/go-nostr"
 )
 
-// Fetch's bounds: events per relay query, pages per filter and relay, and
-// handles followed for one key.
+// Fetch's bounds: events per relay query (a page), pages per filter and
+// relay, handles followed for one key, and the limit asked for when one
+// second is read alone (relays cap it: this project's relay at 1,000).
 const (
-	FetchLimit   = 500
-	FetchPages   = 20
-	FetchHandles = 16
+	FetchLimit       = 500
+	FetchPages       = 20
+	FetchHandles     = 16
+	FetchSecondLimit = 1000
 )
+
+// ErrIncomplete is wrapped by Fetch's error when a relay holds more events
+// of one second than it returns in one answer (relays return a second's
+// events lowest id first, and anyone can publish events tagged with a
+// handle, any id and created_at they like), so what that second may hide
+// is unknown. Fetch then still returns what it found; Verify, given the
+// error in Options.Incomplete, names no holder (INCOMPLETE).
+var ErrIncomplete = errors.New("anchor: fetch incomplete")
 
 func tagOf(e *nostr.Event, name string) string {
 	if e == nil {
@@ -31,6 +46,78 @@ func tagOf(e *nostr.Event, name string) string {
 	return ""
 }
 
+// relayCap is what Fetch knows of how many events a relay returns in one
+// answer: at least what it advertises as its NIP-11 limitation.max_limit
+// (read only once a second turns out to be crowded), else at least
+// FetchLimit, and at least the longest answer it gave; but no more than
+// the length of a page it showed to be cut short (the next page, until
+// that page's oldest second, brought older events).
+type relayCap struct {
+	served     int  // the longest answer it gave
+	short      int  // a cap it showed (0: none)
+	advertised int  // its NIP-11 max_limit (0: none)
+	asked      bool // NIP-11 read
+}
+
+// full is the least number of events in an answer asked with limit that
+// may have been cut short by the limit or by the relay's cap: an answer
+// with fewer is all the relay has for the filter.
+func (c *relayCap) full(limit int) int {
+	bound := max(FetchLimit, c.served)
+	if c.advertised > 0 {
+		bound = max(c.advertised, c.served)
+	}
+	if c.short > 0 {
+		bound = min(bound, c.short)
+	}
+	return min(limit, bound)
+}
+
+// maxNIP11 bounds the NIP-11 document Fetch reads.
+const maxNIP11 = 64 << 10
+
+// advertisedMaxLimit returns limitation.max_limit from the relay's NIP-11
+// document (HTTP GET of the relay URL with Accept: application/nostr+json),
+// or 0 when it has none or cannot be read.
+func advertisedMaxLimit(ctx context.Context, relayURL string) (int, error) {
+	u, err := url.Parse(relayURL)
+	if err != nil {
+		return 0, fmt.Errorf("relay URL: %w", err)
+	}
+	switch u.Scheme {
+	case "ws":
+		u.Scheme = "http"
+	case "wss":
+		u.Scheme = "https"
+	default:
+		return 0, fmt.Errorf("relay URL scheme %q", u.Scheme)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return 0, fmt.Errorf("NIP-11 request: %w", err)
+	}
+	req.Header.Set("Accept", "application/nostr+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("NIP-11 request: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("NIP-11 request: HTTP %s", resp.Status)
+	}
+	var doc struct {
+		Limitation struct {
+			MaxLimit int `json:"max_limit"`
+		} `json:"limitation"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxNIP11)).Decode(&doc); err != nil {
+		return 0, fmt.Errorf("NIP-11 document: %w", err)
+	}
+	return max(0, doc.Limitation.MaxLimit), nil
+}
+
 // Fetch collects, from relays, the claim events (3780, 3781) and
 // attestations (3782) needed to decide q: for a key, first its claims and
 // attestations (to learn its handles), then everything tagged with the
@@ -38,6 +125,20 @@ func tagOf(e *nostr.Event, name string) string {
 // skipped; the error is returned only if every relay failed. Events whose id
 // or signature does not check never get here (the relay client drops
 // them); malformed attestation events are dropped and logged at debug level.
+//
+// Each filter is paged back in time per relay, newest first, FetchLimit
+// events a page (see query below). A second that fills a whole page is
+// read again alone, once per kind, asking FetchSecondLimit events; an
+// answer shorter than both that and what the relay returns at most (its
+// NIP-11 limitation.max_limit, else FetchLimit) is all it has. Otherwise
+// the events found are returned with an error wrapping ErrIncomplete. No
+// narrower filter could list the rest: a rotation is signed by a key not
+// known yet and an attestation by anyone, so neither authors nor "#e"
+// bound what the second may hide, and relays have no id ranges.
+//
+// A relay is assumed to return up to FetchLimit events an answer when
+// that many match, unless a page it cut short showed a lower cap (from
+// then on that cap is used).
 func Fetch(ctx context.Context, relays []string, q Query, log *slog.Logger) ([]*nostr.Event, []*Attestation, error) {
 	if log == nil {
 		log = slog.Default()
@@ -61,14 +162,66 @@ func Fetch(ctx context.Context, relays []string, q Query, log *slog.Logger) ([]*
 		return nil, nil, fmt.Errorf("anchor: fetch: no relay reachable: %w", errors.Join(errs...))
 	}
 	seen := map[string]*nostr.Event{}
-	// query pages back in time through each relay (newest first, until
-	// the oldest seen), so that events pushed out of one page by newer ones
-	// (anyone can publish events tagged with a handle) are still found, up
-	// to FetchPages pages per relay.
+	caps := make([]relayCap, len(conns))
+	var incomplete []string
+	add := func(evts []*nostr.Event) {
+		for _, e := range evts {
+			// The client passes on only events whose id and signature
+			// check, so a copy with a broken signature cannot take the
+			// genuine event's place here.
+			if seen[e.ID] == nil {
+				seen[e.ID] = e
+			}
+		}
+	}
+	// second reads second t of filter f alone, kind by kind, with a larger
+	// limit, and records what may still be missing.
+	second := func(r *nostrclient.Conn, c *relayCap, f nostr.Filter, t nostr.Timestamp) {
+		if !c.asked {
+			c.asked = true
+			var err error
+			if c.advertised, err = advertisedMaxLimit(ctx, r.URL()); err != nil {
+				log.Debug("anchor fetch: no NIP-11 max_limit", "relay", r.URL(), "err", err)
+			}
+		}
+		kinds := [][]int{f.Kinds}
+		if len(f.Kinds) > 1 {
+			kinds = kinds[:0]
+			for _, k := range f.Kinds {
+				kinds = append(kinds, []int{k})
+			}
+		}
+		for _, k := range kinds {
+			g := f
+			g.Kinds, g.Since, g.Until, g.Limit = k, &t, &t, FetchSecondLimit
+			evts, err := r.Query(ctx, g)
+			if err != nil {
+				incomplete = append(incomplete, fmt.Sprintf("%s: reading kind %v at created_at %d alone: %v", r.URL(), k, t, err))
+				continue
+			}
+			add(evts)
+			if len(evts) >= c.full(FetchSecondLimit) {
+				incomplete = append(incomplete, fmt.Sprintf("%s has at least %d events of kind %v at created_at %d, as many as it returns at once",
+					r.URL(), len(evts), k, t))
+			}
+			c.served = max(c.served, len(evts))
+		}
+	}
+	// query pages back in time through each relay, newest first, so that
+	// events pushed out of one page by newer ones (anyone can publish
+	// events tagged with a handle) are still found, up to FetchPages pages
+	// per relay. A relay orders a page by created_at, newest first, and
+	// within a second by id, lowest first, so a page that reaches back to
+	// second t holds everything newer than t and the first of t's events:
+	// the next page asks until t again. When a page lies within one second
+	// t, it holds t's first events only; if it may have been cut short,
+	// second reads t alone. Then paging goes on before t.
 	query := func(f nostr.Filter) {
 		f.Limit = FetchLimit
-		for _, r := range conns {
+		for i, r := range conns {
+			c := &caps[i]
 			g := f
+			prevLen, prevOldest := 0, nostr.Timestamp(0)
 			for range FetchPages {
 				evts, err := r.Query(ctx, g)
 				if err != nil {
@@ -78,25 +231,30 @@ func Fetch(ctx context.Context, relays []string, q Query, log *slog.Logger) ([]*
 				if len(evts) == 0 {
 					break
 				}
-				fresh, oldest := 0, evts[0].CreatedAt
+				add(evts)
+				newest, oldest := evts[0].CreatedAt, evts[0].CreatedAt
 				for _, e := range evts {
-					oldest = min(oldest, e.CreatedAt)
-					// The client passes on only events whose id and
-					// signature check, so a copy with a broken signature
-					// cannot take the genuine event's place here.
-					if seen[e.ID] != nil {
-						continue
-					}
-					seen[e.ID] = e
-					fresh++
+					newest, oldest = max(newest, e.CreatedAt), min(oldest, e.CreatedAt)
 				}
-				until := oldest // the same second again: a page may end inside it
-				if fresh == 0 {
-					if oldest == 0 {
-						break
-					}
-					until = oldest - 1 // nothing new at or after oldest: step past it
+				if prevLen > 0 && prevLen < FetchLimit && oldest < prevOldest && (c.short == 0 || prevLen < c.short) {
+					c.short = prevLen // the previous page was cut short by the relay
 				}
+				full := len(evts) >= c.full(FetchLimit)
+				c.served = max(c.served, len(evts))
+				prevLen, prevOldest = 0, 0
+				if newest != oldest {
+					prevLen, prevOldest = len(evts), oldest
+					until := oldest // the same second again: the page may end inside it
+					g.Until = &until
+					continue
+				}
+				if full {
+					second(r, c, f, oldest)
+				}
+				if oldest == 0 {
+					break
+				}
+				until := oldest - 1
 				g.Until = &until
 			}
 		}
@@ -142,6 +300,13 @@ func Fetch(ctx context.Context, relays []string, q Query, log *slog.Logger) ([]*
 	for _, err := range perrs {
 		log.Debug("anchor fetch: dropped attestation", "err", err)
 	}
+	if len(incomplete) > 0 {
+		more := ""
+		if len(incomplete) > 3 {
+			more = fmt.Sprintf(" (and %d more)", len(incomplete)-3)
+		}
+		return claims, atts, fmt.Errorf("%w: %s%s", ErrIncomplete, strings.Join(incomplete[:min(3, len(incomplete))], "; "), more)
+	}
 	return claims, atts, nil
 }
 
@@ -149,21 +314,28 @@ func Fetch(ctx context.Context, relays []string, q Query, log *slog.Logger) ([]*
 // batcher store, a cache, ...).
 type Source func(ctx context.Context, q Query) ([]*nostr.Event, []*Attestation, error)
 
-// BatcherSource is a Source over a batcher's store: the node's own claims,
-// those it anchored for others, and the evidence kept from earlier
-// verifications (KeepEvidence).
+// BatcherSource is a Source over a batcher's store: the evidence kept
+// from earlier verifications (KeepEvidence), then the node's own claims
+// and those it anchored for others. Every attestation it returns is
+// Local: Verify checks them all, outside Options.MaxProofs, so however
+// many claims of a handle others have the node anchor, the kept evidence
+// is never crowded out.
 func BatcherSource(b *Batcher) Source {
 	return func(ctx context.Context, q Query) ([]*nostr.Event, []*Attestation, error) {
+		kc, ka, err := b.Evidence(ctx, q)
+		if err != nil {
+			return nil, nil, err
+		}
 		claims, attEvts, err := b.Attestations(ctx, q.Handle)
 		if err != nil {
 			return nil, nil, err
 		}
 		atts, _ := ParseAttestations(attEvts)
-		kc, ka, err := b.Evidence(ctx, q)
-		if err != nil {
-			return nil, nil, err
+		atts = append(ka, atts...)
+		for _, a := range atts {
+			a.Local = true
 		}
-		return append(claims, kc...), append(atts, ka...), nil
+		return append(kc, claims...), atts, nil
 	}
 }
 
@@ -205,8 +377,9 @@ func (vf *Verifier) Check(ctx context.Context, q Query) (Verdict, error) {
 			return c.v, nil
 		}
 	}
-	// Local sources first: Verify checks at most Options.MaxProofs
-	// attestations, in this order, and what the node keeps is no flood.
+	// Local sources first: the same attestation from a relay then counts
+	// as local (Verify checks at most Options.MaxProofs attestations from
+	// relays, but every local one).
 	var evts []*nostr.Event
 	var atts []*Attestation
 	var errs []error
@@ -218,9 +391,13 @@ func (vf *Verifier) Check(ctx context.Context, q Query) (Verdict, error) {
 		}
 		evts, atts = append(evts, e...), append(atts, a...)
 	}
+	opts := vf.Options
 	if len(vf.Relays) > 0 {
 		e, a, err := Fetch(ctx, vf.Relays, q, vf.Logger)
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrIncomplete):
+			opts.Incomplete = err // fail closed: Verify names no holder
+		case err != nil:
 			errs = append(errs, err)
 		}
 		evts, atts = append(evts, e...), append(atts, a...)
@@ -257,7 +434,7 @@ func (vf *Verifier) Check(ctx context.Context, q Query) (Verdict, error) {
 	if len(evts) == 0 && len(atts) == 0 && len(errs) > 0 {
 		return Verdict{}, errors.Join(errs...)
 	}
-	v, err := Verify(ctx, vf.Chain, q, evts, atts, vf.Options)
+	v, err := Verify(ctx, vf.Chain, q, evts, atts, opts)
 	if err != nil {
 		return Verdict{}, err
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/anchorchat/anchorchat/identity"
 	"github.com/nbd-wtf/go-nostr"
@@ -75,6 +76,73 @@ func TestRulesOffline(t *testing.T) {
 	// Verdicts marshal for --json.
 	if _, err := jsonMarshal(v); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// When a claim has several successors, each revocation competes with a
+// rotation by its own anchoring: the earliest anchored successor is
+// taken. Alice revokes her claim (anchored at 101); a thief holding her
+// key rotates the handle to himself (anchored later, at 102) and signs a
+// second revocation whose id sorts before Alice's, never anchored. The
+// verifier used to keep only the lowest-id revocation, so the fork was
+// "anchored rotation vs unanchored revocation" and the thief was VERIFIED.
+// With the rotation anchored first, it wins whatever the revocations; with
+// revocations alone, none anchored, the handle is revoked (no fork).
+func TestEarliestAnchoredRevocationBeatsLaterRotation(t *testing.T) {
+	ctx := context.Background()
+	alice, thief := newKey(t), newKey(t)
+	g := claim(t, alice, "victim")
+	gc := mustClaim(t, g)
+	base := time.Unix(1_800_000_000, 0)
+	r1, err := identity.NewRevocation(alice, gc, "key stolen", base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rot, err := identity.Rotate(alice, thief, gc, identity.ClaimParams{CreatedAt: base.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The thief grinds created_at until his revocation's id sorts first.
+	var r0 *nostr.Event
+	for i := 1; ; i++ {
+		r0, err = identity.NewRevocation(alice, gc, "", base.Add(time.Duration(i)*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r0.ID < r1.ID {
+			break
+		}
+	}
+	attG, chainG := anchorOffline(t, []*nostr.Event{g}, 100, 8)
+	attR1, chainR1 := anchorOffline(t, []*nostr.Event{r1}, 101, 7)
+	attRot, chainRot := anchorOffline(t, []*nostr.Event{rot}, 102, 6)
+	chain := mergeChains(chainG, chainR1, chainRot)
+	atts := append(append(attG, attR1...), attRot...)
+
+	for _, evts := range [][]*nostr.Event{{g, r1, rot}, {g, r1, rot, r0}} {
+		v, err := Verify(ctx, chain, Query{Handle: "victim"}, evts, atts, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev := v.Evidence(); v.Status != Revoked || ev[len(ev)-1].ID != r1.ID {
+			t.Fatalf("%d events: the revocation anchored before the rotation must end the chain: %s (evidence %v)", len(evts), v, ids(v.Evidence()))
+		}
+	}
+
+	// The rotation anchored first wins over both revocations.
+	attRot, chainRot = anchorOffline(t, []*nostr.Event{rot}, 101, 7)
+	attR1, chainR1 = anchorOffline(t, []*nostr.Event{r1}, 102, 6)
+	chain = mergeChains(chainG, chainRot, chainR1)
+	atts = append(append(attG, attRot...), attR1...)
+	v, err := Verify(ctx, chain, Query{Handle: "victim"}, []*nostr.Event{g, r1, rot, r0}, atts, Options{})
+	if err != nil || v.Status != Verified || v.PubKey != thief.PublicKey() {
+		t.Fatalf("rotation anchored before every revocation: %s %v", v, err)
+	}
+
+	// Revocations alone are no fork, anchored or not.
+	v, err = Verify(ctx, chainG, Query{Handle: "victim"}, []*nostr.Event{g, r1, r0}, attG, Options{})
+	if err != nil || v.Status != Revoked {
+		t.Fatalf("two unanchored revocations: %s %v", v, err)
 	}
 }
 

@@ -28,6 +28,10 @@ const (
 	Revoked Status = "REVOKED"
 	// Invalid: the evidence for the asked claim fails; Reason says where.
 	Invalid Status = "INVALID"
+	// Incomplete: the evidence may lack events that would change the
+	// verdict (a relay holds more events of one second than it returns at
+	// once: ErrIncomplete), so no verdict is given; Reason says why.
+	Incomplete Status = "INCOMPLETE"
 )
 
 // DefaultMinConfirmations is what Verify requires when Options leaves it 0.
@@ -43,12 +47,19 @@ type Query struct {
 // Options of Verify.
 type Options struct {
 	MinConfirmations int32 // 0 means DefaultMinConfirmations
-	// MaxProofs bounds the attestations checked in one verification (0
-	// means DefaultMaxProofs). Anyone can publish attestations whose proofs
-	// pass every offline check and name a made-up block, each costing a
-	// chain source call; the rest are skipped, in the order given (Verifier
-	// passes its local sources, kept evidence included, before relays).
+	// MaxProofs bounds the attestations from relays checked in one
+	// verification (0 means DefaultMaxProofs). Anyone can publish
+	// attestations whose proofs pass every offline check and name a
+	// made-up block, each costing a chain source call; the rest are
+	// skipped, in the order given. Local attestations (Attestation.Local:
+	// the node's own and its kept evidence) are always checked and not
+	// counted.
 	MaxProofs int
+	// Incomplete, when set, says the events given may not be all there
+	// are (Fetch's ErrIncomplete): anything missing could be an earlier
+	// anchored claim, a rotation or a revocation, so Verify names no
+	// holder and answers INCOMPLETE with this error as the reason.
+	Incomplete error
 }
 
 // DefaultMaxProofs is Options.MaxProofs's default: far more attestations
@@ -114,26 +125,34 @@ func (v Verdict) String() string {
 //     first claims lose, whenever they were signed;
 //  4. from there, rotations whose prev names the current claim and whose
 //     consent comes from its key move the handle; a revocation by the
-//     current key naming the current claim ends it. Two successors of one
-//     claim (two rotations, or a rotation and a revocation) are a fork,
-//     decided by the earlier anchoring (neither anchored: INVALID), so a
-//     rotation signed with a key after it revoked the claim does not undo
-//     the revocation unless anchored first; identity.ValidateChain
-//     re-checks the result;
+//     current key naming the current claim ends it. Every rotation and
+//     revocation of one claim is a successor; several successors with a
+//     rotation among them are a fork, decided by the earliest anchoring
+//     (anchored before unanchored; none anchored: INVALID), so a rotation
+//     signed with a key after it revoked the claim does not undo the
+//     revocation unless anchored before every anchored revocation of it.
+//     Revocations alone are no fork: the earliest anchored (else lowest
+//     id) ends the chain. identity.ValidateChain re-checks the result;
 //  5. the verdict: REVOKED; else CONFLICT if q.PubKey is not the current
 //     key; else PENDING while the first claim, or a rotation on the chain,
 //     is below opts.MinConfirmations (a rotation not anchored at all
 //     included); else VERIFIED.
 //
 // No anchored first claim: INVALID with the failing step if an attestation
-// of the asked claim failed, UNANCHORED otherwise. The error is for chain
-// source failures only (then no verdict can be given).
+// of the asked claim failed, UNANCHORED otherwise. With opts.Incomplete
+// set, nothing is decided: INCOMPLETE. The error is for chain source
+// failures only (then no verdict can be given).
 func Verify(ctx context.Context, chain ChainSource, q Query, events []*nostr.Event, atts []*Attestation, opts Options) (Verdict, error) {
 	minConf := opts.MinConfirmations
 	if minConf <= 0 {
 		minConf = DefaultMinConfirmations
 	}
 	v := Verdict{Handle: q.Handle, PubKey: q.PubKey, RequiredConfirmations: minConf}
+	if opts.Incomplete != nil {
+		v.Status = Incomplete
+		v.Reason = fmt.Sprintf("the evidence may be incomplete, so no holder is named: %v", opts.Incomplete)
+		return v, nil
+	}
 	if _, ok := chain.(*MemoChain); !ok {
 		chain = NewMemoChain(chain)
 	}
@@ -201,11 +220,13 @@ func Verify(ctx context.Context, chain ChainSource, q Query, events []*nostr.Eve
 			!(q.PubKey == "" && handleTag(a.Claim) == v.Handle) {
 			continue // not about this query
 		}
-		if proofs++; proofs > maxProofs {
-			if failed[a.Claim.ID] == nil && anchored[a.Claim.ID] == nil {
-				failed[a.Claim.ID] = fmt.Errorf("attestation of claim %s not checked: more than %d attestations in one verification", a.Claim.ID, maxProofs)
+		if !a.Local {
+			if proofs++; proofs > maxProofs {
+				if failed[a.Claim.ID] == nil && anchored[a.Claim.ID] == nil {
+					failed[a.Claim.ID] = fmt.Errorf("attestation of claim %s not checked: more than %d attestations from relays in one verification", a.Claim.ID, maxProofs)
+				}
+				continue
 			}
-			continue
 		}
 		an, err := VerifyProof(ctx, chain, a.Claim, a.Proof)
 		if err != nil {
@@ -265,8 +286,10 @@ func Verify(ctx context.Context, chain ChainSource, q Query, events []*nostr.Eve
 	cur := genesis
 	var notes []string
 	for {
+		// Every successor the current key signed: rotations naming the
+		// current claim with its key's consent, and revocations of it.
 		var kids []*identity.Claim
-		var rev *identity.Claim
+		rotations := 0
 		for _, c := range valid {
 			switch {
 			case c.Type == identity.ClaimRotation && c.PrevID == cur.ID:
@@ -275,37 +298,40 @@ func Verify(ctx context.Context, chain ChainSource, q Query, events []*nostr.Eve
 					continue
 				}
 				kids = append(kids, c)
+				rotations++
 			case c.Type == identity.ClaimRevocation && c.Revokes == cur.ID && c.PubKey == cur.PubKey:
-				// Several revocations of one claim agree; the lowest id speaks.
-				if rev == nil || c.ID < rev.ID {
-					rev = c
-				}
+				kids = append(kids, c)
 			}
-		}
-		if rev != nil {
-			kids = append(kids, rev)
 		}
 		if len(kids) == 0 {
 			break
 		}
-		if len(kids) > 1 {
-			sort.Slice(kids, func(i, j int) bool {
-				ai, aj := anchored[kids[i].ID], anchored[kids[j].ID]
-				switch {
-				case ai != nil && aj != nil:
-					return ai.Before(aj)
-				case ai != nil || aj != nil:
-					return ai != nil
-				}
-				return kids[i].ID < kids[j].ID
-			})
+		// Earliest anchored first; then the unanchored ones, by id. Every
+		// revocation takes part, so an unanchored one cannot stand in for
+		// an anchored one when a rotation competes (the earliest anchored
+		// revocation is the one that counts).
+		sort.Slice(kids, func(i, j int) bool {
+			ai, aj := anchored[kids[i].ID], anchored[kids[j].ID]
+			switch {
+			case ai != nil && aj != nil:
+				return ai.Before(aj)
+			case ai != nil || aj != nil:
+				return ai != nil
+			}
+			return kids[i].ID < kids[j].ID
+		})
+		// Revocations alone agree (the handle ends either way): no fork.
+		// With a rotation among the successors, the earliest anchored one
+		// is taken, and a fork none of whose branches is anchored is
+		// INVALID.
+		if rotations > 0 && len(kids) > 1 {
 			if anchored[kids[0].ID] == nil {
 				v.Status, v.ClaimID = Invalid, cur.ID
 				what := "rotated by"
-				if rev != nil {
+				if rotations < len(kids) {
 					what = "rotated and revoked by"
 				}
-				v.Reason = fmt.Sprintf("fork: claim %s is %s %s and %s and neither is anchored", cur.ID, what, kids[0].ID, kids[1].ID)
+				v.Reason = fmt.Sprintf("fork: claim %s is %s %s and %s and none of its successors is anchored", cur.ID, what, kids[0].ID, kids[1].ID)
 				return v, nil
 			}
 			for _, k := range kids[1:] {
