@@ -125,16 +125,7 @@ func TestSubjectGoesWithItsMessage(t *testing.T) {
 	bs := bob.start(t, nil)
 	alice := wrapper(t)
 	now := clk.Now()
-	ingest := func(r nostr.Event) {
-		t.Helper()
-		w, err := alice.Wrap(r, bob.key.PublicKey(), Expiration(&r))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := bs.Ingest(ctx, &w); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ingest := func(r nostr.Event) { t.Helper(); wrapAndIngest(t, alice, bs, bob.key.PublicKey(), r) }
 	subject := func(want string) {
 		t.Helper()
 		cs, err := bs.Conversations(ctx)
@@ -177,16 +168,7 @@ func TestRemovedMessagesLeaveNoTrace(t *testing.T) {
 	bs := bob.start(t, nil)
 	alice := wrapper(t)
 	p := nostr.Tag{"p", bob.key.PublicKey()}
-	ingest := func(r nostr.Event) {
-		t.Helper()
-		w, err := alice.Wrap(r, bob.key.PublicKey(), Expiration(&r))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := bs.Ingest(ctx, &w); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ingest := func(r nostr.Event) { t.Helper(); wrapAndIngest(t, alice, bs, bob.key.PublicKey(), r) }
 	onDisk := func(secret string) bool {
 		t.Helper()
 		for _, f := range []string{bob.db, bob.db + "-wal"} {
@@ -297,5 +279,18 @@ func TestRemovedFileMessageTakesItsBlob(t *testing.T) {
 	}
 	if !served(kept) {
 		t.Error("the blob of a file message still there was deleted")
+	}
+}
+
+// wrapAndIngest wraps rumor from `from` to recipient (with the rumor's
+// expiration on the seal and wrap) and hands it to svc as if a relay had.
+func wrapAndIngest(t *testing.T, from *Wrapper, svc *Service, recipient string, rumor nostr.Event) {
+	t.Helper()
+	w, err := from.Wrap(rumor, recipient, Expiration(&rumor))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Ingest(context.Background(), &w); err != nil {
+		t.Fatal(err)
 	}
 }
