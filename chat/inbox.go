@@ -234,6 +234,13 @@ func (s *Service) ingest(ctx context.Context, wrap *nostr.Event) error {
 		if err != nil {
 			return fmt.Errorf("chat: ingest: %w", err)
 		}
+		if isNew && tagValue(rumor.Tags, "subject") != "" {
+			// Wraps arrive in any order (a catch-up reads newest first):
+			// the subject is the newest message's, not the last to arrive.
+			if err := resetSubject(ctx, tx, conv); err != nil {
+				return fmt.Errorf("chat: ingest: %w", err)
+			}
+		}
 		if isNew {
 			ev = &Event{Type: EventMessage, Conversation: conv, MessageID: m.ID}
 		}

@@ -114,10 +114,11 @@ func TestWrapExpirationMakesMessageDisappear(t *testing.T) {
 }
 
 // TestSubjectGoesWithItsMessage: a conversation's subject is the newest one
-// its messages carry. When the message that set it expires, the subject
-// falls back to the one before; when that one is deleted by its sender, the
-// conversation has none. Before, the subject of a disappeared message stayed
-// in the store and in Conversations.
+// its messages carry, whatever order they arrive in. When the message that
+// set it expires, the subject falls back to the one before; when the others
+// are deleted by their sender, the conversation has none. Before, the
+// subject of a disappeared message stayed in the store and in
+// Conversations, and the last message to arrive set it.
 func TestSubjectGoesWithItsMessage(t *testing.T) {
 	ctx := context.Background()
 	clk := &clock{}
@@ -143,6 +144,10 @@ func TestSubjectGoesWithItsMessage(t *testing.T) {
 		expirationTag(now.Add(time.Hour).Unix())}, now))
 	ingest(alice.NewRumor(KindChatMessage, "no subject here", nostr.Tags{p}, now))
 	subject("secret meeting at 5")
+	// An older message arriving last (as in a catch-up) does not take over.
+	old := alice.NewRumor(KindChatMessage, "long ago", nostr.Tags{p, {"subject", "old news"}}, now.Add(-time.Hour))
+	ingest(old)
+	subject("secret meeting at 5")
 
 	clk.Add(2 * time.Hour)
 	if n, err := bs.PurgeExpired(ctx); err != nil || n != 1 {
@@ -154,6 +159,8 @@ func TestSubjectGoesWithItsMessage(t *testing.T) {
 	if _, err := bs.Message(ctx, first.ID); err == nil {
 		t.Fatal("deleted message still stored")
 	}
+	subject("old news")
+	ingest(alice.NewRumor(KindDeletion, "", nostr.Tags{p, {"e", old.ID}}, clk.Now()))
 	subject("")
 }
 
@@ -273,6 +280,10 @@ func TestRemovedFileMessageTakesItsBlob(t *testing.T) {
 	}
 	if err := as.Delete(ctx, deleted.ID); err != nil {
 		t.Fatal(err)
+	}
+	var wraps int
+	if err := as.st.db.QueryRowContext(ctx, `SELECT count(*) FROM deliveries WHERE rumor_id = ?`, deleted.ID).Scan(&wraps); err != nil || wraps != 0 {
+		t.Errorf("%d wraps of the deleted message still kept (%v); our own copy opens with our key", wraps, err)
 	}
 	if served(deleted) {
 		t.Error("the blob of a deleted file message is still served")

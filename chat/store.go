@@ -419,8 +419,9 @@ func deleteMessage(ctx context.Context, tx *sql.Tx, rumorID, sender string, at i
 	if err := keepBlobToDrop(ctx, tx, r); err != nil {
 		return "", false, err
 	}
-	// Stop delivering it if it is still queued somewhere.
-	if _, err := tx.ExecContext(ctx, `DELETE FROM deliveries WHERE rumor_id = ? AND state = 'pending'`, rumorID); err != nil {
+	// Stop delivering it if it is still queued somewhere, and drop the
+	// wraps kept for it (the sender's own copy opens with our key).
+	if _, err := tx.ExecContext(ctx, `DELETE FROM deliveries WHERE rumor_id = ?`, rumorID); err != nil {
 		return "", false, err
 	}
 	if err := resetSubject(ctx, tx, conv); err != nil {
