@@ -48,7 +48,7 @@ func tagOf(e *nostr.Event, name string) string {
 
 // relayCap is what Fetch knows of how many events a relay returns in one
 // answer: at least what it advertises as its NIP-11 limitation.max_limit
-// (read only once a second turns out to be crowded), else at least
+// (read before the first page that lies within one second), else at least
 // FetchLimit, and at least the longest answer it gave; but no more than
 // the length of a page it showed to be cut short (the next page, until
 // that page's oldest second, brought older events).
@@ -176,14 +176,20 @@ func Fetch(ctx context.Context, relays []string, q Query, log *slog.Logger) ([]*
 	}
 	// second reads second t of filter f alone, kind by kind, with a larger
 	// limit, and records what may still be missing.
-	second := func(r *nostrclient.Conn, c *relayCap, f nostr.Filter, t nostr.Timestamp) {
-		if !c.asked {
-			c.asked = true
-			var err error
-			if c.advertised, err = advertisedMaxLimit(ctx, r.URL()); err != nil {
-				log.Debug("anchor fetch: no NIP-11 max_limit", "relay", r.URL(), "err", err)
-			}
+	// learn reads the relay's advertised cap, once, before a one-second
+	// page is judged: a relay capping below FetchLimit never fills a page
+	// of FetchLimit.
+	learn := func(r *nostrclient.Conn, c *relayCap) {
+		if c.asked {
+			return
 		}
+		c.asked = true
+		var err error
+		if c.advertised, err = advertisedMaxLimit(ctx, r.URL()); err != nil {
+			log.Debug("anchor fetch: no NIP-11 max_limit", "relay", r.URL(), "err", err)
+		}
+	}
+	second := func(r *nostrclient.Conn, c *relayCap, f nostr.Filter, t nostr.Timestamp) {
 		kinds := [][]int{f.Kinds}
 		if len(f.Kinds) > 1 {
 			kinds = kinds[:0]
@@ -238,6 +244,9 @@ func Fetch(ctx context.Context, relays []string, q Query, log *slog.Logger) ([]*
 				}
 				if prevLen > 0 && prevLen < FetchLimit && oldest < prevOldest && (c.short == 0 || prevLen < c.short) {
 					c.short = prevLen // the previous page was cut short by the relay
+				}
+				if newest == oldest {
+					learn(r, c)
 				}
 				full := len(evts) >= c.full(FetchLimit)
 				c.served = max(c.served, len(evts))

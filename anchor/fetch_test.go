@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -142,7 +143,15 @@ func TestFetchReadsACrowdedSecondAlone(t *testing.T) {
 // no holder (INCOMPLETE) rather than Mallory, whose later anchored claim
 // is all that can be seen.
 func TestFetchFailsClosedOnAFullSecond(t *testing.T) {
-	const maxLimit = 1000 // relay.DefaultConfig's max-limit, which relaytest keeps
+	// relay.DefaultConfig's max-limit (which relaytest keeps), and a relay
+	// that caps below a page of FetchLimit and says so in NIP-11 (it never
+	// fills a page, so its crowded second must be judged by its own cap).
+	for _, maxLimit := range []int{1000, 100} {
+		t.Run(fmt.Sprint("max_limit ", maxLimit), func(t *testing.T) { fetchFailsClosedOnAFullSecond(t, maxLimit) })
+	}
+}
+
+func fetchFailsClosedOnAFullSecond(t *testing.T, maxLimit int) {
 	at := time.Now().Add(-time.Hour).Truncate(time.Second)
 	var crowd []*nostr.Event
 	for range maxLimit + 1 {
@@ -158,7 +167,7 @@ func TestFetchFailsClosedOnAFullSecond(t *testing.T) {
 	m := claim(t, mallory, "gina")
 	chain, attM := attested(t, newKey(t), m, 200)
 
-	rl := relaytest.Start(t, relaytest.Options{Open: true})
+	rl := relaytest.Start(t, relaytest.Options{Open: true, MaxLimit: maxLimit})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for _, e := range append(crowd, m, attM) {

@@ -29,6 +29,9 @@ type Options struct {
 	Open  bool     // accept events from anyone
 	// Now is the clock of the relay and its store (default time.Now).
 	Now func() time.Time
+	// MaxLimit, when set, caps the events of one answer (relay.Limits
+	// MaxLimit, published in NIP-11 as max_limit; default 1,000).
+	MaxLimit int
 }
 
 // Relay is a running test relay.
@@ -63,6 +66,9 @@ func Start(t testing.TB, o Options) *Relay {
 	cfg.Owner, cfg.Allow, cfg.Open = o.Owner, o.Allow, o.Open
 	l := &cfg.Limits
 	l.EventsPerSecondPerIP, l.EventsPerSecondPerPubkey, l.ReqsPerSecondPerIP, l.MaxConnectionsPerIP = 0, 0, 0, 0
+	if o.MaxLimit > 0 {
+		l.MaxLimit, l.DefaultLimit = o.MaxLimit, min(l.DefaultLimit, o.MaxLimit)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
