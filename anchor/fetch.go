@@ -139,6 +139,13 @@ func advertisedMaxLimit(ctx context.Context, relayURL string) (int, error) {
 // A relay is assumed to return up to FetchLimit events an answer when
 // that many match, unless a page it cut short showed a lower cap (from
 // then on that cap is used).
+//
+// Paging ends at a relay's first empty page. A relay that still has
+// events after FetchPages pages, or fails to answer a page after the
+// first, has older events unread (a flood of newer events can push an
+// earliest claim or a revocation there): that too wraps ErrIncomplete.
+// A relay that fails the first page of a filter is skipped, as one that
+// cannot be reached.
 func Fetch(ctx context.Context, relays []string, q Query, log *slog.Logger) ([]*nostr.Event, []*Attestation, error) {
 	if log == nil {
 		log = slog.Default()
@@ -228,13 +235,22 @@ func Fetch(ctx context.Context, relays []string, q Query, log *slog.Logger) ([]*
 			c := &caps[i]
 			g := f
 			prevLen, prevOldest := 0, nostr.Timestamp(0)
-			for range FetchPages {
+			read := false // the relay's last page was read
+			for page := range FetchPages {
 				evts, err := r.Query(ctx, g)
-				if err != nil {
+				if err != nil && page == 0 {
+					// Like a relay that cannot be reached: skipped.
 					log.Debug("anchor fetch: query failed", "relay", r.URL(), "err", err)
+					read = true
+					break
+				}
+				if err != nil {
+					incomplete = append(incomplete, fmt.Sprintf("%s failed after %d pages of %v, before the oldest: %v", r.URL(), page, f, err))
+					read = true
 					break
 				}
 				if len(evts) == 0 {
+					read = true
 					break
 				}
 				add(evts)
@@ -261,10 +277,14 @@ func Fetch(ctx context.Context, relays []string, q Query, log *slog.Logger) ([]*
 					second(r, c, f, oldest)
 				}
 				if oldest == 0 {
+					read = true
 					break
 				}
 				until := oldest - 1
 				g.Until = &until
+			}
+			if !read {
+				incomplete = append(incomplete, fmt.Sprintf("%s holds more than %d pages of %v", r.URL(), FetchPages, f))
 			}
 		}
 	}

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/anchorchat/anchorchat/identity"
 	"github.com/anchorchat/anchorchat/internal/relaytest"
+	"github.com/anchorchat/anchorchat/storage"
 	"github.com/nbd-wtf/go-nostr"
 )
 
@@ -193,5 +195,117 @@ func fetchFailsClosedOnAFullSecond(t *testing.T, maxLimit int) {
 		if err != nil || v.Status != Incomplete || len(v.Evidence()) != 0 || !strings.Contains(v.Reason, "created_at") {
 			t.Fatalf("%+v: %s %v, want INCOMPLETE", q, v, err)
 		}
+	}
+}
+
+// floodedRelay holds Gina's genuine claim, then n junk claims of @gina by
+// throwaway keys, one a second after it, and Mallory's later claim with
+// its attestation (the newest events): what a verifier that never reaches
+// Gina's claim sees is Mallory's anchored claim alone.
+func floodedRelay(t *testing.T, o relaytest.Options, n int) (rl *relaytest.Relay, genuine *nostr.Event, mallory *identity.Key, chain *memChain) {
+	t.Helper()
+	gina := newKey(t)
+	at := time.Now().Add(-time.Duration(n+3600) * time.Second).Truncate(time.Second)
+	genuine, err := identity.NewClaim(gina, identity.ClaimParams{Handle: "gina", CreatedAt: at})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evts := []*nostr.Event{genuine}
+	for i := range n {
+		e, err := identity.NewClaim(newKey(t), identity.ClaimParams{Handle: "gina", CreatedAt: at.Add(time.Duration(i+1) * time.Second)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		evts = append(evts, e)
+	}
+	mallory = newKey(t)
+	m := claim(t, mallory, "gina")
+	chain, attM := attested(t, newKey(t), m, 200)
+	evts = append(evts, m, attM)
+	rl = relaytest.Start(t, o)
+	errs := make(chan error, len(evts))
+	for _, e := range evts {
+		rl.Store.SaveAsync(e, func(err error) { errs <- err })
+	}
+	for range evts {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	return rl, genuine, mallory, chain
+}
+
+// More junk claims of @gina, each in its own second, than FetchPages pages
+// hold (the relay answers 100 at a time here, so 2,100 of them suffice):
+// Gina's claim stays unread behind them. Fetch used to stop paging there
+// without a word, and the verifier named Mallory; now the evidence is
+// incomplete and nobody is named.
+func TestFetchFailsClosedPastItsPages(t *testing.T) {
+	rl, genuine, mallory, chain := floodedRelay(t, relaytest.Options{Open: true, MaxLimit: 100}, 2100)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	claims, atts, err := Fetch(ctx, []string{rl.URL}, Query{Handle: "gina"}, nil)
+	if !errors.Is(err, ErrIncomplete) || !strings.Contains(err.Error(), "more than 20 pages") {
+		t.Fatalf("fetch: %v, want ErrIncomplete naming the pages", err)
+	}
+	if slices.ContainsFunc(claims, func(e *nostr.Event) bool { return e.ID == genuine.ID }) {
+		t.Fatal("the premise: Gina's claim is out of reach")
+	}
+	if v, err := Verify(ctx, chain, Query{Handle: "gina"}, claims, atts, Options{}); err != nil || v.Status != Verified || v.PubKey != mallory.PublicKey() {
+		t.Fatalf("the premise: on what was found the verdict is %s %v", v, err)
+	}
+	vf := &Verifier{Chain: chain, Relays: []string{rl.URL}, CacheTTL: -1}
+	if v, err := vf.Check(ctx, Query{Handle: "gina"}); err != nil || v.Status != Incomplete || len(v.Evidence()) != 0 {
+		t.Fatalf("verdict %s %v, want INCOMPLETE", v, err)
+	}
+}
+
+// A relay that answers the first page and then refuses (here with CLOSED,
+// as a relay rate-limiting a verifier's paging would) leaves older events
+// unread: incomplete, not a verdict on the newest page alone. A relay
+// that refuses the first page is skipped like one that cannot be reached.
+func TestFetchFailsClosedWhenPagingBreaksOff(t *testing.T) {
+	src, _, _, chain := floodedRelay(t, relaytest.Options{Open: true}, FetchLimit+50)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	first, err := src.Store.Query(ctx, nostr.Filter{Tags: nostr.TagMap{"n": {"gina"}}, Limit: FetchLimit}, storage.Visibility{})
+	if err != nil || len(first) != FetchLimit {
+		t.Fatalf("the premise: a full first page, got %d %v", len(first), err)
+	}
+	var page []string
+	for _, e := range first {
+		raw, _ := json.Marshal(e)
+		page = append(page, string(raw))
+	}
+	scripted := func(answered int) string {
+		var n atomic.Int32
+		return relaytest.Scripted(t, func(env nostr.Envelope) []string {
+			req, ok := env.(*nostr.ReqEnvelope)
+			if !ok {
+				return nil
+			}
+			sub, _ := json.Marshal(req.SubscriptionID)
+			if int(n.Add(1)) > answered {
+				return []string{`["CLOSED",` + string(sub) + `,"rate-limited: slow down"]`}
+			}
+			var out []string
+			for _, e := range page {
+				out = append(out, `["EVENT",`+string(sub)+`,`+e+`]`)
+			}
+			return append(out, `["EOSE",`+string(sub)+`]`)
+		})
+	}
+	_, _, err = Fetch(ctx, []string{scripted(1)}, Query{Handle: "gina"}, nil)
+	if !errors.Is(err, ErrIncomplete) || !strings.Contains(err.Error(), "failed after 1 pages") {
+		t.Fatalf("fetch: %v, want ErrIncomplete for the broken-off paging", err)
+	}
+	vf := &Verifier{Chain: chain, Relays: []string{scripted(1)}, CacheTTL: -1}
+	if v, err := vf.Check(ctx, Query{Handle: "gina"}); err != nil || v.Status != Incomplete {
+		t.Fatalf("verdict %s %v, want INCOMPLETE", v, err)
+	}
+	// Refused from the first page: skipped; the complete relay decides.
+	claims, _, err := Fetch(ctx, []string{scripted(0), src.URL}, Query{Handle: "gina"}, nil)
+	if err != nil || len(claims) != FetchLimit+52 {
+		t.Fatalf("fetch with a refusing relay beside a good one: %d claims, %v", len(claims), err)
 	}
 }
