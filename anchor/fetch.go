@@ -118,6 +118,55 @@ func advertisedMaxLimit(ctx context.Context, relayURL string) (int, error) {
 	return max(0, doc.Limitation.MaxLimit), nil
 }
 
+// MaxLimitTTL is how long a Verifier trusts a relay's NIP-11
+// limitation.max_limit (or its lack of one) before reading it again.
+const MaxLimitTTL = 10 * time.Minute
+
+// maxLimits remembers relays' advertised max_limit, so that a verifier
+// reads each relay's NIP-11 document once per MaxLimitTTL rather than at
+// every verification.
+type maxLimits struct {
+	mu  sync.Mutex
+	m   map[string]maxLimitEntry
+	now func() time.Time // time.Now if nil
+}
+
+type maxLimitEntry struct {
+	n  int
+	at time.Time
+}
+
+// get returns the relay's max_limit, from the cache if fresh, else read
+// (a document that cannot be read counts as none, and is asked again
+// only after MaxLimitTTL too, so a relay without NIP-11 costs one GET per
+// TTL, not one per verification). A nil cache always reads.
+func (c *maxLimits) get(ctx context.Context, relayURL string) (int, error) {
+	if c == nil {
+		return advertisedMaxLimit(ctx, relayURL)
+	}
+	now := time.Now
+	if c.now != nil {
+		now = c.now
+	}
+	c.mu.Lock()
+	e, ok := c.m[relayURL]
+	c.mu.Unlock()
+	if ok && now().Sub(e.at) < MaxLimitTTL {
+		return e.n, nil
+	}
+	n, err := advertisedMaxLimit(ctx, relayURL)
+	if ctx.Err() != nil {
+		return n, err // a cancelled read says nothing about the relay
+	}
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = map[string]maxLimitEntry{}
+	}
+	c.m[relayURL] = maxLimitEntry{n, now()}
+	c.mu.Unlock()
+	return n, err
+}
+
 // Fetch collects, from relays, the claim events (3780, 3781) and
 // attestations (3782) needed to decide q: for a key, first its claims and
 // attestations (to learn its handles), then everything tagged with the
@@ -147,6 +196,11 @@ func advertisedMaxLimit(ctx context.Context, relayURL string) (int, error) {
 // A relay that fails the first page of a filter is skipped, as one that
 // cannot be reached.
 func Fetch(ctx context.Context, relays []string, q Query, log *slog.Logger) ([]*nostr.Event, []*Attestation, error) {
+	return fetch(ctx, relays, q, log, nil)
+}
+
+// fetch is Fetch, reading relays' max_limit through limits.
+func fetch(ctx context.Context, relays []string, q Query, log *slog.Logger, limits *maxLimits) ([]*nostr.Event, []*Attestation, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -192,7 +246,7 @@ func Fetch(ctx context.Context, relays []string, q Query, log *slog.Logger) ([]*
 		}
 		c.asked = true
 		var err error
-		if c.advertised, err = advertisedMaxLimit(ctx, r.URL()); err != nil {
+		if c.advertised, err = limits.get(ctx, r.URL()); err != nil {
 			log.Debug("anchor fetch: no NIP-11 max_limit", "relay", r.URL(), "err", err)
 		}
 	}
@@ -369,7 +423,8 @@ func BatcherSource(b *Batcher) Source {
 }
 
 // Verifier answers verification queries from relays and local sources
-// against a chain, with a small cache for chat views.
+// against a chain, with a small cache for chat views. It reads each
+// relay's NIP-11 max_limit at most once per MaxLimitTTL.
 type Verifier struct {
 	Chain   ChainSource
 	Relays  []string
@@ -382,8 +437,9 @@ type Verifier struct {
 	// to store, e.g. Batcher.KeepEvidence; a Source should then return it.
 	Keep func(ctx context.Context, handle string, evts []*nostr.Event) error
 
-	mu    sync.Mutex
-	cache map[Query]cached
+	mu     sync.Mutex
+	cache  map[Query]cached
+	limits maxLimits
 }
 
 type cached struct {
@@ -422,7 +478,7 @@ func (vf *Verifier) Check(ctx context.Context, q Query) (Verdict, error) {
 	}
 	opts := vf.Options
 	if len(vf.Relays) > 0 {
-		e, a, err := Fetch(ctx, vf.Relays, q, vf.Logger)
+		e, a, err := fetch(ctx, vf.Relays, q, vf.Logger, &vf.limits)
 		switch {
 		case errors.Is(err, ErrIncomplete):
 			opts.Incomplete = err // fail closed: Verify names no holder

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -307,5 +309,58 @@ func TestFetchFailsClosedWhenPagingBreaksOff(t *testing.T) {
 	claims, _, err := Fetch(ctx, []string{scripted(0), src.URL}, Query{Handle: "gina"}, nil)
 	if err != nil || len(claims) != FetchLimit+52 {
 		t.Fatalf("fetch with a refusing relay beside a good one: %d claims, %v", len(claims), err)
+	}
+}
+
+// A Verifier reads a relay's NIP-11 max_limit once per MaxLimitTTL, not
+// at every verification (Fetch reads it before judging any one-second
+// page, which nearly every fetch has): found or not, the answer is kept;
+// a read cut short by the caller's context is not.
+func TestMaxLimitIsReadOncePerTTL(t *testing.T) {
+	var hits atomic.Int32
+	var status atomic.Int32
+	status.Store(http.StatusOK)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		if r.Header.Get("Accept") != "application/nostr+json" {
+			http.Error(w, "not NIP-11", http.StatusBadRequest)
+			return
+		}
+		w.WriteHeader(int(status.Load()))
+		fmt.Fprintf(w, `{"limitation":{"max_limit":%d}}`, 300+hits.Load())
+	}))
+	defer srv.Close()
+	url := "ws" + strings.TrimPrefix(srv.URL, "http")
+	now := time.Now()
+	c := &maxLimits{now: func() time.Time { return now }}
+	ctx := context.Background()
+	for range 3 {
+		if n, err := c.get(ctx, url); n != 301 || err != nil || hits.Load() != 1 {
+			t.Fatalf("got %d %v after %d reads, want 301 from the first read", n, err, hits.Load())
+		}
+	}
+	now = now.Add(MaxLimitTTL)
+	if n, err := c.get(ctx, url); n != 302 || err != nil || hits.Load() != 2 {
+		t.Fatalf("after the TTL: %d %v after %d reads, want 302 read again", n, err, hits.Load())
+	}
+	// A relay without a document is asked again only after the TTL.
+	status.Store(http.StatusNotFound)
+	now = now.Add(MaxLimitTTL)
+	if n, err := c.get(ctx, url); n != 0 || err == nil || hits.Load() != 3 {
+		t.Fatalf("no document: %d %v after %d reads", n, err, hits.Load())
+	}
+	if n, err := c.get(ctx, url); n != 0 || err != nil || hits.Load() != 3 {
+		t.Fatalf("no document, asked again at once: %d %v after %d reads, want the kept answer", n, err, hits.Load())
+	}
+	// A cancelled read is not kept.
+	now = now.Add(MaxLimitTTL)
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := c.get(cancelled, url); err == nil {
+		t.Fatal("a cancelled read succeeded")
+	}
+	status.Store(http.StatusOK)
+	if n, err := c.get(ctx, url); err != nil || n == 0 {
+		t.Fatalf("after a cancelled read: %d %v, want a fresh read", n, err)
 	}
 }
