@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -80,17 +79,9 @@ const maxNIP11 = 64 << 10
 // document (HTTP GET of the relay URL with Accept: application/nostr+json),
 // or 0 when it has none or cannot be read.
 func advertisedMaxLimit(ctx context.Context, relayURL string) (int, error) {
-	u, err := url.Parse(relayURL)
+	u, err := nostrclient.HTTPURL(relayURL)
 	if err != nil {
-		return 0, fmt.Errorf("relay URL: %w", err)
-	}
-	switch u.Scheme {
-	case "ws":
-		u.Scheme = "http"
-	case "wss":
-		u.Scheme = "https"
-	default:
-		return 0, fmt.Errorf("relay URL scheme %q", u.Scheme)
+		return 0, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
