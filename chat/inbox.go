@@ -161,6 +161,32 @@ func (s *Service) catchUp(ctx context.Context, c *nostrclient.Conn, url string, 
 	return read, fmt.Errorf("relay %s: more than %d pages of gift wraps in one catch-up; the rest are read on the next connection", url, maxInboxPages)
 }
 
+// checkParticipants refuses a rumor naming more than MaxParticipants in
+// all: its author and more than MaxParticipants-1 p tags (counted as sent,
+// valid or not, so that neither repeats nor junk make a huge rumor pass).
+func checkParticipants(rumor *nostr.Event) error {
+	n := 0
+	for range rumor.Tags.FindAll("p") {
+		n++
+	}
+	if n > MaxParticipants-1 {
+		return fmt.Errorf("%w: %d p tags", ErrTooManyParticipants, n)
+	}
+	return nil
+}
+
+// createdAt is when a received rumor counts as written (unix seconds): its
+// created_at, unless that is more than MaxFutureSkew ahead of now (the
+// moment it arrived), which is then taken instead.
+func (s *Service) createdAt(rumor *nostr.Event, now int64) int64 {
+	at := int64(rumor.CreatedAt)
+	if at > now+int64(MaxFutureSkew/time.Second) {
+		s.log.Debug("rumor dated in the future, stored as received now", "id", rumor.ID, "from", rumor.PubKey, "created_at", at, "now", now)
+		return now
+	}
+	return at
+}
+
 // authentic reports whether evt's id and signature check.
 func authentic(evt *nostr.Event) bool {
 	return eventsig.Valid(evt)
@@ -170,7 +196,7 @@ func authentic(evt *nostr.Event) bool {
 func (s *Service) handleWrap(ctx context.Context, relay string, wrap *nostr.Event) {
 	if err := s.ingest(ctx, wrap); err != nil && ctx.Err() == nil {
 		lvl := s.log.Warn
-		if errors.Is(err, ErrNotForUs) || errors.Is(err, ErrExpired) {
+		if errors.Is(err, ErrNotForUs) || errors.Is(err, ErrExpired) || errors.Is(err, ErrTooManyParticipants) {
 			lvl = s.log.Debug
 		}
 		lvl("gift wrap refused", "relay", relay, "wrap", wrap.ID, "err", err)
@@ -207,6 +233,13 @@ func (s *Service) ingest(ctx context.Context, wrap *nostr.Event) error {
 		}
 		return uerr
 	}
+	if err := checkParticipants(rumor); err != nil {
+		if merr := markSeen(ctx, s.st.db, wrap.ID, now); merr != nil {
+			return merr
+		}
+		return fmt.Errorf("rumor %s from %s dropped: %w", rumor.ID, rumor.PubKey, err)
+	}
+	created := s.createdAt(rumor, now)
 	tx, err := s.st.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("chat: ingest: %w", err)
@@ -222,12 +255,12 @@ func (s *Service) ingest(ctx context.Context, wrap *nostr.Event) error {
 		conv := ConversationID(parts)
 		m := &Message{
 			ID: rumor.ID, Conversation: conv, Sender: rumor.PubKey, Kind: rumor.Kind, Content: rumor.Content,
-			Tags: rumor.Tags, CreatedAt: time.Unix(int64(rumor.CreatedAt), 0), Outgoing: rumor.PubKey == s.pk,
+			Tags: rumor.Tags, CreatedAt: time.Unix(created, 0), Outgoing: rumor.PubKey == s.pk,
 		}
 		if exp > 0 {
 			m.ExpiresAt = time.Unix(exp, 0)
 		}
-		if err := upsertConversation(ctx, tx, conv, parts, tagValue(rumor.Tags, "subject"), int64(rumor.CreatedAt)); err != nil {
+		if err := upsertConversation(ctx, tx, conv, parts, tagValue(rumor.Tags, "subject"), created); err != nil {
 			return fmt.Errorf("chat: ingest: %w", err)
 		}
 		isNew, err := insertMessage(ctx, tx, m, now)

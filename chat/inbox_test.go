@@ -305,3 +305,74 @@ func wrapAndIngest(t *testing.T, from *Wrapper, svc *Service, recipient string, 
 		t.Fatal(err)
 	}
 }
+
+// TestReceivedRumorBounds: a rumor is the sender's word. One dated far in
+// the future is stored as received now (it sorted first in its
+// conversation for as long as its date was ahead); one within MaxFutureSkew
+// keeps its time. A rumor naming more than MaxParticipants (author and p
+// tags) is dropped and its wrap remembered; one at the limit is stored.
+// Send refuses to make such a room.
+func TestReceivedRumorBounds(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{}
+	bob := newUser(t, clk, "bob")
+	bs := bob.start(t, nil)
+	alice := wrapper(t)
+	p := nostr.Tag{"p", bob.key.PublicKey()}
+	now := clk.Now()
+
+	future := alice.NewRumor(KindChatMessage, "from the future", nostr.Tags{p}, now.Add(24*time.Hour))
+	wrapAndIngest(t, alice, bs, bob.key.PublicKey(), future)
+	m, err := bs.Message(ctx, future.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.CreatedAt.After(clk.Now()) || m.CreatedAt.Before(now.Add(-time.Second)) {
+		t.Fatalf("a rumor dated %v ahead is stored at %v, want the time it arrived (%v)", 24*time.Hour, m.CreatedAt, now)
+	}
+	cs, err := bs.Conversations(ctx)
+	if err != nil || len(cs) != 1 || cs[0].LastAt.After(clk.Now()) {
+		t.Fatalf("conversation last at %v (%v)", cs, err)
+	}
+	soon := alice.NewRumor(KindChatMessage, "clock a bit fast", nostr.Tags{p}, now.Add(MaxFutureSkew-time.Minute))
+	wrapAndIngest(t, alice, bs, bob.key.PublicKey(), soon)
+	if m, err := bs.Message(ctx, soon.ID); err != nil || m.CreatedAt.Unix() != int64(soon.CreatedAt) {
+		t.Fatalf("a rumor within MaxFutureSkew: %+v (%v), want its own created_at", m, err)
+	}
+
+	group := func(n int) nostr.Tags {
+		tags := nostr.Tags{p}
+		for len(tags) < n {
+			pk, _ := nostr.GetPublicKey(nostr.GeneratePrivateKey())
+			tags = append(tags, nostr.Tag{"p", pk})
+		}
+		return tags
+	}
+	huge := alice.NewRumor(KindChatMessage, "to everyone", group(MaxParticipants), now)
+	w, err := alice.Wrap(huge, bob.key.PublicKey(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bs.Ingest(ctx, &w); !errors.Is(err, ErrTooManyParticipants) {
+		t.Fatalf("a rumor with %d p tags: %v, want ErrTooManyParticipants", MaxParticipants, err)
+	}
+	if _, err := bs.Message(ctx, huge.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the dropped rumor was stored (%v)", err)
+	}
+	if seen, err := bs.st.seen(ctx, w.ID); err != nil || !seen {
+		t.Fatalf("the dropped rumor's wrap is not remembered (%v)", err)
+	}
+	full := alice.NewRumor(KindChatMessage, "a full room", group(MaxParticipants-1), now)
+	wrapAndIngest(t, alice, bs, bob.key.PublicKey(), full)
+	if _, err := bs.Message(ctx, full.ID); err != nil {
+		t.Fatalf("a room of exactly %d: %v", MaxParticipants, err)
+	}
+
+	var many []string // bob and MaxParticipants others
+	for _, tag := range group(MaxParticipants + 1)[1:] {
+		many = append(many, tag[1])
+	}
+	if _, err := bs.Send(ctx, many, "hi all", SendOptions{}); !errors.Is(err, ErrTooManyParticipants) {
+		t.Fatalf("Send to %d recipients: %v, want ErrTooManyParticipants", len(many), err)
+	}
+}

@@ -394,6 +394,9 @@ func (s *Service) send(ctx context.Context, recipients []string, kind int, conte
 	if len(peers) == 0 {
 		return nil, errors.New("chat: no recipients other than ourselves")
 	}
+	if len(peers) > MaxParticipants-1 {
+		return nil, fmt.Errorf("%w: %d recipients, at most %d", ErrTooManyParticipants, len(peers), MaxParticipants-1)
+	}
 	participants := normParticipants(append([]string{s.pk}, peers...))
 	conv := ConversationID(participants)
 

@@ -50,6 +50,21 @@ func IsTipKind(kind int) bool { return kind >= KindTipRequest && kind <= KindTip
 // MaxBackdate is how far NIP-59 lets seal and wrap timestamps lie in the past.
 const MaxBackdate = 48 * time.Hour
 
+// MaxFutureSkew is how far ahead of our clock a received rumor's created_at
+// may be. The rumor is unsigned and its time is the sender's word: one
+// dated later would sort after every message of its conversation for as
+// long as that date is ahead, so the service stores it as received at the
+// moment it arrived (clamped, not dropped: a sender whose clock runs fast
+// still gets through).
+const MaxFutureSkew = 5 * time.Minute
+
+// MaxParticipants bounds a conversation: the rumor's author and its p tags,
+// ourselves included. The service drops a received rumor with more than
+// MaxParticipants-1 p tags (ErrTooManyParticipants; each participant costs
+// a row, a lookup and, for a reply, a gift wrap), and Send refuses more
+// than MaxParticipants-1 recipients.
+const MaxParticipants = 100
+
 // Unwrap errors. Every failure of Unwrap wraps exactly one of these.
 var (
 	// ErrNotForUs: the gift wrap is p-tagged to someone else; it is ignored.
@@ -62,6 +77,10 @@ var (
 	// ErrExpired: the wrap, seal or rumor carries a NIP-40 expiration in the past.
 	ErrExpired = errors.New("chat: message expired")
 )
+
+// ErrTooManyParticipants: a received rumor names more participants than
+// MaxParticipants; the service drops it (Unwrap itself does not check).
+var ErrTooManyParticipants = fmt.Errorf("chat: more than %d participants", MaxParticipants)
 
 // Wrapper seals and unwraps NIP-17 messages for one key. It caches NIP-44
 // conversation keys per counterparty (ECDH is the expensive part). Safe for
