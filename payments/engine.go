@@ -1085,13 +1085,25 @@ func (e *Engine) resumePayment(ctx context.Context, t *Tip) error {
 func (e *Engine) pay(ctx context.Context, t *Tip, req PaymentRequest, hash string) error {
 	p, err := e.ln.Pay(ctx, req)
 	if err != nil {
-		if strings.Contains(err.Error(), "already paid") || strings.Contains(err.Error(), "in transition") {
-			hb, _ := hex.DecodeString(hash)
-			if p, err = e.ln.TrackPayment(ctx, hb); err != nil {
-				return err
-			}
-		} else {
+		if errors.Is(err, ErrUnavailable) {
 			return err // outcome unknown: stays paying, resumed by TrackPayment
+		}
+		// LND answered without an outcome: it is paying or has paid this
+		// hash already, or it refused the payment before starting it (an
+		// expired invoice, say), as it would every time. Its payments
+		// tell which.
+		hb, _ := hex.DecodeString(hash)
+		tp, terr := e.ln.TrackPayment(ctx, hb)
+		if terr != nil {
+			return terr
+		}
+		if tp.Status != PaymentUnknown {
+			p = tp
+		} else if strings.Contains(err.Error(), "already paid") || strings.Contains(err.Error(), "in transition") {
+			return err
+		} else {
+			// LND never started it: nothing was paid, nothing will be.
+			p = &Payment{Status: PaymentFailed, PaymentHash: hash, Failure: "our LND refused the payment: " + lndMessage(err)}
 		}
 	}
 	return e.record(ctx, t, p, hash)

@@ -164,6 +164,16 @@ func wrapErr(op string, err error) error {
 	return fmt.Errorf("payments: lnd %s: %w", op, err)
 }
 
+// lndMessage is what LND said in an error from a call (its gRPC status
+// message), without the wrapping.
+func lndMessage(err error) string {
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) && se.GRPCStatus() != nil {
+		return se.GRPCStatus().Message()
+	}
+	return err.Error()
+}
+
 func (l *LND) unary(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, l.cfg.RPCTimeout)
 }
