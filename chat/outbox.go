@@ -3,6 +3,7 @@ package chat
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -96,23 +97,22 @@ func (s *Service) query(ctx context.Context, url string, f nostr.Filter) ([]*nos
 	return c.Query(ctx, f)
 }
 
+// maxRelaysInFlight bounds the relays the outbox delivers to at once.
+const maxRelaysInFlight = 16
+
+// outboxBatch is how many due deliveries one pass reads.
+const outboxBatch = 1024
+
+// outboxLoop hands due deliveries to relay workers (dispatchDue) whenever
+// some fall due, a message is queued or a worker finishes.
 func (s *Service) outboxLoop() {
 	defer s.wg.Done()
 	for {
-		if err := s.deliverDue(s.ctx); err != nil && s.ctx.Err() == nil {
+		full, err := s.dispatchDue(s.ctx)
+		if err != nil && s.ctx.Err() == nil {
 			s.log.Error("outbox pass failed", "err", err)
 		}
-		wait := time.Second
-		if next, err := s.st.nextDue(s.ctx); err == nil && next > 0 {
-			d := time.Duration(next-s.now().UnixMilli()) * time.Millisecond
-			if d < wait {
-				wait = d
-			}
-		}
-		if wait < 5*time.Millisecond {
-			wait = 5 * time.Millisecond
-		}
-		t := time.NewTimer(wait)
+		t := time.NewTimer(s.outboxWait(full))
 		select {
 		case <-s.ctx.Done():
 			t.Stop()
@@ -124,41 +124,93 @@ func (s *Service) outboxLoop() {
 	}
 }
 
-// deliverDue publishes every due delivery, relays in parallel, and records
-// each outcome: ok, retry later (with exponential backoff) or failed.
-func (s *Service) deliverDue(ctx context.Context) error {
-	for {
-		due, err := s.st.dueDeliveries(ctx, s.now().UnixMilli(), 1024)
-		if err != nil {
-			return err
-		}
-		if len(due) == 0 {
-			return nil
-		}
-		byRelay := map[string][]delivery{}
-		for _, d := range due {
-			byRelay[d.Relay] = append(byRelay[d.Relay], d)
-		}
-		var wg sync.WaitGroup
-		for url, ds := range byRelay {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				s.deliverTo(ctx, url, ds)
-			}()
-		}
-		wg.Wait()
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if len(due) < 1024 {
-			return nil
-		}
+// outboxWait is how long the outbox sleeps unless woken: until the next
+// delivery to a relay that is not being served falls due, at most a second.
+// With every worker busy it waits the second (a finishing worker wakes it).
+func (s *Service) outboxWait(full bool) time.Duration {
+	wait := time.Second
+	if full {
+		return wait
 	}
+	if next, err := s.st.nextDue(s.ctx, s.busyRelays()); err == nil && next > 0 {
+		wait = min(wait, time.Duration(next-s.now().UnixMilli())*time.Millisecond)
+	}
+	return max(wait, 5*time.Millisecond)
 }
 
+// dispatchDue starts delivering what is due, one worker per relay and at
+// most maxRelaysInFlight at once, without waiting for them: a relay that
+// stalls holds up only its own deliveries (bounded by RelayTimeout), never
+// the other relays' nor the next pass. Deliveries to a relay already being
+// served wait until its worker is done. It reports whether every worker
+// slot is taken.
+func (s *Service) dispatchDue(ctx context.Context) (bool, error) {
+	busy := s.busyRelays()
+	if len(busy) >= maxRelaysInFlight {
+		return true, nil
+	}
+	due, err := s.st.dueDeliveries(ctx, s.now().UnixMilli(), outboxBatch, busy)
+	if err != nil {
+		return false, err
+	}
+	var order []string // relays by their earliest due delivery
+	byRelay := map[string][]delivery{}
+	for _, d := range due {
+		if byRelay[d.Relay] == nil {
+			order = append(order, d.Relay)
+		}
+		byRelay[d.Relay] = append(byRelay[d.Relay], d)
+	}
+	for _, url := range order {
+		if !s.startRelayWorker(url, byRelay[url]) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// busyRelays lists the relays whose worker is running.
+func (s *Service) busyRelays() []string {
+	s.busyMu.Lock()
+	defer s.busyMu.Unlock()
+	out := make([]string, 0, len(s.busy))
+	for u := range s.busy {
+		out = append(out, u)
+	}
+	return out
+}
+
+// startRelayWorker delivers ds to url in the background, unless every
+// worker slot is taken (it then returns false). The worker wakes the outbox
+// when it is done, for what fell due at that relay meanwhile.
+func (s *Service) startRelayWorker(url string, ds []delivery) bool {
+	s.busyMu.Lock()
+	if len(s.busy) >= maxRelaysInFlight || s.busy[url] {
+		s.busyMu.Unlock()
+		return false
+	}
+	s.busy[url] = true
+	s.busyMu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.deliverTo(s.ctx, url, ds)
+		s.busyMu.Lock()
+		delete(s.busy, url)
+		s.busyMu.Unlock()
+		s.kick()
+	}()
+	return true
+}
+
+// deliverTo publishes ds to one relay, up to maxInFlightPerRelay at a time,
+// and records each outcome. The whole attempt, dial included, is bounded by
+// RelayTimeout and each publish by PublishTimeout: what is not acknowledged
+// by then counts as a failed attempt and is retried later.
 func (s *Service) deliverTo(ctx context.Context, url string, ds []delivery) {
-	c, err := s.conn(ctx, url)
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.RelayTimeout)
+	defer cancel()
+	c, err := s.conn(rctx, url)
 	if err != nil {
 		for _, d := range ds {
 			s.record(ctx, d, err)
@@ -177,11 +229,16 @@ func (s *Service) deliverTo(ctx context.Context, url string, ds []delivery) {
 			s.record(ctx, d, &nostrclient.RejectedError{Relay: url, Reason: "invalid: expired before delivery"})
 			continue
 		}
-		sem <- struct{}{}
+		select {
+		case sem <- struct{}{}:
+		case <-rctx.Done():
+			s.record(ctx, d, fmt.Errorf("relay %s: not sent within the relay timeout (%s): %w", url, s.cfg.RelayTimeout, rctx.Err()))
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			pctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
+			pctx, cancel := context.WithTimeout(rctx, s.cfg.PublishTimeout)
 			err := c.Publish(pctx, &evt)
 			cancel()
 			s.record(ctx, d, err)

@@ -83,6 +83,11 @@ type Config struct {
 	RetryBase, RetryMax, GiveUpAfter time.Duration
 	// PublishTimeout bounds waiting for one relay's OK (default 10 s).
 	PublishTimeout time.Duration
+	// RelayTimeout bounds the outbox's attempt at one relay: the dial and
+	// every publish of that pass (default 1 min). The outbox serves up to
+	// 16 relays at once, each on its own, so a relay that stalls delays only
+	// its own deliveries; what it has not acknowledged in time is retried.
+	RelayTimeout time.Duration
 	// PurgeInterval is how often expired messages are purged (default 30 s).
 	PurgeInterval time.Duration
 	// ReconnectDelay is the first wait before re-subscribing to an inbox
@@ -111,6 +116,9 @@ type Service struct {
 
 	poolMu sync.Mutex
 	pool   map[string]*nostrclient.Conn
+
+	busyMu sync.Mutex
+	busy   map[string]bool // relays an outbox worker is delivering to
 
 	watch *hub.Hub[Event]
 
@@ -154,6 +162,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.PublishTimeout <= 0 {
 		cfg.PublishTimeout = 10 * time.Second
 	}
+	if cfg.RelayTimeout <= 0 {
+		cfg.RelayTimeout = time.Minute
+	}
 	if cfg.PurgeInterval <= 0 {
 		cfg.PurgeInterval = 30 * time.Second
 	}
@@ -194,6 +205,7 @@ func New(cfg Config) (*Service, error) {
 		sign:  func(e *nostr.Event) error { return key.Sign(e) },
 		wake:  make(chan struct{}, 1),
 		pool:  make(map[string]*nostrclient.Conn),
+		busy:  make(map[string]bool),
 		watch: hub.New[Event](256),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())

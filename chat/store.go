@@ -208,9 +208,12 @@ func insertDelivery(ctx context.Context, x execer, d delivery, nowMs int64) erro
 	return err
 }
 
-func (s *store) dueDeliveries(ctx context.Context, nowMs int64, limit int) ([]delivery, error) {
+// dueDeliveries returns up to limit pending deliveries due by nowMs, the
+// earliest first, leaving out those to the relays in skip (being served).
+func (s *store) dueDeliveries(ctx context.Context, nowMs int64, limit int, skip []string) ([]delivery, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT wrap_id, relay, rumor_id, recipient, self, wrap, attempts, created_at, expires_at
-		FROM deliveries WHERE state = 'pending' AND next_at_ms <= ? ORDER BY next_at_ms LIMIT ?`, nowMs, limit)
+		FROM deliveries WHERE state = 'pending' AND next_at_ms <= ? AND relay NOT IN (SELECT value FROM json_each(?))
+		ORDER BY next_at_ms LIMIT ?`, nowMs, mustJSON(nonNil(skip)), limit)
 	if err != nil {
 		return nil, err
 	}
@@ -226,10 +229,12 @@ func (s *store) dueDeliveries(ctx context.Context, nowMs int64, limit int) ([]de
 	return out, rows.Err()
 }
 
-// nextDue returns the earliest next_at_ms of a pending delivery (0: none).
-func (s *store) nextDue(ctx context.Context) (int64, error) {
+// nextDue returns the earliest next_at_ms of a pending delivery to a relay
+// not in skip (0: none).
+func (s *store) nextDue(ctx context.Context, skip []string) (int64, error) {
 	var v sql.NullInt64
-	err := s.db.QueryRowContext(ctx, `SELECT min(next_at_ms) FROM deliveries WHERE state = 'pending'`).Scan(&v)
+	err := s.db.QueryRowContext(ctx, `SELECT min(next_at_ms) FROM deliveries WHERE state = 'pending'
+		AND relay NOT IN (SELECT value FROM json_each(?))`, mustJSON(nonNil(skip))).Scan(&v)
 	return v.Int64, err
 }
 

@@ -1,0 +1,99 @@
+package chat
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nbd-wtf/go-nostr"
+
+	"github.com/anchorchat/anchorchat/internal/relaytest"
+)
+
+// silentRelay accepts websockets and reads what it is sent, but never
+// answers: a relay that hangs. It counts the EVENTs it was sent.
+func silentRelay(t *testing.T) (string, *atomic.Int32) {
+	t.Helper()
+	var events atomic.Int32
+	url := relaytest.Scripted(t, func(env nostr.Envelope) []string {
+		if _, ok := env.(*nostr.EventEnvelope); ok {
+			events.Add(1)
+		}
+		return nil
+	})
+	return url, &events
+}
+
+// TestStalledRelayDelaysOnlyItsOwnDeliveries: carol's DM relay accepts the
+// connection and never answers. While alice's outbox waits on it (for a
+// minute here), a message to bob reaches bob's relay. Before, an outbox
+// pass waited for every relay, so bob's message waited for carol's relay
+// to time out.
+func TestStalledRelayDelaysOnlyItsOwnDeliveries(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{}
+	alice, bob, carol := newUser(t, clk, "alice"), newUser(t, clk, "bob"), newUser(t, clk, "carol")
+	stalled, events := silentRelay(t)
+	bob.publishDMRelays(t, bob.relay.url, bob.relay.url)
+	carol.publishDMRelays(t, carol.relay.url, stalled)
+	as := alice.start(t, func(c *Config) {
+		c.DiscoveryRelays = []string{bob.relay.url, carol.relay.url}
+		c.PublishTimeout = time.Minute
+		c.RelayTimeout = time.Minute
+	})
+
+	toCarol, err := as.Send(ctx, []string{carol.key.PublicKey()}, "are you there?", SendOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the stalled relay to be sent carol's wrap", func() (bool, error) {
+		return events.Load() > 0, nil
+	})
+	if _, err := as.Send(ctx, []string{bob.key.PublicKey()}, "hi bob", SendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "bob's relay to get his wrap while carol's relay hangs", func() (bool, error) {
+		n := len(bob.relay.wraps(t, bob.key.PublicKey()))
+		return n == 1, fmt.Errorf("%d wraps", n)
+	})
+	if m, err := as.Message(ctx, toCarol.ID); err != nil || m.State != StateQueued {
+		t.Fatalf("carol's message: %+v (%v), want still queued", m, err)
+	}
+}
+
+// TestRelayTimeoutBoundsAnAttempt: a relay that never answers holds an
+// attempt for RelayTimeout, however long PublishTimeout is; the delivery
+// is then retried like any other failed attempt.
+func TestRelayTimeoutBoundsAnAttempt(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{}
+	alice, carol := newUser(t, clk, "alice"), newUser(t, clk, "carol")
+	stalled, events := silentRelay(t)
+	carol.publishDMRelays(t, carol.relay.url, stalled)
+	as := alice.start(t, func(c *Config) {
+		c.DiscoveryRelays = []string{carol.relay.url}
+		c.PublishTimeout = time.Minute
+		c.RelayTimeout = 300 * time.Millisecond
+	})
+	m, err := as.Send(ctx, []string{carol.key.PublicKey()}, "are you there?", SendOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "carol's wrap to be tried again", func() (bool, error) {
+		return events.Load() > 1, fmt.Errorf("%d attempts", events.Load())
+	})
+	var attempts int
+	var lastErr string
+	if err := as.st.db.QueryRowContext(ctx, `SELECT attempts, last_error FROM deliveries WHERE rumor_id = ? AND self = 0`, m.ID).Scan(&attempts, &lastErr); err != nil {
+		t.Fatal(err)
+	}
+	if attempts < 1 || !strings.Contains(lastErr, "deadline exceeded") {
+		t.Fatalf("carol's delivery: %d attempts, last error %q", attempts, lastErr)
+	}
+	if m, err := as.Message(ctx, m.ID); err != nil || m.State != StateQueued {
+		t.Fatalf("carol's message: %+v (%v), want still queued", m, err)
+	}
+}
