@@ -795,7 +795,7 @@ func (e *Engine) step() {
 	now := e.now()
 	tips, err := queryTips(e.ctx, e.st.db, `WHERE next_ms <= ? AND (
 		(dir = 'out' AND state IN ('requested', 'invoiced', 'paying')) OR
-		(dir = 'in' AND ((state = 'requested' AND bolt11 = '' AND request_id != '') OR cancel_inv = 1)))`, now.UnixMilli())
+		(dir = 'in' AND ((state = 'requested' AND bolt11 = '' AND request_id != '') OR state = 'invoiced' OR cancel_inv = 1)))`, now.UnixMilli())
 	if err != nil {
 		if e.ctx.Err() == nil {
 			e.log.Error("tip worker", "err", err)
@@ -820,6 +820,8 @@ func (e *Engine) step() {
 			fn = e.cancelInvoice
 		case !t.Outgoing && t.State == StateRequested:
 			fn = e.makeInvoice
+		case !t.Outgoing && t.State == StateInvoiced:
+			fn = e.expireInvoice
 		}
 		if fn == nil {
 			continue
@@ -885,8 +887,11 @@ func (e *Engine) makeInvoice(ctx context.Context, t *Tip) error {
 	hash := hex.EncodeToString(inv.PaymentHash)
 	var changed bool
 	err = e.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE tips SET state = 'invoiced', bolt11 = ?, payment_hash = ?, last_error = '', attempts = 0, updated_ms = ?
-			WHERE id = ? AND dir = 'in' AND peer = ? AND state = 'requested' AND bolt11 = ''`, inv.PaymentRequest, hash, e.now().UnixMilli(), t.ID, t.Peer)
+		// next_ms: when to look whether the invoice expired unpaid
+		// (expireInvoice).
+		res, err := tx.ExecContext(ctx, `UPDATE tips SET state = 'invoiced', bolt11 = ?, payment_hash = ?, last_error = '', attempts = 0, updated_ms = ?, next_ms = ?
+			WHERE id = ? AND dir = 'in' AND peer = ? AND state = 'requested' AND bolt11 = ''`, inv.PaymentRequest, hash, e.now().UnixMilli(),
+			e.now().Add(e.cfg.InvoiceExpiry+invoiceExpiryGrace).UnixMilli(), t.ID, t.Peer)
 		if err != nil {
 			return err
 		}
@@ -908,6 +913,37 @@ func (e *Engine) makeInvoice(ctx context.Context, t *Tip) error {
 	e.kick() // the worker hands the message to chat
 	e.notify(t.ID, "in", t.Peer)
 	return nil
+}
+
+// invoiceExpiryGrace is how long after an invoice's expiry LND is given to
+// cancel it before expireInvoice looks.
+const invoiceExpiryGrace = time.Minute
+
+// expireInvoice (recipient): an incoming tip whose invoice LND no longer
+// holds open (LND cancels an invoice when it expires, and SubscribeInvoices
+// never reports that; or it deleted a cancelled one) ends failed, and the
+// sender is told: it stops counting against MaxOpenPerPeer. An invoice still
+// open is looked at again after its expiry; a settled one settles the tip.
+func (e *Engine) expireInvoice(ctx context.Context, t *Tip) error {
+	h, _ := hex.DecodeString(t.PaymentHash)
+	inv, err := e.ln.LookupInvoice(ctx, h)
+	switch {
+	case errors.Is(err, ErrInvoiceNotFound):
+	case err != nil:
+		return err
+	case inv.State == InvoiceSettled:
+		return e.onInvoiceUpdate(ctx, inv)
+	case inv.State != InvoiceCanceled:
+		next := e.now()
+		if inv.ExpiresAt.After(next) {
+			next = inv.ExpiresAt
+		}
+		_, err := e.st.db.ExecContext(ctx, `UPDATE tips SET next_ms = ?, last_error = '', attempts = 0 WHERE id = ? AND dir = 'in' AND peer = ? AND state = 'invoiced'`,
+			next.Add(invoiceExpiryGrace).UnixMilli(), t.ID, t.Peer)
+		return err
+	}
+	_, err = e.finish(ctx, t, StateFailed, "the invoice expired unpaid", true)
+	return err
 }
 
 func (e *Engine) cancelInvoice(ctx context.Context, t *Tip) error {

@@ -38,11 +38,13 @@ type fakeLN struct {
 
 	// updates feeds SubscribeInvoices' live stream.
 	updates chan *Invoice
+	// now is LND's clock (newFakeEngine sets the engine's).
+	now func() time.Time
 }
 
 func newFakeLN() *fakeLN {
 	return &fakeLN{node: "02" + strings.Repeat("11", 32), invoices: map[string]*Invoice{}, payReqs: map[string]*PayReq{},
-		tracked: map[string]*Payment{}, updates: make(chan *Invoice, 16)}
+		tracked: map[string]*Payment{}, updates: make(chan *Invoice, 16), now: time.Now}
 }
 
 func (l *fakeLN) Info(context.Context) (*NodeInfo, error) {
@@ -56,7 +58,8 @@ func (l *fakeLN) AddInvoice(_ context.Context, req InvoiceRequest) (*Invoice, er
 	_, _ = rand.Read(pre[:])
 	h := sha256.Sum256(pre[:])
 	l.addIdx++
-	inv := &Invoice{PaymentRequest: "lnbcrt" + hex.EncodeToString(h[:8]), PaymentHash: h[:], AddIndex: l.addIdx, State: InvoiceOpen}
+	inv := &Invoice{PaymentRequest: "lnbcrt" + hex.EncodeToString(h[:8]), PaymentHash: h[:], AddIndex: l.addIdx, State: InvoiceOpen,
+		ExpiresAt: l.now().Add(req.Expiry)}
 	l.invoices[hex.EncodeToString(h[:])] = inv
 	c := *inv
 	return &c, nil
@@ -81,7 +84,7 @@ func (l *fakeLN) LookupInvoice(_ context.Context, hash []byte) (*Invoice, error)
 	defer l.mu.Unlock()
 	inv := l.invoices[hex.EncodeToString(hash)]
 	if inv == nil {
-		return nil, errors.New("unable to locate invoice")
+		return nil, fmt.Errorf("%w: unable to locate invoice", ErrInvoiceNotFound)
 	}
 	c := *inv
 	return &c, nil
@@ -257,6 +260,7 @@ func (c *fakeClock) add(d time.Duration) {
 // a test drives it through onMessage, step and onInvoiceUpdate.
 func newFakeEngine(t *testing.T, ln *fakeLN, ch *fakeChat, clock *fakeClock) *Engine {
 	t.Helper()
+	ln.now = clock.now
 	e, err := New(Config{Lightning: ln, Chat: ch, DBPath: filepath.Join(t.TempDir(), "payments.db"), Logger: testLogger(t),
 		Now: clock.now, RetryBase: time.Millisecond, RetryMax: time.Millisecond})
 	if err != nil {

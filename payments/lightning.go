@@ -22,6 +22,10 @@ const (
 // (connection refused, TLS, timeout): the operation may be retried later.
 var ErrUnavailable = errors.New("payments: LND unreachable")
 
+// ErrInvoiceNotFound: LND has no such invoice (LookupInvoice); LND deletes
+// cancelled invoices when told to (gc-canceled-invoices-on-the-fly).
+var ErrInvoiceNotFound = errors.New("payments: LND knows no such invoice")
+
 // NodeInfo is LND's health.
 type NodeInfo struct {
 	Pubkey         string
@@ -49,7 +53,10 @@ type Invoice struct {
 	State          InvoiceState
 	AmountPaidMsat int64
 	SettledAt      time.Time
-	Keysend        bool
+	// ExpiresAt is when an open invoice stops being payable (zero if
+	// unknown); LND then cancels it.
+	ExpiresAt time.Time
+	Keysend   bool
 	// CustomRecords are the custom TLV records of the settling HTLCs.
 	CustomRecords map[uint64][]byte
 }

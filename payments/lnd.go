@@ -240,6 +240,9 @@ func (l *LND) LookupInvoice(ctx context.Context, paymentHash []byte) (*Invoice, 
 		InvoiceRef: &invoicesrpc.LookupInvoiceMsg_PaymentHash{PaymentHash: paymentHash},
 	})
 	if err != nil {
+		if status.Code(err) == codes.NotFound {
+			return nil, fmt.Errorf("%w: %w", ErrInvoiceNotFound, err)
+		}
 		return nil, wrapErr("lookupinvoice", err)
 	}
 	return invoiceFrom(r), nil
@@ -249,6 +252,9 @@ func invoiceFrom(r *lnrpc.Invoice) *Invoice {
 	inv := &Invoice{
 		PaymentRequest: r.PaymentRequest, PaymentHash: r.RHash, AddIndex: r.AddIndex, SettleIndex: r.SettleIndex,
 		AmountPaidMsat: r.AmtPaidMsat, Keysend: r.IsKeysend,
+	}
+	if r.CreationDate > 0 {
+		inv.ExpiresAt = time.Unix(r.CreationDate, 0).Add(time.Duration(r.Expiry) * time.Second)
 	}
 	switch r.State {
 	case lnrpc.Invoice_OPEN:
