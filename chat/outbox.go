@@ -22,42 +22,6 @@ func (s *Service) kick() {
 	}
 }
 
-// conn returns a live pooled connection to url, dialling if needed.
-func (s *Service) conn(ctx context.Context, url string) (*nostrclient.Conn, error) {
-	s.poolMu.Lock()
-	c := s.pool[url]
-	s.poolMu.Unlock()
-	if c != nil {
-		select {
-		case <-c.Done():
-		default:
-			return c, nil
-		}
-	}
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	nc, err := nostrclient.Dial(dctx, url, nostrclient.Options{Dial: s.cfg.Dial, Sign: s.sign})
-	if err != nil {
-		return nil, err
-	}
-	s.poolMu.Lock()
-	defer s.poolMu.Unlock()
-	if old := s.pool[url]; old != nil && old != c {
-		select {
-		case <-old.Done():
-		default:
-			nc.Close()
-			return old, nil
-		}
-	}
-	if s.ctx.Err() != nil {
-		nc.Close()
-		return nil, s.ctx.Err()
-	}
-	s.pool[url] = nc
-	return nc, nil
-}
-
 // newest queries the relays in parallel and returns the newest authentic
 // event matching f that any of them has.
 func (s *Service) newest(ctx context.Context, relays []string, f nostr.Filter) *nostr.Event {
@@ -90,10 +54,11 @@ func (s *Service) newest(ctx context.Context, relays []string, f nostr.Filter) *
 }
 
 func (s *Service) query(ctx context.Context, url string, f nostr.Filter) ([]*nostr.Event, error) {
-	c, err := s.conn(ctx, url)
+	c, release, err := s.conn(ctx, url)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	return c.Query(ctx, f)
 }
 
@@ -210,13 +175,14 @@ func (s *Service) startRelayWorker(url string, ds []delivery) bool {
 func (s *Service) deliverTo(ctx context.Context, url string, ds []delivery) {
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.RelayTimeout)
 	defer cancel()
-	c, err := s.conn(rctx, url)
+	c, release, err := s.conn(rctx, url)
 	if err != nil {
 		for _, d := range ds {
 			s.record(ctx, d, err)
 		}
 		return
 	}
+	defer release()
 	sem := make(chan struct{}, maxInFlightPerRelay)
 	var wg sync.WaitGroup
 	for _, d := range ds {

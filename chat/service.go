@@ -90,6 +90,10 @@ type Config struct {
 	RelayTimeout time.Duration
 	// PurgeInterval is how often expired messages are purged (default 30 s).
 	PurgeInterval time.Duration
+	// RelayIdleTimeout closes a pooled connection to a relay (deliveries,
+	// lookups) that nothing has used for this long (default 2 min); one the
+	// relay drops is forgotten at once. The inbox's connections stay open.
+	RelayIdleTimeout time.Duration
 	// ReconnectDelay is the first wait before re-subscribing to an inbox
 	// relay that dropped (default 1 s, doubling up to 1 min).
 	ReconnectDelay time.Duration
@@ -114,8 +118,9 @@ type Service struct {
 	wg     sync.WaitGroup
 	wake   chan struct{}
 
-	poolMu sync.Mutex
-	pool   map[string]*nostrclient.Conn
+	poolMu     sync.Mutex
+	pool       map[string]*pooledConn
+	poolClosed bool // set by Close: nothing joins the pool any more
 
 	busyMu sync.Mutex
 	busy   map[string]bool // relays an outbox worker is delivering to
@@ -168,6 +173,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.PurgeInterval <= 0 {
 		cfg.PurgeInterval = 30 * time.Second
 	}
+	if cfg.RelayIdleTimeout <= 0 {
+		cfg.RelayIdleTimeout = 2 * time.Minute
+	}
 	if cfg.ReconnectDelay <= 0 {
 		cfg.ReconnectDelay = time.Second
 	}
@@ -204,7 +212,7 @@ func New(cfg Config) (*Service, error) {
 		now: cfg.Now, httpc: httpc, dl: dl,
 		sign:  func(e *nostr.Event) error { return key.Sign(e) },
 		wake:  make(chan struct{}, 1),
-		pool:  make(map[string]*nostrclient.Conn),
+		pool:  make(map[string]*pooledConn),
 		busy:  make(map[string]bool),
 		watch: hub.New[Event](256),
 	}
@@ -242,13 +250,13 @@ func (s *Service) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		s.cancel()
-		s.wg.Wait()
+		// A dial pools its connection, and adds its watcher to wg, under
+		// poolMu unless poolClosed: every such Add comes before the Wait.
 		s.poolMu.Lock()
-		for u, c := range s.pool {
-			c.Close()
-			delete(s.pool, u)
-		}
+		s.poolClosed = true
 		s.poolMu.Unlock()
+		s.wg.Wait()
+		s.closePool()
 		s.watch.Close()
 		err = s.st.close()
 	})

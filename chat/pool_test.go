@@ -1,0 +1,155 @@
+package chat
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// tcpProxy forwards connections to a relay and counts them: what the
+// relay behind it sees, and a way to cut every connection at once.
+type tcpProxy struct {
+	url   string
+	ln    net.Listener
+	mu    sync.Mutex
+	total int
+	open  map[net.Conn]bool
+}
+
+func startProxy(t *testing.T, target string) *tcpProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tcpProxy{url: "ws://" + ln.Addr().String(), ln: ln, open: map[net.Conn]bool{}}
+	t.Cleanup(func() { _ = ln.Close(); p.cut() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			p.total++
+			p.open[c] = true
+			p.mu.Unlock()
+			go p.forward(c, target)
+		}
+	}()
+	return p
+}
+
+func (p *tcpProxy) forward(c net.Conn, target string) {
+	defer func() {
+		_ = c.Close()
+		p.mu.Lock()
+		delete(p.open, c)
+		p.mu.Unlock()
+	}()
+	up, err := net.Dial("tcp", target)
+	if err != nil {
+		return
+	}
+	defer up.Close()
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(up, c); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
+	<-done
+}
+
+// counts returns the connections made so far and those still open.
+func (p *tcpProxy) counts() (total, open int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.total, len(p.open)
+}
+
+// cut closes every open connection, as a relay going away would.
+func (p *tcpProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.open {
+		_ = c.Close()
+	}
+}
+
+func poolSize(s *Service) int {
+	s.poolMu.Lock()
+	defer s.poolMu.Unlock()
+	return len(s.pool)
+}
+
+// TestIdleRelayConnectionsAreClosed: the connections alice's outbox and
+// lookups opened (bob's DM relay, the relay his list was found on, her own)
+// are closed once idle for RelayIdleTimeout, and the next message dials
+// again. Before, every relay ever written to kept its websocket until
+// Close.
+func TestIdleRelayConnectionsAreClosed(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{}
+	alice, bob := newUser(t, clk, "alice"), newUser(t, clk, "bob")
+	proxy := startProxy(t, bob.relay.Addr)
+	bob.publishDMRelays(t, bob.relay.url, proxy.url)
+	as := alice.start(t, func(c *Config) {
+		c.DiscoveryRelays = []string{bob.relay.url}
+		c.RelayIdleTimeout = 300 * time.Millisecond
+	})
+	send := func(text string) {
+		t.Helper()
+		m, err := as.Send(ctx, []string{bob.key.PublicKey()}, text, SendOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m, err = as.WaitSent(ctxT(t, 10*time.Second), m.ID); err != nil || m.State != StateSent {
+			t.Fatalf("%q: %+v (%v)", text, m, err)
+		}
+	}
+	send("hello")
+	eventually(t, 10*time.Second, "every pooled connection to be closed once idle", func() (bool, error) {
+		total, open := proxy.counts()
+		n := poolSize(as)
+		return n == 0 && total == 1 && open == 0, fmt.Errorf("%d pooled; bob's DM relay saw %d connections, %d open", n, total, open)
+	})
+	send("hello again")
+	if total, _ := proxy.counts(); total != 2 {
+		t.Fatalf("bob's DM relay saw %d connections, want a second one for the second message", total)
+	}
+}
+
+// TestDeadRelayConnectionsAreDropped: a pooled connection the relay drops
+// leaves the pool at once, however long the idle timeout.
+func TestDeadRelayConnectionsAreDropped(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{}
+	alice, bob := newUser(t, clk, "alice"), newUser(t, clk, "bob")
+	proxy := startProxy(t, bob.relay.Addr)
+	bob.publishDMRelays(t, bob.relay.url, proxy.url)
+	as := alice.start(t, func(c *Config) {
+		c.DiscoveryRelays = []string{bob.relay.url}
+		c.RelayIdleTimeout = time.Hour
+	})
+	m, err := as.Send(ctx, []string{bob.key.PublicKey()}, "hello", SendOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := as.WaitSent(ctxT(t, 10*time.Second), m.ID); err != nil {
+		t.Fatal(err)
+	}
+	pooled := func() bool {
+		as.poolMu.Lock()
+		defer as.poolMu.Unlock()
+		return as.pool[proxy.url] != nil
+	}
+	if !pooled() {
+		t.Fatal("the connection to bob's DM relay is not pooled")
+	}
+	proxy.cut()
+	eventually(t, 10*time.Second, "the dropped connection to leave the pool", func() (bool, error) {
+		return !pooled(), nil
+	})
+}
