@@ -144,12 +144,12 @@ func (n *Node) handleClaim(ctx context.Context) (*nostr.Event, bool, error) {
 		claim, err := identity.NewClaim(n.key, identity.ClaimParams{Handle: handle, LNNode: n.cfg.LNNodePubkey, Relays: n.dmRelays()})
 		return claim, err == nil, err
 	case isChainError(err):
-		n.log.Warn("the handle's chain in the store is not valid: not serving it over NIP-05", "handle", handle, "err", err)
+		n.log.Warn("cannot establish the handle's chain: not serving it over NIP-05", "handle", handle, "err", err)
 		return nil, false, nil
 	case err != nil:
 		return nil, false, fmt.Errorf("the chain of @%s: %w", handle, err)
 	case st.Revoked:
-		n.log.Warn("this key revoked its handle: not serving it over NIP-05; remove handle from the config", "handle", handle, "revocation", st.Revocation.ID)
+		n.log.Warn("the handle is revoked: not serving it over NIP-05; remove handle from the config", "handle", handle, "revocation", st.Revocation.ID, "by", st.Revocation.PubKey)
 		return nil, false, nil
 	case st.Current.PubKey != n.key.PublicKey():
 		n.log.Warn("the handle was rotated to another key: not serving it over NIP-05", "handle", handle, "key", st.Current.PubKey)

@@ -9,11 +9,14 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/nbd-wtf/go-nostr"
 	"github.com/tidwall/gjson"
 
+	"github.com/anchorchat/anchorchat/anchor"
 	"github.com/anchorchat/anchorchat/identity"
 	"github.com/anchorchat/anchorchat/storage"
 )
@@ -23,9 +26,11 @@ var errNoClaim = errors.New("no claim of this handle by this node's key")
 
 // ownChain returns the chain of handle that this node's key holds or held,
 // built from the store: the key's newest claim of handle, the claims back to
-// the first one, the rotations after it, and the revocations of the current
-// claim by its key. It fails with errNoClaim if the key never claimed
-// handle.
+// the first one, the rotations after it, and each claim's revocations by its
+// key. A claim with a rotation and another successor (a rotation, or a
+// revocation signed before or after the rotation) is a fork, decided as a
+// verifier decides it, by anchoring (decideFork); undecided, it is a
+// *forkError. It fails with errNoClaim if the key never claimed handle.
 func (n *Node) ownChain(ctx context.Context, handle string) (*identity.ChainState, error) {
 	const most = 1000
 	mine, err := n.store.Query(ctx, nostr.Filter{Kinds: []int{identity.KindHandleClaim}, Authors: []string{n.key.PublicKey()}, Tags: nostr.TagMap{"n": {handle}}, Limit: most}, storage.Visibility{})
@@ -85,28 +90,93 @@ func (n *Node) ownChain(ctx context.Context, handle string) (*identity.ChainStat
 			return nil, err
 		}
 	}
+	// Every claim's successors: the rotations of it in the chain, and its
+	// revocations by its own key. The current claim's revocations end the
+	// chain; an earlier claim's, like a second rotation of it, fork it
+	// (docs/protocol.md, "Deciding a handle", step 4), and only anchoring
+	// decides a fork.
 	evts := make([]*nostr.Event, 0, len(chain)+1)
+	succ := map[string][]*identity.Claim{}
 	for _, c := range chain {
 		evts = append(evts, c.Event)
-	}
-	st, err := identity.ValidateChain(evts)
-	if err != nil {
-		return nil, err
-	}
-	// Revocations of the current claim by its key end the chain. (One of an
-	// earlier claim would be a fork with the rotation that followed it:
-	// anchoring decides those, and this node never makes one.)
-	revs, err := n.store.Query(ctx, nostr.Filter{Kinds: []int{identity.KindHandleRevocation}, Authors: []string{st.Current.PubKey}, Tags: nostr.TagMap{"e": {st.Current.ID}}, Limit: most}, storage.Visibility{})
-	if err != nil {
-		return nil, err
-	}
-	for _, evt := range revs {
-		if c, err := identity.ValidateClaim(evt); err == nil && c.Handle == handle {
-			evts = append(evts, evt)
+		if c.Type == identity.ClaimRotation {
+			succ[c.PrevID] = append(succ[c.PrevID], c)
 		}
 	}
-	if len(evts) == len(chain) {
-		return st, nil
+	for _, c := range chain {
+		revs, err := n.store.Query(ctx, nostr.Filter{Kinds: []int{identity.KindHandleRevocation}, Authors: []string{c.PubKey}, Tags: nostr.TagMap{"e": {c.ID}}, Limit: most}, storage.Visibility{})
+		if err != nil {
+			return nil, err
+		}
+		for _, evt := range revs {
+			if rv, err := identity.ValidateClaim(evt); err == nil && rv.Handle == handle && rv.Revokes == c.ID {
+				evts = append(evts, evt)
+				succ[c.ID] = append(succ[c.ID], rv)
+			}
+		}
+	}
+	var genesis *identity.Claim
+	for _, c := range chain {
+		if c.Type == identity.ClaimFirst {
+			genesis = c
+		}
+	}
+	for id, s := range succ {
+		if len(s) > 1 && slices.ContainsFunc(s, func(c *identity.Claim) bool { return c.Type == identity.ClaimRotation }) {
+			return n.decideFork(ctx, handle, genesis, id, s)
+		}
+	}
+	return identity.ValidateChain(evts)
+}
+
+// forkError is a chain of this node's key that forks: a claim with a
+// rotation and another successor (a rotation or a revocation), which only
+// anchoring decides, and this node could not decide by a verifier.
+type forkError struct {
+	handle, claim string
+	successors    []*identity.Claim
+	verdict       string // why the verifier did not decide it
+}
+
+func (e *forkError) Error() string {
+	var what []string
+	for _, s := range e.successors {
+		what = append(what, fmt.Sprintf("%s %s by %s", s.Type, s.ID, s.PubKey))
+	}
+	slices.Sort(what)
+	return fmt.Sprintf("the chain of @%s forks at claim %s (%s): the earliest anchored successor wins, and %s; `anchorchat verify @%s` shows the verdict",
+		e.handle, e.claim, strings.Join(what, ", "), e.verdict, e.handle)
+}
+
+// Unwrap makes a fork a chain error (isChainError): the node does not
+// serve a handle whose chain it cannot decide.
+func (e *forkError) Unwrap() error { return identity.ErrBrokenChain }
+
+// decideFork decides the fork of handle's chain at claim (whose successors
+// are succ) as a verifier does, by anchoring: it returns the chain the
+// node's fresh verifier names if that chain starts at genesis, and a
+// *forkError otherwise (no btcd connection, no successor anchored, or the
+// handle held by another first claim).
+func (n *Node) decideFork(ctx context.Context, handle string, genesis *identity.Claim, claim string, succ []*identity.Claim) (*identity.ChainState, error) {
+	fe := &forkError{handle: handle, claim: claim, successors: succ}
+	if n.freshVerifier == nil {
+		fe.verdict = "this node, without a btcd connection, cannot tell which"
+		return nil, fe
+	}
+	v, err := n.freshVerifier.Check(ctx, anchor.Query{Handle: handle})
+	if err != nil {
+		fe.verdict = fmt.Sprintf("the verifier gave no verdict: %v", err)
+		return nil, fe
+	}
+	var evts []*nostr.Event
+	for _, e := range v.Evidence() {
+		if e.Kind != anchor.KindAttestation {
+			evts = append(evts, e)
+		}
+	}
+	if len(evts) == 0 || genesis == nil || evts[0].ID != genesis.ID {
+		fe.verdict = fmt.Sprintf("the verifier names no holder on this chain: %s", v)
+		return nil, fe
 	}
 	return identity.ValidateChain(evts)
 }
@@ -177,9 +247,12 @@ func (n *Node) revoke(ctx context.Context, reason string) (*RevokeResult, error)
 	n.revokeMu.Lock()
 	defer n.revokeMu.Unlock()
 	st, err := n.ownChain(ctx, handle)
+	var fork *forkError
 	switch {
 	case errors.Is(err, errNoClaim):
 		return nil, errRevoke{fmt.Sprintf("this node's key never claimed @%s, so it has nothing to revoke", handle)}
+	case errors.As(err, &fork):
+		return nil, errRevoke{fmt.Sprintf("cannot tell which key holds @%s: %v", handle, err)}
 	case err != nil:
 		return nil, fmt.Errorf("the chain of @%s: %w", handle, err)
 	case st.Revoked:

@@ -2,15 +2,20 @@ package node
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/btcsuite/btcd/chaincfg/chainhash"
+	"github.com/btcsuite/btcd/wire"
 	"github.com/nbd-wtf/go-nostr"
 
+	"github.com/anchorchat/anchorchat/anchor"
 	"github.com/anchorchat/anchorchat/identity"
 	"github.com/anchorchat/anchorchat/storage"
 )
@@ -112,4 +117,187 @@ func tempStore(t *testing.T) *storage.Store {
 	}
 	t.Cleanup(func() { st.Close() })
 	return st
+}
+
+// A claim revoked by its key and also rotated (before or after the
+// revocation) forks the chain, and the node decides it as a verifier does
+// (docs/protocol.md, "Deciding a handle", step 4): by anchoring, and with
+// nothing anchored (or no verifier) nobody holds the handle, so the node
+// neither serves it nor revokes it. ownChain used to ignore the earlier
+// claim's revocation and hand the handle to the rotation's key.
+func TestOwnChainRevokedThenRotated(t *testing.T) {
+	ctx := context.Background()
+	k1, k2 := newKey(t), newKey(t)
+	at := time.Now().Add(-time.Hour)
+	first, err := identity.NewClaim(k1, identity.ClaimParams{Handle: "dave", CreatedAt: at})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1 := mustClaim(t, first)
+	rev, err := identity.NewRevocation(k1, c1, "key stolen", at.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rot, err := identity.Rotate(k1, k2, c1, identity.ClaimParams{Handle: "dave", CreatedAt: at.Add(2 * time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// setup stores the three events and anchors blocks[i] at height 100+i.
+	setup := func(t *testing.T, blocks ...[]*nostr.Event) (n1, n2 *Node) {
+		st := tempStore(t)
+		for _, evt := range []*nostr.Event{first, rev, rot} {
+			if err := st.Save(ctx, evt); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var vf *anchor.Verifier
+		if blocks != nil {
+			chain := &memChain{headers: map[chainhash.Hash]*wire.BlockHeader{}, byH: map[int32]chainhash.Hash{}}
+			var atts []*anchor.Attestation
+			for i, evts := range blocks {
+				atts = append(atts, chain.anchor(t, int32(100+i), evts...)...)
+			}
+			chain.best = 200
+			vf = &anchor.Verifier{Chain: chain, CacheTTL: -1, Options: anchor.Options{MinConfirmations: 1},
+				Sources: []anchor.Source{func(ctx context.Context, q anchor.Query) ([]*nostr.Event, []*anchor.Attestation, error) {
+					evts, err := st.Query(ctx, nostr.Filter{Kinds: []int{identity.KindHandleClaim, identity.KindHandleRevocation}, Tags: nostr.TagMap{"n": {q.Handle}}}, storage.Visibility{})
+					return evts, atts, err
+				}}}
+		}
+		node := func(k *identity.Key) *Node {
+			return &Node{store: st, key: k, freshVerifier: vf, cfg: &Config{Handle: "dave"}, log: slog.New(slog.DiscardHandler)}
+		}
+		return node(k1), node(k2)
+	}
+
+	t.Run("no verifier", func(t *testing.T) {
+		n1, n2 := setup(t)
+		for _, n := range []*Node{n1, n2} {
+			_, err := n.ownChain(ctx, "dave")
+			var fork *forkError
+			if !errors.As(err, &fork) || !isChainError(err) || fork.claim != c1.ID {
+				t.Fatalf("ownChain: %v, want a fork at %s", err, c1.ID)
+			}
+			if _, serve, err := n.handleClaim(ctx); serve || err != nil {
+				t.Errorf("serves the forked handle: %v %v", serve, err)
+			}
+			var refused errRevoke
+			if _, err := n.revoke(ctx, ""); !errors.As(err, &refused) || !strings.Contains(err.Error(), "forks at claim "+c1.ID) {
+				t.Errorf("revoke: %v, want a refusal naming the fork", err)
+			}
+		}
+	})
+	t.Run("nothing anchored but the first claim", func(t *testing.T) {
+		_, n2 := setup(t, []*nostr.Event{first})
+		_, err := n2.ownChain(ctx, "dave")
+		var fork *forkError
+		if !errors.As(err, &fork) || !strings.Contains(err.Error(), "INVALID") {
+			t.Fatalf("ownChain: %v, want a fork the verifier calls INVALID", err)
+		}
+	})
+	t.Run("revocation anchored first", func(t *testing.T) {
+		n1, n2 := setup(t, []*nostr.Event{first}, []*nostr.Event{rev}, []*nostr.Event{rot})
+		for _, n := range []*Node{n1, n2} {
+			s, err := n.ownChain(ctx, "dave")
+			if err != nil || !s.Revoked || s.Revocation.ID != rev.ID || s.Current.ID != c1.ID {
+				t.Fatalf("ownChain: %+v %v, want revoked by %s", s, err, rev.ID)
+			}
+			if _, serve, err := n.handleClaim(ctx); serve || err != nil {
+				t.Errorf("serves the revoked handle: %v %v", serve, err)
+			}
+		}
+	})
+	t.Run("rotation anchored first", func(t *testing.T) {
+		n1, n2 := setup(t, []*nostr.Event{first}, []*nostr.Event{rot, rev})
+		for _, n := range []*Node{n1, n2} {
+			s, err := n.ownChain(ctx, "dave")
+			if err != nil || s.Revoked || s.Current.ID != rot.ID {
+				t.Fatalf("ownChain: %+v %v, want held by the rotation %s", s, err, rot.ID)
+			}
+		}
+		if _, serve, err := n2.handleClaim(ctx); !serve || err != nil {
+			t.Errorf("the rotation's key does not serve the handle: %v %v", serve, err)
+		}
+	})
+}
+
+func newKey(t *testing.T) *identity.Key {
+	t.Helper()
+	k, err := identity.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func mustClaim(t *testing.T, evt *nostr.Event) *identity.Claim {
+	t.Helper()
+	c, err := identity.ValidateClaim(evt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// memChain is an in-memory anchor.ChainSource.
+type memChain struct {
+	headers map[chainhash.Hash]*wire.BlockHeader
+	byH     map[int32]chainhash.Hash
+	best    int32
+}
+
+func (m *memChain) BlockHeader(_ context.Context, h *chainhash.Hash) (*wire.BlockHeader, error) {
+	if hd := m.headers[*h]; hd != nil {
+		return hd, nil
+	}
+	return nil, fmt.Errorf("no block %s: %w", h, anchor.ErrNotInChain)
+}
+
+func (m *memChain) BlockHash(_ context.Context, height int32) (*chainhash.Hash, error) {
+	if h, ok := m.byH[height]; ok {
+		return &h, nil
+	}
+	return nil, fmt.Errorf("no block at %d: %w", height, anchor.ErrNotInChain)
+}
+
+func (m *memChain) BestHeight(context.Context) (int32, error) { return m.best, nil }
+
+// anchor commits evts, in this order, in one anchor transaction at position
+// 1 of a block at height, and returns their attestations.
+func (m *memChain) anchor(t *testing.T, height int32, evts ...*nostr.Event) []*anchor.Attestation {
+	t.Helper()
+	ids := make([][32]byte, len(evts))
+	for i, e := range evts {
+		if _, err := hex.Decode(ids[i][:], []byte(e.ID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tree, err := anchor.NewTree(ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	coinbase := wire.NewMsgTx(1)
+	coinbase.AddTxIn(wire.NewTxIn(&wire.OutPoint{Index: wire.MaxPrevOutIndex}, []byte{0x03, byte(height), byte(height >> 8), 0}, nil))
+	coinbase.AddTxOut(wire.NewTxOut(1, []byte{0x51}))
+	tx := wire.NewMsgTx(2)
+	tx.AddTxIn(wire.NewTxIn(&wire.OutPoint{Hash: chainhash.Hash{byte(height)}}, nil, nil))
+	tx.AddTxOut(wire.NewTxOut(0, append([]byte{0x6a, byte(anchor.PayloadLen)}, anchor.Payload(tree.Root())...)))
+	txids := []chainhash.Hash{coinbase.TxHash(), tx.TxHash()}
+	hdr := wire.BlockHeader{Version: 0x20000000, MerkleRoot: anchor.TxMerkleRoot(txids), Bits: 0x207fffff, Timestamp: time.Unix(1767484800+int64(height), 0)}
+	h := hdr.BlockHash()
+	m.headers[h], m.byH[height] = &hdr, h
+	branch, err := anchor.BuildTxBranch(txids, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := anchor.StrippedTx(tx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	atts := make([]*anchor.Attestation, len(evts))
+	for i, e := range evts {
+		atts[i] = &anchor.Attestation{Claim: e, Local: true, Proof: &anchor.Proof{ClaimID: ids[i], LeafIndex: uint32(i), LeafCount: uint32(len(evts)),
+			Path: tree.Path(i), Txid: txids[1], RawTx: raw, TxIndex: 1, Branch: branch, BlockHash: h, Height: uint32(height)}}
+	}
+	return atts
 }
