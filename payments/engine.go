@@ -932,7 +932,7 @@ func (e *Engine) expireInvoice(ctx context.Context, t *Tip) error {
 	case err != nil:
 		return err
 	case inv.State == InvoiceSettled:
-		return e.onInvoiceUpdate(ctx, inv)
+		return e.applyInvoice(ctx, inv, false)
 	case inv.State != InvoiceCanceled:
 		next := e.now()
 		if inv.ExpiresAt.After(next) {
@@ -1287,26 +1287,41 @@ func (e *Engine) Reconcile(ctx context.Context) error {
 			}
 			continue
 		}
-		if err := e.onInvoiceUpdate(ctx, inv); err != nil {
+		if err := e.applyInvoice(ctx, inv, false); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// onInvoiceUpdate applies an update of the invoice stream and moves the
+// cursors the stream resumes from past it.
 func (e *Engine) onInvoiceUpdate(ctx context.Context, inv *Invoice) error {
+	return e.applyInvoice(ctx, inv, true)
+}
+
+// applyInvoice settles the tip of a settled invoice. Only the stream's
+// updates (stream) move the cursors: LND streams them in index order, and
+// an invoice looked up out of that order (Reconcile) would move them past
+// settlements the stream has not delivered yet, which a later subscription
+// would then never replay.
+func (e *Engine) applyInvoice(ctx context.Context, inv *Invoice, stream bool) error {
 	hash := hex.EncodeToString(inv.PaymentHash)
 	var id, peer string
 	var settledNow bool
 	err := e.tx(ctx, func(tx *sql.Tx) error {
-		if err := setCursorMax(ctx, tx, "add_index", inv.AddIndex); err != nil {
-			return err
+		if stream {
+			if err := setCursorMax(ctx, tx, "add_index", inv.AddIndex); err != nil {
+				return err
+			}
 		}
 		if inv.State != InvoiceSettled {
 			return nil
 		}
-		if err := setCursorMax(ctx, tx, "settle_index", inv.SettleIndex); err != nil {
-			return err
+		if stream {
+			if err := setCursorMax(ctx, tx, "settle_index", inv.SettleIndex); err != nil {
+				return err
+			}
 		}
 		now := e.now().UnixMilli()
 		if inv.Keysend {
