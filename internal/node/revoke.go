@@ -18,6 +18,7 @@ import (
 
 	"github.com/anchorchat/anchorchat/anchor"
 	"github.com/anchorchat/anchorchat/identity"
+	"github.com/anchorchat/anchorchat/internal/nostrclient"
 	"github.com/anchorchat/anchorchat/storage"
 )
 
@@ -27,7 +28,8 @@ var errNoClaim = errors.New("no claim of this handle by this node's key")
 // ownChain returns the chain of handle that this node's key holds or held,
 // built from the store: the key's newest claim of handle, the claims back to
 // the first one, the rotations after it, and each claim's revocations by its
-// key. A claim with a rotation and another successor (a rotation, or a
+// key. Earlier claims the store lacks are copied from the publish relays
+// (fetchHistory); if they have none, it is a *missingClaimError. A claim with a rotation and another successor (a rotation, or a
 // revocation signed before or after the rotation) is a fork, decided as a
 // verifier decides it, by anchoring (decideFork); undecided, it is a
 // *forkError. It fails with errNoClaim if the key never claimed handle.
@@ -48,18 +50,29 @@ func (n *Node) ownChain(ctx context.Context, handle string) (*identity.ChainStat
 	if newest == nil {
 		return nil, errNoClaim
 	}
-	// Back to the first claim.
+	// Back to the first claim. What the store lacks (a node set up afresh
+	// with the key a rotation handed the handle to, or a lost store) is
+	// copied from the publish relays, once.
+	fetched := false
+	var fetchErr error
 	for c := newest; ; {
 		chain[c.ID] = c
 		if c.Type == identity.ClaimFirst {
 			break
 		}
-		prev, err := n.store.Query(ctx, nostr.Filter{IDs: []string{c.PrevID}}, storage.Visibility{})
+		byID := nostr.Filter{IDs: []string{c.PrevID}, Kinds: []int{identity.KindHandleClaim}}
+		prev, err := n.store.Query(ctx, byID, storage.Visibility{})
 		if err != nil {
 			return nil, err
 		}
+		if len(prev) == 0 && !fetched {
+			fetched, fetchErr = true, n.fetchHistory(ctx, handle, c)
+			if prev, err = n.store.Query(ctx, byID, storage.Visibility{}); err != nil {
+				return nil, err
+			}
+		}
 		if len(prev) == 0 {
-			return nil, fmt.Errorf("%w: claim %s replaces claim %s, which this node does not have", identity.ErrBrokenChain, c.ID, c.PrevID)
+			return nil, &missingClaimError{handle: handle, claim: c, relays: n.publishRelays(), err: fetchErr}
 		}
 		if c, err = identity.ValidateClaim(prev[0]); err != nil {
 			return nil, err
@@ -127,6 +140,110 @@ func (n *Node) ownChain(ctx context.Context, handle string) (*identity.ChainStat
 		}
 	}
 	return identity.ValidateChain(evts)
+}
+
+// missingClaimError says that an earlier claim of the node's chain is
+// neither in its store nor on its publish relays.
+type missingClaimError struct {
+	handle string
+	claim  *identity.Claim // the rotation whose prev is missing
+	relays []string        // asked
+	err    error           // why the relays did not give it
+}
+
+func (e *missingClaimError) Error() string {
+	msg := fmt.Sprintf("@%s: claim %s (by %s) replaces claim %s (by %s), which this node's store lacks", e.handle, e.claim.ID, e.claim.PubKey, e.claim.PrevID, e.claim.PrevPubKey)
+	if len(e.relays) == 0 {
+		return msg + ", and it has no publish-relays to fetch it from: set publish-relays to relays holding the handle's earlier claims (those the earlier key published to), then retry or restart the node: it copies them into its store"
+	}
+	msg += fmt.Sprintf(", and its publish-relays (%s) do not give it", strings.Join(e.relays, ", "))
+	if e.err != nil {
+		msg += fmt.Sprintf(" (%v)", e.err)
+	}
+	return msg + ": add to publish-relays a relay holding the handle's earlier claims (one the earlier key published to), then retry or restart the node: it copies them into its store"
+}
+
+// Unwrap makes a missing claim a chain error (isChainError).
+func (e *missingClaimError) Unwrap() error { return identity.ErrBrokenChain }
+
+func (n *Node) publishRelays() []string {
+	if n.cfg == nil {
+		return nil
+	}
+	return n.cfg.PublishRelays
+}
+
+// fetchHistory copies into the store the claims before from that it lacks,
+// asking the publish relays by id, back to the first claim, with each such
+// claim's revocations by its key (which fork the chain, ownChain). It
+// returns what failed if it did not reach the first claim.
+func (n *Node) fetchHistory(ctx context.Context, handle string, from *identity.Claim) error {
+	relays := n.publishRelays()
+	if len(relays) == 0 {
+		return nil
+	}
+	var errs []error
+	c := from
+	for _, url := range relays {
+		if c.Type == identity.ClaimFirst {
+			break
+		}
+		var err error
+		if c, err = n.fetchFrom(ctx, url, handle, c); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", url, err))
+		}
+	}
+	if c.Type == identity.ClaimFirst {
+		return nil
+	}
+	return errors.Join(errs...)
+}
+
+// fetchFrom is fetchHistory at one relay; it returns the earliest claim
+// the store now has.
+func (n *Node) fetchFrom(ctx context.Context, url, handle string, c *identity.Claim) (*identity.Claim, error) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	r, err := nostrclient.Dial(ctx, url, nostrclient.Options{Sign: n.key.Sign})
+	if err != nil {
+		return c, err
+	}
+	defer r.Close()
+	for c.Type == identity.ClaimRotation {
+		got, err := r.Query(ctx, nostr.Filter{IDs: []string{c.PrevID}, Kinds: []int{identity.KindHandleClaim}})
+		if err != nil {
+			return c, err
+		}
+		var prev *identity.Claim
+		for _, evt := range got {
+			if p, err := identity.ValidateClaim(evt); err == nil && p.ID == c.PrevID && p.Handle == handle {
+				prev = p
+			}
+		}
+		if prev == nil {
+			return c, nil // not here
+		}
+		revs, err := r.Query(ctx, nostr.Filter{Kinds: []int{identity.KindHandleRevocation}, Authors: []string{prev.PubKey}, Tags: nostr.TagMap{"e": {prev.ID}}})
+		if err != nil {
+			return c, err
+		}
+		keep := []*nostr.Event{prev.Event}
+		for _, evt := range revs {
+			if rv, err := identity.ValidateClaim(evt); err == nil && rv.Handle == handle && rv.Revokes == prev.ID && rv.PubKey == prev.PubKey {
+				keep = append(keep, evt)
+			}
+		}
+		for _, evt := range keep {
+			if err := n.store.Save(ctx, evt); err != nil && !errors.Is(err, storage.ErrDuplicate) {
+				return c, fmt.Errorf("storing event %s: %w", evt.ID, err)
+			}
+		}
+		if n.log != nil {
+			n.log.Info("copied an earlier claim of the handle from a relay", "handle", handle, "claim", prev.ID, "relay", url, "revocations", len(keep)-1)
+		}
+		c = prev
+	}
+	return c, nil
 }
 
 // forkError is a chain of this node's key that forks: a claim with a
@@ -248,11 +365,14 @@ func (n *Node) revoke(ctx context.Context, reason string) (*RevokeResult, error)
 	defer n.revokeMu.Unlock()
 	st, err := n.ownChain(ctx, handle)
 	var fork *forkError
+	var missing *missingClaimError
 	switch {
 	case errors.Is(err, errNoClaim):
 		return nil, errRevoke{fmt.Sprintf("this node's key never claimed @%s, so it has nothing to revoke", handle)}
 	case errors.As(err, &fork):
 		return nil, errRevoke{fmt.Sprintf("cannot tell which key holds @%s: %v", handle, err)}
+	case errors.As(err, &missing):
+		return nil, errRevoke{err.Error()}
 	case err != nil:
 		return nil, fmt.Errorf("the chain of @%s: %w", handle, err)
 	case st.Revoked:

@@ -17,6 +17,7 @@ import (
 
 	"github.com/anchorchat/anchorchat/anchor"
 	"github.com/anchorchat/anchorchat/identity"
+	"github.com/anchorchat/anchorchat/internal/relaytest"
 	"github.com/anchorchat/anchorchat/storage"
 )
 
@@ -300,4 +301,100 @@ func (m *memChain) anchor(t *testing.T, height int32, evts ...*nostr.Event) []*a
 			Path: tree.Path(i), Txid: txids[1], RawTx: raw, TxIndex: 1, Branch: branch, BlockHash: h, Height: uint32(height)}}
 	}
 	return atts
+}
+
+// A key that got its handle by rotation, on a node whose store lacks the
+// earlier claims (set up afresh with the new key, or a lost store), copies
+// them from its publish relays, with their revocations, and then serves the
+// handle; if no relay has them, it says which claim is missing and what to
+// do. It used to give up with "which this node does not have".
+func TestOwnChainFetchesEarlierClaims(t *testing.T) {
+	ctx := context.Background()
+	k1, k2, k3 := newKey(t), newKey(t), newKey(t)
+	at := time.Now().Add(-time.Hour)
+	first, err := identity.NewClaim(k1, identity.ClaimParams{Handle: "dave", CreatedAt: at})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rot1, err := identity.Rotate(k1, k2, mustClaim(t, first), identity.ClaimParams{Handle: "dave", CreatedAt: at.Add(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rot2, err := identity.Rotate(k2, k3, mustClaim(t, rot1), identity.ClaimParams{Handle: "dave", CreatedAt: at.Add(2 * time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The node of k3 has only its own claim, the rotation to it.
+	nodeOf := func(t *testing.T, relays ...string) *Node {
+		st := tempStore(t)
+		if err := st.Save(ctx, rot2); err != nil {
+			t.Fatal(err)
+		}
+		return &Node{store: st, key: k3, cfg: &Config{Handle: "dave", PublishRelays: relays}, log: slog.New(slog.DiscardHandler)}
+	}
+	relayWith := func(t *testing.T, evts ...*nostr.Event) string {
+		r := relaytest.Start(t, relaytest.Options{Open: true})
+		for _, evt := range evts {
+			if err := r.Store.Save(ctx, evt); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return r.URL
+	}
+	missing := func(t *testing.T, n *Node, want ...string) {
+		t.Helper()
+		_, err := n.ownChain(ctx, "dave")
+		var me *missingClaimError
+		if !errors.As(err, &me) || !isChainError(err) {
+			t.Fatalf("ownChain: %v, want a missing claim", err)
+		}
+		if _, serve, err := n.handleClaim(ctx); serve || err != nil {
+			t.Errorf("serves the handle without its chain: %v %v", serve, err)
+		}
+		var refused errRevoke
+		_, err = n.revoke(ctx, "")
+		if !errors.As(err, &refused) {
+			t.Fatalf("revoke: %v, want a refusal", err)
+		}
+		for _, w := range want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("revoke: %q does not say %q", err, w)
+			}
+		}
+	}
+
+	t.Run("found on the second relay", func(t *testing.T) {
+		// The first relay has only the middle claim, the second all.
+		n := nodeOf(t, "ws://127.0.0.1:1", relayWith(t, rot1), relayWith(t, first, rot1))
+		s, err := n.ownChain(ctx, "dave")
+		if err != nil || s.Genesis.ID != first.ID || s.Current.ID != rot2.ID || len(s.Claims) != 3 || s.Revoked {
+			t.Fatalf("ownChain: %+v %v", s, err)
+		}
+		if _, serve, err := n.handleClaim(ctx); !serve || err != nil {
+			t.Errorf("does not serve the handle: %v %v", serve, err)
+		}
+		// Copied: the relays are not needed any more.
+		n.cfg.PublishRelays = nil
+		if s, err := n.ownChain(ctx, "dave"); err != nil || s.Genesis.ID != first.ID {
+			t.Fatalf("ownChain from the store alone: %+v %v", s, err)
+		}
+	})
+	t.Run("with a revocation that forks the chain", func(t *testing.T) {
+		rev, err := identity.NewRevocation(k1, mustClaim(t, first), "stolen", at.Add(30*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := nodeOf(t, relayWith(t, first, rot1, rev))
+		var fork *forkError
+		if _, err := n.ownChain(ctx, "dave"); !errors.As(err, &fork) || fork.claim != first.ID {
+			t.Fatalf("ownChain: %v, want the fork at the first claim", err)
+		}
+	})
+	t.Run("no relay has it", func(t *testing.T) {
+		url := relayWith(t, first)
+		missing(t, nodeOf(t, url), rot2.ID, rot1.ID, url, "add to publish-relays a relay holding the handle's earlier claims")
+	})
+	t.Run("no publish relays", func(t *testing.T) {
+		missing(t, nodeOf(t), rot1.ID, "no publish-relays", "set publish-relays")
+	})
 }
