@@ -71,6 +71,10 @@ type Engine struct {
 
 	flushMu sync.Mutex // one outbox flusher at a time
 
+	// lookups: payment hashes of receipts that wait (keepEarlyReceipt),
+	// for lookupKeysends to ask LND about.
+	lookups chan []byte
+
 	watch *hub.Hub[*Tip]
 
 	healthMu sync.Mutex
@@ -125,7 +129,7 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{
 		cfg: cfg, ln: cfg.Lightning, ch: cfg.Chat, me: cfg.Chat.PublicKey(), st: st,
 		log: cfg.Logger.With("component", "payments"), now: cfg.Now,
-		wake: make(chan struct{}, 1), active: map[string]bool{}, watch: hub.New[*Tip](256),
+		wake: make(chan struct{}, 1), active: map[string]bool{}, watch: hub.New[*Tip](256), lookups: make(chan []byte, 64),
 	}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	return e, nil
@@ -149,9 +153,10 @@ func (e *Engine) Start(ctx context.Context) error {
 	for _, m := range msgs {
 		e.onMessage(ctx, m)
 	}
-	e.wg.Add(2)
+	e.wg.Add(3)
 	go e.workLoop()
 	go e.invoiceLoop()
+	go e.lookupKeysends()
 	e.kick()
 	return nil
 }
@@ -573,18 +578,23 @@ func (e *Engine) onReceipt(ctx context.Context, id string, m *chat.Message) erro
 	}
 	h := sha256.Sum256(pre)
 	hash := hex.EncodeToString(h[:])
-	var receipted bool
+	var receipted, kept bool
+	keysend := tag(m.Tags, "keysend") == "1"
 	// One transaction, as a keysend's settlement is one (onInvoiceUpdate):
 	// a receipt that finds no payment hash is kept before the settlement
 	// can look for it, never after.
 	err = e.tx(ctx, func(tx *sql.Tx) error {
 		t, err := getTip(ctx, tx, id, "in", m.Sender)
-		if errors.Is(err, ErrNotFound) || (err == nil && t.PaymentHash == "") {
+		if errors.Is(err, ErrNotFound) || (err == nil && (t.PaymentHash == "" ||
+			keysend && t.PaymentHash != hash && !t.Keysend && t.State != StateSettled)) {
 			// The receipt overtook LND's settlement (a keysend while we
-			// were offline), or it is made up: nothing to check it
-			// against yet. It waits, and counts once a settlement shows a
-			// payment hash its preimage hashes to. Until then it marks
+			// were offline; we may have invoiced the request meanwhile),
+			// or it is made up: nothing to check it against yet. It waits,
+			// and counts once a settlement shows a payment hash its
+			// preimage hashes to; LND is asked about that hash too, in
+			// case its stream never reports it. Until then it marks
 			// nothing paid.
+			kept = true
 			return keepEarlyReceipt(ctx, tx, id, m.Sender, pre, e.now())
 		}
 		if err != nil {
@@ -603,7 +613,44 @@ func (e *Engine) onReceipt(ctx context.Context, id string, m *chat.Message) erro
 		e.log.Info("tip receipt received", "tip", id)
 		e.notify(id, "in", m.Sender)
 	}
+	if kept && err == nil {
+		select {
+		case e.lookups <- h[:]:
+		default: // Reconcile asks at the next subscription
+		}
+	}
 	return err
+}
+
+// lookupKeysends asks LND about the payment hashes of waiting receipts.
+func (e *Engine) lookupKeysends() {
+	defer e.wg.Done()
+	for {
+		select {
+		case <-e.ctx.Done():
+			return
+		case h := <-e.lookups:
+			if err := e.lookupKeysend(e.ctx, h); err != nil && e.ctx.Err() == nil {
+				e.log.Info("waiting receipt: keysend not found in LND", "payment_hash", hex.EncodeToString(h), "err", err)
+			}
+		}
+	}
+}
+
+// lookupKeysend settles the tip of a keysend LND settled with payment hash
+// h, if there is one: LND's invoice stream replays nothing to a
+// subscription whose cursors are still 0 (a node that has not seen an
+// invoice update yet), so a keysend that came while we were offline may be
+// known only by its receipt.
+func (e *Engine) lookupKeysend(ctx context.Context, h []byte) error {
+	inv, err := e.ln.LookupInvoice(ctx, h)
+	if err != nil {
+		return err
+	}
+	if inv.State != InvoiceSettled || !inv.Keysend {
+		return nil
+	}
+	return e.applyInvoice(ctx, inv, false)
 }
 
 // Early receipts kept per peer, and for how long.
@@ -1288,6 +1335,31 @@ func (e *Engine) Reconcile(ctx context.Context) error {
 			continue
 		}
 		if err := e.applyInvoice(ctx, inv, false); err != nil {
+			return err
+		}
+	}
+	// Waiting receipts name payments LND may have settled as keysends.
+	rows, err := e.st.db.QueryContext(ctx, `SELECT preimage FROM early_receipts`)
+	if err != nil {
+		return err
+	}
+	var hashes [][]byte
+	for rows.Next() {
+		var preHex string
+		if err := rows.Scan(&preHex); err != nil {
+			rows.Close()
+			return err
+		}
+		pre, _ := hex.DecodeString(preHex)
+		h := sha256.Sum256(pre)
+		hashes = append(hashes, h[:])
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, h := range hashes {
+		if err := e.lookupKeysend(ctx, h); errors.Is(err, ErrUnavailable) {
 			return err
 		}
 	}
