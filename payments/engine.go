@@ -401,7 +401,9 @@ func (e *Engine) finish(ctx context.Context, t *Tip, st State, reason string, te
 		if !t.Outgoing && t.PaymentHash != "" {
 			cancelInv = 1
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE tips SET state = ?, reason = ?, last_error = '', cancel_inv = ?, updated_ms = ?
+		// next_ms = 0: the invoice is cancelled now, not at the expiry
+		// check makeInvoice scheduled.
+		res, err := tx.ExecContext(ctx, `UPDATE tips SET state = ?, reason = ?, last_error = '', cancel_inv = ?, updated_ms = ?, next_ms = 0, attempts = 0
 			WHERE id = ? AND dir = ? AND peer = ? AND state IN ('requested', 'invoiced')`,
 			string(st), reason, cancelInv, e.now().UnixMilli(), t.ID, dir, t.Peer)
 		if err != nil {

@@ -281,3 +281,12 @@ func (e *Engine) runSteps() {
 	e.wg.Wait()
 	e.flushOutbox(e.ctx)
 }
+
+func mustDecodeHex(t testing.TB, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
