@@ -18,6 +18,7 @@ func TestHandleSyntax(t *testing.T) {
 		"x_y-z.9":               "x_y-z.9",
 		"a":                     "a",
 		"@@":                    "",
+		"alİce":                 "", // U+0130: non-ASCII after NFKC, though its lower case is "i"
 		strings.Repeat("a", 32): strings.Repeat("a", 32),
 	}
 	for in, want := range norm {

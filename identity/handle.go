@@ -19,14 +19,15 @@ var ErrInvalidHandle = errors.New("identity: invalid handle")
 
 // NormalizeHandle turns user input into a canonical handle: it trims
 // spaces, strips one leading '@', applies Unicode NFKC (so full-width
-// "ＡＬＩＣＥ" becomes "ALICE"), lowercases, and then checks ValidateHandle.
-// Anything still non-ASCII after NFKC is refused (no homoglyph games).
+// "ＡＬＩＣＥ" becomes "ALICE"), lowercases A-Z, and then checks
+// ValidateHandle. Anything still non-ASCII after NFKC is refused (no
+// homoglyph games), also a capital whose Unicode lower case is ASCII.
 func NormalizeHandle(s string) (string, error) {
 	s = strings.TrimSpace(s)
 	s = norm.NFKC.String(s)
 	s = strings.TrimSpace(s)
 	s = strings.TrimPrefix(s, "@")
-	s = strings.ToLower(s)
+	s = lowerASCII(s)
 	if err := ValidateHandle(s); err != nil {
 		return "", err
 	}
@@ -61,4 +62,16 @@ func ValidateHandle(h string) error {
 		return fmt.Errorf("%w: %q has two dots in a row", ErrInvalidHandle, h)
 	}
 	return nil
+}
+
+// lowerASCII lowercases A-Z only. strings.ToLower would turn U+0130 (İ)
+// into "i" and so let a non-ASCII character through the ASCII checks that
+// follow.
+func lowerASCII(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'A' && r <= 'Z' {
+			return r + 'a' - 'A'
+		}
+		return r
+	}, s)
 }

@@ -108,7 +108,7 @@ func (h *NIP05Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.mu.RLock()
 	if q, ok := r.URL.Query()["name"]; ok && len(q) > 0 {
-		name := strings.ToLower(strings.TrimSpace(q[0]))
+		name := lowerASCII(strings.TrimSpace(q[0]))
 		if e, ok := h.entries[name]; ok {
 			add(name, e)
 		}
@@ -158,7 +158,7 @@ type Resolver struct {
 // ParseNIP05 splits "name@domain" (or "domain", meaning "_@domain") into a
 // lower-case local part and domain, and checks their syntax.
 func ParseNIP05(identifier string) (name, domain string, err error) {
-	s := strings.ToLower(strings.TrimSpace(identifier))
+	s := lowerASCII(strings.TrimSpace(identifier))
 	if rest, ok := strings.CutPrefix(s, "@"); ok { // "@alice@domain", fediverse style
 		if !strings.Contains(rest, "@") {
 			return "", "", fmt.Errorf("%w: %q: empty name before the domain (use _@domain for the root)", ErrNIP05, identifier)

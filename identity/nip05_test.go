@@ -138,3 +138,16 @@ func TestNIP05ResolverRefusesBadAnswers(t *testing.T) {
 		t.Fatalf("custom client followed redirect: %v", err)
 	}
 }
+
+// An identifier is lowercased in ASCII only: U+0130 (İ), whose Unicode lower
+// case is "i", must not turn "alİce@exİmple.com" into alice@example.com.
+func TestParseNIP05RefusesNonASCII(t *testing.T) {
+	for _, in := range []string{"alİce@example.com", "alice@exİmple.com", "exİmple.com"} {
+		if name, domain, err := ParseNIP05(in); !errors.Is(err, ErrNIP05) {
+			t.Errorf("ParseNIP05(%q) = %q, %q, %v; want refused", in, name, domain, err)
+		}
+	}
+	if name, domain, err := ParseNIP05("ALICE@Example.COM"); err != nil || name != "alice" || domain != "example.com" {
+		t.Errorf("ParseNIP05 upper case: %q %q %v", name, domain, err)
+	}
+}
