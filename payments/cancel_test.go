@@ -2,6 +2,8 @@ package payments
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"testing"
 	"time"
 )
@@ -30,5 +32,40 @@ func TestCancelIncomingCancelsInvoice(t *testing.T) {
 	h := mustDecodeHex(t, tip.PaymentHash)
 	if inv, _ := ln.LookupInvoice(ctx, h); inv.State != InvoiceCanceled {
 		t.Fatalf("invoice of the cancelled tip is %s in LND, want canceled", inv.State)
+	}
+}
+
+// A keysend that settles a tip we had invoiced cancels our invoice in LND,
+// as docs/protocol.md says. The keysend's payment hash replaced the
+// invoice's on the tip, and the cancellation then named the keysend's
+// own (settled) payment: the invoice stayed open.
+func TestKeysendCancelsOurInvoice(t *testing.T) {
+	ctx := context.Background()
+	ln, clock := newFakeLN(), &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	me, peer := newKey(t).PublicKey(), newKey(t).PublicKey()
+	e := newFakeEngine(t, ln, &fakeChat{me: me}, clock)
+
+	id := newTipID()
+	req := requestFrom(peer, me, id, "1000000")
+	e.onMessage(ctx, req)
+	e.runSteps()
+	tip, err := e.Get(ctx, id)
+	if err != nil || tip.State != StateInvoiced {
+		t.Fatalf("%v %v", tip, err)
+	}
+	rec, _ := json.Marshal(tipRecord{Tip: id, From: peer, Request: req.ID})
+	pre := [32]byte{9}
+	h := sha256.Sum256(pre[:])
+	if err := e.onInvoiceUpdate(ctx, ln.settle(&Invoice{PaymentHash: h[:], Keysend: true, AmountPaidMsat: 1_000_000,
+		CustomRecords: map[uint64][]byte{RecordTip: rec}})); err != nil {
+		t.Fatal(err)
+	}
+	clock.add(time.Second)
+	e.runSteps()
+	if got, _ := e.Get(ctx, id); got.State != StateSettled || !got.Keysend {
+		t.Fatalf("tip is %s, want settled by keysend", got.Status())
+	}
+	if inv, _ := ln.LookupInvoice(ctx, mustDecodeHex(t, tip.PaymentHash)); inv.State != InvoiceCanceled {
+		t.Fatalf("our invoice of the tip paid by keysend is %s in LND, want canceled", inv.State)
 	}
 }

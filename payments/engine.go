@@ -997,12 +997,15 @@ func (e *Engine) expireInvoice(ctx context.Context, t *Tip) error {
 
 func (e *Engine) cancelInvoice(ctx context.Context, t *Tip) error {
 	h, _ := hex.DecodeString(t.PaymentHash)
+	if t.cancelHash != "" {
+		h, _ = hex.DecodeString(t.cancelHash)
+	}
 	if err := e.ln.CancelInvoice(ctx, h); err != nil && errors.Is(err, ErrUnavailable) {
 		return err
 	} else if err != nil {
 		e.log.Info("cancel invoice", "tip", t.ID, "err", err) // already settled or gone
 	}
-	_, err := e.st.db.ExecContext(ctx, `UPDATE tips SET cancel_inv = 0 WHERE id = ? AND dir = 'in' AND peer = ?`, t.ID, t.Peer)
+	_, err := e.st.db.ExecContext(ctx, `UPDATE tips SET cancel_inv = 0, cancel_hash = '' WHERE id = ? AND dir = 'in' AND peer = ?`, t.ID, t.Peer)
 	return err
 }
 
@@ -1423,9 +1426,14 @@ func (e *Engine) applyInvoice(ctx context.Context, inv *Invoice, stream bool) er
 			if t.PaymentHash != "" && t.PaymentHash != hash && t.State == StateInvoiced {
 				cancel = 1 // our unpaid invoice for the same tip
 			}
+			// Our invoice's hash, which the keysend's replaces, is kept for
+			// the cancellation (SQLite reads the row as it was before the
+			// UPDATE), and the cancellation runs now, not at the expiry
+			// check makeInvoice scheduled.
 			if _, err := tx.ExecContext(ctx, `UPDATE tips SET state = 'settled', keysend = 1, payment_hash = ?, amount_msat = ?, cancel_inv = ?,
+				cancel_hash = CASE WHEN ? = 1 THEN payment_hash ELSE cancel_hash END, next_ms = 0, attempts = 0,
 				bolt11 = CASE WHEN bolt11 = '' THEN 'keysend' ELSE bolt11 END, done_ms = ?, updated_ms = ?, reason = '', last_error = ''
-				WHERE id = ? AND dir = 'in' AND peer = ?`, hash, inv.AmountPaidMsat, cancel, now, now, id, peer); err != nil {
+				WHERE id = ? AND dir = 'in' AND peer = ?`, hash, inv.AmountPaidMsat, cancel, cancel, now, now, id, peer); err != nil {
 				return err
 			}
 			if err := applyEarlyReceipt(ctx, tx, id, peer, hash); err != nil {

@@ -71,6 +71,10 @@ var migrations = []string{
 	ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE outbox ADD COLUMN next_ms INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE outbox ADD COLUMN failing_ms INTEGER NOT NULL DEFAULT 0; -- first failure`,
+
+	// 3: the payment hash of our invoice that cancel_inv cancels, when a
+	// keysend settled the tip and its payment hash replaced the invoice's.
+	`ALTER TABLE tips ADD COLUMN cancel_hash TEXT NOT NULL DEFAULT '';`,
 }
 
 type store struct{ db *sql.DB }
@@ -125,7 +129,7 @@ func (s *store) migrate(ctx context.Context) error {
 
 const tipCols = `id, dir, peer, conversation, amount_msat, memo, state, reason, last_error, attempts, next_ms, mode, peer_ln,
 	request_id, invoice_msg, bolt11, payment_hash, preimage, fee_msat, keysend, receipt, cancel_inv,
-	created_ms, updated_ms, paying_ms, done_ms`
+	created_ms, updated_ms, paying_ms, done_ms, cancel_hash`
 
 func scanTip(sc interface{ Scan(...any) error }) (*Tip, error) {
 	var t Tip
@@ -133,7 +137,7 @@ func scanTip(sc interface{ Scan(...any) error }) (*Tip, error) {
 	var created, updated, paying, done int64
 	if err := sc.Scan(&t.ID, &dir, &t.Peer, &t.Conversation, &t.AmountMsat, &t.Memo, &state, &t.Reason, &t.LastError,
 		&t.attempts, &t.nextMs, &mode, &t.PeerLNNode, &t.RequestID, &t.InvoiceMessageID, &t.Invoice, &t.PaymentHash,
-		&t.preimage, &t.FeeMsat, &t.Keysend, &t.ReceiptReceived, &t.cancelInvoice, &created, &updated, &paying, &done); err != nil {
+		&t.preimage, &t.FeeMsat, &t.Keysend, &t.ReceiptReceived, &t.cancelInvoice, &created, &updated, &paying, &done, &t.cancelHash); err != nil {
 		return nil, err
 	}
 	t.Outgoing = dir == "out"

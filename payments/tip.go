@@ -90,6 +90,7 @@ type Tip struct {
 	nextMs        int64
 	preimage      string
 	cancelInvoice bool
+	cancelHash    string // the invoice cancelInvoice cancels, if not PaymentHash's
 }
 
 // AmountSat is the amount in satoshis (rounded down).
