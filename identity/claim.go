@@ -283,7 +283,7 @@ func CheckRelayURL(u string) error {
 	if p.Scheme != "wss" && p.Scheme != "ws" {
 		return fmt.Errorf("relay URL %q: scheme must be wss or ws", u)
 	}
-	if p.Host == "" || p.User != nil {
+	if p.Hostname() == "" || p.User != nil { // "wss://:443" has a Host and no host name
 		return fmt.Errorf("relay URL %q: needs a host and no user info", u)
 	}
 	return nil

@@ -180,6 +180,9 @@ func TestValidateClaimRejections(t *testing.T) {
 			return resign(t, newKey, &nostr.Event{Kind: KindHandleClaim, Tags: nostr.Tags{
 				{"n", "alice"}, {"prev", "xyz"}, {"consent", "00"}}})
 		}, ErrInvalidClaim, "rotation needs"},
+		{"relay with a port but no host", func() *nostr.Event {
+			return resign(t, alice, &nostr.Event{Kind: KindHandleClaim, Tags: nostr.Tags{{"n", "alice"}, {"relay", "wss://:443"}}})
+		}, ErrInvalidClaim, "needs a host"},
 		{"revocation without target", func() *nostr.Event {
 			return resign(t, alice, &nostr.Event{Kind: KindHandleRevocation, Tags: nostr.Tags{{"n", "alice"}}})
 		}, ErrInvalidClaim, "revocation needs"},
