@@ -69,3 +69,31 @@ func TestKeysendCancelsOurInvoice(t *testing.T) {
 		t.Fatalf("our invoice of the tip paid by keysend is %s in LND, want canceled", inv.State)
 	}
 }
+
+// finish decides whether to cancel our invoice from the row, not from the
+// caller's copy of the tip: Cancel and a sender's status read the tip
+// before finishing it, and an invoice made in between stayed open in LND
+// (payable) while the tip showed cancelled.
+func TestFinishCancelsInvoiceMadeMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	ln, clock := newFakeLN(), &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	me, peer := newKey(t).PublicKey(), newKey(t).PublicKey()
+	e := newFakeEngine(t, ln, &fakeChat{me: me}, clock)
+
+	id := newTipID()
+	e.onMessage(ctx, requestFrom(peer, me, id, "1000000"))
+	stale, err := e.Get(ctx, id)
+	if err != nil || stale.State != StateRequested {
+		t.Fatalf("%v %v", stale, err)
+	}
+	e.runSteps() // the invoice is made
+	if ok, err := e.finish(ctx, stale, StateCancelled, "cancelled by the recipient", true); !ok || err != nil {
+		t.Fatalf("finish: %v %v", ok, err)
+	}
+	clock.add(time.Second)
+	e.runSteps()
+	tip, _ := e.Get(ctx, id)
+	if inv, _ := ln.LookupInvoice(ctx, mustDecodeHex(t, tip.PaymentHash)); inv.State != InvoiceCanceled {
+		t.Fatalf("invoice of the cancelled tip is %s in LND, want canceled", inv.State)
+	}
+}

@@ -397,15 +397,13 @@ func (e *Engine) finish(ctx context.Context, t *Tip, st State, reason string, te
 	dir := dirOf(t)
 	var changed bool
 	err := e.tx(ctx, func(tx *sql.Tx) error {
-		cancelInv := 0
-		if !t.Outgoing && t.PaymentHash != "" {
-			cancelInv = 1
-		}
-		// next_ms = 0: the invoice is cancelled now, not at the expiry
-		// check makeInvoice scheduled.
-		res, err := tx.ExecContext(ctx, `UPDATE tips SET state = ?, reason = ?, last_error = '', cancel_inv = ?, updated_ms = ?, next_ms = 0, attempts = 0
+		// An incoming tip's invoice is cancelled if the row has one (t may
+		// have been read before makeInvoice stored it); next_ms = 0: now,
+		// not at the expiry check makeInvoice scheduled.
+		res, err := tx.ExecContext(ctx, `UPDATE tips SET state = ?, reason = ?, last_error = '',
+			cancel_inv = CASE WHEN dir = 'in' AND payment_hash != '' THEN 1 ELSE 0 END, updated_ms = ?, next_ms = 0, attempts = 0
 			WHERE id = ? AND dir = ? AND peer = ? AND state IN ('requested', 'invoiced')`,
-			string(st), reason, cancelInv, e.now().UnixMilli(), t.ID, dir, t.Peer)
+			string(st), reason, e.now().UnixMilli(), t.ID, dir, t.Peer)
 		if err != nil {
 			return err
 		}
