@@ -79,6 +79,13 @@ func publicAddr(ip netip.Addr) bool {
 // are not public and localhost names, and makes no DNS lookup of its own
 // (that would leak the name outside the proxy).
 func publicOnlyClient(timeout time.Duration, proxy func(*http.Request) (*url.URL, error)) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: publicOnlyTransport(proxy)}
+}
+
+// publicOnlyTransport is publicOnlyClient's transport: the guard against
+// non-public addresses on every connection it makes, through proxy if
+// that names one (see publicOnlyClient).
+func publicOnlyTransport(proxy func(*http.Request) (*url.URL, error)) *http.Transport {
 	guarded := &net.Dialer{
 		Timeout: 30 * time.Second,
 		Control: func(network, address string, _ syscall.RawConn) error {
@@ -94,7 +101,7 @@ func publicOnlyClient(timeout time.Duration, proxy func(*http.Request) (*url.URL
 	}
 	direct := &net.Dialer{Timeout: 30 * time.Second}
 	var proxies sync.Map // addresses of the proxies in use: dialled unchecked
-	tr := &http.Transport{
+	return &http.Transport{
 		Proxy: func(req *http.Request) (*url.URL, error) {
 			if proxy == nil {
 				return nil, nil
@@ -130,7 +137,6 @@ func publicOnlyClient(timeout time.Duration, proxy func(*http.Request) (*url.URL
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 	}
-	return &http.Client{Timeout: timeout, Transport: tr}
 }
 
 // checkHostName refuses, without a DNS lookup, a URL host that is a

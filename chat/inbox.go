@@ -41,7 +41,7 @@ func (s *Service) inboxLoop(url string) {
 func (s *Service) subscribeOnce(url string) error {
 	ctx := s.ctx
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	c, err := nostrclient.Dial(dctx, url, nostrclient.Options{Dial: s.cfg.Dial, Sign: s.sign})
+	c, err := nostrclient.Dial(dctx, url, nostrclient.Options{Dial: s.dialerFor(url), Sign: s.sign})
 	cancel()
 	if err != nil {
 		return err

@@ -225,7 +225,7 @@ func (s *Service) record(ctx context.Context, d delivery, err error) {
 		var rej *nostrclient.RejectedError
 		age := s.now().Sub(time.Unix(d.CreatedAt, 0))
 		switch {
-		case errors.As(err, &rej) && rej.Permanent():
+		case errors.As(err, &rej) && rej.Permanent(), errors.Is(err, ErrPrivateAddress):
 			state = "failed"
 		case age > s.cfg.GiveUpAfter:
 			state = "failed"

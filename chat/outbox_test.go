@@ -41,6 +41,7 @@ func TestStalledRelayDelaysOnlyItsOwnDeliveries(t *testing.T) {
 	carol.publishDMRelays(t, carol.relay.url, stalled)
 	as := alice.start(t, func(c *Config) {
 		c.DiscoveryRelays = []string{bob.relay.url, carol.relay.url}
+		c.AllowPrivateRelays = true // carol's relay, on loopback, is only in her list
 		c.PublishTimeout = time.Minute
 		c.RelayTimeout = time.Minute
 	})
@@ -75,6 +76,7 @@ func TestRelayTimeoutBoundsAnAttempt(t *testing.T) {
 	carol.publishDMRelays(t, carol.relay.url, stalled)
 	as := alice.start(t, func(c *Config) {
 		c.DiscoveryRelays = []string{carol.relay.url}
+		c.AllowPrivateRelays = true // carol's relay, on loopback, is only in her list
 		c.PublishTimeout = time.Minute
 		c.RelayTimeout = 300 * time.Millisecond
 	})

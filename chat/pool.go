@@ -34,7 +34,7 @@ func (s *Service) conn(ctx context.Context, url string) (*nostrclient.Conn, func
 	}
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	nc, err := nostrclient.Dial(dctx, url, nostrclient.Options{Dial: s.cfg.Dial, Sign: s.sign})
+	nc, err := nostrclient.Dial(dctx, url, nostrclient.Options{Dial: s.dialerFor(url), Sign: s.sign})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -97,6 +97,7 @@ func TestIdleRelayConnectionsAreClosed(t *testing.T) {
 	bob.publishDMRelays(t, bob.relay.url, proxy.url)
 	as := alice.start(t, func(c *Config) {
 		c.DiscoveryRelays = []string{bob.relay.url}
+		c.AllowPrivateRelays = true // bob's DM relay, on loopback, is only in his list
 		c.RelayIdleTimeout = 300 * time.Millisecond
 	})
 	send := func(text string) {
@@ -131,6 +132,7 @@ func TestDeadRelayConnectionsAreDropped(t *testing.T) {
 	bob.publishDMRelays(t, bob.relay.url, proxy.url)
 	as := alice.start(t, func(c *Config) {
 		c.DiscoveryRelays = []string{bob.relay.url}
+		c.AllowPrivateRelays = true // bob's DM relay, on loopback, is only in his list
 		c.RelayIdleTimeout = time.Hour
 	})
 	m, err := as.Send(ctx, []string{bob.key.PublicKey()}, "hello", SendOptions{})

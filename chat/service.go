@@ -32,6 +32,8 @@ type Config struct {
 	// above debug level, and even there only ids and kinds.
 	Logger *slog.Logger
 	// Dial opens relay websockets (default websocket.Dial); a hook for tests.
+	// Unless AllowPrivateRelays, relays other people name are dialled by
+	// the service's own guarded dialer instead (see AllowPrivateRelays).
 	Dial nostrclient.Dialer
 	// Now is the clock (default time.Now); tests inject one.
 	Now func() time.Time
@@ -64,6 +66,16 @@ type Config struct {
 	// store: a sender must not make the recipient's node send requests into
 	// the recipient's machine or network. Set it for LAN and loopback setups.
 	AllowPrivateFileHosts bool
+	// AllowPrivateRelays lets the service dial relays other people name
+	// (a contact's kind 10050 list, the relays of an nprofile, a NIP-05
+	// document or a handle claim) at any address. By default such a relay
+	// must resolve to a public address, checked on the address dialled: a
+	// contact must not make our node open connections into our machine or
+	// network. A refused relay fails its deliveries at once (the error
+	// wraps ErrPrivateAddress). The relays we chose (RelayURL, InboxRelays
+	// and our own kind 10050 list, DiscoveryRelays, FallbackRelays) are
+	// dialled as they are. Set it for LAN and loopback setups.
+	AllowPrivateRelays bool
 	// HTTPClient, when set, is used for blob uploads and downloads as it is
 	// (AllowPrivateFileHosts is then the client's business). Default: a
 	// 60 s timeout, and for downloads the public-address check above.
@@ -110,6 +122,10 @@ type Service struct {
 	now   func() time.Time
 	httpc *http.Client // uploads, and downloads from the own blob store
 	dl    *http.Client // downloads from other people's blob stores
+
+	relayHTTP *http.Client // guardedDial's: relays other people name
+	trustMu   sync.Mutex
+	trusted   map[string]bool // relays the user chose (normalized URLs)
 
 	sign func(*nostr.Event) error
 
@@ -210,12 +226,14 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{
 		cfg: cfg, log: cfg.Logger.With("component", "chat"), w: w, pk: w.PublicKey(), st: st,
 		now: cfg.Now, httpc: httpc, dl: dl,
-		sign:  func(e *nostr.Event) error { return key.Sign(e) },
-		wake:  make(chan struct{}, 1),
-		pool:  make(map[string]*pooledConn),
-		busy:  make(map[string]bool),
-		watch: hub.New[Event](256),
+		sign:      func(e *nostr.Event) error { return key.Sign(e) },
+		wake:      make(chan struct{}, 1),
+		pool:      make(map[string]*pooledConn),
+		busy:      make(map[string]bool),
+		watch:     hub.New[Event](256),
+		relayHTTP: relayClient(), trusted: map[string]bool{},
 	}
+	s.trustRelays(slices.Concat([]string{cfg.RelayURL}, cfg.InboxRelays, cfg.DiscoveryRelays, cfg.FallbackRelays)...)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -234,6 +252,7 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	context.AfterFunc(ctx, s.cancel)
 	inbox := s.inboxRelays(ctx)
+	s.trustRelays(inbox...) // our own kind 10050 list
 	s.log.Info("chat service starting", "pubkey", s.pk, "inbox_relays", inbox)
 	s.wg.Add(2 + len(inbox))
 	go s.outboxLoop()

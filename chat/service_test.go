@@ -282,7 +282,10 @@ func TestRelayOutageAndRestart(t *testing.T) {
 	bob.publishDMRelays(t, bob.relay.url, bob.relay.url, bob2.url)
 	alice.publishDMRelays(t, alice.relay.url, alice.relay.url)
 
-	as := alice.start(t, func(c *Config) { c.DiscoveryRelays = []string{bob.relay.url} })
+	as := alice.start(t, func(c *Config) {
+		c.DiscoveryRelays = []string{bob.relay.url}
+		c.AllowPrivateRelays = true // bob's second relay, on loopback, is only in his list
+	})
 	bs := bob.start(t, nil)
 	if got := bs.inboxRelays(ctx); len(got) != 2 {
 		t.Fatalf("bob's inbox relays %v", got)
@@ -332,7 +335,7 @@ func TestRelayOutageAndRestart(t *testing.T) {
 	}
 	bob.relay.start()
 	bob2.start()
-	as2 := alice.start(t, nil)
+	as2 := alice.start(t, func(c *Config) { c.AllowPrivateRelays = true })
 	got, err := as2.WaitSent(ctxT(t, 15*time.Second), m2.ID)
 	if err != nil {
 		t.Fatal(err)

@@ -56,6 +56,7 @@ func (n *Node) setupChat(mux *http.ServeMux) error {
 		BlobPublicURL:         n.PublicHTTPURL() + "/blobs",
 		DeleteBlob:            blobs.Delete,
 		AllowPrivateFileHosts: n.cfg.AllowPrivateFileHosts,
+		AllowPrivateRelays:    n.cfg.AllowPrivateRelays,
 		MaxFileSize:           MaxFileSize,
 		Resolver:              &identity.Resolver{},
 		PurgeInterval:         5 * time.Second, // disappearing messages go within seconds of expiring

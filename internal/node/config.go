@@ -56,6 +56,11 @@ type Config struct {
 	// and LAN addresses (chat.Config.AllowPrivateFileHosts); Load makes it
 	// true on regtest unless it is set.
 	AllowPrivateFileHosts bool
+	// AllowPrivateRelays lets the messenger dial relays other people name
+	// (contacts' DM relay lists, relay hints) at loopback and LAN addresses
+	// (chat.Config.AllowPrivateRelays); Load makes it true on regtest
+	// unless it is set.
+	AllowPrivateRelays bool
 
 	// The user's LND (tips): gRPC address, TLS cert and macaroon paths.
 	// The files are read from these paths; their contents never reach logs or events.
@@ -80,7 +85,10 @@ type LNDConfig struct {
 // Configured reports whether an LND connection is set.
 func (l LNDConfig) Configured() bool { return l.RPCServer != "" }
 
-const flagAllowPrivateFileHosts = "files.allow-private-hosts"
+const (
+	flagAllowPrivateFileHosts = "files.allow-private-hosts"
+	flagAllowPrivateRelays    = "chat.allow-private-relays"
+)
 
 // DefaultDataDir is ~/.anchorchat/<network>.
 func DefaultDataDir(network string) string {
@@ -114,6 +122,7 @@ func BindFlags(fs *flag.FlagSet) *Config {
 	fs.StringVar(&c.ProfileAbout, "profile.about", "", "about text in the kind 0 profile")
 	fs.StringVar(&c.LNNodePubkey, "ln.node-pubkey", "", "this user's LND node pubkey (66 hex), named in the handle claim")
 	fs.BoolVar(&c.AllowPrivateFileHosts, flagAllowPrivateFileHosts, false, "download attachments from loopback and private (LAN) addresses too; otherwise a file URL must resolve to a public address (default: true on regtest)")
+	fs.BoolVar(&c.AllowPrivateRelays, flagAllowPrivateRelays, false, "connect to relays other people name (their DM relay lists, relay hints) at loopback and private (LAN) addresses too; otherwise such a relay must resolve to a public address (default: true on regtest)")
 
 	fs.StringVar(&c.LND.RPCServer, "lnd.rpcserver", "", "the user's LND gRPC address, host:port (for tips)")
 	fs.StringVar(&c.LND.TLSCertPath, "lnd.tlscertpath", "", "path of LND's tls.cert")
@@ -208,6 +217,9 @@ func Load(fs *flag.FlagSet, args []string, getenv func(string) string) (*Config,
 	}
 	if src[flagAllowPrivateFileHosts] == "" && c.Network == "regtest" {
 		c.AllowPrivateFileHosts = true // every regtest node and blob store is on loopback
+	}
+	if src[flagAllowPrivateRelays] == "" && c.Network == "regtest" {
+		c.AllowPrivateRelays = true // every regtest node's relay is on loopback
 	}
 	return c, c.Resolve()
 }
