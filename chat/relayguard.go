@@ -53,7 +53,6 @@ func (s *Service) dialerFor(url string) nostrclient.Dialer {
 func (s *Service) guardedDial(ctx context.Context, url string) (*websocket.Conn, error) {
 	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: s.relayHTTP})
 	if errors.Is(err, ErrPrivateAddress) {
-		// No commas: a message's failed deliveries list their errors joined by them.
 		return nil, fmt.Errorf("refused: a relay someone else names must be at a public address (AllowPrivateRelays / --chat.allow-private-relays): %w", err)
 	}
 	return ws, err

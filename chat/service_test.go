@@ -4,16 +4,20 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/anchorchat/anchorchat/identity"
+	"github.com/anchorchat/anchorchat/internal/relaytest"
+	"github.com/nbd-wtf/go-nostr"
 )
 
 // Two users, each with their own relay (owner = that user), exchange text,
@@ -377,6 +381,57 @@ func TestPermanentFailure(t *testing.T) {
 	}
 	if got.State != StateFailed || !strings.Contains(got.Status(), "restricted") {
 		t.Fatalf("status %q", got.Status())
+	}
+}
+
+// A relay's reason may hold commas: each failed relay's reason comes back
+// whole. (They were stored joined by commas and split on them, so
+// "blocked: spam, go away" came back as two errors.)
+func TestFailureReasonsKeepTheirCommas(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{}
+	alice := newUser(t, clk, "alice")
+	bob, carol := newUser(t, clk, "bob"), newUser(t, clk, "carol")
+	carol.publishDMRelays(t, carol.relay.url, carol.relay.url)
+	refuse := func(reason string) string {
+		return relaytest.Scripted(t, func(env nostr.Envelope) []string {
+			evt, ok := env.(*nostr.EventEnvelope)
+			if !ok {
+				return nil
+			}
+			r, _ := json.Marshal(reason)
+			return []string{`["OK","` + evt.ID + `",false,` + string(r) + `]`}
+		})
+	}
+	r1, r2 := refuse("blocked: spam, go away"), refuse("restricted: members only, sorry, really")
+	bob.publishDMRelays(t, bob.relay.url, r1, r2)
+	as := alice.start(t, func(c *Config) {
+		c.DiscoveryRelays = []string{bob.relay.url, carol.relay.url}
+		c.AllowPrivateRelays = true
+	})
+	m, err := as.Send(ctx, []string{bob.key.PublicKey()}, "nowhere to go", SendOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := as.WaitSent(ctxT(t, 10*time.Second), m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != StateFailed || len(got.Delivery.Errors) != 2 {
+		t.Fatalf("state %s, errors %q, want failed with two", got.State, got.Delivery.Errors)
+	}
+	for _, want := range []string{"blocked: spam, go away", "restricted: members only, sorry, really"} {
+		if !slices.ContainsFunc(got.Delivery.Errors, func(e string) bool { return strings.Contains(e, want) }) {
+			t.Errorf("errors %q lack %q", got.Delivery.Errors, want)
+		}
+	}
+	// A message that failed nowhere has no errors.
+	sent, err := as.Send(ctx, []string{carol.key.PublicKey()}, "hi", SendOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := as.WaitSent(ctxT(t, 10*time.Second), sent.ID); err != nil || got.Delivery.Errors != nil {
+		t.Fatalf("a delivered message: %v errors %q", err, got.Delivery.Errors)
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"strings"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // the "sqlite3" driver
@@ -248,7 +247,7 @@ const messageCols = `m.rumor_id, m.conversation, m.sender, m.kind, m.content, m.
 	(SELECT count(DISTINCT relay) FROM deliveries d WHERE d.rumor_id = m.rumor_id AND d.self = 0),
 	(SELECT count(DISTINCT relay) FROM deliveries d WHERE d.rumor_id = m.rumor_id AND d.self = 0 AND d.state = 'ok'),
 	(SELECT count(DISTINCT relay) FROM deliveries d WHERE d.rumor_id = m.rumor_id AND d.self = 0 AND d.state = 'failed'),
-	(SELECT coalesce(group_concat(DISTINCT d.last_error), '') FROM deliveries d WHERE d.rumor_id = m.rumor_id AND d.self = 0 AND d.state = 'failed')`
+	(SELECT json_group_array(DISTINCT d.last_error) FROM deliveries d WHERE d.rumor_id = m.rumor_id AND d.self = 0 AND d.state = 'failed')`
 
 func scanMessage(sc interface{ Scan(...any) error }) (*Message, error) {
 	var m Message
@@ -267,8 +266,11 @@ func scanMessage(sc interface{ Scan(...any) error }) (*Message, error) {
 	if expires > 0 {
 		m.ExpiresAt = time.Unix(expires, 0)
 	}
-	if failedErrs != "" {
-		d.Errors = strings.Split(failedErrs, ",")
+	if err := json.Unmarshal([]byte(failedErrs), &d.Errors); err != nil {
+		return nil, fmt.Errorf("chat: failed deliveries' errors: %w", err)
+	}
+	if len(d.Errors) == 0 {
+		d.Errors = nil
 	}
 	m.Delivery = d
 	m.State = StateReceived
