@@ -149,7 +149,11 @@ func (n *Node) handleClaim(ctx context.Context) (*nostr.Event, bool, error) {
 	case err != nil:
 		return nil, false, fmt.Errorf("the chain of @%s: %w", handle, err)
 	case st.Revoked:
-		n.log.Warn("the handle is revoked: not serving it over NIP-05; remove handle from the config", "handle", handle, "revocation", st.Revocation.ID, "by", st.Revocation.PubKey)
+		msg := "this key revoked its handle: not serving it over NIP-05; remove handle from the config"
+		if st.Revocation.PubKey != n.key.PublicKey() { // a fork decided for the revocation
+			msg = "the handle was revoked by the key that held it: not serving it over NIP-05; remove handle from the config"
+		}
+		n.log.Warn(msg, "handle", handle, "revocation", st.Revocation.ID, "by", st.Revocation.PubKey)
 		return nil, false, nil
 	case st.Current.PubKey != n.key.PublicKey():
 		n.log.Warn("the handle was rotated to another key: not serving it over NIP-05", "handle", handle, "key", st.Current.PubKey)
