@@ -28,28 +28,32 @@ var errNoClaim = errors.New("no claim of this handle by this node's key")
 // ownChain returns the chain of handle that this node's key holds or held,
 // built from the store: the key's newest claim of handle, the claims back to
 // the first one, the rotations after it, and each claim's revocations by its
-// key. Earlier claims the store lacks are copied from the publish relays
-// (fetchHistory); if they have none, it is a *missingClaimError. A claim with a rotation and another successor (a rotation, or a
-// revocation signed before or after the rotation) is a fork, decided as a
-// verifier decides it, by anchoring (decideFork); undecided, it is a
-// *forkError. It fails with errNoClaim if the key never claimed handle.
+// key. What the store lacks of the key's claims and the earlier claims is
+// copied from the publish relays (fetchOwnClaims, fetchHistory); an earlier
+// claim they do not have either is a *missingClaimError. A claim with a
+// rotation and another successor (a rotation, or a revocation signed before
+// or after the rotation) is a fork, decided as a verifier decides it, by
+// anchoring (decideFork); undecided, it is a *forkError. It fails with
+// errNoClaim if the key never claimed handle.
 func (n *Node) ownChain(ctx context.Context, handle string) (*identity.ChainState, error) {
 	const most = 1000
-	mine, err := n.store.Query(ctx, nostr.Filter{Kinds: []int{identity.KindHandleClaim}, Authors: []string{n.key.PublicKey()}, Tags: nostr.TagMap{"n": {handle}}, Limit: most}, storage.Visibility{})
+	newest, err := n.newestOwnClaim(ctx, handle)
 	if err != nil {
 		return nil, err
 	}
-	chain := map[string]*identity.Claim{}
-	var newest *identity.Claim
-	for _, evt := range mine { // newest first
-		if c, err := identity.ValidateClaim(evt); err == nil && c.Handle == handle {
-			newest = c
-			break
+	if newest == nil && len(n.publishRelays()) > 0 {
+		// None stored: a node set up afresh with the key a rotation handed
+		// the handle to, or a lost store. Before it is taken for a key
+		// that never claimed the handle, ask the publish relays.
+		n.fetchOwnClaims(ctx, handle)
+		if newest, err = n.newestOwnClaim(ctx, handle); err != nil {
+			return nil, err
 		}
 	}
 	if newest == nil {
 		return nil, errNoClaim
 	}
+	chain := map[string]*identity.Claim{}
 	// Back to the first claim. What the store lacks (a node set up afresh
 	// with the key a rotation handed the handle to, or a lost store) is
 	// copied from the publish relays, once.
@@ -142,6 +146,66 @@ func (n *Node) ownChain(ctx context.Context, handle string) (*identity.ChainStat
 	return identity.ValidateChain(evts)
 }
 
+// newestOwnClaim returns the newest stored claim of handle by the node's
+// key, or nil.
+func (n *Node) newestOwnClaim(ctx context.Context, handle string) (*identity.Claim, error) {
+	mine, err := n.store.Query(ctx, nostr.Filter{Kinds: []int{identity.KindHandleClaim}, Authors: []string{n.key.PublicKey()}, Tags: nostr.TagMap{"n": {handle}}, Limit: 1000}, storage.Visibility{})
+	if err != nil {
+		return nil, err
+	}
+	for _, evt := range mine { // newest first
+		if c, err := identity.ValidateClaim(evt); err == nil && c.Handle == handle {
+			return c, nil
+		}
+	}
+	return nil, nil
+}
+
+// fetchOwnClaims copies into the store the claims of handle by the node's
+// key that its publish relays have. Failures are logged: with nothing
+// found, the key is taken never to have claimed handle, as before.
+func (n *Node) fetchOwnClaims(ctx context.Context, handle string) {
+	for _, url := range n.publishRelays() {
+		err := n.atRelay(ctx, url, func(r *nostrclient.Conn) error {
+			got, err := r.Query(ctx, nostr.Filter{Kinds: []int{identity.KindHandleClaim}, Authors: []string{n.key.PublicKey()}, Tags: nostr.TagMap{"n": {handle}}, Limit: 1000})
+			if err != nil {
+				return err
+			}
+			for _, evt := range got {
+				if c, err := identity.ValidateClaim(evt); err == nil && c.Handle == handle && c.PubKey == n.key.PublicKey() {
+					if err := n.keep(ctx, evt); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil && n.log != nil {
+			n.log.Warn("cannot ask a publish relay for this key's claims of the handle", "handle", handle, "relay", url, "err", err)
+		}
+	}
+}
+
+// atRelay calls fn with a connection to url, closed after it, within 15 s.
+func (n *Node) atRelay(ctx context.Context, url string, fn func(r *nostrclient.Conn) error) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	r, err := nostrclient.Dial(ctx, url, nostrclient.Options{Sign: n.key.Sign})
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return fn(r)
+}
+
+// keep saves evt, fetched from a relay, in the store.
+func (n *Node) keep(ctx context.Context, evt *nostr.Event) error {
+	if err := n.store.Save(ctx, evt); err != nil && !errors.Is(err, storage.ErrDuplicate) {
+		return fmt.Errorf("storing event %s: %w", evt.ID, err)
+	}
+	return nil
+}
+
 // missingClaimError says that an earlier claim of the node's chain is
 // neither in its store nor on its publish relays.
 type missingClaimError struct {
@@ -202,48 +266,44 @@ func (n *Node) fetchHistory(ctx context.Context, handle string, from *identity.C
 // fetchFrom is fetchHistory at one relay; it returns the earliest claim
 // the store now has.
 func (n *Node) fetchFrom(ctx context.Context, url, handle string, c *identity.Claim) (*identity.Claim, error) {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	r, err := nostrclient.Dial(ctx, url, nostrclient.Options{Sign: n.key.Sign})
-	if err != nil {
-		return c, err
-	}
-	defer r.Close()
-	for c.Type == identity.ClaimRotation {
-		got, err := r.Query(ctx, nostr.Filter{IDs: []string{c.PrevID}, Kinds: []int{identity.KindHandleClaim}})
-		if err != nil {
-			return c, err
-		}
-		var prev *identity.Claim
-		for _, evt := range got {
-			if p, err := identity.ValidateClaim(evt); err == nil && p.ID == c.PrevID && p.Handle == handle {
-				prev = p
+	err := n.atRelay(ctx, url, func(r *nostrclient.Conn) error {
+		for c.Type == identity.ClaimRotation {
+			got, err := r.Query(ctx, nostr.Filter{IDs: []string{c.PrevID}, Kinds: []int{identity.KindHandleClaim}})
+			if err != nil {
+				return err
 			}
-		}
-		if prev == nil {
-			return c, nil // not here
-		}
-		revs, err := r.Query(ctx, nostr.Filter{Kinds: []int{identity.KindHandleRevocation}, Authors: []string{prev.PubKey}, Tags: nostr.TagMap{"e": {prev.ID}}})
-		if err != nil {
-			return c, err
-		}
-		keep := []*nostr.Event{prev.Event}
-		for _, evt := range revs {
-			if rv, err := identity.ValidateClaim(evt); err == nil && rv.Handle == handle && rv.Revokes == prev.ID && rv.PubKey == prev.PubKey {
-				keep = append(keep, evt)
+			var prev *identity.Claim
+			for _, evt := range got {
+				if p, err := identity.ValidateClaim(evt); err == nil && p.ID == c.PrevID && p.Handle == handle {
+					prev = p
+				}
 			}
-		}
-		for _, evt := range keep {
-			if err := n.store.Save(ctx, evt); err != nil && !errors.Is(err, storage.ErrDuplicate) {
-				return c, fmt.Errorf("storing event %s: %w", evt.ID, err)
+			if prev == nil {
+				return nil // not here
 			}
+			revs, err := r.Query(ctx, nostr.Filter{Kinds: []int{identity.KindHandleRevocation}, Authors: []string{prev.PubKey}, Tags: nostr.TagMap{"e": {prev.ID}}})
+			if err != nil {
+				return err
+			}
+			keep := []*nostr.Event{prev.Event}
+			for _, evt := range revs {
+				if rv, err := identity.ValidateClaim(evt); err == nil && rv.Handle == handle && rv.Revokes == prev.ID && rv.PubKey == prev.PubKey {
+					keep = append(keep, evt)
+				}
+			}
+			for _, evt := range keep {
+				if err := n.keep(ctx, evt); err != nil {
+					return err
+				}
+			}
+			if n.log != nil {
+				n.log.Info("copied an earlier claim of the handle from a relay", "handle", handle, "claim", prev.ID, "relay", url, "revocations", len(keep)-1)
+			}
+			c = prev
 		}
-		if n.log != nil {
-			n.log.Info("copied an earlier claim of the handle from a relay", "handle", handle, "claim", prev.ID, "relay", url, "revocations", len(keep)-1)
-		}
-		c = prev
-	}
-	return c, nil
+		return nil
+	})
+	return c, err
 }
 
 // forkError is a chain of this node's key that forks: a claim with a

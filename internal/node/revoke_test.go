@@ -307,7 +307,8 @@ func (m *memChain) anchor(t *testing.T, height int32, evts ...*nostr.Event) []*a
 // earlier claims (set up afresh with the new key, or a lost store), copies
 // them from its publish relays, with their revocations, and then serves the
 // handle; if no relay has them, it says which claim is missing and what to
-// do. It used to give up with "which this node does not have".
+// do. It used to give up with "which this node does not have", and with
+// not even the rotation stored, it signed a new first claim.
 func TestOwnChainFetchesEarlierClaims(t *testing.T) {
 	ctx := context.Background()
 	k1, k2, k3 := newKey(t), newKey(t), newKey(t)
@@ -377,6 +378,16 @@ func TestOwnChainFetchesEarlierClaims(t *testing.T) {
 		n.cfg.PublishRelays = nil
 		if s, err := n.ownChain(ctx, "dave"); err != nil || s.Genesis.ID != first.ID {
 			t.Fatalf("ownChain from the store alone: %+v %v", s, err)
+		}
+	})
+	t.Run("not even its own claim stored", func(t *testing.T) {
+		n := &Node{store: tempStore(t), key: k3, cfg: &Config{Handle: "dave", DMRelays: []string{"wss://dave.example"}, PublishRelays: []string{relayWith(t, first, rot1, rot2)}}, log: slog.New(slog.DiscardHandler)}
+		// Not a key that never claimed the handle: no new first claim.
+		if claim, serve, err := n.handleClaim(ctx); claim != nil || !serve || err != nil {
+			t.Fatalf("handleClaim: %v %v %v, want the rotation's handle served and no new claim", claim, serve, err)
+		}
+		if s, err := n.ownChain(ctx, "dave"); err != nil || s.Genesis.ID != first.ID || s.Current.ID != rot2.ID {
+			t.Fatalf("ownChain: %+v %v", s, err)
 		}
 	})
 	t.Run("with a revocation that forks the chain", func(t *testing.T) {
