@@ -135,6 +135,44 @@ func TestConfigFileHostsAndRelayURL(t *testing.T) {
 			t.Errorf("%v: AllowPrivateFileHosts %v, want %v", c.args, cfg.AllowPrivateFileHosts, c.want)
 		}
 	}
+	// Relays other people name: the same defaults, from a flag, the
+	// environment or the config file.
+	for _, c := range []struct {
+		args []string
+		env  string
+		file string
+		want bool
+	}{
+		{args: []string{"--network", "regtest"}, want: true},
+		{args: []string{"--network", "mainnet"}, want: false},
+		{args: []string{"--network", "testnet"}, want: false},
+		{args: []string{"--network", "regtest", "--chat.allow-private-relays=false"}, want: false},
+		{args: []string{"--network", "mainnet", "--chat.allow-private-relays"}, want: true},
+		{args: []string{"--network", "signet"}, env: "true", want: true},
+		{args: []string{"--network", "regtest"}, env: "false", want: false},
+		{args: []string{"--network", "mainnet"}, file: "chat.allow-private-relays = true\n", want: true},
+		{args: []string{"--network", "regtest"}, file: "chat.allow-private-relays = false\n", want: false},
+	} {
+		dir := t.TempDir()
+		if c.file != "" {
+			if err := os.WriteFile(filepath.Join(dir, "anchorchat.conf"), []byte(c.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		getenv := func(k string) string {
+			if k == "ANCHORCHAT_CHAT_ALLOW_PRIVATE_RELAYS" {
+				return c.env
+			}
+			return ""
+		}
+		cfg, err := node.Load(flag.NewFlagSet("node", flag.ContinueOnError), append([]string{"--datadir", dir}, c.args...), getenv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.AllowPrivateRelays != c.want {
+			t.Errorf("%v env %q file %q: AllowPrivateRelays %v, want %v", c.args, c.env, c.file, cfg.AllowPrivateRelays, c.want)
+		}
+	}
 	for _, bad := range []string{"https://relay.example", "relay.example", "wss://", "wss://relay.example/?x=1", "wss://u:p@relay.example"} {
 		if _, err := load("--relay.url", bad); err == nil || !strings.Contains(err.Error(), "relay.url") {
 			t.Errorf("relay.url %q: %v", bad, err)
