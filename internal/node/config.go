@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/anchorchat/anchorchat/identity"
 	"github.com/anchorchat/anchorchat/internal/config"
+	"github.com/anchorchat/anchorchat/internal/nostrclient"
 	"github.com/anchorchat/anchorchat/relay"
 )
 
@@ -360,19 +360,11 @@ const shutdownTimeout = 15 * time.Second
 // stays (a relay behind a reverse proxy at wss://host/chat serves its blobs
 // at https://host/chat/blobs).
 func publicHTTPBase(wsURL string) (string, error) {
-	u, err := url.Parse(wsURL)
+	u, err := nostrclient.HTTPURL(wsURL)
 	if err != nil {
 		return "", err
 	}
-	switch u.Scheme {
-	case "ws":
-		u.Scheme = "http"
-	case "wss":
-		u.Scheme = "https"
-	default:
-		return "", fmt.Errorf("%q is not a ws:// or wss:// URL", wsURL)
-	}
-	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		return "", fmt.Errorf("%q: want ws[s]://host[:port][/path], without user, query or fragment", wsURL)
 	}
 	return strings.TrimSuffix(u.String(), "/"), nil
