@@ -27,7 +27,10 @@ import (
 type Wallet interface {
 	Sync(ctx context.Context) error
 	FeeRate(ctx context.Context) (btcutil.Amount, error)
-	CreateTx(outs []wallet.Output, feeRate btcutil.Amount) (*wire.MsgTx, []wallet.Coin, btcutil.Amount, error)
+	// CreateTxExcept builds a transaction spending none of except: the
+	// coins of the batches not mined yet, whose transactions btcd's
+	// mempool may have lost.
+	CreateTxExcept(outs []wallet.Output, feeRate btcutil.Amount, except []wire.OutPoint) (*wire.MsgTx, []wallet.Coin, btcutil.Amount, error)
 	BuildReplacement(tx *wire.MsgTx, feeRate btcutil.Amount) (*wire.MsgTx, btcutil.Amount, error)
 }
 
@@ -388,8 +391,15 @@ func (b *Batcher) anchorPending(ctx context.Context) (*BatchInfo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("anchor: fee rate: %w", err)
 	}
-	tx, _, fee, err := b.cfg.Wallet.CreateTx([]wallet.Output{wallet.OpReturn(Payload(root))}, rate)
+	held, err := b.heldCoins(ctx)
 	if err != nil {
+		return nil, err
+	}
+	tx, _, fee, err := b.cfg.Wallet.CreateTxExcept([]wallet.Output{wallet.OpReturn(Payload(root))}, rate, held)
+	if err != nil {
+		if len(held) > 0 {
+			return nil, fmt.Errorf("anchor: build anchor tx (leaving alone %d coins of batches not mined yet): %w", len(held), err)
+		}
 		return nil, fmt.Errorf("anchor: build anchor tx: %w", err)
 	}
 	best, err := b.cfg.Chain.BestHeight(ctx)
@@ -435,6 +445,38 @@ func (b *Batcher) anchorPending(ctx context.Context) (*BatchInfo, error) {
 	// The batch is on disk: a failed broadcast is retried by later rounds.
 	b.broadcast(ctx, tx)
 	return &BatchInfo{ID: batchID, Root: hex.EncodeToString(root[:]), Claims: len(ids), State: BatchBroadcast, Txid: txid, Fee: int64(fee)}, nil
+}
+
+// heldCoins returns the coins that the transactions of batches not mined
+// yet spend, every version of each (a fee bump spends the same ones). The
+// wallet sees a batch's spend only while btcd's mempool holds its
+// transaction; one whose broadcast failed, or that a restarted btcd
+// forgot, is rebroadcast by later rounds, and a new batch spending the
+// same coins would keep one of the two from ever confirming.
+func (b *Batcher) heldCoins(ctx context.Context) ([]wire.OutPoint, error) {
+	rows, err := b.db.QueryContext(ctx, `SELECT t.raw_tx FROM batch_txs t JOIN batches b ON b.id = t.batch_id WHERE b.state = 'broadcast'`)
+	if err != nil {
+		return nil, fmt.Errorf("anchor: unmined batches: %w", err)
+	}
+	defer rows.Close()
+	var held []wire.OutPoint
+	for rows.Next() {
+		var raw []byte
+		if err := rows.Scan(&raw); err != nil {
+			return nil, fmt.Errorf("anchor: unmined batches: %w", err)
+		}
+		tx, err := parseTx(raw)
+		if err != nil {
+			return nil, err
+		}
+		for _, in := range tx.TxIn {
+			held = append(held, in.PreviousOutPoint)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("anchor: unmined batches: %w", err)
+	}
+	return held, nil
 }
 
 func (b *Batcher) broadcast(ctx context.Context, tx *wire.MsgTx) {

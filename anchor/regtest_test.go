@@ -486,6 +486,52 @@ func TestRegtest(t *testing.T) {
 		}
 	})
 
+	// Two batches whose transactions btcd never heard of (a broadcast that
+	// failed, or a btcd restarted without its mempool): the wallet cannot
+	// see the first one's spend, yet the second must not spend its coins,
+	// or only one of the two could ever confirm. Both are mined once
+	// rebroadcast.
+	t.Run("UnminedBatchesKeepTheirCoins", func(t *testing.T) {
+		r := *r
+		r.t = t
+		path := t.TempDir() + "/anchor.db"
+		b := r.batcher(path, 1, func(c *Config) { c.Chain = failBroadcast{c.Chain} })
+		spent := map[wire.OutPoint]int64{}
+		for i := range 2 {
+			if _, err := b.Submit(ctx, claim(t, newKey(t), fmt.Sprintf("held%d", i))); err != nil {
+				t.Fatal(err)
+			}
+			bs, err := b.AnchorNow(ctx)
+			if err != nil || len(bs) != 1 {
+				t.Fatalf("batch %d: %+v %v", i, bs, err)
+			}
+			rows, err := b.loadBatches(ctx, `WHERE id = ?`, bs[0].ID)
+			if err != nil || len(rows) != 1 {
+				t.Fatalf("batch %d: %v", bs[0].ID, err)
+			}
+			tx, err := parseTx(rows[0].raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, in := range tx.TxIn {
+				if other, ok := spent[in.PreviousOutPoint]; ok {
+					t.Fatalf("batches %d and %d both spend %s", other, bs[0].ID, in.PreviousOutPoint)
+				}
+				spent[in.PreviousOutPoint] = bs[0].ID
+			}
+		}
+		b.Close()
+		b = r.batcher(path, 1, nil)
+		defer b.Close()
+		r.tick(b) // rebroadcasts both
+		r.mine(1)
+		r.tick(b)
+		bs, err := b.Batches(ctx)
+		if err != nil || len(bs) != 2 || bs[0].State != BatchAttested || bs[1].State != BatchAttested {
+			t.Fatalf("batches %+v %v, want both attested", bs, err)
+		}
+	})
+
 	t.Run("RBFBump", func(t *testing.T) {
 		r := *r
 		r.t = t

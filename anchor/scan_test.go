@@ -38,7 +38,7 @@ func (noWallet) FeeRate(context.Context) (btcutil.Amount, error) { return 0, nil
 func (noWallet) BuildReplacement(*wire.MsgTx, btcutil.Amount) (*wire.MsgTx, btcutil.Amount, error) {
 	return nil, 0, nil
 }
-func (noWallet) CreateTx([]wallet.Output, btcutil.Amount) (*wire.MsgTx, []wallet.Coin, btcutil.Amount, error) {
+func (noWallet) CreateTxExcept([]wallet.Output, btcutil.Amount, []wire.OutPoint) (*wire.MsgTx, []wallet.Coin, btcutil.Amount, error) {
 	return nil, nil, 0, nil
 }
 

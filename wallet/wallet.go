@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 
@@ -498,12 +499,21 @@ func (w *Wallet) FeeRate(ctx context.Context) (btcutil.Amount, error) {
 // feeRate (sat/kvB) from confirmed, mature coins as of the last Sync. It
 // returns the transaction, the coins it spends (in input order) and its fee.
 func (w *Wallet) CreateTx(outs []Output, feeRate btcutil.Amount) (*wire.MsgTx, []Coin, btcutil.Amount, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.createTxLocked(outs, feeRate)
+	return w.CreateTxExcept(outs, feeRate, nil)
 }
 
-func (w *Wallet) createTxLocked(outs []Output, feeRate btcutil.Amount) (*wire.MsgTx, []Coin, btcutil.Amount, error) {
+// CreateTxExcept is CreateTx spending none of the coins in except: those
+// of transactions the caller signed and keeps but that need not be in the
+// mempool (a broadcast that failed, or a btcd that restarted and lost its
+// mempool), which Sync cannot see. Without it the next transaction could
+// spend the same coins, and only one of the two would ever confirm.
+func (w *Wallet) CreateTxExcept(outs []Output, feeRate btcutil.Amount, except []wire.OutPoint) (*wire.MsgTx, []Coin, btcutil.Amount, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.createTxLocked(outs, feeRate, except...)
+}
+
+func (w *Wallet) createTxLocked(outs []Output, feeRate btcutil.Amount, except ...wire.OutPoint) (*wire.MsgTx, []Coin, btcutil.Amount, error) {
 	if len(outs) == 0 {
 		return nil, nil, 0, errors.New("wallet: no outputs")
 	}
@@ -527,6 +537,13 @@ func (w *Wallet) createTxLocked(outs []Output, feeRate btcutil.Amount) (*wire.Ms
 		return nil, nil, 0, err
 	}
 	coins, refs := w.spendable()
+	if len(except) > 0 {
+		held := make(map[wire.OutPoint]bool, len(except))
+		for _, op := range except {
+			held[op] = true
+		}
+		coins = slices.DeleteFunc(coins, func(c Coin) bool { return held[c.OutPoint] })
+	}
 	sel, err := SelectCoins(coins, txOuts, feeRate, changeScript)
 	if err != nil {
 		return nil, nil, 0, err

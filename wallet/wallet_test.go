@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -397,5 +398,48 @@ func TestFeeFloor(t *testing.T) {
 	chain.fee = 50_000
 	if r, _ := w.FeeRate(context.Background()); r != 50_000 {
 		t.Fatalf("estimate: %v", r)
+	}
+}
+
+// CreateTxExcept leaves alone the coins it is told are held (by signed
+// transactions the mempool may not show), and says so with
+// ErrInsufficientFunds when nothing else is left.
+func TestCreateTxExceptLeavesHeldCoins(t *testing.T) {
+	ctx := context.Background()
+	chain := &fakeChain{}
+	w, err := Create(filepath.Join(t.TempDir(), "wallet.json"), []byte("pw"), Config{Params: params, Chain: chain, ScryptLogN: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, err := w.NewAddress()
+	if err != nil {
+		t.Fatal(err)
+	}
+	script, _ := txscript.PayToAddrScript(addr)
+	for range 102 { // coinbases at heights 0..2 are mature
+		chain.mine(script, 50*btcutil.SatoshiPerBitcoin)
+	}
+	if err := w.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	outs := []Output{OpReturn([]byte("held coins"))}
+	var held []wire.OutPoint
+	for i := range 3 {
+		tx, _, _, err := w.CreateTxExcept(outs, 1000, held)
+		if err != nil {
+			t.Fatalf("tx %d: %v", i, err)
+		}
+		for _, in := range tx.TxIn {
+			if slices.Contains(held, in.PreviousOutPoint) {
+				t.Fatalf("tx %d spends held coin %s", i, in.PreviousOutPoint)
+			}
+			held = append(held, in.PreviousOutPoint)
+		}
+	}
+	if _, _, _, err := w.CreateTxExcept(outs, 1000, held); !errors.Is(err, ErrInsufficientFunds) {
+		t.Fatalf("every mature coin held: %v, want ErrInsufficientFunds", err)
+	}
+	if tx, _, _, err := w.CreateTx(outs, 1000); err != nil || !slices.Contains(held, tx.TxIn[0].PreviousOutPoint) {
+		t.Fatalf("CreateTx holds nothing back: %v", err)
 	}
 }
