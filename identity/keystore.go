@@ -63,7 +63,8 @@ type Keystore struct {
 	// Path of the keystore file, e.g. ~/.anchorchat/identity.json.
 	Path string
 	// LogN is the scrypt cost used when writing (Create, ChangePassphrase,
-	// Import). 0 means DefaultLogN.
+	// Import). 0 means DefaultLogN, except that ChangePassphrase then keeps
+	// the keystore's own cost when that is higher.
 	LogN uint8
 	// SkipPolicy disables CheckPassphrase on new passphrases (tests and
 	// importing a key whose passphrase the user already chose elsewhere
@@ -208,14 +209,24 @@ func (ks *Keystore) ChangePassphrase(ctx context.Context, oldPass, newPass strin
 		return err
 	}
 	defer key.Wipe()
-	nc, err := encryptCtx(ctx, key, newPass, ks.logN())
+	logN := ks.logN()
+	if ks.LogN == 0 {
+		// Unset: keep a cost higher than the default. A keystore made
+		// harder to crack must not get cheaper by a change of passphrase.
+		if f, err := ks.read(); err == nil {
+			if cur, err := NcryptsecLogN(f.Ncryptsec); err == nil {
+				logN = max(logN, cur)
+			}
+		}
+	}
+	nc, err := encryptCtx(ctx, key, newPass, logN)
 	if err != nil {
 		return err
 	}
 	if err := ks.write(nc, key.PublicKey(), true); err != nil {
 		return err
 	}
-	ks.logger().Info("identity passphrase changed", "path", ks.Path, "npub", key.Npub(), "log_n", ks.logN())
+	ks.logger().Info("identity passphrase changed", "path", ks.Path, "npub", key.Npub(), "log_n", logN)
 	return nil
 }
 

@@ -175,6 +175,26 @@ func TestKeystoreChangePassphrase(t *testing.T) {
 	}
 }
 
+// A keystore made harder to crack than the default keeps its cost over a
+// change of passphrase that names none (it fell to DefaultLogN).
+func TestChangePassphraseKeepsAHigherCost(t *testing.T) {
+	ctx := context.Background()
+	ks := testKeystore(t)
+	k, _ := GenerateKey()
+	ks.LogN = DefaultLogN + 1
+	if err := ks.Create(ctx, k, goodPass); err != nil {
+		t.Fatal(err)
+	}
+	ks.LogN = 0 // as `id passwd` without --scrypt-logn
+	if err := ks.ChangePassphrase(ctx, goodPass, "lantern quietly 9 sparrow fold"); err != nil {
+		t.Fatal(err)
+	}
+	nc, _ := ks.Ncryptsec()
+	if ln, _ := NcryptsecLogN(nc); ln != DefaultLogN+1 {
+		t.Fatalf("log_n after passwd = %d, want %d", ln, DefaultLogN+1)
+	}
+}
+
 func TestKeystoreImportAndTamper(t *testing.T) {
 	ctx := context.Background()
 	ks := testKeystore(t)

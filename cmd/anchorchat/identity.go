@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/anchorchat/anchorchat/identity"
@@ -37,7 +38,35 @@ are refused with the reason.`
 type identityFlags struct {
 	network, datadir *string
 	passFile         *string
-	logN             *uint
+	logN             *logNFlag
+}
+
+// minUserLogN is the lowest scrypt cost --scrypt-logn takes outside
+// regtest (64 MiB of memory per guess); lower ones exist for tests.
+const minUserLogN = 16
+
+// logNFlag is --scrypt-logn: a cost from identity.MinLogN to MaxLogN, and
+// whether it was given (when not, a keystore being re-encrypted keeps a
+// cost higher than the default).
+type logNFlag struct {
+	n   uint8
+	set bool
+}
+
+func (l *logNFlag) String() string {
+	if l == nil || !l.set {
+		return strconv.Itoa(int(identity.DefaultLogN))
+	}
+	return strconv.Itoa(int(l.n))
+}
+
+func (l *logNFlag) Set(s string) error {
+	v, err := strconv.ParseUint(s, 10, 8)
+	if err != nil || uint8(v) < identity.MinLogN || uint8(v) > identity.MaxLogN {
+		return fmt.Errorf("want a whole number from %d to %d", identity.MinLogN, identity.MaxLogN)
+	}
+	l.n, l.set = uint8(v), true
+	return nil
 }
 
 func bindIdentityFlags(fs *flag.FlagSet) identityFlags {
@@ -49,20 +78,23 @@ func bindIdentityFlags(fs *flag.FlagSet) identityFlags {
 // keep their defaults), so that --help lists what the command reads.
 func bindSomeIdentityFlags(fs *flag.FlagSet, pass, logN bool) identityFlags {
 	network, datadir := clientFlags(fs)
-	f := identityFlags{network: network, datadir: datadir, passFile: new(string), logN: new(uint)}
-	*f.logN = uint(identity.DefaultLogN)
+	f := identityFlags{network: network, datadir: datadir, passFile: new(string), logN: new(logNFlag)}
 	if pass {
 		fs.StringVar(f.passFile, "passphrase-file", "", "file holding the passphrase; or set ANCHORCHAT_PASSPHRASE (not both); with neither, a prompt")
 	}
 	if logN {
-		fs.UintVar(f.logN, "scrypt-logn", uint(identity.DefaultLogN), "scrypt cost as log2(N) for a newly written keystore (17, the default, unlocks in about 0.3 s here)")
+		fs.Var(f.logN, "scrypt-logn", fmt.Sprintf("scrypt cost as `log2(N)` for a newly written keystore (%d, the default, unlocks in about 0.3 s here; at least %d except on regtest; id passwd without it keeps a higher cost the keystore has)", identity.DefaultLogN, minUserLogN))
 	}
 	return f
 }
 
+// dir checks the flags and returns the data dir.
 func (f identityFlags) dir() (string, error) {
 	if _, ok := node.Networks[*f.network]; !ok {
 		return "", fmt.Errorf("unknown network %q: use mainnet, testnet, signet or regtest", *f.network)
+	}
+	if f.logN.set && f.logN.n < minUserLogN && *f.network != "regtest" {
+		return "", fmt.Errorf("--scrypt-logn %d is too cheap to guard a key on %s: use at least %d; lower costs are for tests on regtest", f.logN.n, *f.network, minUserLogN)
 	}
 	if *f.datadir != "" {
 		return *f.datadir, nil
@@ -72,7 +104,9 @@ func (f identityFlags) dir() (string, error) {
 
 func (f identityFlags) keystore(dir string) *identity.Keystore {
 	ks := node.Keystore(dir, slog.New(slog.DiscardHandler))
-	ks.LogN = uint8(*f.logN)
+	if f.logN.set {
+		ks.LogN = f.logN.n
+	}
 	return ks
 }
 

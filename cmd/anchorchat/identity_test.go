@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -118,6 +119,40 @@ func TestInitAndIDCommands(t *testing.T) {
 	out, err = cli(t, []string{"ANCHORCHAT_PASSPHRASE=Another!Strong-Passphrase-93-Quokka"}, append([]string{"id", "export", "--nsec", "--i-understand-this-reveals-my-key"}, base...)...)
 	if err != nil || !strings.Contains(out, nsec) {
 		t.Fatalf("the new passphrase does not open the keystore: %v\n%s", err, out)
+	}
+
+	// passwd without --scrypt-logn raises a cheap keystore to the default...
+	logN := func(dir string) uint8 {
+		t.Helper()
+		out, err := cli(t, nil, "id", "export", "--network", "regtest", "--datadir", dir)
+		if err != nil {
+			t.Fatalf("id export: %v\n%s", err, out)
+		}
+		n, err := identity.NcryptsecLogN(strings.TrimSpace(out))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := logN(dir); n != identity.DefaultLogN {
+		t.Errorf("log_n after passwd from 10: %d, want the default %d", n, identity.DefaultLogN)
+	}
+	// ...and keeps a dearer one (it used to drop it to the default).
+	dear := t.TempDir()
+	dearEnv := []string{"ANCHORCHAT_PASSPHRASE=Another!Strong-Passphrase-93-Quokka"}
+	if out, err := cli(t, dearEnv, "init", "--scrypt-logn", fmt.Sprint(identity.DefaultLogN+1), "--network", "regtest", "--datadir", dear); err != nil {
+		t.Fatalf("init: %v\n%s", err, out)
+	}
+	if out, err := cli(t, nil, "id", "passwd", "--new-passphrase-file", newPass, "--passphrase-file", newPass, "--network", "regtest", "--datadir", dear); err != nil {
+		t.Fatalf("id passwd: %v\n%s", err, out)
+	}
+	if n := logN(dear); n != identity.DefaultLogN+1 {
+		t.Errorf("log_n after passwd from %d: %d", identity.DefaultLogN+1, n)
+	}
+	// Below 16 only on regtest.
+	out, err = cli(t, env, "init", "--scrypt-logn", "10", "--network", "mainnet", "--datadir", t.TempDir())
+	if err == nil || !strings.Contains(out, "at least 16") {
+		t.Fatalf("init --scrypt-logn 10 on mainnet: %v\n%s", err, out)
 	}
 
 	// A second data dir: id import from an nsec on stdin.
