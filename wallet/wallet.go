@@ -306,11 +306,19 @@ func (w *Wallet) syncLocked(ctx context.Context) error {
 		return fmt.Errorf("wallet: sync: %w", err)
 	}
 	if w.tipHeight >= w.file.Birthday {
-		h, err := w.cfg.Chain.BlockHash(ctx, w.tipHeight)
-		if err != nil || *h != w.tipHash {
-			if err != nil && ctx.Err() != nil {
-				return fmt.Errorf("wallet: sync: %w", err)
+		// A chain shorter than the last block scanned, or another block
+		// there, is a reorg. A failed lookup is not: the coins stay, and
+		// the next Sync tries again (treating it as a reorg dropped every
+		// coin until a rescan from the birthday had finished).
+		reorg := w.tipHeight > best
+		if !reorg {
+			h, err := w.cfg.Chain.BlockHash(ctx, w.tipHeight)
+			if err != nil {
+				return fmt.Errorf("wallet: sync: hash of block %d: %w", w.tipHeight, err)
 			}
+			reorg = *h != w.tipHash
+		}
+		if reorg {
 			w.log.Warn("chain tip changed under the wallet (reorg); rescanning", "height", w.tipHeight, "from", w.file.Birthday)
 			w.tipHeight = w.file.Birthday - 1
 			w.utxos = make(map[wire.OutPoint]*UTXO)

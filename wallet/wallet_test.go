@@ -443,3 +443,64 @@ func TestCreateTxExceptLeavesHeldCoins(t *testing.T) {
 		t.Fatalf("CreateTx holds nothing back: %v", err)
 	}
 }
+
+// flakyChain fails BlockHash while fail is set, as a btcd that times out.
+type flakyChain struct {
+	*fakeChain
+	fail bool
+}
+
+func (c *flakyChain) BlockHash(ctx context.Context, h int32) (*chainhash.Hash, error) {
+	if c.fail {
+		return nil, errors.New("rpc timeout")
+	}
+	return c.fakeChain.BlockHash(ctx, h)
+}
+
+// A failed block-hash lookup is an error, not a reorg: the coins stay and
+// nothing is rescanned (the wallet used to drop every coin and rescan from
+// its birthday). A chain shorter than the last block scanned is a reorg.
+func TestSyncErrorIsNotAReorg(t *testing.T) {
+	ctx := context.Background()
+	chain := &flakyChain{fakeChain: &fakeChain{}}
+	w, err := Create(filepath.Join(t.TempDir(), "wallet.json"), []byte("pw"), Config{Params: params, Chain: chain, ScryptLogN: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, err := w.NewAddress()
+	if err != nil {
+		t.Fatal(err)
+	}
+	script, _ := txscript.PayToAddrScript(addr)
+	for range 102 {
+		chain.mine(script, 50*btcutil.SatoshiPerBitcoin)
+	}
+	if err := w.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := w.Balance()
+	if before.Confirmed != 3*50*btcutil.SatoshiPerBitcoin {
+		t.Fatalf("balance %+v", before)
+	}
+	chain.fail = true
+	if err := w.Sync(ctx); err == nil || !strings.Contains(err.Error(), "rpc timeout") {
+		t.Fatalf("sync with a failing chain: %v", err)
+	}
+	if b := w.Balance(); b != before || w.Height() != 101 {
+		t.Fatalf("after a failed lookup: balance %+v at %d, want %+v at 101", b, w.Height(), before)
+	}
+	chain.fail = false
+	if _, _, _, err := w.CreateTx([]Output{OpReturn([]byte("x"))}, 1000); err != nil {
+		t.Fatal(err)
+	}
+	// A shorter chain: the wallet rescans what is left.
+	chain.mu.Lock()
+	chain.blocks = chain.blocks[:101]
+	chain.mu.Unlock()
+	if err := w.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if b := w.Balance(); w.Height() != 100 || b.Confirmed != 2*50*btcutil.SatoshiPerBitcoin {
+		t.Fatalf("after a reorg to 100: balance %+v at %d", b, w.Height())
+	}
+}
