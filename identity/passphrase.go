@@ -141,13 +141,16 @@ func readPassphraseFile(path string, log *slog.Logger) (string, error) {
 			log.Warn("passphrase file is readable by others; run chmod 600", "path", path)
 		}
 	}
-	b, err := io.ReadAll(io.LimitReader(f, 4*MaxPassphraseLen+2))
+	// One byte more than the longest accepted passphrase and its line end,
+	// so that a longer file is refused rather than cut.
+	b, err := io.ReadAll(io.LimitReader(f, 4*MaxPassphraseLen+3))
 	if err != nil {
 		return "", fmt.Errorf("identity: read passphrase file: %w", err)
 	}
 	p := string(b)
-	p = strings.TrimSuffix(p, "\n")
-	p = strings.TrimSuffix(p, "\r")
+	if q, ok := strings.CutSuffix(p, "\n"); ok {
+		p = strings.TrimSuffix(q, "\r") // one line end, Unix or Windows
+	}
 	if len(p) > 4*MaxPassphraseLen {
 		return "", fmt.Errorf("identity: passphrase file %s is too large", path)
 	}

@@ -105,6 +105,33 @@ func TestReadPassphraseSources(t *testing.T) {
 	if _, _, err := ReadPassphrase(ctx, PassphraseOptions{File: empty, LookupEnv: noEnv}); !errors.Is(err, ErrNoPassphrase) {
 		t.Fatalf("empty file: %v", err)
 	}
+	// Line ends: one "\n" or "\r\n" goes; a lone "\r" is the passphrase's.
+	// The longest passphrase with its line end is read whole; one byte
+	// more is refused, not cut (a file of 4,096 bytes, CRLF and more was
+	// read as its first 4,096).
+	long := strings.Repeat("x", 4*MaxPassphraseLen)
+	for content, want := range map[string]string{
+		goodPass + "\r\n":       goodPass,
+		goodPass + "\r":         goodPass + "\r",
+		long + "\r\n":           long,
+		long + "\n":             long,
+		long + "\r\nmore":       "",
+		long + "y":              "",
+		goodPass + "\n\n":       goodPass + "\n",
+		goodPass + "\nsecond\n": goodPass + "\nsecond",
+	} {
+		f := filepath.Join(dir, "ends")
+		if err := os.WriteFile(f, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		p, _, err := ReadPassphrase(ctx, PassphraseOptions{File: f, LookupEnv: noEnv})
+		switch {
+		case want == "" && (err == nil || !strings.Contains(err.Error(), "too large")):
+			t.Errorf("%d bytes ending %q: %v, want too large", len(content), content[max(0, len(content)-6):], err)
+		case want != "" && (err != nil || p != want):
+			t.Errorf("%d bytes ending %q: %d bytes ending %q, %v", len(content), content[max(0, len(content)-6):], len(p), p[max(0, len(p)-6):], err)
+		}
+	}
 	// Prompt path with an injected reader, with confirmation.
 	answers := []string{"typed passphrase", "typed passphrase"}
 	read := func(context.Context) (string, error) { a := answers[0]; answers = answers[1:]; return a, nil }
