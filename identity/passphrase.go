@@ -148,9 +148,8 @@ func readPassphraseFile(path string, log *slog.Logger) (string, error) {
 		return "", fmt.Errorf("identity: read passphrase file: %w", err)
 	}
 	p := string(b)
-	if q, ok := strings.CutSuffix(p, "\n"); ok {
-		p = strings.TrimSuffix(q, "\r") // one line end, Unix or Windows
-	}
+	p = strings.TrimSuffix(p, "\n")
+	p = strings.TrimSuffix(p, "\r") // one line end, Unix or Windows (or an editor's lone CR)
 	if len(p) > 4*MaxPassphraseLen {
 		return "", fmt.Errorf("identity: passphrase file %s is too large", path)
 	}

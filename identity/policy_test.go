@@ -105,7 +105,8 @@ func TestReadPassphraseSources(t *testing.T) {
 	if _, _, err := ReadPassphrase(ctx, PassphraseOptions{File: empty, LookupEnv: noEnv}); !errors.Is(err, ErrNoPassphrase) {
 		t.Fatalf("empty file: %v", err)
 	}
-	// Line ends: one "\n" or "\r\n" goes; a lone "\r" is the passphrase's.
+	// Line ends: one "\n", "\r\n" or "\r" goes (files written before
+	// keep opening their keystores).
 	// The longest passphrase with its line end is read whole; one byte
 	// more is refused, not cut (a file of 4,096 bytes, CRLF and more was
 	// read as its first 4,096).
