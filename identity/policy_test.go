@@ -113,7 +113,7 @@ func TestReadPassphraseSources(t *testing.T) {
 	long := strings.Repeat("x", 4*MaxPassphraseLen)
 	for content, want := range map[string]string{
 		goodPass + "\r\n":       goodPass,
-		goodPass + "\r":         goodPass + "\r",
+		goodPass + "\r":         goodPass,
 		long + "\r\n":           long,
 		long + "\n":             long,
 		long + "\r\nmore":       "",
