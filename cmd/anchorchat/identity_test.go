@@ -292,6 +292,14 @@ func TestRevokeHandle(t *testing.T) {
 		t.Fatalf("NIP-05 before revoking: %v, want carol → %s", got, pk)
 	}
 	client := []string{"--network", "regtest", "--datadir", dir}
+	status := func(want string) {
+		t.Helper()
+		out, err := cli(t, nil, append([]string{"status"}, client...)...)
+		if err != nil || !strings.Contains(out, "handle: carol ("+want+")") {
+			t.Fatalf("status: %v, want handle: carol (%s)\n%s", err, want, out)
+		}
+	}
+	status("held")
 
 	if out, err := cli(t, nil, append([]string{"id", "revoke", "--reason", "laptop stolen"}, client...)...); err == nil || !strings.Contains(out, "--yes") {
 		t.Fatalf("id revoke without --yes: %v\n%s", err, out)
@@ -331,6 +339,7 @@ func TestRevokeHandle(t *testing.T) {
 	if out, err := cli(t, nil, append([]string{"id", "revoke", "--yes"}, client...)...); err == nil || !strings.Contains(out, "already revoked, by event "+res.Revocation) {
 		t.Fatalf("a second id revoke: %v\n%s", err, out)
 	}
+	status("revoked")
 
 	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
@@ -353,6 +362,7 @@ func TestRevokeHandle(t *testing.T) {
 	if !strings.Contains(p2.logs.String(), "this key revoked its handle") {
 		t.Fatalf("the restarted node does not say the handle is revoked:\n%s", p2.logs.String())
 	}
+	status("revoked")
 }
 
 // grepLine runs `id show` on dir and returns its line starting with prefix.

@@ -127,7 +127,11 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fmt.Fprintf(stdout, "anchorchat %s on %s (pid %d, up %s)\nrelay:  %s (open: %v)\nowner:  %s\n",
 		st.Version, st.Network, st.PID, st.Uptime, st.RelayURL, st.Open, owner)
 	if st.Npub != "" {
-		fmt.Fprintf(stdout, "npub:   %s\nhandle: %s\n", st.Npub, st.Handle)
+		handle := st.Handle
+		if st.HandleState != "" {
+			handle += " (" + st.HandleState + ")"
+		}
+		fmt.Fprintf(stdout, "npub:   %s\nhandle: %s\n", st.Npub, handle)
 	}
 	if st.LND != "" {
 		fmt.Fprintf(stdout, "lnd:    %s %s\n", st.LND, st.LNDState)

@@ -19,18 +19,21 @@ import (
 
 // Status is the answer of GET /v1/status.
 type Status struct {
-	Version  string `json:"version"`
-	Network  string `json:"network"`
-	PID      int    `json:"pid"`
-	Owner    string `json:"owner,omitempty"`
-	Npub     string `json:"npub,omitempty"`
-	Handle   string `json:"handle,omitempty"`
-	Open     bool   `json:"open"`
-	RelayURL string `json:"relay_url"`
-	LND      string `json:"lnd,omitempty"`
-	LNDState string `json:"lnd_state,omitempty"` // reachable (alias), or the last error
-	Uptime   string `json:"uptime"`
-	Events   int64  `json:"events"`
+	Version string `json:"version"`
+	Network string `json:"network"`
+	PID     int    `json:"pid"`
+	Owner   string `json:"owner,omitempty"`
+	Npub    string `json:"npub,omitempty"`
+	Handle  string `json:"handle,omitempty"`
+	// HandleState is how this node's key stands with Handle: held,
+	// revoked, rotated to KEY, or unsettled: WHY (see HandleHeld...).
+	HandleState string `json:"handle_state,omitempty"`
+	Open        bool   `json:"open"`
+	RelayURL    string `json:"relay_url"`
+	LND         string `json:"lnd,omitempty"`
+	LNDState    string `json:"lnd_state,omitempty"` // reachable (alias), or the last error
+	Uptime      string `json:"uptime"`
+	Events      int64  `json:"events"`
 }
 
 // apiHandler is the local API. Every request must carry the token from the
@@ -59,9 +62,13 @@ func (n *Node) apiHandler() http.Handler {
 				lndState = "unreachable: " + h.LNDError
 			}
 		}
+		var handleState string
+		if p := n.handleState.Load(); p != nil && n.cfg.Handle != "" {
+			handleState = *p
+		}
 		writeJSON(w, Status{
-			LNDState: lndState,
-			Npub:     npub, Handle: n.cfg.Handle, LND: n.cfg.LND.RPCServer,
+			LNDState: lndState, HandleState: handleState,
+			Npub: npub, Handle: n.cfg.Handle, LND: n.cfg.LND.RPCServer,
 			Version: Version, Network: n.cfg.Network, PID: os.Getpid(),
 			Owner: n.cfg.Relay.Owner, Open: n.cfg.Relay.Open, RelayURL: n.RelayURL(),
 			Uptime: time.Since(n.started).Round(time.Second).String(), Events: st.Events,

@@ -142,9 +142,13 @@ func (n *Node) handleClaim(ctx context.Context) (*nostr.Event, bool, error) {
 	switch {
 	case errors.Is(err, errNoClaim):
 		claim, err := identity.NewClaim(n.key, identity.ClaimParams{Handle: handle, LNNode: n.cfg.LNNodePubkey, Relays: n.dmRelays()})
+		if err == nil {
+			n.setHandleState(HandleHeld)
+		}
 		return claim, err == nil, err
 	case isChainError(err):
 		n.log.Warn("cannot establish the handle's chain: not serving it over NIP-05", "handle", handle, "err", err)
+		n.setHandleState(HandleUnsettled + ": " + err.Error())
 		return nil, false, nil
 	case err != nil:
 		return nil, false, fmt.Errorf("the chain of @%s: %w", handle, err)
@@ -154,13 +158,29 @@ func (n *Node) handleClaim(ctx context.Context) (*nostr.Event, bool, error) {
 			msg = "the handle was revoked by the key that held it: not serving it over NIP-05; remove handle from the config"
 		}
 		n.log.Warn(msg, "handle", handle, "revocation", st.Revocation.ID, "by", st.Revocation.PubKey)
+		n.setHandleState(HandleRevoked)
 		return nil, false, nil
 	case st.Current.PubKey != n.key.PublicKey():
 		n.log.Warn("the handle was rotated to another key: not serving it over NIP-05", "handle", handle, "key", st.Current.PubKey)
+		n.setHandleState(HandleRotated + " " + st.Current.PubKey)
 		return nil, false, nil
 	}
+	n.setHandleState(HandleHeld)
 	return nil, true, nil
 }
+
+// What Status.HandleState starts with: the configured handle is held by
+// this node's key and served over NIP-05, was revoked, was rotated to
+// another key (whose hex pubkey follows), or its chain cannot be settled
+// (why follows). Empty: no handle, or not looked at yet.
+const (
+	HandleHeld      = "held"
+	HandleRevoked   = "revoked"
+	HandleRotated   = "rotated to"
+	HandleUnsettled = "unsettled"
+)
+
+func (n *Node) setHandleState(s string) { n.handleState.Store(&s) }
 
 // publishRemote sends events to the configured outside relays, best effort.
 func (n *Node) publishRemote(ctx context.Context, evts []*nostr.Event) {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/btcsuite/btcd/rpcclient"
@@ -87,7 +88,8 @@ type Node struct {
 	wg             sync.WaitGroup
 	closeOnce      sync.Once
 	closeErr       error
-	revokeMu       sync.Mutex // one revocation at a time
+	revokeMu       sync.Mutex             // one revocation at a time
+	handleState    atomic.Pointer[string] // the configured handle as this key holds it (Status.HandleState)
 }
 
 // Start opens the store, starts the relay and the API, and writes the

@@ -448,6 +448,7 @@ func (n *Node) revoke(ctx context.Context, reason string) (*RevokeResult, error)
 		return nil, fmt.Errorf("storing the revocation: %w", err)
 	}
 	n.nip05.Remove(handle)
+	n.setHandleState(HandleRevoked)
 	n.log.Warn("handle revoked", "handle", handle, "revocation", evt.ID, "claim", st.Current.ID)
 	n.publishRemote(ctx, []*nostr.Event{evt})
 	return &RevokeResult{Handle: handle, Revocation: evt.ID, Claim: st.Current.ID, Anchoring: n.claims != nil}, nil
