@@ -195,10 +195,21 @@ func (s *Service) deliverTo(ctx context.Context, url string, ds []delivery) {
 			s.record(ctx, d, &nostrclient.RejectedError{Relay: url, Reason: "invalid: expired before delivery"})
 			continue
 		}
+		acquired := false
 		select {
 		case sem <- struct{}{}:
+			acquired = true
 		case <-rctx.Done():
-			s.record(ctx, d, fmt.Errorf("relay %s: not sent within the relay timeout (%s): %w", url, s.cfg.RelayTimeout, rctx.Err()))
+		}
+		// Past the relay timeout nothing more is written, even if a slot
+		// came free at the same moment (select picks at random): a write
+		// started with a context already done makes the websocket library
+		// close the connection, which the pool shares with lookups.
+		if err := rctx.Err(); err != nil {
+			if acquired {
+				<-sem
+			}
+			s.record(ctx, d, fmt.Errorf("relay %s: not sent within the relay timeout (%s): %w", url, s.cfg.RelayTimeout, err))
 			continue
 		}
 		wg.Add(1)

@@ -99,3 +99,62 @@ func TestRelayTimeoutBoundsAnAttempt(t *testing.T) {
 		t.Fatalf("carol's message: %+v (%v), want still queued", m, err)
 	}
 }
+
+// TestRelayTimeoutEndsSending: once RelayTimeout ends an attempt, the
+// worker writes nothing more to the relay, and the connection, which the
+// pool shares with lookups, stays open. Before, a slot that came free as
+// the timeout passed was as likely to be taken as the timeout (select picks
+// at random): more EVENTs went out after the deadline, each with a context
+// already done, and a write started with one makes the websocket library
+// close the connection under every other user of the pool.
+func TestRelayTimeoutEndsSending(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{}
+	alice, carol := newUser(t, clk, "alice"), newUser(t, clk, "carol")
+	stalled, events := silentRelay(t)
+	as, err := New(Config{
+		Key: alice.key, RelayURL: alice.relay.url, DBPath: alice.db, Logger: testLogger(t), Now: clk.Now,
+		AllowPrivateRelays: true, // the stalled relay is on loopback
+		PublishTimeout:     time.Minute, RelayTimeout: 300 * time.Millisecond, RetryBase: time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = as.Close() }) // not started: no outbox but this test's
+	var ds []delivery
+	for range 4 * maxInFlightPerRelay {
+		r := as.w.NewRumor(KindChatMessage, "are you there?", nostr.Tags{{"p", carol.key.PublicKey()}}, clk.Now())
+		w, err := as.w.Wrap(r, carol.key.PublicKey(), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := delivery{WrapID: w.ID, Relay: stalled, RumorID: r.ID, Recipient: carol.key.PublicKey(), Wrap: w.String(), CreatedAt: clk.Now().Unix()}
+		if err := insertDelivery(ctx, as.st.db, d, clk.Now().UnixMilli()); err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, d)
+	}
+	as.deliverTo(as.ctx, stalled, ds)
+	time.Sleep(100 * time.Millisecond) // for anything written late to arrive
+	if n := events.Load(); n != maxInFlightPerRelay {
+		t.Errorf("the relay was sent %d EVENTs, want %d (the ones in flight when the relay timeout passed)", n, maxInFlightPerRelay)
+	}
+	as.poolMu.Lock()
+	p := as.pool[stalled]
+	as.poolMu.Unlock()
+	if p == nil {
+		t.Fatal("the connection to the stalled relay left the pool")
+	}
+	select {
+	case <-p.c.Done():
+		t.Fatalf("the pooled connection was closed: %v", p.c.Err())
+	default:
+	}
+	var pending, once int
+	if err := as.st.db.QueryRowContext(ctx, `SELECT count(*), count(*) FILTER (WHERE attempts = 1) FROM deliveries WHERE state = 'pending'`).Scan(&pending, &once); err != nil {
+		t.Fatal(err)
+	}
+	if pending != len(ds) || once != len(ds) {
+		t.Fatalf("%d of %d deliveries pending, %d after one attempt: want all, to be retried", pending, len(ds), once)
+	}
+}
