@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nbd-wtf/go-nostr"
 
@@ -698,10 +699,7 @@ func applyEarlyReceipt(ctx context.Context, tx *sql.Tx, id, peer, hash string) e
 
 func (e *Engine) onStatus(ctx context.Context, id string, m *chat.Message) error {
 	st := State(tag(m.Tags, "state"))
-	reason := m.Content
-	if len(reason) > 300 {
-		reason = reason[:300]
-	}
+	reason := clipReason(m.Content)
 	if t, err := getTip(ctx, e.st.db, id, "out", m.Sender); err == nil {
 		switch st {
 		case StateSettled:
@@ -1465,4 +1463,21 @@ func (e *Engine) applyInvoice(ctx context.Context, inv *Invoice, stream bool) er
 		e.notify(id, "in", peer)
 	}
 	return nil
+}
+
+// maxPeerReason bounds what a peer's status message may say about a tip.
+const maxPeerReason = 300
+
+// clipReason is a peer's reason as kept: valid UTF-8, at most
+// maxPeerReason bytes, cut between characters.
+func clipReason(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= maxPeerReason {
+		return s
+	}
+	n := maxPeerReason
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
