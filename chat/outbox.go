@@ -59,6 +59,12 @@ func (s *Service) query(ctx context.Context, url string, f nostr.Filter) ([]*nos
 		return nil, err
 	}
 	defer release()
+	// The connection is shared (a delivery may be in flight on it): a REQ
+	// written with a context already done would make the websocket library
+	// close it under every user.
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("relay %s: lookup: %w", url, err)
+	}
 	return c.Query(ctx, f)
 }
 

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nbd-wtf/go-nostr"
 )
 
 // tcpProxy forwards connections to a relay and counts them: what the
@@ -154,4 +156,45 @@ func TestDeadRelayConnectionsAreDropped(t *testing.T) {
 	eventually(t, 10*time.Second, "the dropped connection to leave the pool", func() (bool, error) {
 		return !pooled(), nil
 	})
+}
+
+// TestLookupPastItsDeadlineLeavesThePooledConnection: a lookup whose
+// context is already done (learnHandle and resolveHandle ask relay after
+// relay under one deadline, which a relay that hangs can use up) fails
+// without writing, and the pooled connection it would have used, here held
+// by a delivery, stays open. Before, the REQ was written with the done
+// context, and coder/websocket closes the connection when a write starts
+// with one (about one time in four): the delivery in flight on it lost its
+// OK and was retried.
+func TestLookupPastItsDeadlineLeavesThePooledConnection(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{}
+	alice := newUser(t, clk, "alice")
+	as := alice.start(t, nil)
+	url := alice.relay.url
+	c, release, err := as.conn(ctx, url) // a delivery using the connection
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	f := nostr.Filter{Kinds: []int{KindDMRelayList}, Authors: []string{alice.key.PublicKey()}, Limit: 1}
+	for range 40 {
+		if _, err := as.query(done, url, f); err == nil {
+			t.Fatal("a lookup with a done context succeeded")
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // the library closes the connection in the background
+	select {
+	case <-c.Done():
+		t.Fatalf("after lookups past their deadline the pooled connection is closed: %v", c.Err())
+	default:
+	}
+	if _, err := as.query(ctx, url, f); err != nil {
+		t.Fatalf("a lookup in time: %v", err)
+	}
+	if total := poolSize(as); total != 1 {
+		t.Fatalf("%d pooled connections, want the one", total)
+	}
 }
