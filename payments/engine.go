@@ -47,6 +47,11 @@ type Config struct {
 	// InvoiceWait: in ModeAuto, keysend when no invoice arrived after this
 	// and the recipient's claim names an LND node (default 2 min).
 	InvoiceWait time.Duration
+	// AnswerWait: a tip we sent that is still requested after this (the
+	// recipient's node never answered with an invoice, and there is no
+	// keysend to fall back on) ends failed, and the recipient is told, so
+	// an invoice made later is cancelled (default 24 h).
+	AnswerWait time.Duration
 	// RetryBase/RetryMax: backoff of steps that failed because LND was
 	// unreachable (default 1 s doubling to 1 min).
 	RetryBase, RetryMax time.Duration
@@ -121,6 +126,7 @@ func New(cfg Config) (*Engine, error) {
 	defd(&cfg.InvoiceExpiry, time.Hour)
 	defd(&cfg.MinExpiryLeft, 30*time.Second)
 	defd(&cfg.InvoiceWait, 2*time.Minute)
+	defd(&cfg.AnswerWait, 24*time.Hour)
 	defd(&cfg.RetryBase, time.Second)
 	defd(&cfg.RetryMax, time.Minute)
 	st, err := openStore(context.Background(), cfg.DBPath)
@@ -854,8 +860,11 @@ func (e *Engine) step() {
 			if t.RequestID == "" {
 				continue // the request is still in our outbox
 			}
-			if t.Mode == ModeKeysend || t.Mode == ModeAuto && t.PeerLNNode != "" && now.Sub(t.CreatedAt) >= e.cfg.InvoiceWait {
+			switch {
+			case t.Mode == ModeKeysend || t.Mode == ModeAuto && t.PeerLNNode != "" && now.Sub(t.CreatedAt) >= e.cfg.InvoiceWait:
 				fn = e.payKeysend
+			case now.Sub(t.CreatedAt) >= e.cfg.AnswerWait:
+				fn = e.giveUpWaiting
 			}
 		case t.Outgoing && t.State == StateInvoiced:
 			fn = e.payInvoice
@@ -892,6 +901,13 @@ func (e *Engine) step() {
 			e.kick()
 		}()
 	}
+}
+
+// giveUpWaiting ends a tip we sent whose recipient never answered its
+// request within AnswerWait, and tells them.
+func (e *Engine) giveUpWaiting(ctx context.Context, t *Tip) error {
+	_, err := e.finish(ctx, t, StateFailed, fmt.Sprintf("no invoice from the recipient within %s", e.cfg.AnswerWait), true)
+	return err
 }
 
 // backoff is the wait before retry number attempts+1: RetryBase doubling,
