@@ -144,17 +144,31 @@ func (s *Service) contactStatus(ctx context.Context, pubkey string) (*Contact, e
 	return c, nil
 }
 
+// maxRelaysPerRecipient bounds the relays of theirs a message to one
+// recipient goes to: the first of their kind 10050 list, or of their hints
+// and known relays. The list is theirs to make as long as they like; its
+// relays hanging could otherwise take every one of the outbox's
+// maxRelaysInFlight slots for RelayTimeout, holding up the deliveries to
+// every other relay.
+const maxRelaysPerRecipient = maxRelaysInFlight / 2
+
+// theirRelays is the first maxRelaysPerRecipient of relays.
+func theirRelays(relays []string) []string {
+	return relays[:min(len(relays), maxRelaysPerRecipient)]
+}
+
 // dmRelaysFor returns where to deliver to pubkey: their kind 10050 list
 // (cached for dmListTTL, else looked up on the hints, their known relays,
 // our relay and the discovery relays), falling back to the hints, their
-// known relays and Config.FallbackRelays.
+// known relays and Config.FallbackRelays; of their list, hints and known
+// relays, the first maxRelaysPerRecipient.
 func (s *Service) dmRelaysFor(ctx context.Context, pubkey string, hints []string) ([]string, error) {
 	c, fetched, err := s.st.contact(ctx, pubkey)
 	if err != nil {
 		return nil, fmt.Errorf("chat: contact: %w", err)
 	}
 	if len(c.DMRelays) > 0 && s.now().Sub(time.Unix(fetched, 0)) < dmListTTL {
-		return c.DMRelays, nil
+		return theirRelays(c.DMRelays), nil
 	}
 	where := slices.Concat(hints, c.Relays, []string{s.cfg.RelayURL}, s.cfg.DiscoveryRelays)
 	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -166,13 +180,13 @@ func (s *Service) dmRelaysFor(ctx context.Context, pubkey string, hints []string
 			if err := s.st.saveContact(ctx, c, s.now().Unix()); err != nil {
 				return nil, fmt.Errorf("chat: save contact: %w", err)
 			}
-			return list, nil
+			return theirRelays(list), nil
 		}
 	}
 	if len(c.DMRelays) > 0 {
-		return c.DMRelays, nil // stale list beats none
+		return theirRelays(c.DMRelays), nil // stale list beats none
 	}
-	fb := dedupRelays(slices.Concat(hints, c.Relays, s.cfg.FallbackRelays))
+	fb := dedupRelays(slices.Concat(theirRelays(dedupRelays(slices.Concat(hints, c.Relays))), s.cfg.FallbackRelays))
 	if len(fb) == 0 {
 		return nil, fmt.Errorf("chat: no DM relays known for %s (no kind 10050 list found, no hints, no fallback relays)", pubkey)
 	}

@@ -158,3 +158,56 @@ func TestRelayTimeoutEndsSending(t *testing.T) {
 		t.Fatalf("%d of %d deliveries pending, %d after one attempt: want all, to be retried", pending, len(ds), once)
 	}
 }
+
+// TestContactWithManyStalledRelays: carol's DM relay list names more
+// relays than the outbox serves at once, every one of them hanging. A
+// message to bob queued after one to carol still reaches bob's relay at
+// once: carol's message goes to her first maxRelaysPerRecipient relays,
+// which leaves the other worker slots free. Before, her message went to
+// all of them, they took every slot for RelayTimeout, and bob's message
+// waited that long (and again at each retry of hers).
+func TestContactWithManyStalledRelays(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{}
+	alice, bob, carol := newUser(t, clk, "alice"), newUser(t, clk, "bob"), newUser(t, clk, "carol")
+	var stalled []string
+	var events []*atomic.Int32
+	for range maxRelaysInFlight + 4 {
+		u, n := silentRelay(t)
+		stalled, events = append(stalled, u), append(events, n)
+	}
+	bob.publishDMRelays(t, bob.relay.url, bob.relay.url)
+	carol.publishDMRelays(t, carol.relay.url, stalled...)
+	as := alice.start(t, func(c *Config) {
+		c.DiscoveryRelays = []string{bob.relay.url, carol.relay.url}
+		c.AllowPrivateRelays = true // carol's relays, on loopback, are only in her list
+		c.PublishTimeout = time.Minute
+		c.RelayTimeout = time.Minute
+	})
+	toCarol, err := as.Send(ctx, []string{carol.key.PublicKey()}, "are you there?", SendOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reached := func() int {
+		n := 0
+		for _, e := range events {
+			if e.Load() > 0 {
+				n++
+			}
+		}
+		return n
+	}
+	eventually(t, 10*time.Second, "carol's relays to be sent her wrap", func() (bool, error) {
+		return reached() >= maxRelaysPerRecipient, fmt.Errorf("%d of her relays", reached())
+	})
+	if _, err := as.Send(ctx, []string{bob.key.PublicKey()}, "hi bob", SendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "bob's relay to get his wrap while carol's relays hang", func() (bool, error) {
+		n := len(bob.relay.wraps(t, bob.key.PublicKey()))
+		return n == 1, fmt.Errorf("%d wraps", n)
+	})
+	if toCarol.Delivery.Relays != maxRelaysPerRecipient || reached() != maxRelaysPerRecipient {
+		t.Errorf("carol's message goes to %d relays and %d were sent it, want %d", toCarol.Delivery.Relays, reached(), maxRelaysPerRecipient)
+	}
+}
