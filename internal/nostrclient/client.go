@@ -285,6 +285,12 @@ func (c *Conn) handleFrame(data []byte) bool {
 }
 
 func (c *Conn) write(ctx context.Context, v any) error {
+	// coder/websocket closes the connection when a write starts with a
+	// context already done: one caller out of time must not take the
+	// connection from the others sharing it.
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("relay %s: write: %w", c.url, err)
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err

@@ -355,3 +355,34 @@ func TestRelayAnswersAreChecked(t *testing.T) {
 		t.Fatalf("got %v %v, want only the genuine event", got, err)
 	}
 }
+
+// A caller whose context is already done gets an error and leaves the
+// connection to the others: coder/websocket closes a connection whose
+// write starts with a done context, so a shared connection used to die
+// with the first caller that ran out of time.
+func TestDoneContextLeavesTheConnection(t *testing.T) {
+	owner := newKey(t)
+	r := relaytest.Start(t, relaytest.Options{Owner: owner.pk})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := dial(t, ctx, r.URL, nostrclient.Options{})
+	done, stop := context.WithCancel(ctx)
+	stop()
+	late := owner.event(t, 1, "late")
+	for range 50 { // the websocket library picks at random between a done context and a free lock
+		if err := c.Publish(done, late); !errors.Is(err, context.Canceled) {
+			t.Fatalf("publish with a done context: %v", err)
+		}
+		if _, err := c.Query(done, nostr.Filter{Kinds: []int{1}}); !errors.Is(err, context.Canceled) {
+			t.Fatalf("query with a done context: %v", err)
+		}
+	}
+	select {
+	case <-c.Done():
+		t.Fatalf("the connection closed: %v", c.Err())
+	default:
+	}
+	if err := c.Publish(ctx, owner.event(t, 1, "on time")); err != nil {
+		t.Fatalf("publish afterwards: %v", err)
+	}
+}
