@@ -126,8 +126,12 @@ func readSeedFile(path string) (*seedFile, error) {
 	return &f, nil
 }
 
-// writeSeedFile writes atomically (temp file + rename) with mode 0600.
-func writeSeedFile(path string, f *seedFile) error {
+// writeSeedFile writes atomically with mode 0600: a temp file, fsynced,
+// then renamed over path (replace) or hard-linked to it, which fails with
+// an error wrapping os.ErrExist if path exists (a new seed must never
+// overwrite another: its coins would be lost); then the directory is
+// fsynced, so the new name survives a crash.
+func writeSeedFile(path string, f *seedFile, replace bool) error {
 	b, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return fmt.Errorf("wallet: encode seed file: %w", err)
@@ -155,8 +159,19 @@ func writeSeedFile(path string, f *seedFile) error {
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("wallet: %w", err)
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("wallet: %w", err)
+	if replace {
+		if err := os.Rename(tmp.Name(), path); err != nil {
+			return fmt.Errorf("wallet: %w", err)
+		}
+	} else if err := os.Link(tmp.Name(), path); err != nil {
+		return fmt.Errorf("wallet: %w", err) // *LinkError wrapping fs.ErrExist if path exists
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		err = d.Sync()
+		d.Close()
+		if err != nil {
+			return fmt.Errorf("wallet: fsync %s: %w", filepath.Dir(path), err)
+		}
 	}
 	return nil
 }

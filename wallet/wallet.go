@@ -117,7 +117,7 @@ func Create(path string, password []byte, cfg Config) (*Wallet, error) {
 		return nil, err
 	}
 	f.Birthday = cfg.Birthday
-	if err := writeSeedFile(path, f); err != nil {
+	if err := writeSeedFile(path, f, false); err != nil {
 		return nil, err
 	}
 	return newWallet(seed, f, path, cfg)
@@ -260,7 +260,7 @@ func (w *Wallet) save() error {
 	if w.path == "" {
 		return nil
 	}
-	return writeSeedFile(w.path, w.file)
+	return writeSeedFile(w.path, w.file, true)
 }
 
 // NewAddress returns the next unused receive address and records it as used.

@@ -504,3 +504,30 @@ func TestSyncErrorIsNotAReorg(t *testing.T) {
 		t.Fatalf("after a reorg to 100: balance %+v at %d", b, w.Height())
 	}
 }
+
+// A new seed never replaces a seed file that appeared after Create looked
+// (its coins would be lost with it): the file is linked into place, not
+// renamed over it.
+func TestNewSeedNeverOverwritesAnother(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "wallet.json")
+	if err := os.WriteFile(path, []byte("the other seed"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := encryptSeed(make([]byte, seedLen), []byte("pw"), params.Name, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeSeedFile(path, f, false); !errors.Is(err, os.ErrExist) {
+		t.Fatalf("writing a new seed over another: %v, want ErrExist", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "the other seed" {
+		t.Fatalf("the other seed file now holds %q", b)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".seed-*")); len(left) != 0 {
+		t.Fatalf("temp files left: %v", left)
+	}
+	// Saving (replace) still works.
+	if err := writeSeedFile(path, f, true); err != nil {
+		t.Fatal(err)
+	}
+}
