@@ -379,6 +379,10 @@ func NcryptsecLogN(ncryptsec string) (uint8, error) {
 	if data[1] > MaxLogN || data[1] < 1 {
 		return 0, fmt.Errorf("%w: ncryptsec log_n %d out of range [1, %d]", ErrCorruptKeystore, data[1], MaxLogN)
 	}
+	// NIP-49 defines key security bytes 0x00, 0x01 and 0x02 only.
+	if ksb := data[1+1+16+24]; ksb > 0x02 {
+		return 0, fmt.Errorf("%w: ncryptsec key security byte 0x%02x, want 0x00, 0x01 or 0x02", ErrCorruptKeystore, ksb)
+	}
 	return data[1], nil
 }
 

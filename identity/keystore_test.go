@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/nbd-wtf/go-nostr/nip49"
 	"io"
 	"log/slog"
 	"os"
@@ -278,5 +279,25 @@ func BenchmarkUnlock(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// NIP-49 defines key security bytes 0x00–0x02; an ncryptsec with another
+// is refused as corrupt, not decrypted.
+func TestNcryptsecUnknownKeySecurityByte(t *testing.T) {
+	k, _ := GenerateKey()
+	hexKey, _ := k.SecretHex()
+	for ksb, ok := range map[nip49.KeySecurityByte]bool{0x00: true, 0x01: true, 0x02: true, 0x03: false, 0xff: false} {
+		nc, err := nip49.Encrypt(hexKey, goodPass, 4, ksb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := KeyFromNcryptsec(nc, goodPass)
+		switch {
+		case ok && (err != nil || got.PublicKey() != k.PublicKey()):
+			t.Errorf("key security byte 0x%02x: %v", byte(ksb), err)
+		case !ok && !errors.Is(err, ErrCorruptKeystore):
+			t.Errorf("key security byte 0x%02x: %v, want ErrCorruptKeystore", byte(ksb), err)
+		}
 	}
 }
