@@ -261,19 +261,31 @@ func (r *Resolver) Resolve(ctx context.Context, identifier string) (*NIP05Result
 	if int64(len(body)) > maxBytes {
 		return nil, fmt.Errorf("%w: %s: response larger than %d bytes", ErrNIP05, identifier, maxBytes)
 	}
-	var doc nip05Doc
+	// Only the name asked and its key's relays are read: what the document
+	// says of other names, or a malformed optional "relays", does not fail
+	// the lookup (shared documents list many names, some written by hand).
+	var doc struct {
+		Names  map[string]json.RawMessage `json:"names"`
+		Relays json.RawMessage            `json:"relays"`
+	}
 	if err := json.Unmarshal(body, &doc); err != nil {
 		return nil, fmt.Errorf("%w: %s: invalid JSON: %w", ErrNIP05, identifier, err)
 	}
-	pub, ok := doc.Names[name]
+	rawPub, ok := doc.Names[name]
 	if !ok {
 		return nil, fmt.Errorf("%w: %s: %s does not list the name %q", ErrNIP05, identifier, domain, name)
 	}
-	if !nostr.IsValidPublicKey(pub) {
+	var pub string
+	if err := json.Unmarshal(rawPub, &pub); err != nil || !nostr.IsValidPublicKey(pub) {
 		return nil, fmt.Errorf("%w: %s: %s gives an invalid pubkey for %q (want 64 lowercase hex, not npub)", ErrNIP05, identifier, domain, name)
 	}
 	res := &NIP05Result{Name: name, Domain: domain, PubKey: pub}
-	for _, rl := range doc.Relays[pub] {
+	var relays map[string]json.RawMessage
+	var listed []string
+	if json.Unmarshal(doc.Relays, &relays) == nil {
+		_ = json.Unmarshal(relays[pub], &listed) // not a list of strings: none
+	}
+	for _, rl := range listed {
 		if CheckRelayURL(rl) == nil && len(res.Relays) < maxRelays {
 			res.Relays = append(res.Relays, rl)
 		}

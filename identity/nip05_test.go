@@ -100,6 +100,10 @@ func TestNIP05ResolverRefusesBadAnswers(t *testing.T) {
 			_, _ = w.Write([]byte(`<html>`))
 		case "slow":
 			time.Sleep(2 * time.Second)
+		case "oddrelays": // a malformed optional field, and another name's odd entry
+			_, _ = w.Write([]byte(`{"names":{"oddrelays":"` + good + `","bot":42},"relays":"wss://a.example"}`))
+		case "oddlist":
+			_, _ = w.Write([]byte(`{"names":{"oddlist":"` + good + `"},"relays":{"` + good + `":"wss://a.example","x":[1]}}`))
 		case "relays":
 			_, _ = w.Write([]byte(`{"names":{"relays":"` + good + `"},"relays":{"` + good + `":["wss://ok.example","https://not-a-relay.example","javascript:alert(1)"]}}`))
 		default:
@@ -131,6 +135,13 @@ func TestNIP05ResolverRefusesBadAnswers(t *testing.T) {
 	res, err := r.Resolve(ctx, "relays@example.com")
 	if err != nil || len(res.Relays) != 1 || res.Relays[0] != "wss://ok.example" {
 		t.Fatalf("relay filtering: %+v %v", res, err)
+	}
+	// What the document says besides the name asked does not fail it.
+	for _, name := range []string{"oddrelays", "oddlist"} {
+		res, err := r.Resolve(ctx, name+"@example.com")
+		if err != nil || res.PubKey != good || len(res.Relays) != 0 {
+			t.Errorf("%s: %+v %v, want the key without relays", name, res, err)
+		}
 	}
 	// A caller's client with its own redirect policy is still not followed.
 	r.Client = &http.Client{}
