@@ -136,7 +136,7 @@ type Service struct {
 
 	poolMu     sync.Mutex
 	pool       map[string]*pooledConn
-	poolClosed bool // set by Close: nothing joins the pool any more
+	poolClosed bool // set by Close: nothing joins the pool, and Start starts nothing, any more
 
 	busyMu sync.Mutex
 	busy   map[string]bool // relays an outbox worker is delivering to
@@ -253,8 +253,18 @@ func (s *Service) Start(ctx context.Context) error {
 	context.AfterFunc(ctx, s.cancel)
 	inbox := s.inboxRelays(ctx)
 	s.trustRelays(inbox...) // our own kind 10050 list
+	// Close may have run during the lookup above: under poolMu, either it
+	// has not (and its Wait comes after this Add) or nothing starts.
+	s.poolMu.Lock()
+	closed := s.poolClosed
+	if !closed {
+		s.wg.Add(2 + len(inbox))
+	}
+	s.poolMu.Unlock()
+	if closed {
+		return errors.New("chat: closed while starting")
+	}
 	s.log.Info("chat service starting", "pubkey", s.pk, "inbox_relays", inbox)
-	s.wg.Add(2 + len(inbox))
 	go s.outboxLoop()
 	go s.purgeLoop()
 	for _, u := range inbox {

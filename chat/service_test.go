@@ -520,3 +520,28 @@ func TestStoreModeAndMigrations(t *testing.T) {
 		t.Fatalf("newer schema: %v", err)
 	}
 }
+
+// Close while Start is still looking up our DM relay list (here on a relay
+// that never answers): Start then starts nothing and says so. It used to
+// start the loops after Close had waited for them, on a closed store.
+func TestCloseWhileStarting(t *testing.T) {
+	stalled, _ := silentRelay(t)
+	svc, err := New(Config{Key: newKey(t), RelayURL: stalled, DBPath: filepath.Join(t.TempDir(), "chat.db"), Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan error, 1)
+	go func() { started <- svc.Start(context.Background()) }()
+	time.Sleep(200 * time.Millisecond)
+	if err := svc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-started:
+		if err == nil || !strings.Contains(err.Error(), "closed") {
+			t.Fatalf("Start after Close: %v, want an error", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Start did not return")
+	}
+}
