@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/mailru/easyjson"
 	"github.com/nbd-wtf/go-nostr"
@@ -241,7 +242,9 @@ func parseFilter(v gjson.Result) (nostr.Filter, error) {
 				return bad == nil
 			})
 		case k == "since" || k == "until" || k == "limit":
-			if val.Type != gjson.Number || val.Num != float64(int64(val.Num)) || val.Num < 0 {
+			// The literal itself, not val.Num: a float64 cannot tell an
+			// integer near math.MaxInt64 from 2^63.
+			if n, err := strconv.ParseInt(val.Raw, 10, 64); val.Type != gjson.Number || err != nil || n < 0 {
 				bad = fmt.Errorf("%q must be a non-negative integer", k)
 			}
 		case len(k) == 2 && k[0] == '#':

@@ -617,3 +617,29 @@ func TestBigREQLeavesRoomForLiveEvents(t *testing.T) {
 		t.Fatalf("%d of %d stored events and %d live, want all and 1", got, stored, live)
 	}
 }
+
+// since, until and limit take any non-negative integer up to the largest
+// int64 (Go clients write math.MaxInt64 for "no upper bound"). They were
+// checked through a float64, and a value within 512 of math.MaxInt64, which
+// rounds up to 2^63, was refused as not an integer.
+func TestFilterTimesUpToMaxInt64(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.dial()
+	note := e.event(e.owner, 1, "dated now")
+	c.mustPublish(note)
+	const most = "9223372036854775807"
+	for i, f := range []string{`{"until":` + most + `}`, `{"limit":` + most + `}`, `{"since":0,"until":9223372036854775296}`} {
+		c.sendRaw(fmt.Sprintf(`["REQ","s%d",%s]`, i, f))
+		m := c.next()
+		if verb := str(t, m[0]); verb != "EVENT" || !strings.Contains(string(m[2]), note.ID) {
+			t.Fatalf("filter %s: %s, want the note", f, joinRaw(m))
+		}
+		c.expect("EOSE")
+	}
+	if got := c.req("since", json.RawMessage(`{"since":`+most+`}`)); len(got) != 0 {
+		t.Fatalf("since = MaxInt64: %v, want nothing", got)
+	}
+	if msg := c.closed("REQ", "over", json.RawMessage(`{"until":9223372036854775808}`)); !strings.HasPrefix(msg, "invalid:") {
+		t.Fatalf("until = 2^63: CLOSED %q, want invalid:", msg)
+	}
+}
