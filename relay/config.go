@@ -47,7 +47,18 @@ type Config struct {
 	Open bool
 
 	Limits Limits
+
+	// PingInterval: a connection the relay has heard nothing from (no
+	// frame, no pong) for this long gets a websocket ping, and one still
+	// silent a PingInterval later is closed, freeing its place in the
+	// per-IP connection limit (a client that vanished without a close, a
+	// laptop asleep, a NAT that forgot the flow). 0: DefaultPingInterval;
+	// negative: never.
+	PingInterval time.Duration
 }
+
+// DefaultPingInterval is Config.PingInterval's default.
+const DefaultPingInterval = 45 * time.Second
 
 // Limits bounds what a client may ask of the relay. All are published in the NIP-11 document.
 type Limits struct {

@@ -68,6 +68,7 @@ type conn struct {
 	dropping atomic.Bool
 	saves    chan struct{} // semaphore of pending saves
 	once     sync.Once
+	heard    atomic.Int64 // when the client was last heard from (unix ns): a frame, a pong, a handled message
 
 	mu     sync.RWMutex
 	authed []string // pubkeys authenticated with NIP-42
@@ -109,18 +110,59 @@ func (c *conn) serve() {
 		c.writeLoop()
 	}()
 	c.ws.SetReadLimit(c.r.cfg.Limits.hardMessageLimit())
+	c.hear()
+	c.ws.SetPongHandler(func(string) error { c.hear(); return nil })
 	c.send(frame("AUTH", c.challenge))
 	c.readLoop()
 	c.close(websocket.CloseNormalClosure, "")
 	<-done
 }
 
+// hear records that the client was heard from just now.
+func (c *conn) hear() { c.heard.Store(time.Now().UnixNano()) }
+
+// keepalive is run by the writer at each tick of its ping ticker: it pings
+// a client silent for an interval, and closes one silent for two (its
+// ping went unanswered). It reports whether the connection goes on.
+func (c *conn) keepalive(interval time.Duration) bool {
+	silent := time.Since(time.Unix(0, c.heard.Load()))
+	switch {
+	case silent >= 2*interval:
+		c.r.log.Debug("client silent; closing its connection", "ip", c.ip, "silent", silent.Round(time.Second))
+		go c.close(websocket.CloseGoingAway, "no answer to ping")
+		return false
+	case silent >= interval:
+		c.co.setHold(false) // the ping goes out now, with anything held before it
+		if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeTimeout)); err != nil {
+			go c.close(websocket.CloseInternalServerErr, "write failed")
+			return false
+		}
+	}
+	return true
+}
+
 func (c *conn) writeLoop() {
 	defer c.co.flush() // never leave bytes held (the close frame follows)
+	var tick <-chan time.Time
+	interval := c.r.cfg.PingInterval
+	if interval == 0 {
+		interval = DefaultPingInterval
+	}
+	if interval > 0 {
+		// Ticks at half the interval: a client is pinged after between
+		// one and one and a half intervals of silence, closed after two.
+		t := time.NewTicker(interval / 2)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
+		case <-tick:
+			if !c.keepalive(interval) {
+				return
+			}
 		case msg := <-c.out:
 			c.queued.Add(-int64(len(msg)))
 			select {
@@ -193,6 +235,7 @@ func (c *conn) readLoop() {
 		if err != nil {
 			return
 		}
+		c.hear()
 		buf.Reset()
 		n, err := io.Copy(buf, io.LimitReader(rd, limit+1))
 		if err != nil {

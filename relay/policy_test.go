@@ -259,3 +259,36 @@ func TestExemptFromPerIPLimits(t *testing.T) {
 		t.Fatalf("plain connection after the exempt ones left: status %d, want 429", s)
 	}
 }
+
+// A client that vanished without closing (here: one that never reads, so
+// it never answers a ping) is closed after two ping intervals of silence,
+// and its place in the per-IP limit is freed; it used to keep it until a
+// write to it timed out, which on an idle connection never happens. A
+// client that is idle but alive answers the pings and is kept.
+func TestSilentClientIsDropped(t *testing.T) {
+	e := newEnv(t, func(cfg *relay.Config) {
+		cfg.Limits.MaxConnectionsPerIP = 2
+		cfg.PingInterval = 200 * time.Millisecond
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	live := e.dial()
+	e.dialRaw(ctx) // never read
+	if s := tryDial(t, e, ""); s != http.StatusTooManyRequests {
+		t.Fatalf("a third connection: status %d, want 429", s)
+	}
+	start := time.Now()
+	for tryDial(t, e, "") != 0 {
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("the silent client's place was not freed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if time.Since(start) < 300*time.Millisecond {
+		t.Fatalf("freed after %s, before two ping intervals", time.Since(start))
+	}
+	live.quiet(time.Second) // five intervals, idle
+	if got := live.req("s", map[string]any{"kinds": []int{1}}); len(got) != 0 {
+		t.Fatalf("the live client: %v", got)
+	}
+}
