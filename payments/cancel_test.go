@@ -97,3 +97,43 @@ func TestFinishCancelsInvoiceMadeMeanwhile(t *testing.T) {
 		t.Fatalf("invoice of the cancelled tip is %s in LND, want canceled", inv.State)
 	}
 }
+
+// A keysend that settles a tip whose invoice's cancellation is still to
+// run (the tip was cancelled, and LND was away or the worker had not come
+// round yet) keeps that cancellation: the keysend's payment hash replaces
+// the invoice's on the tip, and settling it cleared cancel_inv, so the
+// invoice stayed open in LND.
+func TestKeysendKeepsPendingInvoiceCancel(t *testing.T) {
+	ctx := context.Background()
+	ln, clock := newFakeLN(), &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	me, peer := newKey(t).PublicKey(), newKey(t).PublicKey()
+	e := newFakeEngine(t, ln, &fakeChat{me: me}, clock)
+
+	id := newTipID()
+	req := requestFrom(peer, me, id, "1000000")
+	e.onMessage(ctx, req)
+	e.runSteps()
+	tip, err := e.Get(ctx, id)
+	if err != nil || tip.State != StateInvoiced {
+		t.Fatalf("%v %v", tip, err)
+	}
+	if _, err := e.Cancel(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	// Before the worker cancels the invoice, the sender's keysend settles.
+	rec, _ := json.Marshal(tipRecord{Tip: id, From: peer, Request: req.ID})
+	pre := [32]byte{7}
+	h := sha256.Sum256(pre[:])
+	if err := e.onInvoiceUpdate(ctx, ln.settle(&Invoice{PaymentHash: h[:], Keysend: true, AmountPaidMsat: 1_000_000,
+		CustomRecords: map[uint64][]byte{RecordTip: rec}})); err != nil {
+		t.Fatal(err)
+	}
+	clock.add(time.Second)
+	e.runSteps()
+	if got, _ := e.Get(ctx, id); got.State != StateSettled || !got.Keysend {
+		t.Fatalf("tip is %s, want settled by keysend", got.Status())
+	}
+	if inv, _ := ln.LookupInvoice(ctx, mustDecodeHex(t, tip.PaymentHash)); inv.State != InvoiceCanceled {
+		t.Fatalf("our invoice of the cancelled tip, then paid by keysend, is %s in LND, want canceled", inv.State)
+	}
+}

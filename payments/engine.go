@@ -1435,8 +1435,10 @@ func (e *Engine) applyInvoice(ctx context.Context, inv *Invoice, stream bool) er
 				return nil
 			}
 			cancel := 0
-			if t.PaymentHash != "" && t.PaymentHash != hash && t.State == StateInvoiced {
-				cancel = 1 // our unpaid invoice for the same tip
+			if t.PaymentHash != "" && t.PaymentHash != hash && (t.State == StateInvoiced || t.cancelInvoice) {
+				// Our unpaid invoice for the same tip, or one whose
+				// cancellation (the tip was cancelled) has not run yet.
+				cancel = 1
 			}
 			// Our invoice's hash, which the keysend's replaces, is kept for
 			// the cancellation (SQLite reads the row as it was before the
