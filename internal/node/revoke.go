@@ -162,12 +162,14 @@ func (n *Node) newestOwnClaim(ctx context.Context, handle string) (*identity.Cla
 }
 
 // fetchOwnClaims copies into the store the claims of handle by the node's
-// key that its publish relays have. Failures are logged: with nothing
-// found, the key is taken never to have claimed handle, as before.
+// key that its publish relays have, and the key's revocations of them (a
+// lost store must not make a revoked handle look held). Failures are
+// logged: with nothing found, the key is taken never to have claimed
+// handle, as before.
 func (n *Node) fetchOwnClaims(ctx context.Context, handle string) {
 	for _, url := range n.publishRelays() {
 		err := n.atRelay(ctx, url, func(r *nostrclient.Conn) error {
-			got, err := r.Query(ctx, nostr.Filter{Kinds: []int{identity.KindHandleClaim}, Authors: []string{n.key.PublicKey()}, Tags: nostr.TagMap{"n": {handle}}, Limit: 1000})
+			got, err := r.Query(ctx, nostr.Filter{Kinds: []int{identity.KindHandleClaim, identity.KindHandleRevocation}, Authors: []string{n.key.PublicKey()}, Tags: nostr.TagMap{"n": {handle}}, Limit: 1000})
 			if err != nil {
 				return err
 			}

@@ -390,6 +390,21 @@ func TestOwnChainFetchesEarlierClaims(t *testing.T) {
 			t.Fatalf("ownChain: %+v %v", s, err)
 		}
 	})
+	t.Run("its own revocation, with nothing stored", func(t *testing.T) {
+		// A lost store: the key's claim came back from the relays, and
+		// so must its revocation, or the node serves a revoked handle.
+		rev, err := identity.NewRevocation(k3, mustClaim(t, rot2), "retired", at.Add(3*time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := &Node{store: tempStore(t), key: k3, cfg: &Config{Handle: "dave", PublishRelays: []string{relayWith(t, first, rot1, rot2, rev)}}, log: slog.New(slog.DiscardHandler)}
+		if claim, serve, err := n.handleClaim(ctx); claim != nil || serve || err != nil {
+			t.Fatalf("handleClaim: %v %v %v, want the revoked handle neither claimed nor served", claim, serve, err)
+		}
+		if s, err := n.ownChain(ctx, "dave"); err != nil || !s.Revoked || s.Revocation.ID != rev.ID {
+			t.Fatalf("ownChain: %+v %v, want revoked by %s", s, err, rev.ID)
+		}
+	})
 	t.Run("with a revocation that forks the chain", func(t *testing.T) {
 		rev, err := identity.NewRevocation(k1, mustClaim(t, first), "stolen", at.Add(30*time.Second))
 		if err != nil {
