@@ -68,7 +68,7 @@ type conn struct {
 	dropping atomic.Bool
 	saves    chan struct{} // semaphore of pending saves
 	once     sync.Once
-	heard    atomic.Int64 // when the client was last heard from (unix ns): a frame, a pong, a handled message
+	heard    atomic.Int64 // when the client was last heard from (unix ns): a frame or a pong
 
 	mu     sync.RWMutex
 	authed []string // pubkeys authenticated with NIP-42
