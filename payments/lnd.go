@@ -149,7 +149,19 @@ func (l *LND) Close() error {
 	return err
 }
 
-// wrapErr marks connection-level failures with ErrUnavailable.
+// lndNotReady are the beginnings of what LND answers, with gRPC code
+// Unknown, while it is up but cannot serve yet (rpcperms: ErrWaitingToStart,
+// ErrNoWallet, ErrWalletLocked, ErrRPCStarting): nothing was done, and the
+// same call will work once it is ready.
+var lndNotReady = []string{
+	"waiting to start, RPC services not available",
+	"wallet not created",
+	"wallet locked, unlock it",
+	"the RPC server is in the process of starting up",
+}
+
+// wrapErr marks connection-level failures, and an LND not ready yet, with
+// ErrUnavailable.
 func wrapErr(op string, err error) error {
 	if err == nil {
 		return nil
@@ -157,6 +169,13 @@ func wrapErr(op string, err error) error {
 	switch status.Code(err) {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
 		return fmt.Errorf("%w: %s: %w", ErrUnavailable, op, err)
+	case codes.Unknown:
+		msg := status.Convert(err).Message()
+		for _, p := range lndNotReady {
+			if strings.HasPrefix(msg, p) {
+				return fmt.Errorf("%w: %s: LND is not ready: %w", ErrUnavailable, op, err)
+			}
+		}
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%w: %s: %w", ErrUnavailable, op, err)
