@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/btcsuite/btcd/btcutil/bech32"
+
+	"github.com/anchorchat/anchorchat/internal/atomicfile"
 )
 
 // Scrypt cost bounds for NIP-49 (N = 2^logN, r = 8, p = 1; memory ≈ 2^logN KiB).
@@ -305,51 +307,14 @@ func (ks *Keystore) write(ncryptsec, pubHex string, replace bool) error {
 	return writeFileAtomic(ks.Path, b, replace)
 }
 
-// writeFileAtomic writes data to path with mode 0600 via a temp file in the
-// same directory, fsyncs it, then renames (replace) or links (!replace) it
-// into place, and fsyncs the directory.
-func writeFileAtomic(path string, data []byte, replace bool) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("identity: create temp file: %w", err)
-	}
-	tmpName := tmp.Name()
-	defer func() {
-		if tmp != nil {
-			_ = tmp.Close()
+// writeFileAtomic writes data to path with mode 0600 (atomicfile.Write):
+// a new keystore never replaces an existing one.
+func writeFileAtomic(path string, data []byte, replace bool) error {
+	if err := atomicfile.Write(path, data, replace); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%w at %s: refusing to overwrite an existing identity", ErrKeystoreExists, path)
 		}
-		_ = os.Remove(tmpName) // after link or on failure; no-op after rename
-	}()
-	if err := tmp.Chmod(0o600); err != nil {
-		return fmt.Errorf("identity: chmod temp file: %w", err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("identity: write temp file: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("identity: fsync temp file: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		tmp = nil
-		return fmt.Errorf("identity: close temp file: %w", err)
-	}
-	tmp = nil
-	if replace {
-		if err := os.Rename(tmpName, path); err != nil {
-			return fmt.Errorf("identity: replace keystore: %w", err)
-		}
-	} else {
-		if err := os.Link(tmpName, path); err != nil {
-			if errors.Is(err, fs.ErrExist) {
-				return fmt.Errorf("%w at %s: refusing to overwrite an existing identity", ErrKeystoreExists, path)
-			}
-			return fmt.Errorf("identity: install keystore: %w", err)
-		}
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
+		return fmt.Errorf("identity: write keystore: %w", err)
 	}
 	return nil
 }

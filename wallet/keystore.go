@@ -11,6 +11,8 @@ import (
 
 	"golang.org/x/crypto/chacha20poly1305"
 	"golang.org/x/crypto/scrypt"
+
+	"github.com/anchorchat/anchorchat/internal/atomicfile"
 )
 
 // The seed file is JSON, mode 0600. The secret is the 32-byte BIP-32 seed,
@@ -126,11 +128,9 @@ func readSeedFile(path string) (*seedFile, error) {
 	return &f, nil
 }
 
-// writeSeedFile writes atomically with mode 0600: a temp file, fsynced,
-// then renamed over path (replace) or hard-linked to it, which fails with
-// an error wrapping os.ErrExist if path exists (a new seed must never
-// overwrite another: its coins would be lost); then the directory is
-// fsynced, so the new name survives a crash.
+// writeSeedFile writes the seed file with mode 0600 (atomicfile.Write):
+// never partial under its name, and a new seed never replaces another
+// (its coins would be lost): then the error wraps os.ErrExist.
 func writeSeedFile(path string, f *seedFile, replace bool) error {
 	b, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
@@ -139,39 +139,8 @@ func writeSeedFile(path string, f *seedFile, replace bool) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("wallet: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".seed-*")
-	if err != nil {
-		return fmt.Errorf("wallet: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("wallet: %w", err)
-	}
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("wallet: write seed file: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("wallet: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("wallet: %w", err)
-	}
-	if replace {
-		if err := os.Rename(tmp.Name(), path); err != nil {
-			return fmt.Errorf("wallet: %w", err)
-		}
-	} else if err := os.Link(tmp.Name(), path); err != nil {
-		return fmt.Errorf("wallet: %w", err) // *LinkError wrapping fs.ErrExist if path exists
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		err = d.Sync()
-		d.Close()
-		if err != nil {
-			return fmt.Errorf("wallet: fsync %s: %w", filepath.Dir(path), err)
-		}
+	if err := atomicfile.Write(path, append(b, '\n'), replace); err != nil {
+		return fmt.Errorf("wallet: seed file: %w", err)
 	}
 	return nil
 }
