@@ -405,23 +405,8 @@ func TestFeeFloor(t *testing.T) {
 // transactions the mempool may not show), and says so with
 // ErrInsufficientFunds when nothing else is left.
 func TestCreateTxExceptLeavesHeldCoins(t *testing.T) {
-	ctx := context.Background()
 	chain := &fakeChain{}
-	w, err := Create(filepath.Join(t.TempDir(), "wallet.json"), []byte("pw"), Config{Params: params, Chain: chain, ScryptLogN: 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, err := w.NewAddress()
-	if err != nil {
-		t.Fatal(err)
-	}
-	script, _ := txscript.PayToAddrScript(addr)
-	for range 102 { // coinbases at heights 0..2 are mature
-		chain.mine(script, 50*btcutil.SatoshiPerBitcoin)
-	}
-	if err := w.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	w := minedWallet(t, chain, chain, 102) // coinbases at heights 0..2 are mature
 	outs := []Output{OpReturn([]byte("held coins"))}
 	var held []wire.OutPoint
 	for i := range 3 {
@@ -463,21 +448,7 @@ func (c *flakyChain) BlockHash(ctx context.Context, h int32) (*chainhash.Hash, e
 func TestSyncErrorIsNotAReorg(t *testing.T) {
 	ctx := context.Background()
 	chain := &flakyChain{fakeChain: &fakeChain{}}
-	w, err := Create(filepath.Join(t.TempDir(), "wallet.json"), []byte("pw"), Config{Params: params, Chain: chain, ScryptLogN: 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, err := w.NewAddress()
-	if err != nil {
-		t.Fatal(err)
-	}
-	script, _ := txscript.PayToAddrScript(addr)
-	for range 102 {
-		chain.mine(script, 50*btcutil.SatoshiPerBitcoin)
-	}
-	if err := w.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	w := minedWallet(t, chain, chain.fakeChain, 102)
 	before := w.Balance()
 	if before.Confirmed != 3*50*btcutil.SatoshiPerBitcoin {
 		t.Fatalf("balance %+v", before)
@@ -530,4 +501,26 @@ func TestNewSeedNeverOverwritesAnother(t *testing.T) {
 	if err := writeSeedFile(path, f, true); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// minedWallet is a new wallet on chain, synced after blocks blocks whose
+// coinbases pay it 50 BTC each (mined on fake, the chain under chain).
+func minedWallet(t *testing.T, chain Chain, fake *fakeChain, blocks int) *Wallet {
+	t.Helper()
+	w, err := Create(filepath.Join(t.TempDir(), "wallet.json"), []byte("pw"), Config{Params: params, Chain: chain, ScryptLogN: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, err := w.NewAddress()
+	if err != nil {
+		t.Fatal(err)
+	}
+	script, _ := txscript.PayToAddrScript(addr)
+	for range blocks {
+		fake.mine(script, 50*btcutil.SatoshiPerBitcoin)
+	}
+	if err := w.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return w
 }
