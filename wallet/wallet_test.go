@@ -494,7 +494,7 @@ func TestNewSeedNeverOverwritesAnother(t *testing.T) {
 	if b, _ := os.ReadFile(path); string(b) != "the other seed" {
 		t.Fatalf("the other seed file now holds %q", b)
 	}
-	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".seed-*")); len(left) != 0 {
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".*tmp*")); len(left) != 0 {
 		t.Fatalf("temp files left: %v", left)
 	}
 	// Saving (replace) still works.
