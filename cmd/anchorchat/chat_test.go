@@ -18,6 +18,7 @@ import (
 	"github.com/nbd-wtf/go-nostr/nip19"
 
 	"github.com/anchorchat/anchorchat/internal/freeport"
+	"github.com/anchorchat/anchorchat/internal/relaytest"
 	"github.com/anchorchat/anchorchat/internal/testutil"
 )
 
@@ -230,4 +231,31 @@ func TestPublicRelayURLAndFileHosts(t *testing.T) {
 	if err == nil || !strings.Contains(out, "not a public address") || !strings.Contains(out, "--files.allow-private-hosts") {
 		t.Fatalf("bob fetching from loopback: %v\n%s", err, out)
 	}
+}
+
+// A node's --dm-relays are its inbox from its first start: alice's message,
+// delivered only to bob's outside DM relay, reaches bob without a restart.
+// (The inbox used to be looked up as the kind 10050 list on the own relay,
+// which the node publishes only after its messenger has started: a new or
+// changed --dm-relays took effect at the next start.)
+func TestDMRelaysAreTheInboxFromTheStart(t *testing.T) {
+	outside := relaytest.Start(t, relaytest.Options{Open: true})
+	aliceDir, _ := newUser(t, "alice")
+	bobDir, _ := newUser(t, "bob")
+	addrs := freeAddrs(t, 2)
+	env := []string{"ANCHORCHAT_PASSPHRASE=" + testPass}
+	// Both find each other's claims and DM relay lists on the outside relay;
+	// bob's list names it alone, so that is where alice delivers.
+	startProcEnv(t, bobDir, env, "--listen", addrs[1], "--api.listen", "127.0.0.1:0", "--publish-relays", outside.URL, "--dm-relays", outside.URL)
+	startProcEnv(t, aliceDir, env, "--listen", addrs[0], "--api.listen", "127.0.0.1:0", "--publish-relays", outside.URL)
+	alice := []string{"--network", "regtest", "--datadir", aliceDir}
+	bob := []string{"--network", "regtest", "--datadir", bobDir}
+	out, err := cli(t, nil, append(append([]string{"send", "--wait"}, alice...), "@bob", "only on your DM relay")...)
+	if err != nil || !strings.Contains(out, "sent to 1 of 1") {
+		t.Fatalf("send: %v\n%s", err, out)
+	}
+	waitFor(t, "bob's inbox shows the message", func() (bool, string) {
+		out, _ := cli(t, nil, append([]string{"inbox"}, bob...)...)
+		return strings.Contains(out, "1 unread") && strings.Contains(out, "@alice"), out
+	})
 }

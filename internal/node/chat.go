@@ -45,11 +45,16 @@ func (n *Node) setupChat(mux *http.ServeMux) error {
 	local := newLocalClient(n.RelayURL())
 	n.relay.Exempt = local.exempt
 	n.chat, err = chat.New(chat.Config{
-		Key:                   n.key,
-		RelayURL:              n.RelayURL(),
-		Dial:                  local.dial,
-		DBPath:                filepath.Join(n.cfg.DataDir, ChatDBFile),
-		Logger:                n.log.With("component", "chat"),
+		Key:      n.key,
+		RelayURL: n.RelayURL(),
+		Dial:     local.dial,
+		DBPath:   filepath.Join(n.cfg.DataDir, ChatDBFile),
+		Logger:   n.log.With("component", "chat"),
+		// The inbox is the relays the node publishes as its kind 10050
+		// list, from the start: looked up on the own relay instead, a new
+		// or changed --dm-relays took effect only at the next start (the
+		// list is published after the messenger starts).
+		InboxRelays:           append([]string{n.RelayURL()}, n.dmRelays()...),
 		DiscoveryRelays:       n.cfg.PublishRelays,
 		FallbackRelays:        n.cfg.PublishRelays,
 		BlobURL:               n.HTTPURL() + "/blobs",
