@@ -179,23 +179,33 @@ func fetchFailsClosedOnAFullSecond(t *testing.T, maxLimit int) {
 			t.Fatal(err)
 		}
 	}
-	claims, atts, err := Fetch(ctx, []string{rl.URL}, Query{Handle: "gina"}, nil)
-	if !errors.Is(err, ErrIncomplete) {
-		t.Fatalf("fetch: %v, want ErrIncomplete", err)
+	failsClosed(t, ctx, rl.URL, chain, genuine, mallory, "created_at")
+}
+
+// failsClosed checks a relay whose evidence for @gina Fetch cannot read
+// completely: Fetch says so (ErrIncomplete, its error naming why), Gina's
+// genuine claim is out of reach and what is found names Mallory (the
+// premise), and the verifier names nobody (INCOMPLETE, why in its reason,
+// no evidence kept), asked for the handle or for Mallory's key.
+func failsClosed(t *testing.T, ctx context.Context, url string, chain *memChain, genuine *nostr.Event, mallory *identity.Key, why string) {
+	t.Helper()
+	claims, atts, err := Fetch(ctx, []string{url}, Query{Handle: "gina"}, nil)
+	if !errors.Is(err, ErrIncomplete) || !strings.Contains(err.Error(), why) {
+		t.Fatalf("fetch: %v, want ErrIncomplete naming %q", err, why)
 	}
 	if slices.ContainsFunc(claims, func(e *nostr.Event) bool { return e.ID == genuine.ID }) {
-		t.Fatal("the premise: the last claim of the full second is out of reach")
+		t.Fatal("the premise: Gina's claim is out of reach")
 	}
 	// What was found names Mallory...
 	if v, err := Verify(ctx, chain, Query{Handle: "gina"}, claims, atts, Options{}); err != nil || v.Status != Verified || v.PubKey != mallory.PublicKey() {
 		t.Fatalf("the premise: on what was found the verdict is %s %v", v, err)
 	}
 	// ...so the verifier names nobody.
-	vf := &Verifier{Chain: chain, Relays: []string{rl.URL}, CacheTTL: -1}
+	vf := &Verifier{Chain: chain, Relays: []string{url}, CacheTTL: -1}
 	for _, q := range []Query{{Handle: "gina"}, {Handle: "gina", PubKey: mallory.PublicKey()}} {
 		v, err := vf.Check(ctx, q)
-		if err != nil || v.Status != Incomplete || len(v.Evidence()) != 0 || !strings.Contains(v.Reason, "created_at") {
-			t.Fatalf("%+v: %s %v, want INCOMPLETE", q, v, err)
+		if err != nil || v.Status != Incomplete || len(v.Evidence()) != 0 || !strings.Contains(v.Reason, why) {
+			t.Fatalf("%+v: %s %v, want INCOMPLETE naming %q", q, v, err, why)
 		}
 	}
 }
@@ -246,20 +256,7 @@ func TestFetchFailsClosedPastItsPages(t *testing.T) {
 	rl, genuine, mallory, chain := floodedRelay(t, relaytest.Options{Open: true, MaxLimit: 100}, 2100)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	claims, atts, err := Fetch(ctx, []string{rl.URL}, Query{Handle: "gina"}, nil)
-	if !errors.Is(err, ErrIncomplete) || !strings.Contains(err.Error(), "more than 20 pages") {
-		t.Fatalf("fetch: %v, want ErrIncomplete naming the pages", err)
-	}
-	if slices.ContainsFunc(claims, func(e *nostr.Event) bool { return e.ID == genuine.ID }) {
-		t.Fatal("the premise: Gina's claim is out of reach")
-	}
-	if v, err := Verify(ctx, chain, Query{Handle: "gina"}, claims, atts, Options{}); err != nil || v.Status != Verified || v.PubKey != mallory.PublicKey() {
-		t.Fatalf("the premise: on what was found the verdict is %s %v", v, err)
-	}
-	vf := &Verifier{Chain: chain, Relays: []string{rl.URL}, CacheTTL: -1}
-	if v, err := vf.Check(ctx, Query{Handle: "gina"}); err != nil || v.Status != Incomplete || len(v.Evidence()) != 0 {
-		t.Fatalf("verdict %s %v, want INCOMPLETE", v, err)
-	}
+	failsClosed(t, ctx, rl.URL, chain, genuine, mallory, "more than 20 pages")
 }
 
 // A relay that answers the first page and then refuses (here with CLOSED,
