@@ -59,12 +59,6 @@ func (s *Service) query(ctx context.Context, url string, f nostr.Filter) ([]*nos
 		return nil, err
 	}
 	defer release()
-	// The connection is shared (a delivery may be in flight on it): a REQ
-	// written with a context already done would make the websocket library
-	// close it under every user.
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("relay %s: lookup: %w", url, err)
-	}
 	return c.Query(ctx, f)
 }
 
@@ -207,10 +201,10 @@ func (s *Service) deliverTo(ctx context.Context, url string, ds []delivery) {
 			acquired = true
 		case <-rctx.Done():
 		}
-		// Past the relay timeout nothing more is written, even if a slot
-		// came free at the same moment (select picks at random): a write
-		// started with a context already done makes the websocket library
-		// close the connection, which the pool shares with lookups.
+		// Past the relay timeout nothing more is sent, even if a slot came
+		// free at the same moment (select picks at random); the rest wait
+		// for the next attempt. (nostrclient refuses a write whose context
+		// is done, so the connection the pool shares with lookups stays.)
 		if err := rctx.Err(); err != nil {
 			if acquired {
 				<-sem
