@@ -74,7 +74,7 @@ func TestIDLookupDuringMerges(t *testing.T) {
 	default:
 	}
 	var merged int
-	if err := s.rdb.QueryRow("SELECT count(*) FROM ids").Scan(&merged); err != nil || merged < n-mergeAt {
+	if err := s.rdb.QueryRow("SELECT count(*) FROM ids").Scan(&merged); err != nil || merged < n/2 {
 		t.Fatalf("%d ids merged (%v): the merges did not run", merged, err)
 	}
 }
@@ -332,5 +332,49 @@ func TestOpenLocked(t *testing.T) {
 	s2.Close()
 	if fi, err := os.Stat(path + ".lock"); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("lock file: %v, %v", fi, err)
+	}
+}
+
+// A merge rewrites most of ids, so merges come further apart as ids grows
+// (a quarter of it, in memory, makes the next merge due): with merges due at
+// every 8 events, 400 events take a dozen merges, not 50, and every event
+// is still found, by the writer and by a query.
+func TestMergesComeFurtherApartAsIDsGrows(t *testing.T) {
+	setMergeAt(t, 8)
+	s, _, _ := openTest(t)
+	k := newKey(t)
+	const n = 400
+	evts := make([]*nostr.Event, n)
+	for i := range evts {
+		evts[i] = ev(t, k, 1, int64(i), nil, fmt.Sprint(i))
+		mustSave(t, s, evts[i])
+	}
+	merges := int(s.commits.Load()) - n // one transaction per Save, one per merge
+	var merged int64
+	if err := s.rdb.QueryRow("SELECT seq FROM ids_merged").Scan(&merged); err != nil {
+		t.Fatal(err)
+	}
+	if merges < 5 || merges > 16 || merged < n/2 {
+		t.Fatalf("%d merges, ids merged up to seq %d, for %d events: want 5 to 16 merges, most ids merged", merges, merged, n)
+	}
+	if got := s.recent.len(); got >= mergeThreshold(merged) || got != n-int(merged) {
+		t.Fatalf("%d ids in memory after a merge up to seq %d of %d", got, merged, n)
+	}
+	for _, e := range []*nostr.Event{evts[0], evts[n/2], evts[n-1]} {
+		if err := s.Save(context.Background(), e); !errors.Is(err, ErrDuplicate) {
+			t.Fatalf("duplicate of %q: %v", e.Content, err)
+		}
+	}
+	expectIDs(t, query(t, s, nostr.Filter{IDs: []string{evts[0].ID, evts[n/2].ID, evts[n-1].ID}}, Visibility{}), evts[n-1], evts[n/2], evts[0])
+}
+
+func TestMergeThreshold(t *testing.T) {
+	for _, c := range []struct {
+		merged int64
+		want   int
+	}{{0, mergeAt}, {4 * int64(mergeAt), mergeAt}, {20 * int64(mergeAt), 5 * mergeAt}, {1 << 40, mergeMax}} {
+		if got := mergeThreshold(c.merged); got != c.want {
+			t.Errorf("mergeThreshold(%d) = %d, want %d", c.merged, got, c.want)
+		}
 	}
 }

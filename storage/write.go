@@ -695,15 +695,35 @@ func (w *writer) tx(fn func() error) error {
 	return nil
 }
 
-// mergeAt is how many ids s.recent collects before the writer merges them
-// into ids: large enough that a merge touches each page of ids for many
-// events.
+// mergeAt is the fewest ids s.recent collects before the writer merges them
+// into ids: enough that a merge touches each page of ids for many events.
 var mergeAt = 16384 // a variable so tests can merge often
+
+// A merge rewrites nearly every page of ids (the new ids fall all over the
+// tree), so its cost grows with the tree. Merging a fixed number of ids at a
+// time would make each event's share of it grow with the store: past a
+// million events the writer saved half as many events per second as at a
+// quarter million (BenchmarkSaveAfterFill). Instead a merge is
+// due when s.recent holds a quarter as many ids as ids does (as in a
+// log-structured merge tree), so the merge cost per event stays bounded, up
+// to mergeMax ids in memory (about 100 bytes each, and the events Open reads
+// to rebuild s.recent).
+const (
+	mergeRatio = 4
+	mergeMax   = 1 << 17
+)
+
+// mergeThreshold is how many ids s.recent holds when a merge is due, for ids
+// merged up to seq merged. The seq stands in for the size of ids: it counts
+// the replaced and deleted events too, so it errs on the large side.
+func mergeThreshold(merged int64) int {
+	return max(mergeAt, int(min(merged/mergeRatio, mergeMax)))
+}
 
 // mergeIfDue writes the ids of the events stored since the last merge into
 // ids, in a transaction of its own, if enough have collected.
 func (w *writer) mergeIfDue() {
-	if w.s.recent.len() < mergeAt {
+	if w.s.recent.len() < mergeThreshold(w.merged) {
 		return
 	}
 	ctx := context.Background()
