@@ -7,7 +7,6 @@ import (
 	"net/http"
 
 	"github.com/coder/websocket"
-	"github.com/nbd-wtf/go-nostr"
 
 	"github.com/anchorchat/anchorchat/internal/nostrclient"
 )
@@ -39,7 +38,7 @@ func (s *Service) dialerFor(url string) nostrclient.Dialer {
 		return s.cfg.Dial
 	}
 	s.trustMu.Lock()
-	trusted := s.trusted[nostr.NormalizeURL(url)]
+	trusted := s.trusted[normalizeRelay(url)]
 	s.trustMu.Unlock()
 	if trusted {
 		return s.cfg.Dial

@@ -78,3 +78,43 @@ func TestRelaysOthersNameAreGuarded(t *testing.T) {
 		t.Error("with AllowPrivateRelays, bob's DM relay saw no connection")
 	}
 }
+
+// A relay the user chose is trusted however someone else spells it: alice
+// names bob's loopback relay as a discovery relay in capitals, with a
+// trailing slash; bob's kind 10050 list names it in lower case. Before,
+// the two spellings were two relays, and alice's message to bob was
+// refused as going to a private address she had not chosen.
+func TestChosenRelayTrustedInAnySpelling(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{}
+	alice, bob := newUser(t, clk, "alice"), newUser(t, clk, "bob")
+	bob.publishDMRelays(t, bob.relay.url, bob.relay.url)
+	shouted := "WS://" + strings.ToUpper(strings.TrimPrefix(bob.relay.url, "ws://")) + "/"
+	as := alice.start(t, func(c *Config) { c.DiscoveryRelays = []string{shouted} })
+	m, err := as.Send(ctx, []string{bob.key.PublicKey()}, "hi bob", SendOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sent, err := as.WaitSent(ctxT(t, 10*time.Second), m.ID); err != nil || sent.State != StateSent {
+		t.Fatalf("to bob's relay, chosen by alice as %q: %s (%v)", shouted, sent.Status(), err)
+	}
+}
+
+func TestNormalizeRelay(t *testing.T) {
+	for in, want := range map[string]string{
+		"wss://relay.example.com":           "wss://relay.example.com",
+		"WSS://Relay.Example.com:443/":      "wss://relay.example.com",
+		"Wss://relay.example.com:4430":      "wss://relay.example.com:4430",
+		"ws://relay.example.com:80/inbox/":  "ws://relay.example.com/inbox",
+		"ws://relay.example.com:443":        "ws://relay.example.com:443",
+		"wss://relay.example.com:80":        "wss://relay.example.com:80",
+		"HTTPS://relay.example.com:443/x?y": "wss://relay.example.com/x?y",
+		"wss://[::1]:443":                   "wss://[::1]",
+		"wss://relay.example.com:1443":      "wss://relay.example.com:1443",
+		"":                                  "",
+	} {
+		if got := normalizeRelay(in); got != want {
+			t.Errorf("normalizeRelay(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -315,14 +315,39 @@ func relayTags(evt *nostr.Event) []string {
 	return out
 }
 
+// normalizeRelay is the one spelling of a relay URL the service keys relays
+// by: go-nostr's NormalizeURL (host in lower case, no trailing slash), with
+// the scheme in lower case too and a scheme's default port (wss 443, ws 80)
+// dropped. A relay one list names "WSS://Relay.example:443/" and another
+// "wss://relay.example" is one relay: dialled once, counted once among a
+// recipient's relays, and trusted alike if the user chose it.
+func normalizeRelay(u string) string {
+	u = strings.TrimSpace(u)
+	if scheme, rest, ok := strings.Cut(u, "://"); ok {
+		u = strings.ToLower(scheme) + "://" + rest
+	}
+	n := nostr.NormalizeURL(u)
+	scheme, rest, ok := strings.Cut(n, "://")
+	if !ok {
+		return n
+	}
+	host, tail := rest, ""
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		host, tail = rest[:i], rest[i:]
+	}
+	switch {
+	case scheme == "wss" && strings.HasSuffix(host, ":443"):
+		host = strings.TrimSuffix(host, ":443")
+	case scheme == "ws" && strings.HasSuffix(host, ":80"):
+		host = strings.TrimSuffix(host, ":80")
+	}
+	return scheme + "://" + host + tail
+}
+
 func dedupRelays(urls []string) []string {
 	out := make([]string, 0, len(urls))
 	for _, u := range urls {
-		u = strings.TrimSpace(u)
-		if u == "" {
-			continue
-		}
-		n := nostr.NormalizeURL(u)
+		n := normalizeRelay(u)
 		if n == "" {
 			continue
 		}
@@ -542,7 +567,7 @@ func (s *Service) wrapAll(ctx context.Context, rumor *nostr.Event, peers []strin
 	if err != nil {
 		return nil, err
 	}
-	dels = append(dels, delivery{WrapID: own.ID, Relay: nostr.NormalizeURL(s.cfg.RelayURL), RumorID: rumor.ID, Recipient: s.pk, Self: true, Wrap: own.String(), CreatedAt: created, ExpiresAt: exp})
+	dels = append(dels, delivery{WrapID: own.ID, Relay: normalizeRelay(s.cfg.RelayURL), RumorID: rumor.ID, Recipient: s.pk, Self: true, Wrap: own.String(), CreatedAt: created, ExpiresAt: exp})
 	return dels, nil
 }
 
