@@ -307,15 +307,17 @@ func buildLnd(ctx context.Context, log *slog.Logger, out string) error {
 	var stderr bytes.Buffer
 	dl.Stderr = &stderr
 	js, err := dl.Output()
-	if err != nil {
-		return fmt.Errorf("go mod download lnd: %w: %s", err, stderr.String())
-	}
+	// With -json, go reports a failed download (proxy unreachable, module
+	// missing) in the JSON's Error on stdout and exits 1, stderr empty.
 	var md modDownload
-	if err := json.Unmarshal(js, &md); err != nil {
-		return fmt.Errorf("go mod download lnd: %w", err)
-	}
-	if md.Error != "" {
+	jerr := json.Unmarshal(js, &md)
+	switch {
+	case jerr == nil && md.Error != "":
 		return fmt.Errorf("go mod download lnd: %s", md.Error)
+	case err != nil:
+		return fmt.Errorf("go mod download lnd: %w: %s%s", err, stderr.String(), js)
+	case jerr != nil:
+		return fmt.Errorf("go mod download lnd: %w", jerr)
 	}
 	gomod, err := os.ReadFile(filepath.Join(md.Dir, "go.mod"))
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -72,3 +73,15 @@ func TestEnsureBuiltOnceUnderConcurrency(t *testing.T) {
 }
 
 func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// TestBuildLndSaysWhyTheDownloadFailed: when the module proxy can't serve
+// lnd, the error carries go's reason (go mod download -json reports it in
+// its JSON on stdout and exits 1, with nothing on stderr).
+func TestBuildLndSaysWhyTheDownloadFailed(t *testing.T) {
+	t.Setenv("GOPROXY", "off")
+	t.Setenv("GOMODCACHE", t.TempDir()) // lnd is not in this one
+	err := buildLnd(context.Background(), discardLog(), t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "GOPROXY=off") {
+		t.Fatalf("buildLnd with the proxy off: %v; want go's reason (module lookup disabled by GOPROXY=off)", err)
+	}
+}
