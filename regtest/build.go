@@ -145,6 +145,14 @@ func ensureBuilt(ctx context.Context, log *slog.Logger, name, version string, fi
 	if have() { // built by another process while we waited
 		return nil
 	}
+	// Temp dirs of this version left by a builder killed before its
+	// deferred cleanup: no other build of it runs while we hold the lock.
+	if stale, _ := filepath.Glob(filepath.Join(parent, "."+name+"-"+version+".tmp-*")); len(stale) > 0 {
+		log.Info("removing an interrupted build", "dirs", stale)
+		for _, d := range stale {
+			_ = os.RemoveAll(d)
+		}
+	}
 	tmp, err := os.MkdirTemp(parent, "."+name+"-"+version+".tmp-")
 	if err != nil {
 		return fmt.Errorf("regtest: %w", err)

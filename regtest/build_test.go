@@ -85,3 +85,35 @@ func TestBuildLndSaysWhyTheDownloadFailed(t *testing.T) {
 		t.Fatalf("buildLnd with the proxy off: %v; want go's reason (module lookup disabled by GOPROXY=off)", err)
 	}
 }
+
+// TestEnsureBuiltRemovesAnInterruptedBuild: a build killed before its
+// deferred cleanup (SIGKILL, an OOM kill, a second Ctrl-C) leaves its temp
+// directory, often hundreds of MB; the next builder, which holds the lock
+// so no other build of that version runs, removes it.
+func TestEnsureBuiltRemovesAnInterruptedBuild(t *testing.T) {
+	t.Setenv("ANCHORCHAT_CACHE", t.TempDir())
+	dir, _ := binDir("fake", "v1")
+	stale := filepath.Join(filepath.Dir(dir), ".fake-v1.tmp-123")
+	if err := os.MkdirAll(filepath.Join(stale, "src"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(stale, "a"), []byte("half a binary"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(filepath.Dir(dir), ".fake-v2.tmp-456") // another version's: not ours to judge
+	if err := os.MkdirAll(other, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	build := func(_ context.Context, _ *slog.Logger, out string) error {
+		return os.WriteFile(filepath.Join(out, "a"), []byte("#!/bin/sh\n"), 0o755)
+	}
+	if err := ensureBuilt(context.Background(), discardLog(), "fake", "v1", []string{"a"}, build); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(dir), ".fake-v1.tmp-*")); len(left) != 0 {
+		t.Fatalf("interrupted build's temp dir left: %v", left)
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Fatalf("another version's temp dir removed: %v", err)
+	}
+}
