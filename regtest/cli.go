@@ -183,7 +183,7 @@ a dead run is cleaned up.`)
 		fmt.Fprintf(c.stdout, "\ndetached; stop with: anchorchat regtest down --dir %s\n", n.Dir)
 		return nil
 	}
-	n.State.SupervisorPID = os.Getpid()
+	n.State.SupervisorPID, n.State.SupervisorBinary = os.Getpid(), supervisorBinary()
 	if err := n.writeState(); err != nil {
 		c.log.Warn("could not record supervisor pid", "err", err)
 	}

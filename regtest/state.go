@@ -16,16 +16,20 @@ const StateFileName = "state.json"
 // State describes a running network; it is written to Dir/state.json so the
 // CLI (status, mine, fund, down) can find the processes of an `up`.
 type State struct {
-	Version       int         `json:"version"`
-	Dir           string      `json:"dir"`
-	Started       time.Time   `json:"started"`
-	SupervisorPID int         `json:"supervisor_pid,omitempty"` // the foreground `up`, 0 if detached or a test
-	Btcd          BtcdState   `json:"btcd"`
-	LNDs          []LNDState  `json:"lnds"`
-	Nodes         []NodeState `json:"nodes,omitempty"`
-	Wallet        WalletState `json:"wallet"`
-	Lncli         string      `json:"lncli"`
-	Btcctl        string      `json:"btcctl"`
+	Version       int       `json:"version"`
+	Dir           string    `json:"dir"`
+	Started       time.Time `json:"started"`
+	SupervisorPID int       `json:"supervisor_pid,omitempty"` // the foreground `up`, 0 if detached or a test
+	// SupervisorBinary is the foreground up's argv[0]: its PID is signalled
+	// only while it still runs that (a state file without it, from an older
+	// harness, is trusted by PID alone).
+	SupervisorBinary string      `json:"supervisor_binary,omitempty"`
+	Btcd             BtcdState   `json:"btcd"`
+	LNDs             []LNDState  `json:"lnds"`
+	Nodes            []NodeState `json:"nodes,omitempty"`
+	Wallet           WalletState `json:"wallet"`
+	Lncli            string      `json:"lncli"`
+	Btcctl           string      `json:"btcctl"`
 }
 
 // BtcdState is how to reach btcd.
@@ -105,6 +109,10 @@ func writeState(s *State) error {
 	return nil
 }
 
+// supervisorBinary is what a foreground up records as SupervisorBinary: its
+// own argv[0], which pidAlive compares.
+func supervisorBinary() string { return os.Args[0] }
+
 // ProcessStatus is one process of a state file and whether it runs.
 type ProcessStatus struct {
 	Name   string
@@ -118,7 +126,7 @@ type ProcessStatus struct {
 func (s *State) Processes() []ProcessStatus {
 	var ps []ProcessStatus
 	if s.SupervisorPID != 0 {
-		ps = append(ps, ProcessStatus{Name: "supervisor", PID: s.SupervisorPID})
+		ps = append(ps, ProcessStatus{Name: "supervisor", PID: s.SupervisorPID, Binary: s.SupervisorBinary})
 	}
 	for _, n := range s.Nodes {
 		ps = append(ps, ProcessStatus{Name: n.Name, PID: n.PID, Binary: n.Binary})
