@@ -212,6 +212,14 @@ func (s *Service) deliverTo(ctx context.Context, url string, ds []delivery) {
 			s.record(ctx, d, fmt.Errorf("relay %s: not sent within the relay timeout (%s): %w", url, s.cfg.RelayTimeout, err))
 			continue
 		}
+		// The dial or a free slot may have taken a while: a message deleted
+		// meanwhile (here or on another device) has no deliveries any more,
+		// and is not sent. If the store cannot tell, the delivery goes out.
+		if pending, err := s.st.deliveryPending(rctx, d.WrapID, d.Relay); err == nil && !pending {
+			<-sem
+			s.log.Debug("delivery dropped before sending", "message", d.RumorID, "relay", d.Relay)
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()

@@ -211,3 +211,49 @@ func TestContactWithManyStalledRelays(t *testing.T) {
 		t.Errorf("carol's message goes to %d relays and %d were sent it, want %d", toCarol.Delivery.Relays, reached(), maxRelaysPerRecipient)
 	}
 }
+
+// TestMessageDeletedWhileQueuedIsNotSent: bob's DM relay is slow to answer
+// a connection, and alice's outbox worker holds her message's delivery
+// while it dials. Alice deletes the message meanwhile. Once the relay
+// answers, the worker sends nothing of it: bob's relay gets the deletion
+// only. Before, the worker sent the deleted message as well.
+func TestMessageDeletedWhileQueuedIsNotSent(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{}
+	alice, bob := newUser(t, clk, "alice"), newUser(t, clk, "bob")
+	slow := startProxy(t, bob.relay.Addr)
+	release := slow.holdConnections()
+	t.Cleanup(release)
+	bob.publishDMRelays(t, bob.relay.url, slow.url)
+	as := alice.start(t, func(c *Config) {
+		c.DiscoveryRelays = []string{bob.relay.url}
+		c.AllowPrivateRelays = true // bob's DM relay, on loopback, is only in his list
+		c.RelayTimeout = time.Minute
+	})
+	m, err := as.Send(ctx, []string{bob.key.PublicKey()}, "I will regret this", SendOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wrapID string
+	if err := as.st.db.QueryRowContext(ctx, `SELECT wrap_id FROM deliveries WHERE rumor_id = ? AND self = 0`, m.ID).Scan(&wrapID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "alice's outbox to dial bob's DM relay", func() (bool, error) {
+		total, _ := slow.counts()
+		return total > 0, nil
+	})
+	if err := as.Delete(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	eventually(t, 20*time.Second, "bob's relay to get the deletion", func() (bool, error) {
+		n := len(bob.relay.wraps(t, bob.key.PublicKey()))
+		return n > 0, fmt.Errorf("%d wraps", n)
+	})
+	time.Sleep(100 * time.Millisecond) // for anything sent late to arrive
+	for _, w := range bob.relay.wraps(t, bob.key.PublicKey()) {
+		if w.ID == wrapID {
+			t.Fatal("bob's relay got the wrap of the message alice deleted before it was sent")
+		}
+	}
+}

@@ -20,6 +20,16 @@ type tcpProxy struct {
 	mu    sync.Mutex
 	total int
 	open  map[net.Conn]bool
+	hold  chan struct{} // if set, connections reach the relay once it is closed
+}
+
+// holdConnections makes connections wait, unanswered, until the returned
+// func lets them through.
+func (p *tcpProxy) holdConnections() (release func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hold = make(chan struct{})
+	return sync.OnceFunc(func() { close(p.hold) })
 }
 
 func startProxy(t *testing.T, target string) *tcpProxy {
@@ -53,6 +63,12 @@ func (p *tcpProxy) forward(c net.Conn, target string) {
 		delete(p.open, c)
 		p.mu.Unlock()
 	}()
+	p.mu.Lock()
+	hold := p.hold
+	p.mu.Unlock()
+	if hold != nil {
+		<-hold
+	}
 	up, err := net.Dial("tcp", target)
 	if err != nil {
 		return

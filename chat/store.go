@@ -243,6 +243,17 @@ func (s *store) setDelivery(ctx context.Context, wrapID, relay, state string, at
 	return err
 }
 
+// deliveryPending reports whether a delivery is still waiting to be sent:
+// not removed with its message (deleted, expired) nor done since.
+func (s *store) deliveryPending(ctx context.Context, wrapID, relay string) (bool, error) {
+	var one int
+	err := s.db.QueryRowContext(ctx, `SELECT 1 FROM deliveries WHERE wrap_id = ? AND relay = ? AND state = 'pending'`, wrapID, relay).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 const messageCols = `m.rumor_id, m.conversation, m.sender, m.kind, m.content, m.tags, m.created_at, m.expires_at, m.outgoing, m.read,
 	(SELECT count(DISTINCT relay) FROM deliveries d WHERE d.rumor_id = m.rumor_id AND d.self = 0),
 	(SELECT count(DISTINCT relay) FROM deliveries d WHERE d.rumor_id = m.rumor_id AND d.self = 0 AND d.state = 'ok'),
