@@ -82,7 +82,7 @@ func (l *LND) waitFiles(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("regtest: %s: waiting for tls.cert and admin.macaroon: %w", l.Name, ctx.Err())
+			return fmt.Errorf("regtest: %s (pid %d) wrote no tls.cert and admin.macaroon; see its log %s: %w", l.Name, l.PID, l.LogPath, ctx.Err())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -94,7 +94,7 @@ func (l *LND) checkRunning() error {
 	}
 	select {
 	case <-l.proc.exited:
-		return fmt.Errorf("regtest: %s exited during startup; log tail:\n%s", l.Name, logTail(l.LogPath, 30))
+		return fmt.Errorf("regtest: %s (pid %d) exited during startup; its log %s ends:\n%s", l.Name, l.PID, l.LogPath, logTail(l.LogPath, 30))
 	default:
 		return nil
 	}
@@ -142,7 +142,7 @@ func (l *LND) WaitSynced(ctx context.Context, height int32) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("regtest: %s not synced (%s): %w", l.Name, last, ctx.Err())
+			return fmt.Errorf("regtest: %s (pid %d) not synced (%s); see its log %s: %w", l.Name, l.PID, last, l.LogPath, ctx.Err())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

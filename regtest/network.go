@@ -282,6 +282,8 @@ func Up(ctx context.Context, opts Options) (*Network, error) {
 		}
 		bins = &b
 	}
+	ctx, cancel := context.WithTimeout(ctx, upTimeout)
+	defer cancel()
 
 	n := &Network{Dir: dir, log: log}
 	n.State = State{Version: 1, Dir: dir, Started: start.UTC(), Lncli: bins.Lncli, Btcctl: bins.Btcctl}
@@ -456,6 +458,11 @@ func (n *Network) startBtcd(ctx context.Context, bin, miningAddr string, rpcPort
 // prove that a taken port is survived).
 var upPorts = freeport.Loopback
 
+// upTimeout bounds how long Up waits for the network once the binaries are
+// there (a warm up takes 15-35 s on 2 cores): a process stuck at start ends
+// Up with an error naming it rather than hanging.
+var upTimeout = 10 * time.Minute
+
 // maxLaunches bounds the starts of one btcd or LND whose ports were taken
 // between freeport.Loopback and its bind.
 const maxLaunches = 3
@@ -482,7 +489,7 @@ func dialBtcd(ctx context.Context, s BtcdState, p *proc) (*rpcclient.Client, err
 	for {
 		select {
 		case <-p.exited:
-			return nil, fmt.Errorf("regtest: btcd exited during startup; log tail:\n%s", logTail(s.LogPath, 30))
+			return nil, fmt.Errorf("regtest: btcd (pid %d) exited during startup; its log %s ends:\n%s", p.pid, s.LogPath, logTail(s.LogPath, 30))
 		default:
 		}
 		if _, err := os.Stat(s.RPCCert); err == nil {
@@ -497,7 +504,10 @@ func dialBtcd(ctx context.Context, s BtcdState, p *proc) (*rpcclient.Client, err
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("regtest: waiting for btcd rpc (last error: %v): %w", last, ctx.Err())
+			if last == nil {
+				last = errors.New("no " + filepath.Base(s.RPCCert) + " yet")
+			}
+			return nil, fmt.Errorf("regtest: btcd (pid %d) did not answer RPC on %s (%v); see its log %s: %w", p.pid, s.RPCAddr, last, s.LogPath, ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -230,5 +232,42 @@ func TestNetwork(t *testing.T) {
 	}
 	if b := n.Wallet.Balance(); b.Unconfirmed != 0 {
 		t.Fatalf("after mining, unconfirmed %v", b.Unconfirmed)
+	}
+}
+
+// TestUpStopsAStuckBtcd: a btcd that never answers makes Up fail within its
+// own deadline (not hang as long as its caller's context lasts: forever for
+// `regtest up`), with an error naming btcd and its log; and Close stops it.
+func TestUpStopsAStuckBtcd(t *testing.T) {
+	for _, mode := range []string{"hang", "exit"} {
+		t.Run(mode, func(t *testing.T) {
+			bin := fakeBinary(t, "btcd", mode)
+			old := upTimeout
+			upTimeout = 3 * time.Second
+			t.Cleanup(func() { upTimeout = old })
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // only a backstop
+			defer cancel()
+			n, err := Up(ctx, Options{Dir: t.TempDir(), LNDs: -1, Binaries: &Binaries{Btcd: bin}, Logger: discardLog()})
+			if err == nil || n == nil {
+				t.Fatalf("Up with a %s btcd: %v, network %v", mode, err, n)
+			}
+			t.Logf("Up: %v", err)
+			pid := n.State.Btcd.PID
+			if cerr := n.Close(context.Background()); cerr != nil {
+				t.Errorf("Close: %v", cerr)
+			}
+			if pidAlive(pid, bin) {
+				t.Errorf("btcd (pid %d) still running after Close", pid)
+			}
+			if !strings.Contains(err.Error(), "btcd") || !strings.Contains(err.Error(), n.State.Btcd.LogPath) {
+				t.Errorf("error does not name btcd and its log %s: %v", n.State.Btcd.LogPath, err)
+			}
+			if mode == "hang" && (!errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil) {
+				t.Errorf("Up did not end by its own deadline (caller's context: %v): %v", ctx.Err(), err)
+			}
+			if mode == "exit" && !strings.Contains(err.Error(), "fake process: boom") {
+				t.Errorf("error lacks the log tail: %v", err)
+			}
+		})
 	}
 }
