@@ -148,6 +148,13 @@ func Start(t testing_TB, opts Options) *Network {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
 	defer cancel()
+	if dl, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if d, ok := dl.Deadline(); ok {
+			var cancelD context.CancelFunc
+			ctx, cancelD = context.WithDeadlineCause(ctx, d.Add(-startStopMargin), errTestDeadline)
+			defer cancelD()
+		}
+	}
 	n, err := Up(ctx, opts)
 	if n != nil {
 		t.Cleanup(func() {
@@ -162,10 +169,20 @@ func Start(t testing_TB, opts Options) *Network {
 		})
 	}
 	if err != nil {
+		if errors.Is(context.Cause(ctx), errTestDeadline) {
+			t.Fatalf("regtest: up: %v (given up %v before the test's deadline, to stop the network in time: raise go test -timeout)", err, startStopMargin)
+		}
 		t.Fatalf("regtest: up: %v", err)
 	}
 	return n
 }
+
+var errTestDeadline = errors.New("regtest: the test's deadline is near")
+
+// startStopMargin is the time Start leaves before the test's deadline to
+// stop what it started: past the deadline the test binary panics, its
+// cleanups never run, and the processes (in sessions of their own) stay.
+var startStopMargin = time.Minute
 
 // testing_TB is the part of testing.TB Start uses (an interface so this file
 // does not import testing into non-test binaries).

@@ -10,7 +10,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -269,5 +271,66 @@ func TestUpStopsAStuckBtcd(t *testing.T) {
 				t.Errorf("error lacks the log tail: %v", err)
 			}
 		})
+	}
+}
+
+// fakeTB is a testing_TB whose deadline is set and whose Fatalf ends the
+// goroutine, as a test's does; cleanups are run by the caller.
+type fakeTB struct {
+	*testing.T
+	deadline time.Time
+	mu       sync.Mutex
+	cleanups []func()
+	fatal    string
+}
+
+func (f *fakeTB) Deadline() (time.Time, bool) { return f.deadline, true }
+func (f *fakeTB) Cleanup(fn func())           { f.mu.Lock(); f.cleanups = append(f.cleanups, fn); f.mu.Unlock() }
+func (f *fakeTB) Failed() bool                { f.mu.Lock(); defer f.mu.Unlock(); return f.fatal != "" }
+func (f *fakeTB) Errorf(format string, a ...any) {
+	f.T.Errorf(format, a...)
+}
+func (f *fakeTB) Fatalf(format string, a ...any) {
+	f.mu.Lock()
+	f.fatal = fmt.Sprintf(format, a...)
+	f.mu.Unlock()
+	runtime.Goexit()
+}
+
+// TestStartEndsBeforeTheTestsDeadline: a network stuck at start makes
+// Start fail while the test still has time to stop it (at go test's
+// -timeout the binary panics, its cleanups never run, and btcd and LND,
+// in sessions of their own, run on for good).
+func TestStartEndsBeforeTheTestsDeadline(t *testing.T) {
+	bin := fakeBinary(t, "btcd", "hang")
+	old := upTimeout
+	upTimeout = time.Minute // only a backstop: the test's deadline comes first
+	t.Cleanup(func() { upTimeout = old })
+	oldMargin := startStopMargin
+	startStopMargin = time.Second
+	t.Cleanup(func() { startStopMargin = oldMargin })
+	f := &fakeTB{T: t, deadline: time.Now().Add(3 * time.Second)}
+	dir := t.TempDir()
+	done := make(chan *Network)
+	go func() {
+		defer close(done)
+		done <- Start(f, Options{Dir: dir, LNDs: -1, Binaries: &Binaries{Btcd: bin}})
+	}()
+	if n := <-done; n != nil {
+		t.Fatal("Start of a network whose btcd never answers succeeded")
+	}
+	st, err := ReadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Start: %s", f.fatal)
+	if !strings.Contains(f.fatal, "test's deadline") {
+		t.Errorf("Start did not end by the test's deadline: %s", f.fatal)
+	}
+	for i := len(f.cleanups) - 1; i >= 0; i-- {
+		f.cleanups[i]()
+	}
+	if pidAlive(st.Btcd.PID, bin) {
+		t.Errorf("fake btcd (pid %d) still running after the cleanups", st.Btcd.PID)
 	}
 }
