@@ -175,11 +175,18 @@ func (w *Wrapper) Wrap(rumor nostr.Event, recipient string, expiration int64) (n
 	}
 	rumor.Sig = ""
 	rumor.ID = rumor.GetID()
+	return w.wrapRumorJSON(rumor.String(), recipient, expiration)
+}
+
+// wrapRumorJSON is Wrap's two layers around a rumor already serialized:
+// the seal, signed by this key, then the gift wrap, signed by a one-time
+// key. (The fuzz tests hand it rumors no honest sender would write.)
+func (w *Wrapper) wrapRumorJSON(rumorJSON, recipient string, expiration int64) (nostr.Event, error) {
 	ck, err := w.convKey(recipient)
 	if err != nil {
 		return nostr.Event{}, fmt.Errorf("chat: conversation key: %w", err)
 	}
-	rumorCT, err := nip44.Encrypt(rumor.String(), ck)
+	rumorCT, err := nip44.Encrypt(rumorJSON, ck)
 	if err != nil {
 		return nostr.Event{}, fmt.Errorf("chat: encrypt rumor: %w", err)
 	}
@@ -191,16 +198,22 @@ func (w *Wrapper) Wrap(rumor nostr.Event, recipient string, expiration int64) (n
 	if err := seal.Sign(w.sk); err != nil {
 		return nostr.Event{}, fmt.Errorf("chat: sign seal: %w", err)
 	}
+	return w.giftWrap(seal.String(), recipient, expiration)
+}
+
+// giftWrap encrypts a serialized seal to recipient under a fresh one-time
+// key and signs the kind 1059 event with it.
+func (w *Wrapper) giftWrap(sealJSON, recipient string, expiration int64) (nostr.Event, error) {
 	oneTime := nostr.GeneratePrivateKey()
 	tk, err := nip44.GenerateConversationKey(recipient, oneTime)
 	if err != nil {
 		return nostr.Event{}, fmt.Errorf("chat: one-time conversation key: %w", err)
 	}
-	sealCT, err := nip44.Encrypt(seal.String(), tk)
+	sealCT, err := nip44.Encrypt(sealJSON, tk)
 	if err != nil {
 		return nostr.Event{}, fmt.Errorf("chat: encrypt seal: %w", err)
 	}
-	wrap := nostr.Event{Kind: KindGiftWrap, Content: sealCT, CreatedAt: w.past(now), Tags: nostr.Tags{{"p", recipient}}}
+	wrap := nostr.Event{Kind: KindGiftWrap, Content: sealCT, CreatedAt: w.past(w.now()), Tags: nostr.Tags{{"p", recipient}}}
 	if expiration > 0 {
 		wrap.Tags = append(wrap.Tags, expirationTag(expiration))
 	}
