@@ -11,6 +11,7 @@ import (
 	"github.com/lightningnetwork/lnd/lnrpc/routerrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"gopkg.in/macaroon.v2"
 )
 
 // LND is a running LND node of the network with its gRPC clients.
@@ -69,12 +70,14 @@ func (l *LND) connect(ctx context.Context) error {
 }
 
 // waitFiles waits for LND's TLS certificate and admin macaroon (written once
-// its wallet exists).
+// its wallet exists). LND writes the macaroon with os.WriteFile: the file
+// exists, empty, before its bytes are in; read then, it would fail every
+// RPC. So the macaroon must parse.
 func (l *LND) waitFiles(ctx context.Context) error {
 	for {
 		_, e1 := os.Stat(l.TLSCertPath)
-		_, e2 := os.Stat(l.MacaroonPath)
-		if e1 == nil && e2 == nil {
+		mac, e2 := os.ReadFile(l.MacaroonPath)
+		if e1 == nil && e2 == nil && new(macaroon.Macaroon).UnmarshalBinary(mac) == nil {
 			return nil
 		}
 		if err := l.checkRunning(); err != nil {
