@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/anchorchat/anchorchat/internal/freeport"
@@ -279,6 +280,11 @@ func Up(ctx context.Context, opts Options) (*Network, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("regtest: %w", err)
 	}
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	if err := cleanStale(ctx, log, dir); err != nil {
 		return nil, err
 	}
@@ -393,6 +399,25 @@ func Up(ctx context.Context, opts Options) (*Network, error) {
 	log.Info("regtest network up", "dir", dir, "lnds", nLND, "channels", len(channels), "nodes", opts.Nodes,
 		"elapsed", time.Since(start).Round(time.Millisecond))
 	return n, nil
+}
+
+// lockDir takes an exclusive flock on dir for the time Up starts a network
+// there: until its state file names btcd, a second up would see no network
+// and wipe the directory under the first. (The descriptor is close-on-exec:
+// the children do not inherit the lock.)
+func lockDir(dir string) (func(), error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("regtest: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("regtest: %w in %s: another `regtest up` is starting it", ErrRunning, dir)
+		}
+		return nil, fmt.Errorf("regtest: lock %s: %w", dir, err)
+	}
+	return func() { f.Close() }, nil
 }
 
 // cleanStale refuses a live network in dir and cleans up a dead one.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -332,5 +333,51 @@ func TestStartEndsBeforeTheTestsDeadline(t *testing.T) {
 	}
 	if pidAlive(st.Btcd.PID, bin) {
 		t.Errorf("fake btcd (pid %d) still running after the cleanups", st.Btcd.PID)
+	}
+}
+
+// TestUpRefusesWhileAnotherUpStarts: until the first up has written its
+// state file (after btcd starts), a second up in the same directory saw no
+// network, wiped the directory under the first and started a second btcd.
+// Up holds a lock on the directory while it starts a network.
+func TestUpRefusesWhileAnotherUpStarts(t *testing.T) {
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "btcd", "the first up's")
+	if err := os.MkdirAll(filepath.Dir(marker), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(marker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	first, err := os.Open(dir) // the first up's hold
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	if err := syscall.Flock(int(first.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	bin := fakeBinary(t, "btcd", "exit")
+	n, err := Up(context.Background(), Options{Dir: dir, LNDs: -1, Binaries: &Binaries{Btcd: bin}, Logger: discardLog()})
+	if n != nil {
+		_ = n.Close(context.Background())
+	}
+	if !errors.Is(err, ErrRunning) {
+		t.Errorf("second up: %v, want ErrRunning", err)
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Errorf("second up removed the first's files: %v", err)
+	}
+
+	// Once the first is done, the directory is free again.
+	if err := syscall.Flock(int(first.Fd()), syscall.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	n, err = Up(context.Background(), Options{Dir: dir, LNDs: -1, Binaries: &Binaries{Btcd: bin}, Logger: discardLog()})
+	if n != nil {
+		_ = n.Close(context.Background())
+	}
+	if err == nil || errors.Is(err, ErrRunning) || !strings.Contains(err.Error(), "exited during startup") {
+		t.Errorf("up after the lock is free: %v, want the fake btcd's exit", err)
 	}
 }
