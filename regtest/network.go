@@ -388,9 +388,12 @@ func Up(ctx context.Context, opts Options) (*Network, error) {
 			n.Nodes = append(n.Nodes, info)
 			n.State.Nodes = append(n.State.Nodes, NodeState{Name: spec.Name, PID: info.PID, Binary: info.Binary, URL: info.URL, LogPath: info.LogPath, Info: info.Info})
 		}
+		werr := n.writeState() // its PID, should this up be killed before the network is ready
 		if err != nil {
-			_ = n.writeState()
 			return n, fmt.Errorf("regtest: start %s: %w", spec.Name, err)
+		}
+		if werr != nil {
+			return n, werr
 		}
 	}
 	if err := n.writeState(); err != nil {
@@ -570,7 +573,7 @@ func (n *Network) startLND(i int, bin string, rpcPort, p2pPort int) error {
 		return err
 	}
 	n.LNDs = append(n.LNDs, l)
-	return nil
+	return n.writeState() // its PID, should this up be killed before the network is ready
 }
 
 // launchLND starts l's process listening on the given ports.

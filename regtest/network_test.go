@@ -381,3 +381,28 @@ func TestUpRefusesWhileAnotherUpStarts(t *testing.T) {
 		t.Errorf("up after the lock is free: %v, want the fake btcd's exit", err)
 	}
 }
+
+// TestStartLNDRecordsIt: an LND is in the state file as soon as it runs, so
+// that an up killed before the network is ready (SIGKILL, a crash) leaves
+// no LND that the next up or down cannot find (the state file named the
+// LNDs only after 440 blocks were mined and the wallet synced).
+func TestStartLNDRecordsIt(t *testing.T) {
+	dir := t.TempDir()
+	bin := fakeBinary(t, "lnd", "hang")
+	n := &Network{Dir: dir, log: discardLog(), State: State{Version: 1, Dir: dir}}
+	t.Cleanup(func() { _ = n.Close(context.Background()) })
+	ports, err := freeport.Loopback(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.startLND(0, bin, ports[0], ports[1]); err != nil {
+		t.Fatal(err)
+	}
+	st, err := ReadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.LNDs) != 1 || st.LNDs[0].PID != n.LNDs[0].PID || !pidAlive(st.LNDs[0].PID, st.LNDs[0].Binary) {
+		t.Fatalf("state file LNDs %+v, running pid %d", st.LNDs, n.LNDs[0].PID)
+	}
+}
