@@ -28,7 +28,7 @@ import (
 // its OK message, prefix included.
 var (
 	ErrDuplicate = errors.New("duplicate: already have this event")
-	ErrDeleted   = errors.New("blocked: this event was deleted by its author")
+	ErrDeleted   = errors.New("blocked: this event was deleted (NIP-09: by its author, or a gift wrap by its recipient)")
 	ErrReplaced  = errors.New("duplicate: a newer version of this replaceable event is stored")
 	ErrClosed    = errors.New("error: store is closed")
 	// ErrExpired is returned for an event whose NIP-40 expiration is already <= now.

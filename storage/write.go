@@ -61,12 +61,13 @@ func (s *Store) submit(ctx context.Context, req *request, ch <-chan error, what 
 	}
 }
 
-// SaveAsync queues evt and returns at once; done is called exactly once, from
-// the store's notifier goroutine (in commit order), after the transaction
-// holding evt committed (or with the error). If the store is already closed,
-// done(ErrClosed) is called synchronously, from the caller's goroutine. done
-// must not wait for the store (Save, SweepExpired): the notifier would
-// deadlock.
+// SaveAsync queues evt and returns, at once unless the queue is full (it then
+// waits for room); done is called exactly once, from the store's notifier
+// goroutine (in commit order), after the transaction holding evt committed
+// (or with the error). If the store is already closed, done(ErrClosed) is
+// called synchronously, from the caller's goroutine. done must not wait for
+// the store (Save, SweepExpired, nor SaveAsync, which may wait for room in
+// the queue): the notifier would deadlock.
 func (s *Store) SaveAsync(evt *nostr.Event, done func(error)) {
 	if done == nil {
 		done = func(error) {}
