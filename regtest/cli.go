@@ -1,6 +1,7 @@
 package regtest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -99,21 +100,28 @@ func DefaultDir() string {
 
 func (c *cli) flags(name, args, help string) (*flag.FlagSet, *string) {
 	fs := flag.NewFlagSet("anchorchat regtest "+name, flag.ContinueOnError)
-	fs.SetOutput(c.stdout)
+	fs.SetOutput(c.stderr) // a usage error; parse shows --help on stdout
 	dir := fs.String("dir", DefaultDir(), "network directory (data, logs, state.json)")
 	fs.Usage = func() {
-		fmt.Fprintf(c.stdout, "usage: anchorchat regtest %s [flags] %s\n\n%s\n\nflags:\n", name, args, help)
+		fmt.Fprintf(fs.Output(), "usage: anchorchat regtest %s [flags] %s\n\n%s\n\nflags:\n", name, args, help)
 		fs.PrintDefaults()
 	}
 	return fs, dir
 }
 
-// parse returns done=true (and nil) after --help.
-func parse(fs *flag.FlagSet, args []string) (bool, error) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return true, nil
-		}
+// parse returns done=true (and nil) after --help, whose text goes to
+// stdout; a flag error and the usage go to stderr.
+func (c *cli) parse(fs *flag.FlagSet, args []string) (bool, error) {
+	var buf bytes.Buffer
+	fs.SetOutput(&buf)
+	err := fs.Parse(args)
+	fs.SetOutput(c.stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		_, _ = buf.WriteTo(c.stdout)
+		return true, nil
+	}
+	_, _ = buf.WriteTo(c.stderr)
+	if err != nil {
 		return false, fmt.Errorf("regtest: %w", err)
 	}
 	return false, nil
@@ -140,7 +148,7 @@ a dead run is cleaned up.`)
 	fundBTC := fs.Float64("fund", 10, "BTC sent to each LND")
 	chanSats := fs.Int64("channel-sats", 5_000_000, "capacity of each channel in sat")
 	detach := fs.Bool("detach", false, "leave the network running in the background and exit")
-	if done, err := parse(fs, args); done || err != nil {
+	if done, err := c.parse(fs, args); done || err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -239,7 +247,7 @@ children), then anchorchat nodes, LNDs, btcd (SIGTERM, SIGKILL after a grace
 period). Works when some processes already died. Data and logs stay unless
 --wipe.`)
 	wipe := fs.Bool("wipe", false, "delete the network directory after stopping")
-	if done, err := parse(fs, args); done || err != nil {
+	if done, err := c.parse(fs, args); done || err != nil {
 		return err
 	}
 	st, err := ReadState(*dir)
@@ -315,7 +323,7 @@ func (c *cli) loadLive(dir string) (*State, error) {
 
 func (c *cli) status(ctx context.Context, args []string) error {
 	fs, dir := c.flags("status", "", "Shows the network's processes, block height, LND nodes and channels.")
-	if done, err := parse(fs, args); done || err != nil {
+	if done, err := c.parse(fs, args); done || err != nil {
 		return err
 	}
 	st, err := ReadState(*dir)
@@ -370,7 +378,7 @@ func (c *cli) status(ctx context.Context, args []string) error {
 
 func (c *cli) mine(ctx context.Context, args []string) error {
 	fs, dir := c.flags("mine", "N", "Mines N blocks (coinbase to the harness wallet).")
-	if done, err := parse(fs, args); done || err != nil {
+	if done, err := c.parse(fs, args); done || err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
@@ -414,7 +422,7 @@ func (c *cli) liveBtcd(dir string) (*State, *rpcclient.Client, error) {
 func (c *cli) fund(ctx context.Context, args []string) error {
 	fs, dir := c.flags("fund", "ADDR AMOUNT", "Sends AMOUNT BTC (e.g. 0.5) from the harness wallet to ADDR, then mines a block.")
 	noMine := fs.Bool("no-mine", false, "leave the transaction unconfirmed")
-	if done, err := parse(fs, args); done || err != nil {
+	if done, err := c.parse(fs, args); done || err != nil {
 		return err
 	}
 	if fs.NArg() != 2 {
@@ -460,7 +468,7 @@ func (c *cli) fund(ctx context.Context, args []string) error {
 func (c *cli) build(ctx context.Context, args []string) error {
 	fs, _ := c.flags("build", "", `Builds btcd `+BtcdVersion+` and lnd `+LndVersion+` into the cache
 ($ANCHORCHAT_CACHE or the user cache dir + /anchorchat), if not cached.`)
-	if done, err := parse(fs, args); done || err != nil {
+	if done, err := c.parse(fs, args); done || err != nil {
 		return err
 	}
 	b, err := EnsureBinaries(ctx, c.log)

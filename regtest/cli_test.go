@@ -219,3 +219,34 @@ func TestWipeKeepsOthersFiles(t *testing.T) {
 		t.Fatalf("an emptied dir is left after --wipe: %v", err)
 	}
 }
+
+// TestCLIUsageErrorsGoToStderr: --help prints to stdout (and succeeds); a
+// bad flag or a wrong number of arguments prints the message and the usage
+// to stderr, not into the output a script captures.
+func TestCLIUsageErrorsGoToStderr(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		args []string
+		ok   bool
+		want string
+	}{
+		{[]string{"up", "--help"}, true, "usage: anchorchat regtest up"},
+		{[]string{"up", "--bogus"}, false, "flag provided but not defined: -bogus"},
+		{[]string{"mine", "--dir", dir}, false, "usage: anchorchat regtest mine"},
+		{[]string{"fund", "--dir", dir, "bcrt1q"}, false, "usage: anchorchat regtest fund"},
+		{[]string{"status", "--dir"}, false, "flag needs an argument"},
+	} {
+		var out, errb bytes.Buffer
+		err := Main(context.Background(), c.args, &out, &errb)
+		if (err == nil) != c.ok {
+			t.Errorf("%v: err %v", c.args, err)
+		}
+		got, other := &out, &errb
+		if !c.ok {
+			got, other = &errb, &out
+		}
+		if !strings.Contains(got.String(), c.want) || other.Len() != 0 {
+			t.Errorf("%v: want %q on std%s only; stdout %q, stderr %q", c.args, c.want, map[bool]string{true: "out", false: "err"}[c.ok], out.String(), errb.String())
+		}
+	}
+}
