@@ -157,13 +157,23 @@ a dead run is cleaned up.`)
 	if *nodes < 0 {
 		return fmt.Errorf("regtest up: --nodes %d: want 0 or more", *nodes)
 	}
+	if *nLND < 0 {
+		return fmt.Errorf("regtest up: --lnd %d: want 0 or more", *nLND)
+	}
 	lnds := *nLND
 	if lnds == 0 {
 		lnds = -1
 	}
+	// Options take 0 for the defaults: a 0 here must not mean 10 BTC or 5M sat.
 	fund, err := btcutil.NewAmount(*fundBTC)
-	if err != nil {
-		return fmt.Errorf("regtest up: --fund: %w", err)
+	if err != nil || fund <= 0 {
+		return fmt.Errorf("regtest up: --fund %v: want a positive amount of BTC", *fundBTC)
+	}
+	if *chanSats <= 0 || *chanSats > maxChannelSats {
+		return fmt.Errorf("regtest up: --channel-sats %d: want 1 to %d (LND's largest channel without --protocol.wumbo-channels)", *chanSats, maxChannelSats)
+	}
+	if !*noChan && *nLND > 1 && btcutil.Amount(*chanSats) >= fund {
+		return fmt.Errorf("regtest up: --fund %v is not enough for channels of --channel-sats %d sat and their fees", fund, *chanSats)
 	}
 	opts := Options{
 		Dir: *dir, LNDs: lnds, FundSats: fund, BothDirections: *both, NoChannels: *noChan,
@@ -203,6 +213,9 @@ a dead run is cleaned up.`)
 	defer cancel()
 	return n.Close(sctx)
 }
+
+// maxChannelSats is LND's largest channel without wumbo channels.
+const maxChannelSats = 1<<24 - 1
 
 // PrintState prints how to reach everything in s.
 func PrintState(w io.Writer, s *State) {

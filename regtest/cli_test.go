@@ -250,3 +250,37 @@ func TestCLIUsageErrorsGoToStderr(t *testing.T) {
 		}
 	}
 }
+
+// TestCLIUpRefusesBadAmounts: amounts that cannot make a network are
+// refused before anything starts (--fund 0 and --channel-sats 0 silently
+// meant the defaults; a negative --lnd meant none; the others failed only
+// after btcd and LND had started).
+func TestCLIUpRefusesBadAmounts(t *testing.T) {
+	// Nothing is cached and nothing can be fetched: an up that gets as far
+	// as the binaries fails at once, saying "build".
+	t.Setenv("ANCHORCHAT_CACHE", t.TempDir())
+	t.Setenv("GOPROXY", "off")
+	t.Setenv("GOMODCACHE", t.TempDir())
+	dir := t.TempDir()
+	for _, c := range []struct {
+		flags []string
+		want  string
+	}{
+		{[]string{"--fund", "0"}, "--fund"},
+		{[]string{"--fund", "-1"}, "--fund"},
+		{[]string{"--channel-sats", "0"}, "--channel-sats"},
+		{[]string{"--channel-sats", "-5"}, "--channel-sats"},
+		{[]string{"--channel-sats", "20000000"}, "--channel-sats"}, // above LND's 16,777,215 without wumbo
+		{[]string{"--fund", "0.01", "--channel-sats", "1000000"}, "--fund"},
+		{[]string{"--lnd", "-1"}, "--lnd"},
+	} {
+		_, err := runCLI(t, append([]string{"up", "--dir", dir}, c.flags...)...)
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "build") {
+			t.Errorf("up %v: %v; want it refused, naming %s", c.flags, err, c.want)
+		}
+	}
+	// Without channels, a small fund is fine: the up gets to the binaries.
+	if _, err := runCLI(t, "up", "--dir", dir, "--fund", "0.01", "--no-channels"); err == nil || !strings.Contains(err.Error(), "build") {
+		t.Errorf("up --fund 0.01 --no-channels: %v; want it past the checks", err)
+	}
+}
