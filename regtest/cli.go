@@ -133,7 +133,8 @@ block 432, starts the LND nodes, funds them, connects them, opens channels and
 starts the anchorchat nodes; then prints how to reach everything.
 
 Without --detach it stays in the foreground and stops everything (LND before
-btcd) at Ctrl-C or SIGTERM; data and logs stay in --dir. With --detach it
+btcd) at Ctrl-C, SIGTERM or SIGHUP (its terminal closed); data and logs stay
+in --dir. With --detach it
 exits and leaves the network running: stop it with "anchorchat regtest down".
 Refuses to start if a live network already uses --dir; a state file left by
 a dead run is cleaned up.`)
@@ -179,7 +180,9 @@ a dead run is cleaned up.`)
 		Dir: *dir, LNDs: lnds, FundSats: fund, BothDirections: *both, NoChannels: *noChan,
 		ChannelSats: btcutil.Amount(*chanSats), Nodes: *nodes, StartNode: c.startNode, Logger: c.log,
 	}
-	sigCtx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	// SIGHUP: the terminal of a foreground up closed. The children, in
+	// sessions of their own, would outlive an up killed by it.
+	sigCtx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	start := time.Now()
 	n, err := Up(sigCtx, opts)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -282,5 +283,54 @@ func TestCLIUpRefusesBadAmounts(t *testing.T) {
 	// Without channels, a small fund is fine: the up gets to the binaries.
 	if _, err := runCLI(t, "up", "--dir", dir, "--fund", "0.01", "--no-channels"); err == nil || !strings.Contains(err.Error(), "build") {
 		t.Errorf("up --fund 0.01 --no-channels: %v; want it past the checks", err)
+	}
+}
+
+// TestCLIUpStopsAtHangup: a foreground up whose terminal closes (SIGHUP)
+// stops what it started, as at Ctrl-C (SIGHUP killed it outright, leaving
+// btcd and LND, in sessions of their own, running).
+func TestCLIUpStopsAtHangup(t *testing.T) {
+	cache := t.TempDir()
+	t.Setenv("ANCHORCHAT_CACHE", cache)
+	b, err := binaryPaths()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{b.Btcd, b.Btcctl, b.Lnd, b.Lncli} { // a "cached" fake of each
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		exe, _ := os.Executable()
+		if err := os.Symlink(exe, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv(fakeEnv, "hang")
+	old := upTimeout
+	upTimeout = time.Minute // a backstop
+	t.Cleanup(func() { upTimeout = old })
+
+	dir := t.TempDir()
+	done := make(chan error, 1)
+	go func() { done <- Main(context.Background(), []string{"up", "--dir", dir, "--lnd", "0"}, io.Discard, io.Discard) }()
+	var st *State
+	for st == nil || st.Btcd.PID == 0 {
+		select {
+		case err := <-done:
+			t.Fatalf("up ended before btcd started: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		st, _ = ReadState(dir)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	err = <-done
+	if err == nil || !errors.Is(err, context.Canceled) {
+		t.Errorf("up at SIGHUP: %v, want it stopped (context canceled)", err)
+	}
+	if pidAlive(st.Btcd.PID, st.Btcd.Binary) {
+		_ = syscall.Kill(st.Btcd.PID, syscall.SIGKILL)
+		t.Fatalf("btcd (pid %d) still running after up stopped", st.Btcd.PID)
 	}
 }
