@@ -88,8 +88,11 @@ type Node struct {
 	wg             sync.WaitGroup
 	closeOnce      sync.Once
 	closeErr       error
-	revokeMu       sync.Mutex             // one revocation at a time
-	handleState    atomic.Pointer[string] // the configured handle as this key holds it (Status.HandleState)
+	// ranRuntime: this node wrote RuntimeFile, so Close removes it (a
+	// node that failed to start leaves a running node's file alone).
+	ranRuntime  bool
+	revokeMu    sync.Mutex             // one revocation at a time
+	handleState atomic.Pointer[string] // the configured handle as this key holds it (Status.HandleState)
 }
 
 // Start opens the store, starts the relay and the API, and writes the
@@ -123,6 +126,9 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Node, error) {
 		DefaultLimit: cfg.Relay.Limits.DefaultLimit,
 		Logger:       log.With("component", "storage"),
 	})
+	if errors.Is(err, storage.ErrLocked) {
+		return nil, fmt.Errorf("a node is already running on %s%s: stop it first, or give this one another --datadir", cfg.DataDir, runningPID(cfg.DataDir))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("opening the event store: %w", err)
 	}
@@ -190,6 +196,7 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Node, error) {
 	if err := n.writeRuntime(); err != nil {
 		return nil, err
 	}
+	n.ranRuntime = true
 	started = true
 	log.Info("node started", "network", cfg.Network, "relay", n.RelayURL(), "api", n.APIURL(),
 		"datadir", cfg.DataDir, "owner", cfg.Relay.Owner, "open", cfg.Relay.Open)
@@ -306,10 +313,12 @@ func (n *Node) Close() error {
 			n.key.Wipe()
 		}
 		n.wg.Wait()
-		_ = os.Remove(filepath.Join(n.cfg.DataDir, RuntimeFile))
+		if n.ranRuntime {
+			_ = os.Remove(filepath.Join(n.cfg.DataDir, RuntimeFile))
+		}
 		if n.closeErr != nil {
 			n.log.Error("closing the event store", "err", n.closeErr)
-		} else {
+		} else if n.ranRuntime {
 			n.log.Info("node stopped")
 		}
 	})
@@ -325,6 +334,17 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	<-ctx.Done()
 	log.Info("shutting down")
 	return n.Close()
+}
+
+// runningPID names the pid in dataDir's runtime file, if it has one, for
+// the error of a node that finds another running there.
+func runningPID(dataDir string) string {
+	b, err := os.ReadFile(filepath.Join(dataDir, RuntimeFile))
+	var rt Runtime
+	if err != nil || json.Unmarshal(b, &rt) != nil || rt.PID <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (pid %d)", rt.PID)
 }
 
 // writeFileAtomic writes data to a temp file in path's directory, syncs it and renames it over path.

@@ -435,3 +435,30 @@ func TestDialRefusesAStaleRuntimeFile(t *testing.T) {
 		t.Fatalf("Dial with a dead pid in the runtime file: %v", err)
 	}
 }
+
+// A second node started on a running node's data dir fails, says that a
+// node runs there, and leaves the running node's runtime file alone: the
+// CLI still finds the running node.
+func TestSecondNodeOnADataDirLeavesTheFirstAlone(t *testing.T) {
+	pk, _ := nostr.GetPublicKey(nostr.GeneratePrivateKey())
+	_, cfg := startNode(t, pk)
+	again, err := node.Load(flag.NewFlagSet("node", flag.ContinueOnError), []string{"--datadir", cfg.DataDir, "--network", "regtest", "--listen", "127.0.0.1:0", "--relay.owner", pk}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	n2, err := node.Start(context.Background(), again, slog.New(slog.DiscardHandler))
+	if err == nil {
+		n2.Close()
+		t.Fatal("a second node started on a data dir in use")
+	}
+	if !strings.Contains(err.Error(), "already running") {
+		t.Errorf("second node: %v, want it to say a node is already running there", err)
+	}
+	c, err := node.Dial(cfg.DataDir)
+	if err != nil {
+		t.Fatalf("Dial of the running node after a second one failed to start: %v", err)
+	}
+	if _, err := c.Status(context.Background()); err != nil {
+		t.Fatalf("status of the running node: %v", err)
+	}
+}
