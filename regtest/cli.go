@@ -50,13 +50,15 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // MainWithNodes runs `anchorchat regtest <args>`; startNode starts the
 // anchorchat nodes of `up --nodes M` (the node daemon wires it; nil allows
-// only --nodes 0). Help output goes to stdout and returns nil.
+// only --nodes 0). Help output goes to stdout and returns nil; a usage
+// error goes to stderr.
 func MainWithNodes(ctx context.Context, args []string, stdout, stderr io.Writer, startNode StartNodeFunc) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, cliUsage)
+		return errors.New("regtest: missing command")
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stdout, cliUsage)
-		if len(args) == 0 {
-			return errors.New("regtest: missing command")
-		}
 		return nil
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))

@@ -236,6 +236,9 @@ func TestCLIUsageErrorsGoToStderr(t *testing.T) {
 		{[]string{"mine", "--dir", dir}, false, "usage: anchorchat regtest mine"},
 		{[]string{"fund", "--dir", dir, "bcrt1q"}, false, "usage: anchorchat regtest fund"},
 		{[]string{"status", "--dir"}, false, "flag needs an argument"},
+		{nil, false, "usage: anchorchat regtest <command>"},
+		{[]string{"help"}, true, "usage: anchorchat regtest <command>"},
+		{[]string{"bogus"}, false, "usage: anchorchat regtest <command>"},
 	} {
 		var out, errb bytes.Buffer
 		err := Main(context.Background(), c.args, &out, &errb)
