@@ -264,7 +264,7 @@ func (c *cli) down(ctx context.Context, args []string) error {
 children), then anchorchat nodes, LNDs, btcd (SIGTERM, SIGKILL after a grace
 period). Works when some processes already died. Data and logs stay unless
 --wipe.`)
-	wipe := fs.Bool("wipe", false, "delete the network directory after stopping")
+	wipe := fs.Bool("wipe", false, "after stopping, delete what up made in --dir (btcd, lnd-*, wallet, nodes, state.json),\nand --dir itself if nothing else is left (other files, such as a regtest node's own, are kept)")
 	if done, err := c.parse(fs, args); done || err != nil {
 		return err
 	}

@@ -193,6 +193,9 @@ func TestWipeKeepsOthersFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if help, _ := runCLI(t, "down", "--help"); strings.Contains(help, "delete the network directory") || !strings.Contains(help, "other files") {
+		t.Errorf("down --help does not say what --wipe keeps:\n%s", help)
+	}
 	if out, err := runCLI(t, "down", "--dir", dir, "--wipe"); err != nil || !strings.Contains(out, "other files there are kept") {
 		t.Fatalf("down --wipe with a node's files there: %v %q", err, out)
 	}
