@@ -32,6 +32,7 @@ type fakeLN struct {
 	// it started); pays counts Pay calls.
 	payErr error
 	pays   int
+	paid   []PaymentRequest // every Pay call's request
 	// tracked is what TrackPayment answers by hash (PaymentUnknown if
 	// missing).
 	tracked map[string]*Payment
@@ -124,6 +125,7 @@ func (l *fakeLN) Pay(_ context.Context, req PaymentRequest) (*Payment, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.pays++
+	l.paid = append(l.paid, req)
 	if l.payErr != nil {
 		return nil, l.payErr
 	}
@@ -258,7 +260,7 @@ func (c *fakeClock) add(d time.Duration) {
 
 // newFakeEngine is an engine on fakeLN and fakeChat that is not started:
 // a test drives it through onMessage, step and onInvoiceUpdate.
-func newFakeEngine(t *testing.T, ln *fakeLN, ch *fakeChat, clock *fakeClock) *Engine {
+func newFakeEngine(t testing.TB, ln *fakeLN, ch *fakeChat, clock *fakeClock) *Engine {
 	t.Helper()
 	ln.now = clock.now
 	e, err := New(Config{Lightning: ln, Chat: ch, DBPath: filepath.Join(t.TempDir(), "payments.db"), Logger: testLogger(t),
