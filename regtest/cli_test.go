@@ -318,7 +318,9 @@ func TestCLIUpStopsAtHangup(t *testing.T) {
 
 	dir := t.TempDir()
 	done := make(chan error, 1)
-	go func() { done <- Main(context.Background(), []string{"up", "--dir", dir, "--lnd", "0"}, io.Discard, io.Discard) }()
+	go func() {
+		done <- Main(context.Background(), []string{"up", "--dir", dir, "--lnd", "0"}, io.Discard, io.Discard)
+	}()
 	var st *State
 	for st == nil || st.Btcd.PID == 0 {
 		select {
