@@ -6,12 +6,20 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/anchorchat/anchorchat/regtest"
 )
 
 func main() {
-	if err := regtest.Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
+	// As `anchorchat`: SIGINT or SIGTERM cancels the command, which stops
+	// what it started (a build's go command, a network being brought up)
+	// instead of dying with it left running.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := regtest.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
