@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/anchorchat/anchorchat/internal/atomicfile"
 )
 
 // StateFileName is the name of the state file in a network directory.
@@ -99,11 +101,9 @@ func writeState(s *State) error {
 	if err != nil {
 		return fmt.Errorf("regtest: encode state: %w", err)
 	}
-	tmp := StatePath(s.Dir) + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("regtest: write state: %w", err)
-	}
-	if err := os.Rename(tmp, StatePath(s.Dir)); err != nil {
+	// A new 0600 temp file renamed into place: the state names the macaroon
+	// and TLS paths and holds the RPC and wallet passwords.
+	if err := atomicfile.Write(StatePath(s.Dir), append(b, '\n'), true); err != nil {
 		return fmt.Errorf("regtest: write state: %w", err)
 	}
 	return nil

@@ -50,3 +50,30 @@ func TestStopStateSparesAReusedSupervisorPID(t *testing.T) {
 		t.Fatalf("pidAlive(own pid, %q) = false", supervisorBinary())
 	}
 }
+
+// TestWriteStateIsPrivate: the state file names the macaroon and TLS paths
+// and holds the RPC and wallet passwords: it is 0600 whatever a leftover
+// temp file's mode (WriteFile keeps an existing file's mode, and the rename
+// gave state.json that mode).
+func TestWriteStateIsPrivate(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(StatePath(dir)+".tmp", []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(StatePath(dir)+".tmp", 0o644); err != nil { // whatever the umask
+		t.Fatal(err)
+	}
+	if err := writeState(&State{Version: 1, Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(StatePath(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("state file mode %v, want 0600", fi.Mode().Perm())
+	}
+	if st, err := ReadState(dir); err != nil || st.Version != 1 {
+		t.Fatalf("read back: %+v %v", st, err)
+	}
+}
