@@ -111,6 +111,27 @@ func (c *cli) flags(name, args, help string) (*flag.FlagSet, *string) {
 	return fs, dir
 }
 
+// wantArgs checks that fs was left exactly the arguments named in want
+// (space-separated; "" for none). Flags after an argument are not parsed
+// (Go's flag package stops at the first argument), and a stray argument
+// may be a directory meant for --dir: both are refused, not ignored.
+func wantArgs(fs *flag.FlagSet, cmd, want string) error {
+	names := strings.Fields(want)
+	if fs.NArg() == len(names) {
+		return nil
+	}
+	for _, a := range fs.Args() {
+		if strings.HasPrefix(a, "-") && len(a) > 1 {
+			return fmt.Errorf("regtest %s: flags go before the arguments: anchorchat regtest %s [flags] %s (got %q)", cmd, cmd, want, fs.Args())
+		}
+	}
+	if len(names) == 0 {
+		return fmt.Errorf("regtest %s: unexpected arguments %q (the network's directory is given with --dir DIR)", cmd, fs.Args())
+	}
+	fs.Usage()
+	return fmt.Errorf("regtest %s: want %s, got %q", cmd, want, fs.Args())
+}
+
 // parse returns done=true (and nil) after --help, whose text goes to
 // stdout; a flag error and the usage go to stderr.
 func (c *cli) parse(fs *flag.FlagSet, args []string) (bool, error) {
@@ -154,8 +175,8 @@ a dead run is cleaned up.`)
 	if done, err := c.parse(fs, args); done || err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("regtest up: unexpected arguments %q", fs.Args())
+	if err := wantArgs(fs, "up", ""); err != nil {
+		return err
 	}
 	if *nodes < 0 {
 		return fmt.Errorf("regtest up: --nodes %d: want 0 or more", *nodes)
@@ -268,6 +289,9 @@ period). Works when some processes already died. Data and logs stay unless
 	if done, err := c.parse(fs, args); done || err != nil {
 		return err
 	}
+	if err := wantArgs(fs, "down", ""); err != nil {
+		return err
+	}
 	st, err := ReadState(*dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -344,6 +368,9 @@ func (c *cli) status(ctx context.Context, args []string) error {
 	if done, err := c.parse(fs, args); done || err != nil {
 		return err
 	}
+	if err := wantArgs(fs, "status", ""); err != nil {
+		return err
+	}
 	st, err := ReadState(*dir)
 	if errors.Is(err, os.ErrNotExist) {
 		fmt.Fprintf(c.stdout, "no regtest network in %s\n", *dir)
@@ -399,9 +426,8 @@ func (c *cli) mine(ctx context.Context, args []string) error {
 	if done, err := c.parse(fs, args); done || err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return errors.New("regtest mine: want exactly one argument N")
+	if err := wantArgs(fs, "mine", "N"); err != nil {
+		return err
 	}
 	k, err := strconv.Atoi(fs.Arg(0))
 	if err != nil || k <= 0 {
@@ -443,9 +469,8 @@ func (c *cli) fund(ctx context.Context, args []string) error {
 	if done, err := c.parse(fs, args); done || err != nil {
 		return err
 	}
-	if fs.NArg() != 2 {
-		fs.Usage()
-		return errors.New("regtest fund: want ADDR AMOUNT")
+	if err := wantArgs(fs, "fund", "ADDR AMOUNT"); err != nil {
+		return err
 	}
 	addr, err := btcutil.DecodeAddress(fs.Arg(0), Params)
 	if err != nil || !addr.IsForNet(Params) {
@@ -487,6 +512,9 @@ func (c *cli) build(ctx context.Context, args []string) error {
 	fs, _ := c.flags("build", "", `Builds btcd `+BtcdVersion+` and lnd `+LndVersion+` into the cache
 ($ANCHORCHAT_CACHE or the user cache dir + /anchorchat), if not cached.`)
 	if done, err := c.parse(fs, args); done || err != nil {
+		return err
+	}
+	if err := wantArgs(fs, "build", ""); err != nil {
 		return err
 	}
 	b, err := EnsureBinaries(ctx, c.log)

@@ -342,3 +342,29 @@ func TestCLIUpStopsAtHangup(t *testing.T) {
 		t.Fatalf("btcd (pid %d) still running after up stopped", st.Btcd.PID)
 	}
 }
+
+// TestCLIRefusesStrayArguments: `down DIR` (the directory given without
+// --dir) stopped and removed the network in the default directory, and
+// ignored DIR; a flag after mine's N was an unexplained argument count.
+func TestCLIRefusesStrayArguments(t *testing.T) {
+	def := t.TempDir()
+	t.Setenv("ANCHORCHAT_REGTEST_DIR", def)
+	if err := writeState(&State{Version: 1, Dir: def}); err != nil {
+		t.Fatal(err)
+	}
+	other := t.TempDir()
+	for _, cmd := range []string{"down", "status", "build"} {
+		if _, err := runCLI(t, cmd, other); err == nil || !strings.Contains(err.Error(), "--dir") {
+			t.Errorf("%s %s: %v; want it refused, pointing at --dir", cmd, other, err)
+		}
+	}
+	if _, err := os.Stat(StatePath(def)); err != nil {
+		t.Fatalf("down %s acted on the default directory %s: %v", other, def, err)
+	}
+	if _, err := runCLI(t, "mine", "3", "--dir", other); err == nil || !strings.Contains(err.Error(), "before") {
+		t.Errorf("mine 3 --dir: %v; want it told that flags go before N", err)
+	}
+	if _, err := runCLI(t, "fund", "bcrt1qxyz", "1", "--no-mine"); err == nil || !strings.Contains(err.Error(), "before") {
+		t.Errorf("fund ADDR AMOUNT --no-mine: %v; want it told that flags go first", err)
+	}
+}
