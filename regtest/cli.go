@@ -204,8 +204,16 @@ a dead run is cleaned up.`)
 		ChannelSats: btcutil.Amount(*chanSats), Nodes: *nodes, StartNode: c.startNode, Logger: c.log,
 	}
 	// SIGHUP: the terminal of a foreground up closed. The children, in
-	// sessions of their own, would outlive an up killed by it.
-	sigCtx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	// sessions of their own, would outlive an up killed by it. A signal
+	// ignored when up started (nohup, a background job) stays ignored:
+	// Notify would undo that.
+	sigs := []os.Signal{syscall.SIGTERM}
+	for _, s := range []os.Signal{os.Interrupt, syscall.SIGHUP} {
+		if !signal.Ignored(s) {
+			sigs = append(sigs, s)
+		}
+	}
+	sigCtx, stop := signal.NotifyContext(ctx, sigs...)
 	defer stop()
 	start := time.Now()
 	n, err := Up(sigCtx, opts)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -294,28 +295,70 @@ func TestCLIUpRefusesBadAmounts(t *testing.T) {
 
 // TestCLIUpStopsAtHangup: a foreground up whose terminal closes (SIGHUP)
 // stops what it started, as at Ctrl-C (SIGHUP killed it outright, leaving
-// btcd and LND, in sessions of their own, running).
+// btcd and LND, in sessions of their own, running). Under nohup (SIGHUP
+// ignored) it keeps going.
 func TestCLIUpStopsAtHangup(t *testing.T) {
-	cache := t.TempDir()
-	t.Setenv("ANCHORCHAT_CACHE", cache)
+	fakeCache(t)
+	old := upTimeout
+	t.Cleanup(func() { upTimeout = old })
+
+	t.Run("hangup", func(t *testing.T) {
+		upTimeout = time.Minute // a backstop
+		st, err := upUntilBtcd(t, func() {
+			if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if err == nil || !errors.Is(err, context.Canceled) {
+			t.Errorf("up at SIGHUP: %v, want it stopped (context canceled)", err)
+		}
+		if pidAlive(st.Btcd.PID, st.Btcd.Binary) {
+			_ = syscall.Kill(st.Btcd.PID, syscall.SIGKILL)
+			t.Fatalf("btcd (pid %d) still running after up stopped", st.Btcd.PID)
+		}
+	})
+	t.Run("nohup", func(t *testing.T) {
+		signal.Ignore(syscall.SIGHUP)
+		defer signal.Reset(syscall.SIGHUP)
+		upTimeout = 3 * time.Second // the fake btcd never answers: up ends here
+		_, err := upUntilBtcd(t, func() {
+			if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("up under nohup, at SIGHUP: %v; want it to go on (to its deadline)", err)
+		}
+	})
+}
+
+// fakeCache makes a cache of fake btcd, btcctl, lnd and lncli that hang.
+func fakeCache(t *testing.T) {
+	t.Helper()
+	t.Setenv("ANCHORCHAT_CACHE", t.TempDir())
 	b, err := binaryPaths()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{b.Btcd, b.Btcctl, b.Lnd, b.Lncli} { // a "cached" fake of each
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{b.Btcd, b.Btcctl, b.Lnd, b.Lncli} {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		exe, _ := os.Executable()
 		if err := os.Symlink(exe, p); err != nil {
 			t.Fatal(err)
 		}
 	}
 	t.Setenv(fakeEnv, "hang")
-	old := upTimeout
-	upTimeout = time.Minute // a backstop
-	t.Cleanup(func() { upTimeout = old })
+}
 
+// upUntilBtcd runs `up --lnd 0` in a temp dir, calls then() once btcd is in
+// the state file, and returns that state and up's error.
+func upUntilBtcd(t *testing.T, then func()) (*State, error) {
+	t.Helper()
 	dir := t.TempDir()
 	done := make(chan error, 1)
 	go func() {
@@ -330,17 +373,8 @@ func TestCLIUpStopsAtHangup(t *testing.T) {
 		}
 		st, _ = ReadState(dir)
 	}
-	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	err = <-done
-	if err == nil || !errors.Is(err, context.Canceled) {
-		t.Errorf("up at SIGHUP: %v, want it stopped (context canceled)", err)
-	}
-	if pidAlive(st.Btcd.PID, st.Btcd.Binary) {
-		_ = syscall.Kill(st.Btcd.PID, syscall.SIGKILL)
-		t.Fatalf("btcd (pid %d) still running after up stopped", st.Btcd.PID)
-	}
+	then()
+	return st, <-done
 }
 
 // TestCLIRefusesStrayArguments: `down DIR` (the directory given without
