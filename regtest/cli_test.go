@@ -303,6 +303,9 @@ func TestCLIUpStopsAtHangup(t *testing.T) {
 	t.Cleanup(func() { upTimeout = old })
 
 	t.Run("hangup", func(t *testing.T) {
+		if signal.Ignored(syscall.SIGHUP) {
+			t.Skip("the tests run with SIGHUP ignored (nohup)")
+		}
 		upTimeout = time.Minute // a backstop
 		st, err := upUntilBtcd(t, func() {
 			if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
