@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -166,8 +167,14 @@ func Dial(dataDir string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("API token: %w", err)
 	}
-	return &Client{BaseURL: rt.APIURL, Token: strings.TrimSpace(string(tok)), HTTP: &http.Client{Timeout: 30 * time.Second}}, nil
+	return &Client{BaseURL: rt.APIURL, Token: strings.TrimSpace(string(tok)), HTTP: &http.Client{Timeout: ClientTimeout}}, nil
 }
+
+// ClientTimeout bounds a request of Dial's client. It is well beyond the
+// node's own bounds on its slowest answers (send --wait waits 30 s once the
+// message is out, after its recipients are looked up; a file download gets
+// 60 s), so that it only ends a wait on a node that is stuck.
+const ClientTimeout = 5 * time.Minute
 
 // Do sends a request to the API and decodes a JSON answer into out (if not nil).
 func (c *Client) Do(ctx context.Context, method, path string, body io.Reader, out any) error {
@@ -181,7 +188,7 @@ func (c *Client) Do(ctx context.Context, method, path string, body io.Reader, ou
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return fmt.Errorf("node API unreachable (is the node running?): %w", err)
+		return c.transportError(ctx, method, path, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
@@ -196,6 +203,20 @@ func (c *Client) Do(ctx context.Context, method, path string, body io.Reader, ou
 		return nil
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// transportError says what went wrong with a request that got no answer:
+// interrupted, no answer in time (the node may still carry it out), or no
+// node to talk to.
+func (c *Client) transportError(ctx context.Context, method, path string, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("the node did not answer %s %s within %v; it may still carry it out (see its log)", method, path, c.HTTP.Timeout)
+	}
+	return fmt.Errorf("node API unreachable (is the node running?): %w", err)
 }
 
 // Status asks the node for its status.

@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -460,5 +462,41 @@ func TestSecondNodeOnADataDirLeavesTheFirstAlone(t *testing.T) {
 	}
 	if _, err := c.Status(context.Background()); err != nil {
 		t.Fatalf("status of the running node: %v", err)
+	}
+}
+
+// The CLI's client waits longer than the node's own bounds on a request
+// (send --wait waits 30 s once the message is out, after looking up its
+// recipients; fetch gives the download 60 s): before, it gave up at 30 s
+// and said the node was unreachable while the node was still answering.
+// When it does give up, it says the node did not answer in time, not that
+// it is not running.
+func TestClientOutwaitsTheNode(t *testing.T) {
+	pk, _ := nostr.GetPublicKey(nostr.GeneratePrivateKey())
+	_, cfg := startNode(t, pk)
+	c, err := node.Dial(cfg.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tm := c.HTTP.Timeout; tm != 0 && tm < 2*time.Minute {
+		t.Errorf("the client gives up after %v, before the node's slowest answers", tm)
+	}
+
+	gone := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-gone // answers only once the test is over
+	}))
+	defer srv.Close()
+	defer close(gone)
+	slow := &node.Client{BaseURL: srv.URL, Token: "t", HTTP: &http.Client{Timeout: 50 * time.Millisecond}}
+	err = slow.Do(context.Background(), http.MethodPost, "/v1/send", strings.NewReader(`{}`), nil)
+	if err == nil || strings.Contains(err.Error(), "is the node running") || !strings.Contains(err.Error(), "did not answer") {
+		t.Errorf("a node that answers too late: %v, want it to say the node did not answer in time", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err = slow.Do(ctx, http.MethodGet, "/v1/status", nil, nil)
+	if !errors.Is(err, context.Canceled) || strings.Contains(err.Error(), "is the node running") {
+		t.Errorf("an interrupted request: %v, want context.Canceled and no guess about the node", err)
 	}
 }
