@@ -29,8 +29,11 @@ Every flag can also be set in the config file (<datadir>/anchorchat.conf, lines
 of "name = value", e.g. "relay.open = true") or in the environment
 (ANCHORCHAT_ and the flag name in capitals with dots and dashes as underscores,
 e.g. ANCHORCHAT_LOG_LEVEL=debug). A flag beats the environment, which beats the
-file. Only network, datadir and config are not read from the file: they choose
-it, so they come from flags or the environment.
+file. A list setting (dm-relays, publish-relays, relay.allow, ...) takes
+comma-separated values and may be repeated, as a flag or in the file; any
+other setting may appear once in the file. Only network, datadir and config
+are not read from the file: they choose it, so they come from flags or the
+environment.
 
 The relay answers websocket clients, the NIP-11 document (Accept:
 application/nostr+json) and /metrics on --listen. The local API for the other

@@ -4,7 +4,9 @@
 // documents every setting, whatever its source.
 //
 // The file format is lines of `name = value` (the flag's name without
-// dashes), with `#` or `;` starting a comment line. Environment variables are
+// dashes), with `#` or `;` starting a comment line. A list setting
+// (StringList) may be repeated, its values adding up as a repeated flag's
+// do; any other setting may appear once. Environment variables are
 // the flag name upper-cased with dashes and dots turned into underscores,
 // behind a prefix: --relay.max-limit is ANCHORCHAT_RELAY_MAX_LIMIT.
 package config
@@ -58,6 +60,7 @@ func ApplyFile(fset *flag.FlagSet, path string, src Source) error {
 	}
 	defer fh.Close()
 	sc := bufio.NewScanner(fh)
+	first := map[string]int{} // the line each setting was first set on
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || line[0] == '#' || line[0] == ';' || line[0] == '[' {
@@ -71,8 +74,15 @@ func ApplyFile(fset *flag.FlagSet, path string, src Source) error {
 		if fset.Lookup(key) == nil {
 			return fmt.Errorf("%s:%d: unknown setting %q (see --help)", path, n, key)
 		}
-		if src[key] != "" {
-			continue
+		if src[key] != "" && src[key] != "file" {
+			continue // a flag or the environment set it
+		}
+		if line, again := first[key]; again {
+			if _, list := fset.Lookup(key).Value.(*StringList); !list {
+				return fmt.Errorf("%s:%d: %s is set again (first on line %d): set it once", path, n, key, line)
+			}
+		} else {
+			first[key] = n
 		}
 		if err := fset.Set(key, val); err != nil {
 			return fmt.Errorf("%s:%d: %s: %w", path, n, key, err)
