@@ -114,27 +114,33 @@ func apiError(w http.ResponseWriter, code int, err error) {
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
 }
 
-// loadOrCreateToken reads the API token, creating a random one (mode 0600) if there is none.
-func loadOrCreateToken(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err == nil {
-		if tok := strings.TrimSpace(string(b)); len(tok) >= 32 {
-			return tok, nil
+// loadOrCreateToken reads the API token, creating a random one (mode 0600)
+// if there is none. A token file that others may read (a data dir copied
+// without its modes) may have leaked: it is replaced by a new token, and
+// replaced says so.
+func loadOrCreateToken(path string) (tok string, replaced os.FileMode, err error) {
+	fi, err := os.Stat(path)
+	if err == nil && fi.Mode().Perm()&0o077 != 0 {
+		replaced = fi.Mode().Perm()
+	} else if err == nil {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", 0, fmt.Errorf("API token: %w", err)
 		}
-		return "", fmt.Errorf("API token file %s is too short: delete it to make a new one", path)
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("API token: %w", err)
+		if tok := strings.TrimSpace(string(b)); len(tok) >= 32 {
+			return tok, 0, nil
+		}
+		return "", 0, fmt.Errorf("API token file %s is too short: delete it to make a new one", path)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", 0, fmt.Errorf("API token: %w", err)
 	}
 	var raw [32]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		return "", err
-	}
-	tok := hex.EncodeToString(raw[:])
+	_, _ = rand.Read(raw[:]) // crypto/rand.Read never fails
+	tok = hex.EncodeToString(raw[:])
 	if err := writeFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("API token: %w", err)
+		return "", 0, fmt.Errorf("API token: %w", err)
 	}
-	return tok, nil
+	return tok, replaced, nil
 }
 
 // Client talks to a running node's local API, the way lncli talks to lnd.

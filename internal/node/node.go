@@ -116,9 +116,13 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.token, err = loadOrCreateToken(filepath.Join(cfg.DataDir, TokenFile))
+	var replaced os.FileMode
+	n.token, replaced, err = loadOrCreateToken(filepath.Join(cfg.DataDir, TokenFile))
 	if err != nil {
 		return nil, err
+	}
+	if replaced != 0 {
+		log.Warn("the API token file was readable by others, so the token may have leaked: replaced it with a new one, mode 0600", "file", filepath.Join(cfg.DataDir, TokenFile), "mode", replaced)
 	}
 	n.store, err = storage.Open(ctx, storage.Options{
 		Path:         filepath.Join(cfg.DataDir, DBFile),

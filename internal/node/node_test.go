@@ -500,3 +500,46 @@ func TestClientOutwaitsTheNode(t *testing.T) {
 		t.Errorf("an interrupted request: %v, want context.Canceled and no guess about the node", err)
 	}
 }
+
+// An api.token others may read (a data dir copied without its modes) may
+// have leaked: the node replaces it with a new one, mode 0600, so the old
+// token no longer works.
+func TestNodeReplacesAnAPITokenOthersMayRead(t *testing.T) {
+	dir := t.TempDir()
+	old := strings.Repeat("5a", 32)
+	path := filepath.Join(dir, node.TokenFile)
+	if err := os.WriteFile(path, []byte(old+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil { // whatever the umask
+		t.Fatal(err)
+	}
+	pk, _ := nostr.GetPublicKey(nostr.GeneratePrivateKey())
+	cfg, err := node.Load(flag.NewFlagSet("node", flag.ContinueOnError), []string{"--datadir", dir, "--network", "regtest", "--listen", "127.0.0.1:0", "--relay.owner", pk}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := node.Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("api.token after start: %v, mode %v, want 0600", err, fi.Mode().Perm())
+	}
+	c, err := node.Dial(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Token == old {
+		t.Fatal("the node kept the token others could read")
+	}
+	if _, err := c.Status(context.Background()); err != nil {
+		t.Fatalf("status with the new token: %v", err)
+	}
+	c.Token = old
+	if _, err := c.Status(context.Background()); err == nil {
+		t.Fatal("the old token still works")
+	}
+}
