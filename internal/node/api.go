@@ -82,11 +82,54 @@ func (n *Node) apiHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if subtle.ConstantTimeCompare([]byte(got), []byte(n.token)) != 1 {
+			w.Header().Set("WWW-Authenticate", "Bearer")
 			apiError(w, http.StatusUnauthorized, errors.New("missing or wrong API token (see api.token in the data dir)"))
 			return
 		}
+		if h, pattern := mux.Handler(r); pattern == "" {
+			// No route: the mux answers 404 or 405 in plain text (or
+			// redirects a path to its clean form); say it in JSON.
+			var rec noRoute
+			h.ServeHTTP(&rec, r)
+			switch rec.code {
+			case http.StatusNotFound:
+				apiError(w, rec.code, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
+				return
+			case http.StatusMethodNotAllowed:
+				w.Header().Set("Allow", rec.header.Get("Allow"))
+				apiError(w, rec.code, fmt.Errorf("%s %s: use %s", r.Method, r.URL.Path, rec.header.Get("Allow")))
+				return
+			}
+		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// noRoute records the status and headers of the mux's answer to a request
+// no route matched.
+type noRoute struct {
+	header http.Header
+	code   int
+}
+
+func (x *noRoute) Header() http.Header {
+	if x.header == nil {
+		x.header = http.Header{}
+	}
+	return x.header
+}
+
+func (x *noRoute) Write(b []byte) (int, error) {
+	if x.code == 0 {
+		x.code = http.StatusOK
+	}
+	return len(b), nil
+}
+
+func (x *noRoute) WriteHeader(code int) {
+	if x.code == 0 {
+		x.code = code
+	}
 }
 
 // requires guards the handlers of a feature that may be off (no identity,

@@ -543,3 +543,49 @@ func TestNodeReplacesAnAPITokenOthersMayRead(t *testing.T) {
 		t.Fatal("the old token still works")
 	}
 }
+
+// Every answer of the local API is JSON, an unknown endpoint's and a wrong
+// method's too (they were the mux's plain text), and a 401 names the scheme.
+func TestAPIErrorsAreJSON(t *testing.T) {
+	pk, _ := nostr.GetPublicKey(nostr.GeneratePrivateKey())
+	_, cfg := startNode(t, pk)
+	c, err := node.Dial(cfg.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		method, path, token string
+		code                int
+		want, allow         string
+	}{
+		{http.MethodGet, "/v1/nope", c.Token, http.StatusNotFound, "/v1/nope", ""},
+		{http.MethodPost, "/v1/status", c.Token, http.StatusMethodNotAllowed, "GET", "GET, HEAD"},
+		{http.MethodGet, "/v1/status", "", http.StatusUnauthorized, "token", ""},
+		{http.MethodGet, "/v1/nope", "", http.StatusUnauthorized, "token", ""}, // no token: no hint of what exists
+	} {
+		req, _ := http.NewRequest(tc.method, c.BaseURL+tc.path, nil)
+		if tc.token != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct{ Error string }
+		decErr := json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		name := tc.method + " " + tc.path
+		if resp.StatusCode != tc.code {
+			t.Errorf("%s: %d, want %d", name, resp.StatusCode, tc.code)
+		}
+		if ct := resp.Header.Get("Content-Type"); ct != "application/json" || decErr != nil || !strings.Contains(body.Error, tc.want) {
+			t.Errorf("%s: %s body %q (%v), want a JSON error naming %q", name, ct, body.Error, decErr, tc.want)
+		}
+		if tc.allow != "" && resp.Header.Get("Allow") != tc.allow {
+			t.Errorf("%s: Allow %q, want %q", name, resp.Header.Get("Allow"), tc.allow)
+		}
+		if tc.code == http.StatusUnauthorized && resp.Header.Get("WWW-Authenticate") != "Bearer" {
+			t.Errorf("%s: WWW-Authenticate %q, want Bearer", name, resp.Header.Get("WWW-Authenticate"))
+		}
+	}
+}
