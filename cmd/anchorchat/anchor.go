@@ -30,13 +30,18 @@ publishes an attestation (a self-contained proof) for each claim.
 
 func runAnchor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || (args[0] != "now" && args[0] != "batches") {
-		fmt.Fprintf(stderr, "Usage: anchorchat anchor now|batches [--network N] [--datadir DIR] [--json]\n%s\n", anchorHelp)
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+		help := len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help")
+		out := stderr
+		if help {
+			out = stdout
+		}
+		fmt.Fprintf(out, "Usage: anchorchat anchor now|batches [--network N] [--datadir DIR] [--json]\n%s\n", anchorHelp)
+		if help {
 			return nil
 		}
 		return errors.New("anchor needs a subcommand: now or batches")
 	}
-	cmd := newClientCommand("anchor "+args[0], "anchor "+args[0]+" [--json]", anchorHelp, stderr)
+	cmd := newClientCommand("anchor "+args[0], "anchor "+args[0]+" [--json]", anchorHelp, stdout)
 	asJSON := cmd.Bool("json", false, "print JSON")
 	c, err := cmd.dial(args[1:])
 	if err != nil {
@@ -79,7 +84,7 @@ REVOKED, INVALID (with the step that failed). The exit status is 0 only for
 VERIFIED.`
 
 func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := newClientCommand("verify", "verify [--json] @handle|npub|name@domain", verifyHelp, stderr)
+	cmd := newClientCommand("verify", "verify [--json] @handle|npub|name@domain", verifyHelp, stdout)
 	asJSON := cmd.Bool("json", false, "print the verdict as JSON")
 	c, err := cmd.dial(args)
 	if err != nil {
@@ -106,7 +111,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func runWallet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := newClientCommand("wallet", "wallet [--json]", "Shows a fresh receiving address of the node's anchoring wallet and its balance. Fund it with a little bitcoin to anchor handle claims (one small transaction per batch).", stderr)
+	cmd := newClientCommand("wallet", "wallet [--json]", "Shows a fresh receiving address of the node's anchoring wallet and its balance. Fund it with a little bitcoin to anchor handle claims (one small transaction per batch).", stdout)
 	asJSON := cmd.Bool("json", false, "print JSON")
 	c, err := cmd.dial(args)
 	if err != nil {

@@ -34,7 +34,7 @@ pubkey or name@domain; several recipients make a group conversation. Without
 --file the last argument is the text.`
 
 func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := newClientCommand("send", "send [--file F] [--expire 1h] [--wait] RECIPIENT... [TEXT]", sendHelp, stderr)
+	cmd := newClientCommand("send", "send [--file F] [--expire 1h] [--wait] RECIPIENT... [TEXT]", sendHelp, stdout)
 	file := cmd.String("file", "", "send this file as an encrypted attachment")
 	expire := cmd.String("expire", "", "make this message disappear after a duration (e.g. 30s, 24h)")
 	wait := cmd.Bool("wait", false, "wait until a relay has acknowledged the message")
@@ -87,7 +87,7 @@ typed on standard input are sent to the conversation; end with Ctrl-D or
 Ctrl-C. With --no-input it only watches.`
 
 func runChat(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := newClientCommand("chat", "chat [--limit N] [--no-input] RECIPIENT...", chatHelp, stderr)
+	cmd := newClientCommand("chat", "chat [--limit N] [--no-input] RECIPIENT...", chatHelp, stdout)
 	limit := cmd.Int("limit", 50, "how many past messages to show")
 	noInput := cmd.Bool("no-input", false, "do not read messages to send from standard input")
 	c, err := cmd.dial(args)
@@ -243,7 +243,7 @@ func short(id string) string {
 }
 
 func runInbox(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := newClientCommand("inbox", "inbox [--json]", "Lists the conversations, most recent first, with unread counts.", stderr)
+	cmd := newClientCommand("inbox", "inbox [--json]", "Lists the conversations, most recent first, with unread counts.", stdout)
 	asJSON := cmd.Bool("json", false, "print JSON")
 	c, err := cmd.dial(args)
 	if err != nil {
@@ -270,7 +270,7 @@ func runInbox(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 func runFetch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := newClientCommand("fetch", "fetch MESSAGE_ID [-o FILE]", "Downloads a file message's attachment, checks its hash and decrypts it.", stderr)
+	cmd := newClientCommand("fetch", "fetch MESSAGE_ID [-o FILE]", "Downloads a file message's attachment, checks its hash and decrypts it.", stdout)
 	out := cmd.String("o", "", "write to this file (default: the sender's file name in the current directory)")
 	// Flags may come before or after the id (fetch ID -o FILE).
 	var ids []string
@@ -334,7 +334,7 @@ func init() {
 }
 
 func runDelete(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := newClientCommand("delete", "delete MESSAGE_ID", "Deletes a message you sent: a kind 5 deletion is gift-wrapped to everyone in the conversation, whose nodes remove it.", stderr)
+	cmd := newClientCommand("delete", "delete MESSAGE_ID", "Deletes a message you sent: a kind 5 deletion is gift-wrapped to everyone in the conversation, whose nodes remove it.", stdout)
 	c, err := cmd.dial(args)
 	if err != nil {
 		return err
@@ -350,7 +350,7 @@ func runDelete(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func runDisappear(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := newClientCommand("disappear", "disappear RECIPIENT... DURATION|off", "Sets how long new messages in a conversation live (NIP-40 expiration on each seal and wrap); off turns it off.", stderr)
+	cmd := newClientCommand("disappear", "disappear RECIPIENT... DURATION|off", "Sets how long new messages in a conversation live (NIP-40 expiration on each seal and wrap); off turns it off.", stdout)
 	c, err := cmd.dial(args)
 	if err != nil {
 		return err

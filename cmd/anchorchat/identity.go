@@ -116,8 +116,8 @@ func (f identityFlags) passphrase(ctx context.Context, prompt string, confirm bo
 }
 
 func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("init", "init [--network N] [--datadir DIR] [--handle NAME] [--key-file FILE]", initHelp, stderr)
-	f := bindIdentityFlags(fs)
+	fs := newFlagSet("init", "init [--network N] [--datadir DIR] [--handle NAME] [--key-file FILE]", initHelp, stdout)
+	f := bindIdentityFlags(fs.FlagSet)
 	handle := fs.String("handle", "", "your handle (lowercase letters, digits, _ - .), written to the config")
 	keyFile := fs.String("key-file", "", "import this key instead of generating one: a file holding hex, nsec or ncryptsec (- for stdin)")
 	if err := fs.Parse(args); err != nil {
@@ -248,8 +248,12 @@ const idHelp = `
                            revoke your handle for good (through the running node)`
 
 func runID(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintf(stderr, "Usage: anchorchat id <show|export|import|passwd|revoke> [flags]\n%s\n", idHelp)
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
+		out := stdout
+		if len(args) == 0 {
+			out = stderr
+		}
+		fmt.Fprintf(out, "Usage: anchorchat id <show|export|import|passwd|revoke> [flags]\n%s\n\nRun `anchorchat id SUBCOMMAND --help` for its flags.\n", idHelp)
 		if len(args) == 0 {
 			return errors.New("id needs a subcommand")
 		}
@@ -258,10 +262,10 @@ func runID(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	sub, args := args[0], args[1:]
 	help, ok := idSubs[sub]
 	if !ok {
-		return fmt.Errorf("unknown id subcommand %q (show, export, import, passwd, revoke)", sub)
+		return fmt.Errorf("unknown id subcommand %q (show, export, import, passwd, revoke; see `anchorchat id --help`)", sub)
 	}
-	fs := newFlagSet("id "+sub, help.synopsis, help.text, stderr)
-	f := bindSomeIdentityFlags(fs, help.pass, help.logN)
+	fs := newFlagSet("id "+sub, help.synopsis, help.text, stdout)
+	f := bindSomeIdentityFlags(fs.FlagSet, help.pass, help.logN)
 	switch sub {
 	case "show":
 		if err := fs.Parse(args); err != nil {

@@ -50,11 +50,15 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(stdout)
-		if len(args) == 0 {
-			return errors.New("missing a command")
+	if len(args) == 0 {
+		usage(stderr)
+		return errors.New("missing a command")
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "-help" || args[0] == "help" {
+		if len(args) > 1 && args[0] == "help" && commands[args[1]] != nil { // help CMD is CMD --help
+			return commands[args[1]].run(ctx, []string{"--help"}, stdout, stderr)
 		}
+		usage(stdout)
 		return nil
 	}
 	c, ok := commands[args[0]]
@@ -84,13 +88,59 @@ Commands:
 	fmt.Fprint(w, "\nRun `anchorchat <command> --help` for a command's flags.\n")
 }
 
+// flagSet is a subcommand's flag set. Its help, when asked for (-h,
+// --help), goes to stdout; a mistake in the arguments comes back from Parse
+// as an error, printed once by main with a pointer to --help, instead of
+// the flag package's message followed by the whole help on stderr.
+type flagSet struct {
+	*flag.FlagSet
+	name   string
+	failed bool // the flag package reported a mistake (through Output)
+}
+
 // newFlagSet makes a subcommand's flag set, with --help explaining it.
-func newFlagSet(name, synopsis, description string, out io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: anchorchat %s\n\n%s\n\nFlags:\n", synopsis, strings.TrimSpace(description))
-		fs.PrintDefaults()
+func newFlagSet(name, synopsis, description string, stdout io.Writer) *flagSet {
+	f := &flagSet{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError), name: name}
+	// The flag package writes to Output only a mistake's message, just
+	// before it calls Usage, and Usage's own text.
+	f.SetOutput(failedWriter{&f.failed})
+	f.Usage = func() {
+		if f.failed {
+			return // Parse returns the mistake, main prints it
+		}
+		fmt.Fprintf(stdout, "Usage: anchorchat %s\n\n%s\n", synopsis, strings.TrimSpace(description))
+		n := 0
+		f.VisitAll(func(*flag.Flag) { n++ })
+		if n == 0 {
+			return
+		}
+		fmt.Fprint(stdout, "\nFlags:\n")
+		f.SetOutput(stdout)
+		f.PrintDefaults()
+		f.SetOutput(failedWriter{&f.failed})
 	}
-	return fs
+	return f
+}
+
+// Parse parses args; a mistake in them comes back pointing at --help.
+func (f *flagSet) Parse(args []string) error {
+	return f.usageError(f.FlagSet.Parse(args))
+}
+
+// usageError adds a pointer to --help to an error of the flag package.
+func (f *flagSet) usageError(err error) error {
+	if err == nil || !f.failed {
+		return err
+	}
+	f.failed = false
+	return fmt.Errorf("%w (see `anchorchat %s --help`)", err, f.name)
+}
+
+// failedWriter notes that the flag package reported a mistake, and drops
+// its message: the error Parse returns says the same.
+type failedWriter struct{ failed *bool }
+
+func (w failedWriter) Write(b []byte) (int, error) {
+	*w.failed = true
+	return len(b), nil
 }

@@ -15,7 +15,10 @@ import (
 func init() {
 	register(&command{name: "node", summary: "run the node: personal relay, local API, metrics", run: runNode})
 	register(&command{name: "status", summary: "show a running node's status", run: runStatus})
-	register(&command{name: "version", summary: "print the version", run: func(_ context.Context, _ []string, stdout, _ io.Writer) error {
+	register(&command{name: "version", summary: "print the version", run: func(_ context.Context, args []string, stdout, _ io.Writer) error {
+		if err := newFlagSet("version", "version", "Prints the version of this anchorchat binary.", stdout).Parse(args); err != nil {
+			return err
+		}
 		fmt.Fprintln(stdout, "anchorchat", node.Version)
 		return nil
 	}})
@@ -46,10 +49,10 @@ docs/architecture.md). ANCHORCHAT_TIMER_SLACK, read before anything else and
 so not a flag, sets another: e.g. 1ms, 50us, or 0 to keep the inherited one.`
 
 func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("node", "node [flags]", nodeHelp, stderr)
-	cfg, err := node.Load(fs, args, os.Getenv)
+	fs := newFlagSet("node", "node [flags]", nodeHelp, stdout)
+	cfg, err := node.Load(fs.FlagSet, args, os.Getenv)
 	if err != nil {
-		return err
+		return fs.usageError(err)
 	}
 	log := cfg.NewLogger(os.Stderr)
 	slack, how, _ := timerslack.Status() // main refused a bad ANCHORCHAT_TIMER_SLACK
@@ -68,13 +71,13 @@ func clientFlags(fs *flag.FlagSet) (network, datadir *string) {
 // carries --network and --datadir, and dial parses the arguments and finds
 // the node.
 type clientCommand struct {
-	*flag.FlagSet
+	*flagSet
 	network, datadir *string
 }
 
-func newClientCommand(name, synopsis, description string, stderr io.Writer) clientCommand {
-	fs := newFlagSet(name, synopsis, description, stderr)
-	network, datadir := clientFlags(fs)
+func newClientCommand(name, synopsis, description string, stdout io.Writer) clientCommand {
+	fs := newFlagSet(name, synopsis, description, stdout)
+	network, datadir := clientFlags(fs.FlagSet)
 	return clientCommand{fs, network, datadir}
 }
 
@@ -110,7 +113,7 @@ func envOr(name, def string) string {
 }
 
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := newClientCommand("status", "status [--network N] [--datadir DIR] [--json]", "Shows a running node's status through its local API.", stderr)
+	cmd := newClientCommand("status", "status [--network N] [--datadir DIR] [--json]", "Shows a running node's status through its local API.", stdout)
 	asJSON := cmd.Bool("json", false, "print JSON")
 	c, err := cmd.dial(args)
 	if err != nil {

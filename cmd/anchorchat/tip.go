@@ -29,7 +29,7 @@ it pays by keysend instead. Tips are idempotent by tip id: a replayed or
 duplicated request never pays twice.`
 
 func runTip(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := newClientCommand("tip", "tip [--keysend] [--wait] RECIPIENT AMOUNT_SAT [MEMO]", tipHelp, stderr)
+	cmd := newClientCommand("tip", "tip [--keysend] [--wait] RECIPIENT AMOUNT_SAT [MEMO]", tipHelp, stdout)
 	keysend := cmd.Bool("keysend", false, "pay by keysend to the LND node named in the recipient's handle claim")
 	wait := cmd.Bool("wait", false, "wait until the tip is settled, failed or cancelled (at most 2 minutes)")
 	asJSON := cmd.Bool("json", false, "print the tip as JSON")
@@ -82,7 +82,7 @@ func tipFinal(state string) bool {
 
 func runPayments(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "cancel" {
-		cmd := newClientCommand("payments cancel", "payments cancel TIP_ID", "Cancels a tip that has not started paying.", stderr)
+		cmd := newClientCommand("payments cancel", "payments cancel TIP_ID", "Cancels a tip that has not started paying.", stdout)
 		c, err := cmd.dial(args[1:])
 		if err != nil {
 			return err
@@ -97,7 +97,7 @@ func runPayments(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		fmt.Fprintf(stdout, "%s  %s\n", t.ID, t.Status)
 		return nil
 	}
-	cmd := newClientCommand("payments", "payments [--limit N] [--json] | payments cancel TIP_ID", "Lists sent and received tips, newest first, with their states.", stderr)
+	cmd := newClientCommand("payments", "payments [--limit N] [--json] | payments cancel TIP_ID", "Lists sent and received tips, newest first, with their states.", stdout)
 	limit := cmd.Int("limit", 50, "how many tips to list")
 	asJSON := cmd.Bool("json", false, "print JSON")
 	c, err := cmd.dial(args)
