@@ -39,7 +39,7 @@ func ApplyEnv(fset *flag.FlagSet, prefix string, getenv func(string) string, src
 		name := EnvName(prefix, f.Name)
 		if v := getenv(name); v != "" {
 			if e := fset.Set(f.Name, v); e != nil {
-				err = fmt.Errorf("environment %s: %w", name, e)
+				err = fmt.Errorf("environment %s=%q: %w", name, v, badValue(f, e))
 				return
 			}
 			src[f.Name] = "env"
@@ -85,7 +85,7 @@ func ApplyFile(fset *flag.FlagSet, path string, src Source) error {
 			first[key] = n
 		}
 		if err := fset.Set(key, val); err != nil {
-			return fmt.Errorf("%s:%d: %s: %w", path, n, key, err)
+			return fmt.Errorf("%s:%d: %s = %q: %w", path, n, key, val, badValue(fset.Lookup(key), err))
 		}
 		src[key] = "file"
 	}
@@ -93,6 +93,24 @@ func ApplyFile(fset *flag.FlagSet, path string, src Source) error {
 		return fmt.Errorf("config file %s: %w", path, err)
 	}
 	return nil
+}
+
+// badValue says what a flag takes, for a value its Set refused: the
+// flag package's own error for its basic types is only "parse error" (or
+// the strconv error); a flag of another type explains itself.
+func badValue(f *flag.Flag, err error) error {
+	if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+		return fmt.Errorf("%s takes true or false", f.Name)
+	}
+	switch typ, _ := flag.UnquoteUsage(f); typ {
+	case "int", "uint":
+		return fmt.Errorf("%s takes a whole number", f.Name)
+	case "float":
+		return fmt.Errorf("%s takes a number", f.Name)
+	case "duration":
+		return fmt.Errorf("%s takes a duration with its unit, such as 30s, 10m or 1h", f.Name)
+	}
+	return err
 }
 
 // Parse parses args into fset and records them as the "flag" source.

@@ -75,3 +75,34 @@ func TestFileRefusesARepeatedSetting(t *testing.T) {
 		t.Fatalf("a flag over a repeated file setting: %v, level %q", err, *level)
 	}
 }
+
+// A value that does not parse is named, with what the setting takes,
+// wherever it came from (it was "parse error" alone).
+func TestBadValuesSayWhatTheSettingTakes(t *testing.T) {
+	newSet := func() *flag.FlagSet {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs.Int("max", 1, "")
+		fs.Bool("open", false, "")
+		fs.Duration("every", 0, "")
+		fs.Float64("rate", 0, "")
+		return fs
+	}
+	for _, c := range []struct{ name, val, want string }{
+		{"max", "lots", "a whole number"},
+		{"open", "yes", "true or false"},
+		{"every", "10", "a duration"},
+		{"rate", "fast", "a number"},
+	} {
+		fs := newSet()
+		env := map[string]string{"T_" + strings.ToUpper(c.name): c.val}
+		err := ApplyEnv(fs, "T_", func(k string) string { return env[k] }, Source{})
+		if err == nil || !strings.Contains(err.Error(), "T_"+strings.ToUpper(c.name)) || !strings.Contains(err.Error(), `"`+c.val+`"`) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("environment %s=%s: %v, want the variable, the value and %q", c.name, c.val, err, c.want)
+		}
+		path := writeConf(t, "\n"+c.name+" = "+c.val+"\n")
+		err = ApplyFile(newSet(), path, Source{})
+		if err == nil || !strings.Contains(err.Error(), path+":2") || !strings.Contains(err.Error(), `"`+c.val+`"`) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("file %s = %s: %v, want the line, the value and %q", c.name, c.val, err, c.want)
+		}
+	}
+}
