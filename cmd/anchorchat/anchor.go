@@ -43,7 +43,7 @@ func runAnchor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	cmd := newClientCommand("anchor "+args[0], "anchor "+args[0]+" [--json]", anchorHelp, stdout)
 	asJSON := cmd.Bool("json", false, "print JSON")
-	c, err := cmd.dial(args[1:])
+	c, err := cmd.dialNoArgs(args[1:])
 	if err != nil {
 		return err
 	}
@@ -113,7 +113,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 func runWallet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := newClientCommand("wallet", "wallet [--json]", "Shows a fresh receiving address of the node's anchoring wallet and its balance. Fund it with a little bitcoin to anchor handle claims (one small transaction per batch).", stdout)
 	asJSON := cmd.Bool("json", false, "print JSON")
-	c, err := cmd.dial(args)
+	c, err := cmd.dialNoArgs(args)
 	if err != nil {
 		return err
 	}

@@ -245,7 +245,7 @@ func short(id string) string {
 func runInbox(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := newClientCommand("inbox", "inbox [--json]", "Lists the conversations, most recent first, with unread counts.", stdout)
 	asJSON := cmd.Bool("json", false, "print JSON")
-	c, err := cmd.dial(args)
+	c, err := cmd.dialNoArgs(args)
 	if err != nil {
 		return err
 	}

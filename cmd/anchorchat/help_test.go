@@ -74,3 +74,26 @@ func clip(s string) string {
 	}
 	return s
 }
+
+// A client command says what is wrong with its arguments before it looks
+// for a node: arguments a command does not take are refused (inbox @bob
+// listed every conversation), an unknown network lists the known ones.
+func TestClientCommandsCheckTheirArguments(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"status", "now"}, "status takes no arguments"},
+		{[]string{"inbox", "@bob"}, "inbox takes no arguments"},
+		{[]string{"wallet", "--json", "x"}, "wallet takes no arguments"},
+		{[]string{"payments", "@bob"}, "payments takes no arguments"},
+		{[]string{"anchor", "batches", "7"}, "anchor batches takes no arguments"},
+		{[]string{"status", "--network", "moon"}, "mainnet, testnet, signet or regtest"},
+		{[]string{"send", "--network", "moon", "@bob", "hi"}, "mainnet, testnet, signet or regtest"},
+	} {
+		out, errOut, ok := runCLI(t, c.args...)
+		if ok || out != "" || !strings.Contains(errOut, c.want) || strings.Contains(errOut, "no node is running") {
+			t.Errorf("%q: exit 0 %v, stdout %q, stderr %q; want an error naming %q", c.args, ok, out, errOut, c.want)
+		}
+	}
+}

@@ -88,6 +88,17 @@ func (c clientCommand) dial(args []string) (*node.Client, error) {
 	return dialNode(*c.network, *c.datadir)
 }
 
+// dialNoArgs is dial for a command that takes flags only.
+func (c clientCommand) dialNoArgs(args []string) (*node.Client, error) {
+	if err := c.Parse(args); err != nil {
+		return nil, err
+	}
+	if c.NArg() > 0 {
+		return nil, fmt.Errorf("%s takes no arguments, only flags (got %q; see `anchorchat %s --help`)", c.name, c.Args(), c.name)
+	}
+	return dialNode(*c.network, *c.datadir)
+}
+
 // printJSON writes v indented.
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
@@ -97,7 +108,7 @@ func printJSON(w io.Writer, v any) error {
 
 func dialNode(network, datadir string) (*node.Client, error) {
 	if _, ok := node.Networks[network]; !ok {
-		return nil, fmt.Errorf("unknown network %q", network)
+		return nil, fmt.Errorf("unknown network %q: use mainnet, testnet, signet or regtest", network)
 	}
 	if datadir == "" {
 		datadir = node.DefaultDataDir(network)
@@ -115,7 +126,7 @@ func envOr(name, def string) string {
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := newClientCommand("status", "status [--network N] [--datadir DIR] [--json]", "Shows a running node's status through its local API.", stdout)
 	asJSON := cmd.Bool("json", false, "print JSON")
-	c, err := cmd.dial(args)
+	c, err := cmd.dialNoArgs(args)
 	if err != nil {
 		return err
 	}

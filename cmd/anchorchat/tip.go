@@ -100,7 +100,7 @@ func runPayments(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	cmd := newClientCommand("payments", "payments [--limit N] [--json] | payments cancel TIP_ID", "Lists sent and received tips, newest first, with their states.", stdout)
 	limit := cmd.Int("limit", 50, "how many tips to list")
 	asJSON := cmd.Bool("json", false, "print JSON")
-	c, err := cmd.dial(args)
+	c, err := cmd.dialNoArgs(args)
 	if err != nil {
 		return err
 	}
