@@ -320,6 +320,10 @@ func (c *Config) Resolve() error {
 // ParsePubkey accepts a pubkey as 64 hex characters or an npub.
 func ParsePubkey(s string) (string, error) {
 	s = strings.TrimSpace(s)
+	if strings.HasPrefix(s, "nsec1") || strings.HasPrefix(s, "ncryptsec1") {
+		// Not echoed: errors reach terminals and service logs.
+		return "", errors.New("that is a secret key, not a public key: give its npub (anchorchat id show prints yours), and keep the secret key out of settings")
+	}
 	if strings.HasPrefix(s, "npub1") {
 		prefix, v, err := nip19.Decode(s)
 		if err != nil || prefix != "npub" {

@@ -589,3 +589,15 @@ func TestAPIErrorsAreJSON(t *testing.T) {
 		}
 	}
 }
+
+// A secret key given where a pubkey goes is refused without being echoed:
+// the error ends up on terminals and in service logs.
+func TestConfigDoesNotEchoASecretKey(t *testing.T) {
+	nsec := "nsec1vl029mgpspedva04g90vltkh6fvh240zqtv9k0t9af8935ke9laqsnlfe5"
+	for _, setting := range []string{"--relay.owner", "--relay.allow"} {
+		_, err := node.Load(flag.NewFlagSet("node", flag.ContinueOnError), []string{"--datadir", t.TempDir(), "--network", "regtest", setting, nsec}, func(string) string { return "" })
+		if err == nil || strings.Contains(err.Error(), nsec[5:20]) || !strings.Contains(err.Error(), "secret key") {
+			t.Errorf("%s nsec: %v; want a refusal that says it is a secret key and does not repeat it", setting, err)
+		}
+	}
+}
