@@ -128,7 +128,7 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Node, error) {
 		Path:         filepath.Join(cfg.DataDir, DBFile),
 		Synchronous:  cfg.DBSync,
 		DefaultLimit: cfg.Relay.Limits.DefaultLimit,
-		Logger:       log.With("component", "storage"),
+		Logger:       log, // storage names itself
 	})
 	if errors.Is(err, storage.ErrLocked) {
 		return nil, fmt.Errorf("a node is already running on %s%s: stop it first, or give this one another --datadir", cfg.DataDir, runningPID(cfg.DataDir))

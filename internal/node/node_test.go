@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -600,4 +601,50 @@ func TestConfigDoesNotEchoASecretKey(t *testing.T) {
 			t.Errorf("%s nsec: %v; want a refusal that says it is a secret key and does not repeat it", setting, err)
 		}
 	}
+}
+
+// No log line names its component twice (storage adds its own: the node
+// added it again, so each of its JSON lines had the key twice, which log
+// tools read as one or refuse).
+func TestLogLinesNameTheirComponentOnce(t *testing.T) {
+	var buf syncBuffer
+	cfg, err := node.Load(flag.NewFlagSet("node", flag.ContinueOnError), []string{"--datadir", t.TempDir(), "--network", "regtest", "--listen", "127.0.0.1:0", "--log.format", "json"}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := node.Start(context.Background(), cfg, cfg.NewLogger(&buf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Close()
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	storage := 0
+	for _, line := range lines {
+		if strings.Count(line, `"component":`) > 1 {
+			t.Errorf("a log line names its component more than once: %s", line)
+		}
+		if strings.Contains(line, `"component":"storage"`) {
+			storage++
+		}
+	}
+	if storage == 0 {
+		t.Fatalf("no storage log line to look at:\n%s", buf.String())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
