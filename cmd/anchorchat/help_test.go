@@ -97,3 +97,19 @@ func TestClientCommandsCheckTheirArguments(t *testing.T) {
 		}
 	}
 }
+
+// init ends with the command that starts the node it made: with the data
+// dir it used when that is not the network's default (it said only
+// --network, which starts a node on another data dir).
+func TestInitNamesTheNodeItMade(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(binPath, "init", "--network", "regtest", "--datadir", dir, "--scrypt-logn", "10")
+	cmd.Env = append(cmd.Environ(), "ANCHORCHAT_PASSPHRASE="+testPass)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("init: %v\n%s", err, out)
+	}
+	if want := "anchorchat node --network regtest --datadir " + dir + "\n"; !strings.Contains(string(out), want) {
+		t.Errorf("init says:\n%s\nwant the start command %q", out, want)
+	}
+}

@@ -189,7 +189,15 @@ func createIdentity(ctx context.Context, f identityFlags, handle, keyFile string
 	if handle != "" {
 		fmt.Fprintf(stdout, "  handle:      %s\n", handle)
 	}
-	fmt.Fprintf(stdout, "  keystore:    %s (NIP-49, mode 0600)\n  config:      %s\n\nStart the node with: anchorchat node --network %s\n", ks.Path, conf, *f.network)
+	start := "anchorchat node --network " + *f.network
+	if filepath.Clean(dir) != filepath.Clean(node.DefaultDataDir(*f.network)) {
+		if strings.ContainsAny(dir, " \t'\"\\$") {
+			start += " --datadir " + strconv.Quote(dir)
+		} else {
+			start += " --datadir " + dir
+		}
+	}
+	fmt.Fprintf(stdout, "  keystore:    %s (NIP-49, mode 0600)\n  config:      %s\n\nStart the node with: %s\n", ks.Path, conf, start)
 	return nil
 }
 
