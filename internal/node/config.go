@@ -106,7 +106,7 @@ func BindFlags(fs *flag.FlagSet) *Config {
 	l := &c.Relay.Limits
 	fs.StringVar(&c.Network, "network", "mainnet", "Bitcoin network: mainnet, testnet, signet or regtest")
 	fs.StringVar(&c.DataDir, "datadir", "", "data directory (default ~/.anchorchat/<network>)")
-	fs.StringVar(&c.ConfigFile, "config", "", "config file of \"name = value\" lines (default <datadir>/anchorchat.conf)")
+	fs.StringVar(&c.ConfigFile, "config", "", "config file of \"name = value\" lines (default <datadir>/anchorchat.conf, which may be missing; a file named here must exist)")
 	fs.StringVar(&c.Listen, "listen", "", "relay address, host:port (default 127.0.0.1:4848 on mainnet, 14848 testnet, 24848 signet, 34848 regtest)")
 	fs.StringVar(&c.APIListen, "api.listen", "", "local API address for the CLI, host:port on loopback (default: relay port + 1)")
 	fs.StringVar(&c.LogLevel, "log.level", "info", "log level: debug, info, warn or error")
@@ -193,6 +193,11 @@ func Load(fs *flag.FlagSet, args []string, getenv func(string) string) (*Config,
 		c.ConfigFile = filepath.Join(c.DataDir, "anchorchat.conf")
 	}
 	network, dataDir, configFile := c.Network, c.DataDir, c.ConfigFile
+	if src["config"] != "" { // named outright: a typo must not run the node on defaults
+		if _, err := os.Stat(c.ConfigFile); err != nil {
+			return nil, fmt.Errorf("config file: %w", err)
+		}
+	}
 	if err := config.ApplyFile(fs, c.ConfigFile, src); err != nil {
 		return nil, err
 	}

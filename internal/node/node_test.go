@@ -648,3 +648,27 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// A config file named outright (--config, ANCHORCHAT_CONFIG) must exist: a
+// typo in its name ran the node on defaults without a word. The default
+// file may be missing.
+func TestNamedConfigFileMustExist(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "anchorchat.cnf")
+	_, err := node.Load(flag.NewFlagSet("node", flag.ContinueOnError), []string{"--datadir", dir, "--config", missing}, func(string) string { return "" })
+	if err == nil || !strings.Contains(err.Error(), missing) {
+		t.Errorf("--config naming a missing file: %v, want an error naming it", err)
+	}
+	_, err = node.Load(flag.NewFlagSet("node", flag.ContinueOnError), []string{"--datadir", dir}, func(k string) string {
+		if k == "ANCHORCHAT_CONFIG" {
+			return missing
+		}
+		return ""
+	})
+	if err == nil || !strings.Contains(err.Error(), missing) {
+		t.Errorf("ANCHORCHAT_CONFIG naming a missing file: %v, want an error naming it", err)
+	}
+	if _, err := node.Load(flag.NewFlagSet("node", flag.ContinueOnError), []string{"--datadir", dir}, func(string) string { return "" }); err != nil {
+		t.Errorf("no config file at the default place: %v", err)
+	}
+}
