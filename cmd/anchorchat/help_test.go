@@ -2,10 +2,17 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/anchorchat/anchorchat/internal/node"
 )
 
 // runCLI runs the binary and returns its stdout, its stderr and whether it
@@ -111,5 +118,44 @@ func TestInitNamesTheNodeItMade(t *testing.T) {
 	}
 	if want := "anchorchat node --network regtest --datadir " + dir + "\n"; !strings.Contains(string(out), want) {
 		t.Errorf("init says:\n%s\nwant the start command %q", out, want)
+	}
+}
+
+// Ctrl-C while a client command waits for the node ends it with status
+// 130 and "interrupted" (it said "context canceled", status 1).
+func TestInterruptedClientCommand(t *testing.T) {
+	asked := make(chan struct{}, 1)
+	gone := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked <- struct{}{}
+		select { // answers only once the test is over
+		case <-gone:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(gone)
+	dir := t.TempDir()
+	rt, _ := json.Marshal(node.Runtime{PID: os.Getpid(), Network: "regtest", APIURL: srv.URL}) // a live pid of ours
+	if err := os.WriteFile(filepath.Join(dir, node.RuntimeFile), rt, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, node.TokenFile), []byte(strings.Repeat("7", 64)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binPath, "status", "--datadir", dir)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	<-asked
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 || !strings.Contains(errb.String(), "interrupted") || strings.Contains(errb.String(), "context canceled") {
+		t.Errorf("status interrupted: %v, stderr %q; want status 130 and \"interrupted\"", err, errb.String())
 	}
 }

@@ -43,6 +43,9 @@ func main() {
 	case err == nil:
 	case errors.Is(err, flag.ErrHelp):
 		os.Exit(0)
+	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+		fmt.Fprintln(os.Stderr, "anchorchat: interrupted")
+		os.Exit(130) // 128 + SIGINT, as a shell reports it
 	default:
 		fmt.Fprintln(os.Stderr, "anchorchat:", err)
 		os.Exit(1)
