@@ -69,7 +69,7 @@ func (n *Node) setupAnchor(ctx context.Context, passphrase string) error {
 		return fmt.Errorf("btcd client: %w", err)
 	}
 	chain := wallet.NewRPCChain(n.btcd)
-	wcfg := wallet.Config{Params: networkParams[n.cfg.Network], Chain: chain, Logger: n.log.With("component", "wallet")}
+	wcfg := wallet.Config{Params: networkParams[n.cfg.Network], Chain: chain, Logger: n.log}
 	path := filepath.Join(n.cfg.DataDir, WalletFile)
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		height, err := n.btcd.GetBlockCount()
@@ -101,7 +101,7 @@ func (n *Node) setupAnchor(ctx context.Context, passphrase string) error {
 			return errors.New("this node anchors only its owner's claims (anchor.accept-others)")
 		},
 		Interval: a.Interval, MaxBatch: a.MaxBatch, Confirmations: int32(a.Confirmations), PollInterval: a.PollInterval,
-		Logger: n.log.With("component", "anchor"),
+		Logger: n.log,
 	})
 	if err != nil {
 		return fmt.Errorf("anchor batcher: %w", err)

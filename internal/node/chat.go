@@ -36,7 +36,7 @@ func (n *Node) setupChat(mux *http.ServeMux) error {
 	}
 	blobs, err := chat.NewBlobStore(chat.BlobConfig{
 		Dir: filepath.Join(n.cfg.DataDir, BlobsDir), Owner: n.cfg.Relay.Owner, Allow: n.cfg.Relay.Allow,
-		MaxSize: MaxFileSize, PublicURL: n.PublicHTTPURL() + "/blobs", Logger: n.log.With("component", "blobs"),
+		MaxSize: MaxFileSize, PublicURL: n.PublicHTTPURL() + "/blobs", Logger: n.log,
 	})
 	if err != nil {
 		return fmt.Errorf("blob store: %w", err)
@@ -49,7 +49,7 @@ func (n *Node) setupChat(mux *http.ServeMux) error {
 		RelayURL: n.RelayURL(),
 		Dial:     local.dial,
 		DBPath:   filepath.Join(n.cfg.DataDir, ChatDBFile),
-		Logger:   n.log.With("component", "chat"),
+		Logger:   n.log,
 		// The inbox is the relays the node publishes as its kind 10050
 		// list, from the start: looked up on the own relay instead, a new
 		// or changed --dm-relays took effect only at the next start (the

@@ -21,6 +21,7 @@ import (
 
 	"github.com/nbd-wtf/go-nostr"
 
+	"github.com/anchorchat/anchorchat/identity"
 	"github.com/anchorchat/anchorchat/internal/node"
 	"github.com/anchorchat/anchorchat/internal/nostrclient"
 )
@@ -603,12 +604,33 @@ func TestConfigDoesNotEchoASecretKey(t *testing.T) {
 	}
 }
 
-// No log line names its component twice (storage adds its own: the node
-// added it again, so each of its JSON lines had the key twice, which log
-// tools read as one or refuse).
+// No log line names its component twice (storage, the messenger, its blob
+// store, the tip engine and its LND client add their own: the node added
+// each again, so their JSON lines had the key twice, which log tools read
+// as one or refuse). The node here has an identity (so the messenger and
+// the blob store run) and an LND configured (the tip engine runs; the LND
+// is not there).
 func TestLogLinesNameTheirComponentOnce(t *testing.T) {
 	var buf syncBuffer
-	cfg, err := node.Load(flag.NewFlagSet("node", flag.ContinueOnError), []string{"--datadir", t.TempDir(), "--network", "regtest", "--listen", "127.0.0.1:0", "--log.format", "json"}, func(string) string { return "" })
+	dir := t.TempDir()
+	key, err := identity.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks := node.Keystore(dir, slog.New(slog.DiscardHandler))
+	ks.LogN = 4
+	if err := ks.Create(context.Background(), key, "a quiet lighthouse keeps seven ledgers"); err != nil {
+		t.Fatal(err)
+	}
+	pass := filepath.Join(dir, "pass")
+	for name, data := range map[string]string{"pass": "a quiet lighthouse keeps seven ledgers\n", "tls.cert": "not a certificate", "x.macaroon": "not a macaroon"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := node.Load(flag.NewFlagSet("node", flag.ContinueOnError), []string{"--datadir", dir, "--network", "regtest", "--listen", "127.0.0.1:0", "--log.format", "json",
+		"--passphrase-file", pass, "--lnd.rpcserver", "127.0.0.1:1", "--lnd.tlscertpath", filepath.Join(dir, "tls.cert"), "--lnd.macaroonpath", filepath.Join(dir, "x.macaroon")},
+		func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -618,17 +640,20 @@ func TestLogLinesNameTheirComponentOnce(t *testing.T) {
 	}
 	n.Close()
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
-	storage := 0
+	seen := map[string]bool{}
 	for _, line := range lines {
 		if strings.Count(line, `"component":`) > 1 {
 			t.Errorf("a log line names its component more than once: %s", line)
 		}
-		if strings.Contains(line, `"component":"storage"`) {
-			storage++
+		var rec struct{ Component string }
+		if json.Unmarshal([]byte(line), &rec) == nil {
+			seen[rec.Component] = true
 		}
 	}
-	if storage == 0 {
-		t.Fatalf("no storage log line to look at:\n%s", buf.String())
+	for _, c := range []string{"storage", "chat", "payments"} {
+		if !seen[c] {
+			t.Errorf("no %s log line to look at:\n%s", c, buf.String())
+		}
 	}
 }
 

@@ -28,7 +28,7 @@ func (n *Node) setupPayments() error {
 	}
 	lnd, err := payments.NewLND(payments.LNDConfig{
 		RPCServer: n.cfg.LND.RPCServer, TLSCertPath: n.cfg.LND.TLSCertPath, MacaroonPath: n.cfg.LND.MacaroonPath,
-		Logger: n.log.With("component", "lnd"),
+		Logger: n.log,
 	})
 	if err != nil {
 		return fmt.Errorf("LND client: %w", err)
@@ -36,7 +36,7 @@ func (n *Node) setupPayments() error {
 	p := n.cfg.Payments
 	n.pay, err = payments.New(payments.Config{
 		Lightning: lnd, Chat: n.chat, DBPath: filepath.Join(n.cfg.DataDir, PaymentsDBFile),
-		Logger:    n.log.With("component", "payments"),
+		Logger:    n.log,
 		MaxTipSat: p.MaxTipSat, DailyLimitSat: p.DailyLimitSat, MaxReceiveSat: p.MaxReceiveSat,
 		FeeLimitPPM: p.FeeLimitPPM, FeeLimitMinSat: p.FeeLimitMinSat,
 	})
