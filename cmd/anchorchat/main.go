@@ -31,7 +31,13 @@ var commands = map[string]*command{}
 func register(c *command) { commands[c.name] = c }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGINT ignored at start (a background job of a script, nohup) stays
+	// ignored, as the shell meant; Notify would undo that.
+	sigs := []os.Signal{syscall.SIGTERM}
+	if !signal.Ignored(os.Interrupt) {
+		sigs = append(sigs, os.Interrupt)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), sigs...)
 	defer stop()
 	// Set (or not) before main ran; a value that was not understood is
 	// refused here, for every command (regtest's btcd and LND inherit it).

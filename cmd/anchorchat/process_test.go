@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -339,5 +340,36 @@ func TestTimerSlack(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err == nil || ctx.Err() != nil || !strings.Contains(string(out), "ANCHORCHAT_TIMER_SLACK") {
 		t.Fatalf("a bad timer slack: %v\n%s", err, out)
+	}
+}
+
+// A node started with SIGINT ignored (a background job of a script, nohup)
+// leaves it ignored, as the shell meant: a Ctrl-C for the script's
+// foreground does not stop it; SIGTERM still does, cleanly. signal.Notify
+// would have undone the ignoring, so SIGINT stopped it.
+func TestIgnoredSIGINTStaysIgnored(t *testing.T) {
+	signal.Ignore(os.Interrupt) // inherited by the child as ignored
+	p := startProc(t, t.TempDir())
+	signal.Reset(os.Interrupt)
+	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		p.done <- err
+		t.Fatalf("the node stopped at a SIGINT it was started ignoring: %v\n%s", err, p.logs.String())
+	case <-time.After(2 * time.Second):
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		p.done <- err
+		if err != nil || !strings.Contains(p.logs.String(), "node stopped") {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, p.logs.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("node did not stop after SIGTERM")
 	}
 }
