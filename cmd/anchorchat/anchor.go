@@ -86,12 +86,9 @@ VERIFIED.`
 func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := newClientCommand("verify", "verify [--json] @handle|npub|name@domain", verifyHelp, stdout)
 	asJSON := cmd.Bool("json", false, "print the verdict as JSON")
-	c, err := cmd.dial(args)
+	c, err := cmd.dial(args, nArgs(1, "verify needs one handle, npub or name@domain"))
 	if err != nil {
 		return err
-	}
-	if cmd.NArg() != 1 {
-		return errors.New("verify needs one handle, npub or name@domain")
 	}
 	var v anchor.Verdict
 	if err := c.Do(ctx, http.MethodGet, "/v1/verify?q="+url.QueryEscape(cmd.Arg(0)), nil, &v); err != nil {

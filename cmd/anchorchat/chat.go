@@ -39,16 +39,21 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	expire := cmd.String("expire", "", "make this message disappear after a duration (e.g. 30s, 24h)")
 	wait := cmd.Bool("wait", false, "wait until a relay has acknowledged the message")
 	asJSON := cmd.Bool("json", false, "print the message as JSON")
-	c, err := cmd.dial(args)
+	c, err := cmd.dial(args, func(rest []string) error {
+		switch {
+		case *file != "" && len(rest) == 0:
+			return errors.New("send --file needs at least one recipient")
+		case *file == "" && len(rest) < 2:
+			return errors.New(`send needs a recipient and a text: anchorchat send @alice "hi"`)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
 	rest := cmd.Args()
 	req := node.SendRequest{Expire: *expire, Wait: *wait}
 	if *file != "" {
-		if len(rest) == 0 {
-			return errors.New("send --file needs at least one recipient")
-		}
 		data, err := os.ReadFile(*file)
 		if err != nil {
 			return err
@@ -59,9 +64,6 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		req.To, req.FileName, req.FileData = rest, filepath.Base(*file), base64.StdEncoding.EncodeToString(data)
 		req.FileType = mime.TypeByExtension(filepath.Ext(*file))
 	} else {
-		if len(rest) < 2 {
-			return errors.New(`send needs a recipient and a text: anchorchat send @alice "hi"`)
-		}
 		req.To, req.Text = rest[:len(rest)-1], rest[len(rest)-1]
 	}
 	var m node.MessageView
@@ -90,14 +92,16 @@ func runChat(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cmd := newClientCommand("chat", "chat [--limit N] [--no-input] RECIPIENT...", chatHelp, stdout)
 	limit := cmd.Int("limit", 50, "how many past messages to show")
 	noInput := cmd.Bool("no-input", false, "do not read messages to send from standard input")
-	c, err := cmd.dial(args)
+	c, err := cmd.dial(args, func(rest []string) error {
+		if len(rest) == 0 {
+			return errors.New("chat needs the people of the conversation: anchorchat chat @alice")
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
 	with := cmd.Args()
-	if len(with) == 0 {
-		return errors.New("chat needs the people of the conversation: anchorchat chat @alice")
-	}
 	q := url.Values{"with": {strings.Join(with, ",")}, "limit": {fmt.Sprint(*limit)}}
 	var h node.HistoryResponse
 	if err := c.Do(ctx, http.MethodGet, "/v1/history?"+q.Encode(), nil, &h); err != nil {
@@ -335,12 +339,9 @@ func init() {
 
 func runDelete(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := newClientCommand("delete", "delete MESSAGE_ID", "Deletes a message you sent: a kind 5 deletion is gift-wrapped to everyone in the conversation, whose nodes remove it.", stdout)
-	c, err := cmd.dial(args)
+	c, err := cmd.dial(args, nArgs(1, "delete needs one message id (see `anchorchat chat` or `send --json`)"))
 	if err != nil {
 		return err
-	}
-	if cmd.NArg() != 1 {
-		return errors.New("delete needs one message id (see `anchorchat chat` or `send --json`)")
 	}
 	if err := c.Do(ctx, http.MethodPost, "/v1/delete", jsonBody(map[string]string{"id": cmd.Arg(0)}), nil); err != nil {
 		return err
@@ -351,14 +352,16 @@ func runDelete(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 func runDisappear(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := newClientCommand("disappear", "disappear RECIPIENT... DURATION|off", "Sets how long new messages in a conversation live (NIP-40 expiration on each seal and wrap); off turns it off.", stdout)
-	c, err := cmd.dial(args)
+	c, err := cmd.dial(args, func(rest []string) error {
+		if len(rest) < 2 {
+			return errors.New("disappear needs the people of the conversation and a duration: anchorchat disappear @bob 24h")
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
 	rest := cmd.Args()
-	if len(rest) < 2 {
-		return errors.New("disappear needs the people of the conversation and a duration: anchorchat disappear @bob 24h")
-	}
 	var res map[string]string
 	body := map[string]any{"with": rest[:len(rest)-1], "after": rest[len(rest)-1]}
 	if err := c.Do(ctx, http.MethodPost, "/v1/disappearing", jsonBody(body), &res); err != nil {

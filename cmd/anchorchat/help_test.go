@@ -97,6 +97,16 @@ func TestClientCommandsCheckTheirArguments(t *testing.T) {
 		{[]string{"anchor", "batches", "7"}, "anchor batches takes no arguments"},
 		{[]string{"status", "--network", "moon"}, "mainnet, testnet, signet or regtest"},
 		{[]string{"send", "--network", "moon", "@bob", "hi"}, "mainnet, testnet, signet or regtest"},
+		// Missing arguments are named before the node is looked for.
+		{[]string{"send", "@bob"}, "send needs a recipient and a text"},
+		{[]string{"send", "--file", "x.png"}, "send --file needs at least one recipient"},
+		{[]string{"verify"}, "verify needs one handle"},
+		{[]string{"chat"}, "chat needs the people of the conversation"},
+		{[]string{"delete"}, "delete needs one message id"},
+		{[]string{"disappear", "@bob"}, "disappear needs the people of the conversation and a duration"},
+		{[]string{"tip", "@bob"}, "tip needs a recipient and an amount"},
+		{[]string{"tip", "@bob", "lots"}, "the amount is a positive number of sat"},
+		{[]string{"payments", "cancel"}, "payments cancel needs one tip id"},
 	} {
 		out, errOut, ok := runCLI(t, c.args...)
 		if ok || out != "" || !strings.Contains(errOut, c.want) || strings.Contains(errOut, "no node is running") {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -81,22 +82,39 @@ func newClientCommand(name, synopsis, description string, stdout io.Writer) clie
 	return clientCommand{fs, network, datadir}
 }
 
-func (c clientCommand) dial(args []string) (*node.Client, error) {
+// dial parses args, has check (if not nil) look at the arguments left after
+// the flags, and only then finds the node: a command given the wrong
+// arguments says so even when no node is running.
+func (c clientCommand) dial(args []string, check func(rest []string) error) (*node.Client, error) {
 	if err := c.Parse(args); err != nil {
 		return nil, err
+	}
+	if check != nil {
+		if err := check(c.Args()); err != nil {
+			return nil, err
+		}
 	}
 	return dialNode(*c.network, *c.datadir)
 }
 
 // dialNoArgs is dial for a command that takes flags only.
 func (c clientCommand) dialNoArgs(args []string) (*node.Client, error) {
-	if err := c.Parse(args); err != nil {
-		return nil, err
+	return c.dial(args, func(rest []string) error {
+		if len(rest) > 0 {
+			return fmt.Errorf("%s takes no arguments, only flags (got %q; see `anchorchat %s --help`)", c.name, rest, c.name)
+		}
+		return nil
+	})
+}
+
+// nArgs is a check for dial: exactly n arguments, or msg.
+func nArgs(n int, msg string) func([]string) error {
+	return func(rest []string) error {
+		if len(rest) != n {
+			return errors.New(msg)
+		}
+		return nil
 	}
-	if c.NArg() > 0 {
-		return nil, fmt.Errorf("%s takes no arguments, only flags (got %q; see `anchorchat %s --help`)", c.name, c.Args(), c.name)
-	}
-	return dialNode(*c.network, *c.datadir)
 }
 
 // printJSON writes v indented.

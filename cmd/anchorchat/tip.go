@@ -33,18 +33,22 @@ func runTip(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	keysend := cmd.Bool("keysend", false, "pay by keysend to the LND node named in the recipient's handle claim")
 	wait := cmd.Bool("wait", false, "wait until the tip is settled, failed or cancelled (at most 2 minutes)")
 	asJSON := cmd.Bool("json", false, "print the tip as JSON")
-	c, err := cmd.dial(args)
+	var amount int64
+	c, err := cmd.dial(args, func(rest []string) error {
+		if len(rest) < 2 || len(rest) > 3 {
+			return errors.New(`tip needs a recipient and an amount in sat, and may take a memo: anchorchat tip @bob 1000 "thanks"`)
+		}
+		n, err := strconv.ParseInt(rest[1], 10, 64)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("the amount is a positive number of sat, not %q", rest[1])
+		}
+		amount = n
+		return nil
+	})
 	if err != nil {
 		return err
 	}
 	rest := cmd.Args()
-	if len(rest) < 2 || len(rest) > 3 {
-		return errors.New(`tip needs a recipient and an amount in sat, and may take a memo: anchorchat tip @bob 1000 "thanks"`)
-	}
-	amount, err := strconv.ParseInt(rest[1], 10, 64)
-	if err != nil || amount <= 0 {
-		return fmt.Errorf("the amount is a positive number of sat, not %q", rest[1])
-	}
 	req := node.TipRequest{To: rest[0], AmountSat: amount, Keysend: *keysend}
 	if len(rest) == 3 {
 		req.Memo = rest[2]
@@ -83,12 +87,9 @@ func tipFinal(state string) bool {
 func runPayments(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "cancel" {
 		cmd := newClientCommand("payments cancel", "payments cancel TIP_ID", "Cancels a tip that has not started paying.", stdout)
-		c, err := cmd.dial(args[1:])
+		c, err := cmd.dial(args[1:], nArgs(1, "payments cancel needs one tip id"))
 		if err != nil {
 			return err
-		}
-		if cmd.NArg() != 1 {
-			return errors.New("payments cancel needs one tip id")
 		}
 		var t node.TipView
 		if err := c.Do(ctx, http.MethodPost, "/v1/tip/cancel", jsonBody(map[string]string{"id": cmd.Arg(0)}), &t); err != nil {
