@@ -294,27 +294,17 @@ func runFetch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.BaseURL+"/v1/file?id="+url.QueryEscape(ids[0]), nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.Token)
-	resp, err := c.HTTP.Do(req)
+	resp, err := c.Response(ctx, http.MethodGet, "/v1/file?id="+url.QueryEscape(ids[0]), nil)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var e struct{ Error string }
-		_ = json.NewDecoder(resp.Body).Decode(&e)
-		return fmt.Errorf("node API: %s", e.Error)
-	}
 	name := *out
 	if name == "" {
 		_, params, _ := mime.ParseMediaType(resp.Header.Get("Content-Disposition"))
 		name = filepath.Base(params["filename"])
 		if name == "" || name == "." || name == "/" {
-			name = cmd.Arg(0)
+			name = filepath.Base(ids[0])
 		}
 	}
 	f, err := os.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)

@@ -169,3 +169,44 @@ func TestInterruptedClientCommand(t *testing.T) {
 		t.Errorf("status interrupted: %v, stderr %q; want status 130 and \"interrupted\"", err, errb.String())
 	}
 }
+
+// fetch talks to the node like every other client command: a refusal
+// whose body is not JSON still says what the node answered (it said
+// "node API: " and nothing), and a file whose sender gave no usable name is
+// saved under the message id (it tried to create a file named "").
+func TestFetchAnswers(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Query().Get("id") {
+		case "gone":
+			http.Error(w, "no such thing", http.StatusNotFound)
+		default:
+			w.Header().Set("Content-Disposition", `attachment; filename="/"`)
+			_, _ = w.Write([]byte("the attachment"))
+		}
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	rt, _ := json.Marshal(node.Runtime{PID: os.Getpid(), Network: "regtest", APIURL: srv.URL}) // a live pid of ours
+	if err := os.WriteFile(filepath.Join(dir, node.RuntimeFile), rt, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, node.TokenFile), []byte(strings.Repeat("7", 64)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fetch := func(id string) (string, error) {
+		cmd := exec.Command(binPath, "fetch", "--datadir", dir, id)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := fetch("gone"); err == nil || !strings.Contains(out, "404 Not Found") {
+		t.Errorf("fetch of a file the node does not have: %v, %q; want an error naming the node's 404", err, out)
+	}
+	out, err := fetch("abc123")
+	if err != nil {
+		t.Fatalf("fetch: %v\n%s", err, out)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "abc123")); err != nil || string(b) != "the attachment" {
+		t.Fatalf("the attachment saved under the message id: %q, %v (fetch said %q)", b, err, out)
+	}
+}

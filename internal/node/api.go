@@ -227,9 +227,23 @@ const ClientTimeout = 5 * time.Minute
 
 // Do sends a request to the API and decodes a JSON answer into out (if not nil).
 func (c *Client) Do(ctx context.Context, method, path string, body io.Reader, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, c.BaseURL+path, body)
+	resp, err := c.Response(ctx, method, path, body)
 	if err != nil {
 		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// Response sends a request and returns the node's successful answer, for
+// the caller to read and close (a file download); errors are Do's.
+func (c *Client) Response(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.BaseURL+path, body)
+	if err != nil {
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.Token)
 	if body != nil {
@@ -237,21 +251,18 @@ func (c *Client) Do(ctx context.Context, method, path string, body io.Reader, ou
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return c.transportError(ctx, method, path, err)
+		return nil, c.transportError(ctx, method, path, err)
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
 		var e struct{ Error string }
 		_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&e)
 		if e.Error == "" {
 			e.Error = resp.Status
 		}
-		return fmt.Errorf("node API: %s", e.Error)
+		return nil, fmt.Errorf("node API: %s", e.Error)
 	}
-	if out == nil {
-		return nil
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
+	return resp, nil
 }
 
 // transportError says what went wrong with a request that got no answer:
