@@ -145,14 +145,7 @@ func TestInterruptedClientCommand(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer close(gone)
-	dir := t.TempDir()
-	rt, _ := json.Marshal(node.Runtime{PID: os.Getpid(), Network: "regtest", APIURL: srv.URL}) // a live pid of ours
-	if err := os.WriteFile(filepath.Join(dir, node.RuntimeFile), rt, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, node.TokenFile), []byte(strings.Repeat("7", 64)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dir := fakeNodeDir(t, srv.URL)
 	cmd := exec.Command(binPath, "status", "--datadir", dir)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -185,14 +178,7 @@ func TestFetchAnswers(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	dir := t.TempDir()
-	rt, _ := json.Marshal(node.Runtime{PID: os.Getpid(), Network: "regtest", APIURL: srv.URL}) // a live pid of ours
-	if err := os.WriteFile(filepath.Join(dir, node.RuntimeFile), rt, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, node.TokenFile), []byte(strings.Repeat("7", 64)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dir := fakeNodeDir(t, srv.URL)
 	fetch := func(id string) (string, error) {
 		cmd := exec.Command(binPath, "fetch", "--datadir", dir, id)
 		cmd.Dir = dir
@@ -209,4 +195,20 @@ func TestFetchAnswers(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(dir, "abc123")); err != nil || string(b) != "the attachment" {
 		t.Fatalf("the attachment saved under the message id: %q, %v (fetch said %q)", b, err, out)
 	}
+}
+
+// fakeNodeDir is a data dir whose runtime file and token send the CLI to
+// apiURL, a test server standing in for a node's local API (the runtime
+// file names this test's own pid, a live one).
+func fakeNodeDir(t *testing.T, apiURL string) string {
+	t.Helper()
+	dir := t.TempDir()
+	rt, _ := json.Marshal(node.Runtime{PID: os.Getpid(), Network: "regtest", APIURL: apiURL})
+	if err := os.WriteFile(filepath.Join(dir, node.RuntimeFile), rt, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, node.TokenFile), []byte(strings.Repeat("7", 64)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
