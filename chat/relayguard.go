@@ -38,7 +38,7 @@ func (s *Service) dialerFor(url string) nostrclient.Dialer {
 		return s.cfg.Dial
 	}
 	s.trustMu.Lock()
-	trusted := s.trusted[normalizeRelay(url)]
+	trusted := s.trusted[NormalizeRelay(url)]
 	s.trustMu.Unlock()
 	if trusted {
 		return s.cfg.Dial

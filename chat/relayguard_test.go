@@ -116,8 +116,8 @@ func TestNormalizeRelay(t *testing.T) {
 		"wss://relay.example.com:1443":      "wss://relay.example.com:1443",
 		"":                                  "",
 	} {
-		if got := normalizeRelay(in); got != want {
-			t.Errorf("normalizeRelay(%q) = %q, want %q", in, got, want)
+		if got := NormalizeRelay(in); got != want {
+			t.Errorf("NormalizeRelay(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

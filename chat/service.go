@@ -315,13 +315,14 @@ func relayTags(evt *nostr.Event) []string {
 	return out
 }
 
-// normalizeRelay is the one spelling of a relay URL the service keys relays
-// by: go-nostr's NormalizeURL (host in lower case, no trailing slash), with
-// the scheme in lower case too and a scheme's default port (wss 443, ws 80)
-// dropped. A relay one list names "WSS://Relay.example:443/" and another
-// "wss://relay.example" is one relay: dialled once, counted once among a
-// recipient's relays, and trusted alike if the user chose it.
-func normalizeRelay(u string) string {
+// NormalizeRelay is the one spelling of a relay URL the service keys relays
+// by, and the URL it gives Config.Dial: go-nostr's NormalizeURL (host in
+// lower case, no trailing slash), with the scheme in lower case too and a
+// scheme's default port (wss 443, ws 80) dropped. A relay one list names
+// "WSS://Relay.example:443/" and another "wss://relay.example" is one
+// relay: dialled once, counted once among a recipient's relays, and trusted
+// alike if the user chose it.
+func NormalizeRelay(u string) string {
 	u = strings.TrimSpace(u)
 	if scheme, rest, ok := strings.Cut(u, "://"); ok {
 		u = strings.ToLower(scheme) + "://" + rest
@@ -347,7 +348,7 @@ func normalizeRelay(u string) string {
 func dedupRelays(urls []string) []string {
 	out := make([]string, 0, len(urls))
 	for _, u := range urls {
-		n := normalizeRelay(u)
+		n := NormalizeRelay(u)
 		if n == "" {
 			continue
 		}
@@ -567,7 +568,7 @@ func (s *Service) wrapAll(ctx context.Context, rumor *nostr.Event, peers []strin
 	if err != nil {
 		return nil, err
 	}
-	dels = append(dels, delivery{WrapID: own.ID, Relay: normalizeRelay(s.cfg.RelayURL), RumorID: rumor.ID, Recipient: s.pk, Self: true, Wrap: own.String(), CreatedAt: created, ExpiresAt: exp})
+	dels = append(dels, delivery{WrapID: own.ID, Relay: NormalizeRelay(s.cfg.RelayURL), RumorID: rumor.ID, Recipient: s.pk, Self: true, Wrap: own.String(), CreatedAt: created, ExpiresAt: exp})
 	return dels, nil
 }
 

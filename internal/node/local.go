@@ -8,7 +8,8 @@ import (
 	"net/http"
 
 	"github.com/coder/websocket"
-	"github.com/nbd-wtf/go-nostr"
+
+	"github.com/anchorchat/anchorchat/chat"
 )
 
 // localClientHeader carries the node's in-memory secret on its messenger's
@@ -28,7 +29,14 @@ type localClient struct {
 func newLocalClient(url string) *localClient {
 	var b [32]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
-	return &localClient{url: nostr.NormalizeURL(url), secret: hex.EncodeToString(b[:])}
+	return &localClient{url: chat.NormalizeRelay(url), secret: hex.EncodeToString(b[:])}
+}
+
+// isOwn reports whether url is the node's own relay URL, in the messenger's
+// spelling (which drops a default port: a relay on port 80 is dialled as
+// ws://HOST).
+func (l *localClient) isOwn(url string) bool {
+	return chat.NormalizeRelay(url) == l.url
 }
 
 // exempt reports whether req carries the secret.
@@ -41,7 +49,7 @@ func (l *localClient) exempt(req *http.Request) bool {
 // URL and nowhere else.
 func (l *localClient) dial(ctx context.Context, url string) (*websocket.Conn, error) {
 	var opts *websocket.DialOptions
-	if nostr.NormalizeURL(url) == l.url { // the messenger normalizes the URLs it dials
+	if l.isOwn(url) {
 		opts = &websocket.DialOptions{HTTPHeader: http.Header{localClientHeader: {l.secret}}}
 	}
 	ws, _, err := websocket.Dial(ctx, url, opts)

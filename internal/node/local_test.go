@@ -11,6 +11,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/anchorchat/anchorchat/chat"
 	"github.com/anchorchat/anchorchat/relay"
 )
 
@@ -64,5 +65,29 @@ func TestLocalClientExemptsOnlyTheMessenger(t *testing.T) {
 	other := strings.Replace(own, "127.0.0.1", "localhost", 1)
 	if _, err := local.dial(ctx, other); err == nil || !strings.Contains(err.Error(), "429") {
 		t.Fatalf("another URL: %v, want a 429 refusal (no secret sent)", err)
+	}
+}
+
+// The messenger dials its own relay under the spelling chat normalizes it
+// to, which drops a default port: a node listening on port 80 (RelayURL
+// ws://HOST:80) is dialled as ws://HOST, and must still get the secret.
+func TestLocalClientKnowsItsRelayInChatsSpelling(t *testing.T) {
+	for own, dialled := range map[string]string{
+		"ws://127.0.0.1:80":   "ws://127.0.0.1",
+		"ws://127.0.0.1:4848": "ws://127.0.0.1:4848/",
+		"ws://[::1]:80":       "ws://[::1]",
+	} {
+		if !newLocalClient(own).isOwn(chat.NormalizeRelay(dialled)) {
+			t.Errorf("relay %s dialled as %s: no secret sent", own, chat.NormalizeRelay(dialled))
+		}
+	}
+	for own, dialled := range map[string]string{
+		"ws://127.0.0.1:80":   "ws://localhost",
+		"ws://127.0.0.1:4848": "ws://127.0.0.1:4849",
+		"ws://127.0.0.1:443":  "ws://127.0.0.1",
+	} {
+		if newLocalClient(own).isOwn(dialled) {
+			t.Errorf("relay %s: the secret goes to %s too", own, dialled)
+		}
 	}
 }
