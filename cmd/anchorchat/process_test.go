@@ -349,6 +349,8 @@ func TestTimerSlack(t *testing.T) {
 // would have undone the ignoring, so SIGINT stopped it.
 func TestIgnoredSIGINTStaysIgnored(t *testing.T) {
 	signal.Ignore(os.Interrupt) // inherited by the child as ignored
+	// Also if startProc fails: the later tests' children must not inherit it.
+	t.Cleanup(func() { signal.Reset(os.Interrupt) })
 	p := startProc(t, t.TempDir())
 	signal.Reset(os.Interrupt)
 	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
