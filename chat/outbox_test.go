@@ -246,11 +246,14 @@ func TestMessageDeletedWhileQueuedIsNotSent(t *testing.T) {
 		t.Fatal(err)
 	}
 	release()
-	eventually(t, 20*time.Second, "bob's relay to get the deletion", func() (bool, error) {
-		n := len(bob.relay.wraps(t, bob.key.PublicKey()))
-		return n > 0, fmt.Errorf("%d wraps", n)
+	// The deletion goes to the slow relay on a pass after the held one: once
+	// it is acknowledged there, whatever the held pass sent is stored.
+	eventually(t, 20*time.Second, "the deletion to reach bob's slow DM relay", func() (bool, error) {
+		var ok, pending int
+		err := as.st.db.QueryRowContext(ctx, `SELECT count(*) FILTER (WHERE state = 'ok'), count(*) FILTER (WHERE state = 'pending') FROM deliveries WHERE relay = ?`,
+			NormalizeRelay(slow.url)).Scan(&ok, &pending)
+		return err == nil && ok > 0 && pending == 0, fmt.Errorf("%d sent, %d pending (%v)", ok, pending, err)
 	})
-	time.Sleep(100 * time.Millisecond) // for anything sent late to arrive
 	for _, w := range bob.relay.wraps(t, bob.key.PublicKey()) {
 		if w.ID == wrapID {
 			t.Fatal("bob's relay got the wrap of the message alice deleted before it was sent")
