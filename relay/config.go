@@ -55,10 +55,18 @@ type Config struct {
 	// laptop asleep, a NAT that forgot the flow). 0: DefaultPingInterval;
 	// negative: never.
 	PingInterval time.Duration
+
+	// WriteTimeout bounds one write to a client's socket: a client that
+	// reads nothing for this long while the relay has something for it is
+	// closed. 0: DefaultWriteTimeout.
+	WriteTimeout time.Duration
 }
 
 // DefaultPingInterval is Config.PingInterval's default.
 const DefaultPingInterval = 45 * time.Second
+
+// DefaultWriteTimeout is Config.WriteTimeout's default.
+const DefaultWriteTimeout = 30 * time.Second
 
 // Limits bounds what a client may ask of the relay. All are published in the NIP-11 document.
 type Limits struct {

@@ -46,8 +46,6 @@ const (
 	// beyond it the connection's handler waits, then its reader (backpressure
 	// on the socket).
 	maxPendingSaves = 2048
-	// writeTimeout bounds one write to a client's socket.
-	writeTimeout = 30 * time.Second
 )
 
 type conn struct {
@@ -133,12 +131,20 @@ func (c *conn) keepalive(interval time.Duration) bool {
 		return false
 	case silent >= interval:
 		c.co.setHold(false) // the ping goes out now, with anything held before it
-		if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeTimeout)); err != nil {
+		if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.writeTimeout())); err != nil {
 			go c.close(websocket.CloseInternalServerErr, "write failed")
 			return false
 		}
 	}
 	return true
+}
+
+// writeTimeout is Config.WriteTimeout or its default.
+func (c *conn) writeTimeout() time.Duration {
+	if d := c.r.cfg.WriteTimeout; d > 0 {
+		return d
+	}
+	return DefaultWriteTimeout
 }
 
 func (c *conn) writeLoop() {
@@ -174,7 +180,7 @@ func (c *conn) writeLoop() {
 			c.co.setHold(len(c.out) > 0)
 			// A client that stops reading blocks the socket write: the deadline
 			// ends it (cheaper than a context with a timer per message).
-			_ = c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
+			_ = c.ws.SetWriteDeadline(time.Now().Add(c.writeTimeout()))
 			err := c.ws.WriteMessage(websocket.TextMessage, msg)
 			if err != nil {
 				c.close(websocket.CloseInternalServerErr, "write failed")
