@@ -191,11 +191,7 @@ func createIdentity(ctx context.Context, f identityFlags, handle, keyFile string
 	}
 	start := "anchorchat node --network " + *f.network
 	if filepath.Clean(dir) != filepath.Clean(node.DefaultDataDir(*f.network)) {
-		if strings.ContainsAny(dir, " \t'\"\\$") {
-			start += " --datadir " + strconv.Quote(dir)
-		} else {
-			start += " --datadir " + dir
-		}
+		start += " --datadir " + shellQuote(dir)
 	}
 	fmt.Fprintf(stdout, "  keystore:    %s (NIP-49, mode 0600)\n  config:      %s\n\nStart the node with: %s\n", ks.Path, conf, start)
 	return nil
@@ -224,8 +220,29 @@ func writeConfigDefaults(path, network, handle string) error {
 		return err
 	}
 	defer fh.Close()
-	_, err = fmt.Fprintf(fh, "handle = %s\n", handle)
+	sep := ""
+	if len(b) > 0 && b[len(b)-1] != '\n' {
+		sep = "\n" // the last line ends here, not in ours
+	}
+	_, err = fmt.Fprintf(fh, "%shandle = %s\n", sep, handle)
 	return err
+}
+
+// shellQuote is s as one shell word: as it is when it has nothing a shell
+// would act on, otherwise in single quotes (inside which only ' itself
+// needs care).
+func shellQuote(s string) string {
+	safe := s != ""
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-+:@%=,", r)) {
+			safe = false
+			break
+		}
+	}
+	if safe {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func readSecretFile(path string) (string, error) {

@@ -413,3 +413,38 @@ func TestIDSubcommandHelp(t *testing.T) {
 		t.Fatalf("id frob: %v\n%s", err, out)
 	}
 }
+
+// init --handle adds its line to a config file that does not end in a
+// newline on a line of its own (it was glued to the last one, "network =
+// regtesthandle = bob", which the node then refused).
+func TestWriteConfigDefaultsAfterAnUnendedLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "anchorchat.conf")
+	if err := os.WriteFile(path, []byte("network = regtest"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeConfigDefaults(path, "regtest", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil || string(b) != "network = regtest\nhandle = bob\n" {
+		t.Fatalf("config file %q (%v)", b, err)
+	}
+}
+
+// The command init prints to start the node survives the shell whatever
+// the data dir's name: quoted in single quotes when it has characters a
+// shell would act on ($ and ` expanded inside double quotes).
+func TestShellQuote(t *testing.T) {
+	for in, want := range map[string]string{
+		"/tmp/plain":    "/tmp/plain",
+		"/tmp/a b":      "'/tmp/a b'",
+		"/tmp/$HOME":    "'/tmp/$HOME'",
+		"/tmp/`x`":      "'/tmp/`x`'",
+		"/tmp/it's":     `'/tmp/it'\''s'`,
+		"/tmp/a;b&c|d*": "'/tmp/a;b&c|d*'",
+	} {
+		if got := shellQuote(in); got != want {
+			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
