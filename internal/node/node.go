@@ -112,18 +112,9 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Node, error) {
 		}
 	}()
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	passphrase, err := n.unlockIdentity(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var replaced os.FileMode
-	n.token, replaced, err = loadOrCreateToken(filepath.Join(cfg.DataDir, TokenFile))
-	if err != nil {
-		return nil, err
-	}
-	if replaced != 0 {
-		log.Warn("the API token file was readable by others, so the token may have leaked: replaced it with a new one, mode 0600", "file", filepath.Join(cfg.DataDir, TokenFile), "mode", replaced)
-	}
+	// The store first: its lock says whether a node already runs on this
+	// data dir, before this one asks for a passphrase or touches the token.
+	var err error
 	n.store, err = storage.Open(ctx, storage.Options{
 		Path:         filepath.Join(cfg.DataDir, DBFile),
 		Synchronous:  cfg.DBSync,
@@ -135,6 +126,18 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Node, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("opening the event store: %w", err)
+	}
+	passphrase, err := n.unlockIdentity(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var replaced os.FileMode
+	n.token, replaced, err = loadOrCreateToken(filepath.Join(cfg.DataDir, TokenFile))
+	if err != nil {
+		return nil, err
+	}
+	if replaced != 0 {
+		log.Warn("the API token file was readable by others, so the token may have leaked: replaced it with a new one, mode 0600", "file", filepath.Join(cfg.DataDir, TokenFile), "mode", replaced)
 	}
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	rcfg := cfg.Relay

@@ -442,21 +442,53 @@ func TestDialRefusesAStaleRuntimeFile(t *testing.T) {
 
 // A second node started on a running node's data dir fails, says that a
 // node runs there, and leaves the running node's runtime file alone: the
-// CLI still finds the running node.
+// CLI still finds the running node. It says so before anything else: it
+// neither asks for the identity's passphrase (here it has none to give) nor
+// replaces an API token others may read, which would lock the CLI out of
+// the running node.
 func TestSecondNodeOnADataDirLeavesTheFirstAlone(t *testing.T) {
 	pk, _ := nostr.GetPublicKey(nostr.GeneratePrivateKey())
 	_, cfg := startNode(t, pk)
-	again, err := node.Load(flag.NewFlagSet("node", flag.ContinueOnError), []string{"--datadir", cfg.DataDir, "--network", "regtest", "--listen", "127.0.0.1:0", "--relay.owner", pk}, func(string) string { return "" })
+	key, err := identity.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	n2, err := node.Start(context.Background(), again, slog.New(slog.DiscardHandler))
-	if err == nil {
-		n2.Close()
-		t.Fatal("a second node started on a data dir in use")
+	ks := node.Keystore(cfg.DataDir, slog.New(slog.DiscardHandler))
+	ks.LogN = 4
+	if err := ks.Create(context.Background(), key, "a quiet lighthouse keeps seven ledgers"); err != nil {
+		t.Fatal(err)
 	}
-	if !strings.Contains(err.Error(), "already running") {
-		t.Errorf("second node: %v, want it to say a node is already running there", err)
+	tokenPath := filepath.Join(cfg.DataDir, node.TokenFile)
+	token, err := os.ReadFile(tokenPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(tokenPath, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pass := filepath.Join(t.TempDir(), "pass")
+	if err := os.WriteFile(pass, []byte("a quiet lighthouse keeps seven ledgers\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, extra := range [][]string{nil, {"--passphrase-file", pass}} { // no passphrase to give; the right one
+		again, err := node.Load(flag.NewFlagSet("node", flag.ContinueOnError), append([]string{"--datadir", cfg.DataDir, "--network", "regtest", "--listen", "127.0.0.1:0", "--relay.owner", pk}, extra...), func(string) string { return "" })
+		if err != nil {
+			t.Fatal(err)
+		}
+		n2, err := node.Start(context.Background(), again, slog.New(slog.DiscardHandler))
+		if err == nil {
+			n2.Close()
+			t.Fatal("a second node started on a data dir in use")
+		}
+		if !strings.Contains(err.Error(), "already running") {
+			t.Errorf("second node %v: %v, want it to say a node is already running there", extra, err)
+		}
+		if now, err := os.ReadFile(tokenPath); err != nil || string(now) != string(token) {
+			t.Errorf("second node %v: the running node's API token was replaced (%v)", extra, err)
+		}
+	}
+	if err := os.Chmod(tokenPath, 0o600); err != nil {
+		t.Fatal(err)
 	}
 	c, err := node.Dial(cfg.DataDir)
 	if err != nil {
