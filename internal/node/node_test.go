@@ -24,6 +24,7 @@ import (
 	"github.com/anchorchat/anchorchat/identity"
 	"github.com/anchorchat/anchorchat/internal/node"
 	"github.com/anchorchat/anchorchat/internal/nostrclient"
+	"github.com/anchorchat/anchorchat/internal/testutil"
 )
 
 func TestConfigPrecedence(t *testing.T) {
@@ -670,6 +671,11 @@ func TestLogLinesNameTheirComponentOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The tip engine's first line is its invoice stream's retry (the LND
+	// is not there), from a goroutine: wait for it before closing.
+	testutil.Eventually(t, 10*time.Second, "a log line of the tip engine", func() (bool, error) {
+		return strings.Contains(buf.String(), `"component":"payments"`), nil
+	})
 	n.Close()
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	seen := map[string]bool{}
