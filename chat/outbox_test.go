@@ -221,15 +221,9 @@ func TestMessageDeletedWhileQueuedIsNotSent(t *testing.T) {
 	ctx := context.Background()
 	clk := &clock{}
 	alice, bob := newUser(t, clk, "alice"), newUser(t, clk, "bob")
-	slow := startProxy(t, bob.relay.Addr)
-	release := slow.holdConnections()
+	slow, as := viaProxy(t, alice, bob, func(c *Config) { c.RelayTimeout = time.Minute })
+	release := slow.holdConnections() // alice dials bob's DM relay only to send
 	t.Cleanup(release)
-	bob.publishDMRelays(t, bob.relay.url, slow.url)
-	as := alice.start(t, func(c *Config) {
-		c.DiscoveryRelays = []string{bob.relay.url}
-		c.AllowPrivateRelays = true // bob's DM relay, on loopback, is only in his list
-		c.RelayTimeout = time.Minute
-	})
 	m, err := as.Send(ctx, []string{bob.key.PublicKey()}, "I will regret this", SendOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -23,6 +23,22 @@ type tcpProxy struct {
 	hold  chan struct{} // if set, connections reach the relay once it is closed
 }
 
+// viaProxy puts a proxy in front of bob's relay as the only relay of his
+// kind 10050 list, and starts alice's service, which finds that list on
+// bob's relay (and, the proxy being on loopback, allows private relays),
+// with mutate applied too.
+func viaProxy(t *testing.T, alice, bob *user, mutate func(*Config)) (*tcpProxy, *Service) {
+	t.Helper()
+	proxy := startProxy(t, bob.relay.Addr)
+	bob.publishDMRelays(t, bob.relay.url, proxy.url)
+	as := alice.start(t, func(c *Config) {
+		c.DiscoveryRelays = []string{bob.relay.url}
+		c.AllowPrivateRelays = true // bob's DM relay, on loopback, is only in his list
+		mutate(c)
+	})
+	return proxy, as
+}
+
 // holdConnections makes connections wait, unanswered, until the returned
 // func lets them through.
 func (p *tcpProxy) holdConnections() (release func()) {
@@ -111,13 +127,7 @@ func TestIdleRelayConnectionsAreClosed(t *testing.T) {
 	ctx := context.Background()
 	clk := &clock{}
 	alice, bob := newUser(t, clk, "alice"), newUser(t, clk, "bob")
-	proxy := startProxy(t, bob.relay.Addr)
-	bob.publishDMRelays(t, bob.relay.url, proxy.url)
-	as := alice.start(t, func(c *Config) {
-		c.DiscoveryRelays = []string{bob.relay.url}
-		c.AllowPrivateRelays = true // bob's DM relay, on loopback, is only in his list
-		c.RelayIdleTimeout = 300 * time.Millisecond
-	})
+	proxy, as := viaProxy(t, alice, bob, func(c *Config) { c.RelayIdleTimeout = 300 * time.Millisecond })
 	send := func(text string) {
 		t.Helper()
 		m, err := as.Send(ctx, []string{bob.key.PublicKey()}, text, SendOptions{})
@@ -146,13 +156,7 @@ func TestDeadRelayConnectionsAreDropped(t *testing.T) {
 	ctx := context.Background()
 	clk := &clock{}
 	alice, bob := newUser(t, clk, "alice"), newUser(t, clk, "bob")
-	proxy := startProxy(t, bob.relay.Addr)
-	bob.publishDMRelays(t, bob.relay.url, proxy.url)
-	as := alice.start(t, func(c *Config) {
-		c.DiscoveryRelays = []string{bob.relay.url}
-		c.AllowPrivateRelays = true // bob's DM relay, on loopback, is only in his list
-		c.RelayIdleTimeout = time.Hour
-	})
+	proxy, as := viaProxy(t, alice, bob, func(c *Config) { c.RelayIdleTimeout = time.Hour })
 	m, err := as.Send(ctx, []string{bob.key.PublicKey()}, "hello", SendOptions{})
 	if err != nil {
 		t.Fatal(err)
