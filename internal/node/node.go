@@ -66,6 +66,7 @@ type Node struct {
 	nip05 *identity.NIP05Handler
 	chat  *chat.Service
 	pay   *payments.Engine
+	lnd   *payments.LND // the tip engine's client, closed after it
 
 	btcd    *rpcclient.Client
 	wallet  *wallet.Wallet
@@ -295,6 +296,9 @@ func (n *Node) Close() error {
 			if err := n.pay.Close(); err != nil {
 				n.log.Warn("closing the tip engine", "err", err)
 			}
+		}
+		if n.lnd != nil {
+			_ = n.lnd.Close()
 		}
 		if n.stopClaims != nil {
 			n.stopClaims()

@@ -645,18 +645,9 @@ func TestConfigDoesNotEchoASecretKey(t *testing.T) {
 // is not there).
 func TestLogLinesNameTheirComponentOnce(t *testing.T) {
 	var buf syncBuffer
-	dir := t.TempDir()
-	key, err := identity.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ks := node.Keystore(dir, slog.New(slog.DiscardHandler))
-	ks.LogN = 4
-	if err := ks.Create(context.Background(), key, "a quiet lighthouse keeps seven ledgers"); err != nil {
-		t.Fatal(err)
-	}
+	dir := identityDir(t)
 	pass := filepath.Join(dir, "pass")
-	for name, data := range map[string]string{"pass": "a quiet lighthouse keeps seven ledgers\n", "tls.cert": "not a certificate", "x.macaroon": "not a macaroon"} {
+	for name, data := range map[string]string{"tls.cert": "not a certificate", "x.macaroon": "not a macaroon"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
 			t.Fatal(err)
 		}

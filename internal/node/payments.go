@@ -33,6 +33,7 @@ func (n *Node) setupPayments() error {
 	if err != nil {
 		return fmt.Errorf("LND client: %w", err)
 	}
+	n.lnd = lnd
 	p := n.cfg.Payments
 	n.pay, err = payments.New(payments.Config{
 		Lightning: lnd, Chat: n.chat, DBPath: filepath.Join(n.cfg.DataDir, PaymentsDBFile),
