@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/anchorchat/anchorchat/internal/node"
@@ -132,34 +133,42 @@ func TestInitNamesTheNodeItMade(t *testing.T) {
 }
 
 // Ctrl-C while a client command waits for the node ends it with status
-// 130 and "interrupted" (it said "context canceled", status 1).
+// 130 and "interrupted" (it said "context canceled", status 1); SIGTERM
+// ends it with 143 (it was 130 too), as a shell reports each.
 func TestInterruptedClientCommand(t *testing.T) {
-	asked := make(chan struct{}, 1)
-	gone := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		asked <- struct{}{}
-		select { // answers only once the test is over
-		case <-gone:
-		case <-r.Context().Done():
-		}
-	}))
-	defer srv.Close()
-	defer close(gone)
-	dir := fakeNodeDir(t, srv.URL)
-	cmd := exec.Command(binPath, "status", "--datadir", dir)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	<-asked
-	if err := cmd.Process.Signal(os.Interrupt); err != nil {
-		t.Fatal(err)
-	}
-	err := cmd.Wait()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 130 || !strings.Contains(errb.String(), "interrupted") || strings.Contains(errb.String(), "context canceled") {
-		t.Errorf("status interrupted: %v, stderr %q; want status 130 and \"interrupted\"", err, errb.String())
+	for _, tc := range []struct {
+		sig  syscall.Signal
+		want int
+	}{{syscall.SIGINT, 130}, {syscall.SIGTERM, 143}} {
+		t.Run(tc.sig.String(), func(t *testing.T) {
+			asked := make(chan struct{}, 1)
+			gone := make(chan struct{})
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				asked <- struct{}{}
+				select { // answers only once the test is over
+				case <-gone:
+				case <-r.Context().Done():
+				}
+			}))
+			defer srv.Close()
+			defer close(gone)
+			dir := fakeNodeDir(t, srv.URL)
+			cmd := exec.Command(binPath, "status", "--datadir", dir)
+			var out, errb bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &errb
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			<-asked
+			if err := cmd.Process.Signal(tc.sig); err != nil {
+				t.Fatal(err)
+			}
+			err := cmd.Wait()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != tc.want || !strings.Contains(errb.String(), "interrupted") || strings.Contains(errb.String(), "context canceled") {
+				t.Errorf("status after %v: %v, stderr %q; want status %d and \"interrupted\"", tc.sig, err, errb.String(), tc.want)
+			}
+		})
 	}
 }
 

@@ -37,7 +37,7 @@ func main() {
 	if !signal.Ignored(os.Interrupt) {
 		sigs = append(sigs, os.Interrupt)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), sigs...)
+	ctx, stop := notifyContext(sigs...)
 	defer stop()
 	// Set (or not) before main ran; a value that was not understood is
 	// refused here, for every command (regtest's btcd and LND inherit it).
@@ -45,16 +45,41 @@ func main() {
 	if err == nil {
 		err = run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	}
+	var sig stopSignal
 	switch {
 	case err == nil:
 	case errors.Is(err, flag.ErrHelp):
 		os.Exit(0)
-	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+	case errors.As(context.Cause(ctx), &sig) && errors.Is(err, context.Canceled):
 		fmt.Fprintln(os.Stderr, "anchorchat: interrupted")
-		os.Exit(130) // 128 + SIGINT, as a shell reports it
+		os.Exit(128 + int(sig.Signal)) // as a shell reports a process the signal killed: 130, 143
 	default:
 		fmt.Fprintln(os.Stderr, "anchorchat:", err)
 		os.Exit(1)
+	}
+}
+
+// stopSignal is the cause of notifyContext's cancellation.
+type stopSignal struct{ syscall.Signal }
+
+func (s stopSignal) Error() string { return s.String() + " signal received" }
+
+// notifyContext is signal.NotifyContext with a cause that keeps the signal
+// itself, so the exit status can say which one stopped the command.
+func notifyContext(sigs ...os.Signal) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, sigs...)
+	go func() {
+		select {
+		case s := <-ch:
+			cancel(stopSignal{s.(syscall.Signal)})
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(ch)
+		cancel(context.Canceled)
 	}
 }
 
