@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -373,5 +374,76 @@ func TestIgnoredSIGINTStaysIgnored(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("node did not stop after SIGTERM")
+	}
+}
+
+// A node stopped while it starts (systemctl stop, Ctrl-C) stops cleanly:
+// status 0, like a node stopped after it started, and nothing left behind
+// (it ended with "interrupted" and the status of the signal, which a
+// service manager reads as a failure). Its start-up is held here at the
+// one publish relay it asks for its claims, which accepts the connection
+// and never answers.
+func TestStopDuringStartUp(t *testing.T) {
+	dir, _ := newUser(t, "erin")
+	hole, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hole.Close()
+	asked := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := hole.Accept()
+			if err != nil {
+				return
+			}
+			asked <- c // held open, unanswered, until the test ends
+		}
+	}()
+	defer func() {
+		for len(asked) > 0 {
+			(<-asked).Close()
+		}
+	}()
+	cmd := exec.Command(binPath, "node", "--network", "regtest", "--datadir", dir, "--listen", "127.0.0.1:0",
+		"--publish-relays", "ws://"+hole.Addr().String())
+	logs := &syncWriter{w: new(bytes.Buffer)}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	cmd.Env = append(os.Environ(), "ANCHORCHAT_PASSPHRASE="+testPass)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		_ = cmd.Process.Kill()
+		<-done
+	}()
+	select {
+	case c := <-asked:
+		asked <- c
+	case err := <-done:
+		done <- err
+		t.Fatalf("the node exited before it asked the publish relay: %v\n%s", err, logs.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the node never asked its publish relay:\n%s", logs.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		done <- err
+		if err != nil {
+			t.Errorf("exit after SIGTERM during start-up: %v\n%s", err, logs.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the node did not stop after SIGTERM during start-up:\n%s", logs.String())
+	}
+	if strings.Contains(logs.String(), "interrupted") || !strings.Contains(logs.String(), "stopped during start-up") {
+		t.Errorf("want a clean stop during start-up:\n%s", logs.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, node.RuntimeFile)); !os.IsNotExist(err) {
+		t.Errorf("runtime file left behind: %v", err)
 	}
 }

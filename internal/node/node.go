@@ -337,9 +337,15 @@ func (n *Node) Close() error {
 }
 
 // Run starts a node and serves until ctx is done, then shuts down cleanly.
+// A stop asked for while the node starts (ctx done, and Start failing for
+// it) is a clean stop too: Start undoes what it did, and Run returns nil.
 func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	n, err := Start(ctx, cfg, log)
 	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			log.Info("node stopped during start-up", "why", context.Cause(ctx))
+			return nil
+		}
 		return err
 	}
 	<-ctx.Done()
