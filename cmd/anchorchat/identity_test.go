@@ -252,6 +252,11 @@ func TestNodeIdentityAndNoSecretsInLogs(t *testing.T) {
 	if !strings.Contains(logs, "identity unlocked") || !strings.Contains(logs, "published") {
 		t.Fatalf("logs do not cover unlock and publishing:\n%s", logs)
 	}
+	// One line per unlock: the node's start said "identity unlocked" twice
+	// (the keystore's line, then its own with the fingerprint).
+	if n := strings.Count(p.logs.String(), "identity unlocked"); n != 1 {
+		t.Errorf("the first start logs \"identity unlocked\" %d times, want once:\n%s", n, p.logs.String())
+	}
 	for name, secret := range map[string]string{"secret hex": sk, "nsec": nsec, "passphrase": testPass, "ncryptsec": ksFile.Ncryptsec} {
 		if secret == "" {
 			t.Fatalf("%s unknown to the test", name)

@@ -57,7 +57,8 @@ func (n *Node) unlockIdentity(ctx context.Context) (string, error) {
 	if n.cfg.Relay.Owner == "" {
 		n.cfg.Relay.Owner = key.PublicKey()
 	}
-	n.log.Info("identity unlocked", "npub", key.Npub(), "fingerprint", key.Fingerprint(), "passphrase_source", source)
+	// The keystore has logged "identity unlocked" with the npub.
+	n.log.Info("identity in use", "fingerprint", key.Fingerprint(), "passphrase_source", source)
 	return pass, nil
 }
 
