@@ -324,7 +324,11 @@ func (b *Batcher) AnchorNow(ctx context.Context) ([]BatchInfo, error) {
 // Tick runs one round: anchor pending claims when due (Interval or
 // MaxBatch), then advance every unfinished batch (find its tx in new
 // blocks, bump it if stuck, attest when confirmed, undo on a reorg), then
-// publish unpublished attestations.
+// publish unpublished attestations. A new batch that cannot be made (the
+// wallet cannot fund it: empty, or every coin held by a batch not mined
+// yet) does not stop the round: advancing the batches made earlier is what
+// frees their coins and attests their claims. The round's error then
+// reports it.
 func (b *Batcher) Tick(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -333,20 +337,21 @@ func (b *Batcher) Tick(ctx context.Context) error {
 	if err := b.db.QueryRowContext(ctx, `SELECT count(*), min(submitted_at) FROM claims WHERE batch_id IS NULL`).Scan(&pending, &oldest); err != nil {
 		return fmt.Errorf("anchor: pending claims: %w", err)
 	}
+	var anchorErr error
 	if pending >= b.cfg.MaxBatch || (pending > 0 && oldest.Valid && b.cfg.Now().Sub(time.Unix(oldest.Int64, 0)) >= b.cfg.Interval) {
 		for {
 			if _, err := b.anchorPending(ctx); err != nil {
 				if !errors.Is(err, ErrNothingToAnchor) {
-					return err
+					anchorErr = err
 				}
 				break
 			}
 		}
 	}
 	if err := b.advance(ctx); err != nil {
-		return err
+		return errors.Join(anchorErr, err)
 	}
-	return b.publish(ctx)
+	return errors.Join(anchorErr, b.publish(ctx))
 }
 
 // anchorPending makes one batch of up to MaxBatch pending claims: tree,
