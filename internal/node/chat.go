@@ -337,8 +337,11 @@ func (n *Node) apiHistory(w http.ResponseWriter, r *http.Request) {
 }
 
 // apiWatch streams the events of one conversation (or all, without ?with=)
-// as JSON lines until the client goes away.
+// as JSON lines until the client goes away or the node stops.
 func (n *Node) apiWatch(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(n.streams, cancel)()
 	var conv *chat.Conversation
 	if r.URL.Query().Get("with") != "" {
 		var err error
@@ -358,7 +361,7 @@ func (n *Node) apiWatch(w http.ResponseWriter, r *http.Request) {
 	if conv != nil {
 		nm = names(conv)
 	}
-	for ev := range n.chat.Watch(r.Context()) {
+	for ev := range n.chat.Watch(ctx) {
 		if conv != nil && ev.Conversation != conv.ID {
 			continue
 		}
@@ -366,7 +369,7 @@ func (n *Node) apiWatch(w http.ResponseWriter, r *http.Request) {
 		if ev.Message != nil {
 			out.Message = messageView(ev.Message, nm)
 			if id := ev.Message.TipID(); id != "" && n.pay != nil {
-				if t, err := n.pay.Get(r.Context(), id); err == nil {
+				if t, err := n.pay.Get(ctx, id); err == nil {
 					tv := tipView(t)
 					out.Message.Tip = &tv
 				}

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"flag"
+	"io"
 	"log/slog"
 	"math/big"
 	"net"
@@ -154,4 +155,49 @@ func (c *connCounter) counts() (begun, ended int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.begun, c.ended
+}
+
+// A node that stops ends the live streams of its API (GET /v1/watch, what
+// `anchorchat chat` reads) at once. Before, the API server's graceful
+// shutdown waited for them until its timeout (15 s), since the messenger
+// that feeds them closes only after it.
+func TestCloseEndsWatchStreams(t *testing.T) {
+	dir := identityDir(t)
+	cfg, err := node.Load(flag.NewFlagSet("node", flag.ContinueOnError), []string{"--datadir", dir, "--network", "regtest", "--listen", "127.0.0.1:0",
+		"--passphrase-file", filepath.Join(dir, "pass")}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := node.Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	c, err := node.Dial(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Response(context.Background(), "GET", "/v1/watch", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	ended := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, resp.Body)
+		ended <- err
+	}()
+	closed := make(chan error, 1)
+	go func() { closed <- n.Close() }()
+	select {
+	case err := <-ended:
+		if err != nil {
+			t.Errorf("the watch stream ended with %v, want its clean end", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch stream was still open 10 s after the node began to stop")
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
 }

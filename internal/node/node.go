@@ -86,9 +86,13 @@ type Node struct {
 	relayLn, apiLn net.Listener
 	relaySrv       *http.Server
 	apiSrv         *http.Server
-	wg             sync.WaitGroup
-	closeOnce      sync.Once
-	closeErr       error
+	// streams ends the API's live streams (GET /v1/watch) when the API
+	// server starts to shut down, which would otherwise wait for them.
+	streams    context.Context
+	endStreams context.CancelFunc
+	wg         sync.WaitGroup
+	closeOnce  sync.Once
+	closeErr   error
 	// ranRuntime: this node wrote RuntimeFile, so Close removes it (a
 	// node that failed to start leaves a running node's file alone).
 	ranRuntime  bool
@@ -169,6 +173,8 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Node, error) {
 		ReadTimeout: 10 * time.Minute, WriteTimeout: 10 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	n.apiSrv = &http.Server{Handler: n.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
+	n.streams, n.endStreams = context.WithCancel(context.Background())
+	n.apiSrv.RegisterOnShutdown(n.endStreams)
 	if err := n.setupAnchor(ctx, passphrase); err != nil {
 		return nil, err
 	}
