@@ -411,6 +411,10 @@ func (b *Batcher) anchorPending(ctx context.Context) (*BatchInfo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("anchor: best height: %w", err)
 	}
+	var scanHash sql.NullString // the block the scan starts after, to notice a reorg of it
+	if h, err := b.cfg.Chain.BlockHash(ctx, best); err == nil {
+		scanHash = sql.NullString{String: h.String(), Valid: true}
+	}
 	raw, err := serializeTx(tx)
 	if err != nil {
 		return nil, err
@@ -423,8 +427,8 @@ func (b *Batcher) anchorPending(ctx context.Context) (*BatchInfo, error) {
 		return nil, fmt.Errorf("anchor: store batch: %w", err)
 	}
 	defer dtx.Rollback()
-	res, err := dtx.ExecContext(ctx, `INSERT INTO batches (root, leaf_count, state, created_at, scan_height, txid, raw_tx, fee, broadcast_at)
-		VALUES (?, ?, 'broadcast', ?, ?, ?, ?, ?, ?)`, root[:], len(ids), now, best, txid, raw, int64(fee), now)
+	res, err := dtx.ExecContext(ctx, `INSERT INTO batches (root, leaf_count, state, created_at, scan_height, scan_hash, txid, raw_tx, fee, broadcast_at)
+		VALUES (?, ?, 'broadcast', ?, ?, ?, ?, ?, ?, ?)`, root[:], len(ids), now, best, scanHash, txid, raw, int64(fee), now)
 	if err != nil {
 		return nil, fmt.Errorf("anchor: store batch: %w", err)
 	}
@@ -519,6 +523,7 @@ type batchRow struct {
 	count      int
 	state      BatchState
 	scan       int32
+	scanHash   sql.NullString // the block at scan (NULL: not known)
 	txid       string
 	raw        []byte
 	fee        int64
@@ -534,7 +539,7 @@ type batchRow struct {
 }
 
 func (b *Batcher) loadBatches(ctx context.Context, where string, args ...any) ([]*batchRow, error) {
-	rows, err := b.db.QueryContext(ctx, `SELECT id, root, leaf_count, state, scan_height, txid, raw_tx, fee, broadcast_at, bumps,
+	rows, err := b.db.QueryContext(ctx, `SELECT id, root, leaf_count, state, scan_height, scan_hash, txid, raw_tx, fee, broadcast_at, bumps,
 		block_hash, height, tx_index, mined_tx, mined_txid, created_at FROM batches `+where+` ORDER BY id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("anchor: load batches: %w", err)
@@ -544,7 +549,7 @@ func (b *Batcher) loadBatches(ctx context.Context, where string, args ...any) ([
 	for rows.Next() {
 		r := new(batchRow)
 		var root []byte
-		if err := rows.Scan(&r.id, &root, &r.count, &r.state, &r.scan, &r.txid, &r.raw, &r.fee, &r.broadcast, &r.bumps,
+		if err := rows.Scan(&r.id, &root, &r.count, &r.state, &r.scan, &r.scanHash, &r.txid, &r.raw, &r.fee, &r.broadcast, &r.bumps,
 			&r.blockHash, &r.height, &r.txIndex, &r.minedTx, &r.minedTxid, &r.createdAt); err != nil {
 			return nil, fmt.Errorf("anchor: load batches: %w", err)
 		}
@@ -583,7 +588,7 @@ func (b *Batcher) advanceOne(ctx context.Context, r *batchRow, best int32) error
 			}
 		}
 		if h == nil || h.String() != r.blockHash.String {
-			fork, err := b.forkPoint(ctx, r, best)
+			fork, forkHash, err := b.forkPoint(ctx, r.id, r.blockHash.String, int32(r.height.Int64), best)
 			if err != nil {
 				return err
 			}
@@ -592,11 +597,11 @@ func (b *Batcher) advanceOne(ctx context.Context, r *batchRow, best int32) error
 			if _, err := b.db.ExecContext(ctx, `DELETE FROM attestations WHERE batch_id = ?`, r.id); err != nil {
 				return err
 			}
-			if _, err := b.db.ExecContext(ctx, `UPDATE batches SET state = 'broadcast', scan_height = ?, block_hash = NULL,
-				height = NULL, tx_index = NULL, mined_tx = NULL, mined_txid = NULL WHERE id = ?`, fork, r.id); err != nil {
+			if _, err := b.db.ExecContext(ctx, `UPDATE batches SET state = 'broadcast', scan_height = ?, scan_hash = ?, block_hash = NULL,
+				height = NULL, tx_index = NULL, mined_tx = NULL, mined_txid = NULL WHERE id = ?`, fork, forkHash, r.id); err != nil {
 				return err
 			}
-			r.state, r.scan = BatchBroadcast, fork
+			r.state, r.scan, r.scanHash = BatchBroadcast, fork, forkHash
 		}
 	}
 	if r.state == BatchBroadcast {
@@ -614,28 +619,28 @@ func (b *Batcher) advanceOne(ctx context.Context, r *batchRow, best int32) error
 	return nil
 }
 
-// forkPoint returns the height of the last block that the branch holding
-// the batch's (now stale) block shares with the best chain: every block
-// above it may be new, and the transaction may be mined in any of them,
-// lower than where it was. It walks the stale branch back from the batch's
-// block (Block, for each block's parent) until the parent is the best
-// chain's block at its height. When the chain source cannot serve a stale
-// block (it never saw it, or forgot it), it returns the batch's height
-// minus ReorgWatchDepth: no reorg deeper than that is followed anyway, and
-// rescanning from there costs blocks, never the transaction.
-func (b *Batcher) forkPoint(ctx context.Context, r *batchRow, best int32) (int32, error) {
-	height := int32(r.height.Int64)
+// forkPoint returns the height (and hash) of the last block that the
+// branch holding a now stale block (the batch's block, or the one its scan
+// stopped at) shares with the best chain: every block above it may be new,
+// and the transaction may be mined in any of them, lower than where it was.
+// It walks the stale branch back from that block (Block, for each block's
+// parent) until the parent is the best chain's block at its height. When
+// the chain source cannot serve a stale block (it never saw it, or forgot
+// it), it returns the stale block's height minus ReorgWatchDepth (hash not
+// known): no reorg deeper than that is followed anyway, and rescanning
+// from there costs blocks, never the transaction.
+func (b *Batcher) forkPoint(ctx context.Context, batch int64, staleHash string, height, best int32) (int32, sql.NullString, error) {
 	floor := max(0, height-ReorgWatchDepth)
-	hash, err := chainhash.NewHashFromStr(r.blockHash.String)
+	hash, err := chainhash.NewHashFromStr(staleHash)
 	if err != nil {
-		return floor, nil
+		return floor, sql.NullString{}, nil
 	}
 	for h := height; h > floor; h-- {
 		blk, err := b.cfg.Chain.Block(ctx, hash)
 		if err != nil {
-			b.log.Info("stale anchor block unknown to the chain source; rescanning from the reorg watch depth",
-				"batch", r.id, "block", hash.String(), "height", h, "err", err)
-			return floor, nil
+			b.log.Info("stale block unknown to the chain source; rescanning from the reorg watch depth",
+				"batch", batch, "block", hash.String(), "height", h, "err", err)
+			return floor, sql.NullString{}, nil
 		}
 		hash = &blk.Header.PrevBlock // the stale branch's block at h-1
 		if h-1 > best {
@@ -643,13 +648,13 @@ func (b *Batcher) forkPoint(ctx context.Context, r *batchRow, best int32) (int32
 		}
 		onBest, err := b.cfg.Chain.BlockHash(ctx, h-1)
 		if err != nil {
-			return 0, fmt.Errorf("best chain at height %d: %w", h-1, err)
+			return 0, sql.NullString{}, fmt.Errorf("best chain at height %d: %w", h-1, err)
 		}
 		if *onBest == *hash {
-			return h - 1, nil
+			return h - 1, sql.NullString{String: hash.String(), Valid: true}, nil
 		}
 	}
-	return floor, nil
+	return floor, sql.NullString{}, nil
 }
 
 // scan looks for the batch's root in blocks after scan_height: any
@@ -659,7 +664,33 @@ func (b *Batcher) forkPoint(ctx context.Context, r *batchRow, best int32) (int32
 // (a second OP_RETURN, or too large) is passed over: a copy like that, mined
 // first, would otherwise leave the whole batch with attestations every
 // verifier refuses, and the node's own transaction unseen.
+//
+// If the block the last scan stopped at has left the best chain, a reorg
+// replaced blocks already read, and the transaction may be mined in one of
+// them: the scan goes back to the fork point first.
 func (b *Batcher) scan(ctx context.Context, r *batchRow, best int32) (bool, error) {
+	if r.scanHash.Valid {
+		moved := r.scan > best
+		if !moved {
+			at, err := b.cfg.Chain.BlockHash(ctx, r.scan)
+			if err != nil {
+				return false, err
+			}
+			moved = at.String() != r.scanHash.String
+		}
+		if moved {
+			fork, forkHash, err := b.forkPoint(ctx, r.id, r.scanHash.String, r.scan, best)
+			if err != nil {
+				return false, err
+			}
+			b.log.Warn("blocks scanned for an anchor tx left the best chain (reorg); scanning again from the fork",
+				"batch", r.id, "height", r.scan, "block", r.scanHash.String, "rescan_from", fork+1)
+			if _, err := b.db.ExecContext(ctx, `UPDATE batches SET scan_height = ?, scan_hash = ? WHERE id = ?`, fork, forkHash, r.id); err != nil {
+				return false, err
+			}
+			r.scan, r.scanHash = fork, forkHash
+		}
+	}
 	payload := Payload(r.root)
 	for h := r.scan + 1; h <= best; h++ {
 		hash, err := b.cfg.Chain.BlockHash(ctx, h)
@@ -684,22 +715,22 @@ func (b *Batcher) scan(ctx context.Context, r *batchRow, best int32) (bool, erro
 				continue
 			}
 			txid := tx.TxHash().String()
-			if _, err := b.db.ExecContext(ctx, `UPDATE batches SET state = 'mined', scan_height = ?, block_hash = ?, height = ?,
-				tx_index = ?, mined_tx = ?, mined_txid = ? WHERE id = ?`, h, hash.String(), h, i, stripped, txid, r.id); err != nil {
+			if _, err := b.db.ExecContext(ctx, `UPDATE batches SET state = 'mined', scan_height = ?, scan_hash = ?, block_hash = ?, height = ?,
+				tx_index = ?, mined_tx = ?, mined_txid = ? WHERE id = ?`, h, hash.String(), hash.String(), h, i, stripped, txid, r.id); err != nil {
 				return false, fmt.Errorf("record mined anchor: %w", err)
 			}
 			b.log.Info("anchor tx mined", "batch", r.id, "txid", txid, "height", h, "block", hash.String(), "position", i)
-			r.state, r.scan = BatchMined, h
+			r.state, r.scan, r.scanHash = BatchMined, h, sql.NullString{String: hash.String(), Valid: true}
 			r.blockHash = sql.NullString{String: hash.String(), Valid: true}
 			r.height = sql.NullInt64{Int64: int64(h), Valid: true}
 			r.txIndex = sql.NullInt64{Int64: int64(i), Valid: true}
 			r.minedTx, r.minedTxid = stripped, sql.NullString{String: txid, Valid: true}
 			return true, nil
 		}
-		if _, err := b.db.ExecContext(ctx, `UPDATE batches SET scan_height = ? WHERE id = ?`, h, r.id); err != nil {
+		if _, err := b.db.ExecContext(ctx, `UPDATE batches SET scan_height = ?, scan_hash = ? WHERE id = ?`, h, hash.String(), r.id); err != nil {
 			return false, err
 		}
-		r.scan = h
+		r.scan, r.scanHash = h, sql.NullString{String: hash.String(), Valid: true}
 	}
 	return false, nil
 }

@@ -195,3 +195,61 @@ func TestReorgRescansFromTheForkPoint(t *testing.T) {
 		}
 	}
 }
+
+// A reorg below the height a waiting batch was scanned to can mine its
+// transaction on the new branch at a height already scanned (it was in
+// neither old block). The scan notices that the block it stopped at left
+// the best chain and goes back to the fork point; it used to go on from
+// the old height, never saw the transaction, and the batch stayed
+// 'broadcast' forever (its claims never attested, its coins held).
+func TestScanFollowsAReorgBelowItsHeight(t *testing.T) {
+	ctx := context.Background()
+	var root Hash
+	root[0] = 9
+	anchorTx := fixtureTx(root)
+	old := map[int32]*wire.MsgBlock{}
+	for h := int32(1); h <= 10; h++ {
+		old[h] = chainBlock(uint32(h), old[h-1])
+	}
+	// The new best chain forks at 8 and mines the tx at 9.
+	best := map[int32]*wire.MsgBlock{}
+	for h := int32(1); h <= 12; h++ {
+		var txs []*wire.MsgTx
+		if h == 9 {
+			txs = append(txs, anchorTx)
+		}
+		if h <= 8 {
+			best[h] = old[h]
+		} else {
+			best[h] = chainBlock(uint32(1000+h), best[h-1], txs...)
+		}
+	}
+	chain := &reorgChain{blocks: old, best: 10}
+	now := time.Unix(1_800_000_000, 0)
+	b, err := Open(ctx, Config{Path: filepath.Join(t.TempDir(), "anchor.db"), Wallet: noWallet{}, Chain: chain, Signer: newKey(t),
+		Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	insertBroadcastBatch(t, b, root, anchorTx, 1000, 8, now)
+	if err := b.advance(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rs, err := b.loadBatches(ctx, ""); err != nil || len(rs) != 1 || rs[0].state != BatchBroadcast || rs[0].scan != 10 {
+		t.Fatalf("before the reorg: %+v %v; want broadcast, scanned to 10", rs, err)
+	}
+
+	chain.blocks, chain.stale, chain.best = best, []*wire.MsgBlock{old[9], old[10]}, 12
+	if err := b.advance(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := b.loadBatches(ctx, "")
+	if err != nil || len(rs) != 1 {
+		t.Fatal(rs, err)
+	}
+	if rs[0].state != BatchMined || rs[0].height.Int64 != 9 || rs[0].blockHash.String != best[9].BlockHash().String() {
+		t.Fatalf("after the reorg the batch is %s (height %d, scanned to %d); its tx is at height 9 of the best chain",
+			rs[0].state, rs[0].height.Int64, rs[0].scan)
+	}
+}

@@ -72,6 +72,9 @@ var migrations = []string{
 		PRIMARY KEY (handle, id)
 	) WITHOUT ROWID;
 	CREATE INDEX evidence_pubkey ON evidence(pubkey);`,
+	// 3: the hash of the block at scan_height, so a scan notices when a
+	// reorg replaced blocks it already read (the tx may be mined there).
+	`ALTER TABLE batches ADD COLUMN scan_hash TEXT;`,
 }
 
 // SchemaVersion is the schema version this code writes.
