@@ -177,6 +177,9 @@ func watch(ctx context.Context, c *node.Client, q url.Values, fn func(node.Watch
 			if ctx.Err() != nil {
 				return nil
 			}
+			if errors.Is(err, io.EOF) { // the node ends its streams when it stops
+				return errors.New("the node stopped")
+			}
 			return fmt.Errorf("watching: %w", err)
 		}
 		fn(ev)

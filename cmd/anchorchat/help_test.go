@@ -221,3 +221,32 @@ func fakeNodeDir(t *testing.T, apiURL string) string {
 	}
 	return dir
 }
+
+// `chat` whose node stops says so (it said "watching: EOF"), with a
+// failing status: the conversation did not end by the user's choice.
+func TestChatSaysWhenTheNodeStops(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/history":
+			_, _ = w.Write([]byte(`{"conversation":{"id":"c1","peers":[{"name":"@bob","status":"VERIFIED"}]},"messages":[]}`))
+		case "/v1/watch":
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			_, _ = w.Write([]byte(`{"type":"deleted","conversation":"c1","message_id":"abcdef0123456789"}` + "\n"))
+			// then the stream ends, as when the node stops
+		default:
+			_, _ = w.Write([]byte(`{}`))
+		}
+	}))
+	defer srv.Close()
+	dir := fakeNodeDir(t, srv.URL)
+	cmd := exec.Command(binPath, "chat", "--no-input", "--datadir", dir, "@bob")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err == nil || !strings.Contains(errb.String(), "the node stopped") || strings.Contains(errb.String(), "EOF") {
+		t.Errorf("chat whose node stopped: %v, stderr %q; want a failure saying the node stopped", err, errb.String())
+	}
+	if !strings.Contains(out.String(), "was deleted") {
+		t.Errorf("the stream's event before it ended was not shown: %q", out.String())
+	}
+}
