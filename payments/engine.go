@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -229,7 +230,11 @@ type TipRequest struct {
 func (e *Engine) Tip(ctx context.Context, req TipRequest) (*Tip, error) {
 	msat := req.AmountMsat
 	if msat == 0 {
-		msat = req.AmountSat * 1000
+		if req.AmountSat > math.MaxInt64/1000 {
+			// Its msat would wrap around to some other amount.
+			return nil, fmt.Errorf("payments: %d sat is above the per-tip limit of %d sat (payments.max-tip-sat)", req.AmountSat, e.cfg.MaxTipSat)
+		}
+		msat = max(req.AmountSat, math.MinInt64/1000) * 1000
 	}
 	if msat <= 0 {
 		return nil, errors.New("payments: the amount must be positive")
