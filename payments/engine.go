@@ -811,14 +811,32 @@ func (e *Engine) outboxFailed(ctx context.Context, seq int64, id, dir, peer stri
 	}
 	if now.Sub(time.UnixMilli(failingMs)) >= outboxGiveUp {
 		e.log.Warn("tip message dropped: it could not be sent for a day", "tip", id, "kind", kind, "err", cause)
-		return e.tx(ctx, func(tx *sql.Tx) error {
+		err := e.tx(ctx, func(tx *sql.Tx) error {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE seq = ?`, seq); err != nil {
 				return err
+			}
+			if kind == chat.KindTipRequest && dir == "out" {
+				// Without its request the tip can go nowhere (no invoice
+				// will answer it, no keysend names it, and the wait for
+				// an answer never starts): it ends, and nothing was paid.
+				res, err := tx.ExecContext(ctx, `UPDATE tips SET state = 'failed', reason = ?, last_error = '', next_ms = 0, attempts = 0, updated_ms = ?
+					WHERE id = ? AND dir = 'out' AND peer = ? AND state = 'requested'`,
+					fmt.Sprintf("the tip request could not be sent: %v", cause), now.UnixMilli(), id, peer)
+				if err != nil {
+					return err
+				}
+				if n, _ := res.RowsAffected(); n == 1 {
+					return nil
+				}
 			}
 			_, err := tx.ExecContext(ctx, `UPDATE tips SET last_error = ?, updated_ms = ? WHERE id = ? AND dir = ? AND peer = ?`,
 				fmt.Sprintf("tip message (kind %d) not sent: %v", kind, cause), now.UnixMilli(), id, dir, peer)
 			return err
 		})
+		if err == nil {
+			e.notify(id, dir, peer)
+		}
+		return err
 	}
 	d := e.backoff(attempts)
 	e.log.Warn("tip message not queued yet, will retry", "tip", id, "kind", kind, "in", d, "err", cause)

@@ -189,6 +189,9 @@ type fakeChat struct {
 	contacts map[string]*chat.Contact
 	sent     []*chat.Message
 	n        int
+	// sendErr, if set, is what SendRumor answers (say, no DM relay is
+	// known for the peer).
+	sendErr error
 }
 
 func (c *fakeChat) PublicKey() string { return c.me }
@@ -203,6 +206,9 @@ func (c *fakeChat) Resolve(_ context.Context, addr string) (*chat.Contact, error
 func (c *fakeChat) SendRumor(_ context.Context, recipients []string, kind int, content string, tags nostr.Tags, _ chat.SendOptions) (*chat.Message, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.sendErr != nil {
+		return nil, c.sendErr
+	}
 	c.n++
 	h := sha256.Sum256(fmt.Appendf(nil, "%s %d %d", c.me, kind, c.n))
 	tags = append(nostr.Tags{{"p", recipients[0]}}, tags...)
