@@ -745,9 +745,8 @@ func hasPayload(tx *wire.MsgTx, payload []byte) bool {
 }
 
 // maybeBump rebroadcasts the batch's latest tx and, once it has waited
-// BumpAfter, replaces it with a higher fee (RBF): twice the old rate, at
-// least the wallet's current estimate. The replacement is stored before it
-// is broadcast.
+// BumpAfter, replaces it with a higher fee (RBF): bumpRate. The
+// replacement is stored before it is broadcast.
 func (b *Batcher) maybeBump(ctx context.Context, r *batchRow) error {
 	tx, err := parseTx(r.raw)
 	if err != nil {
@@ -781,6 +780,15 @@ func (b *Batcher) BumpNow(ctx context.Context, id int64) (*BatchInfo, error) {
 	return b.batchInfo(ctx, id)
 }
 
+// bumpRate is the fee rate a replacement asks for: twice the old rate, at
+// least the wallet's current estimate, but no more than twice that
+// estimate (the wallet adds BIP-125's minimum increment over the old fee
+// whatever the rate). Doubling without that bound gave a transaction left
+// unconfirmed for a day 2^24 times its rate: the whole change to miners.
+func bumpRate(oldRate, est btcutil.Amount) btcutil.Amount {
+	return max(est, min(2*oldRate, 2*est))
+}
+
 func (b *Batcher) bump(ctx context.Context, r *batchRow, tx *wire.MsgTx) error {
 	if err := b.cfg.Wallet.Sync(ctx); err != nil {
 		return fmt.Errorf("wallet sync: %w", err)
@@ -791,7 +799,7 @@ func (b *Batcher) bump(ctx context.Context, r *batchRow, tx *wire.MsgTx) error {
 	}
 	vsize := wallet.EstimateVSize(len(tx.TxIn), tx.TxOut)
 	oldRate := btcutil.Amount(r.fee * 1000 / max(vsize, 1))
-	repl, fee, err := b.cfg.Wallet.BuildReplacement(tx, max(2*oldRate, est))
+	repl, fee, err := b.cfg.Wallet.BuildReplacement(tx, bumpRate(oldRate, est))
 	if err != nil {
 		b.log.Warn("anchor tx fee bump failed", "batch", r.id, "txid", r.txid, "err", err)
 		return nil // most often: the original just confirmed; the next scan finds it
