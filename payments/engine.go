@@ -554,20 +554,27 @@ func (e *Engine) onInvoice(ctx context.Context, id string, m *chat.Message) erro
 		return errors.New("invoice message without a bolt11 tag")
 	}
 	req := tag(m.Tags, "e")
-	if t.RequestID == "" {
-		// Our request is in chat but its id not yet recorded here: accept
-		// the reference only if it names our request for this very tip.
+	if req != t.RequestID {
+		// Our request is in chat but its id is not recorded here (yet), or
+		// it went twice (we crashed after chat took it and before we noted
+		// that, and the outbox sent it again as another rumor, which the
+		// recipient ignores as repeating a known tip): accept the reference
+		// only if it names a request of ours for this very tip, and make
+		// it the tip's (the invoice's description hash must commit to it).
 		rm, err := e.ch.Message(ctx, req)
-		if err != nil || rm.Sender != e.me || rm.Kind != chat.KindTipRequest || rm.TipID() != id {
-			return fmt.Errorf("invoice answers %q, not our request for this tip", req)
+		if err != nil || rm.Sender != e.me || rm.Kind != chat.KindTipRequest || rm.TipID() != id ||
+			tag(rm.Tags, "amount") != strconv.FormatInt(t.AmountMsat, 10) {
+			return fmt.Errorf("invoice answers %q, not our request for this tip (%q)", req, t.RequestID)
 		}
-		if _, err := e.st.db.ExecContext(ctx, `UPDATE tips SET request_id = ? WHERE id = ? AND dir = 'out' AND peer = ? AND request_id = ''`, req, id, m.Sender); err != nil {
+		res, err := e.st.db.ExecContext(ctx, `UPDATE tips SET request_id = ? WHERE id = ? AND dir = 'out' AND peer = ? AND state = 'requested'`, req, id, m.Sender)
+		if err != nil {
 			return err
 		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			e.log.Info("invoice ignored: the tip is already past requesting (never paid twice)", "tip", id, "state", t.State, "message", m.ID)
+			return nil
+		}
 		t.RequestID = req
-	}
-	if req != t.RequestID {
-		return fmt.Errorf("invoice answers request %q, the tip's request is %q", req, t.RequestID)
 	}
 	res, err := e.st.db.ExecContext(ctx, `UPDATE tips SET state = 'invoiced', bolt11 = ?, invoice_msg = ?, updated_ms = ?, next_ms = 0, attempts = 0
 		WHERE id = ? AND dir = 'out' AND peer = ? AND state = 'requested'`, bolt11, m.ID, e.now().UnixMilli(), id, m.Sender)
@@ -776,15 +783,20 @@ func (e *Engine) flushOutbox(ctx context.Context) {
 			}
 			continue
 		}
-		err = e.tx(ctx, func(tx *sql.Tx) error {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE seq = ?`, seq); err != nil {
+		// Chat has the message: note that whatever becomes of the caller's
+		// context (Tip's), or the outbox sends it again, as another rumor.
+		dctx := context.WithoutCancel(ctx)
+		err = e.tx(dctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(dctx, `DELETE FROM outbox WHERE seq = ?`, seq); err != nil {
 				return err
 			}
 			switch kind {
 			case chat.KindTipRequest:
-				_, err = tx.ExecContext(ctx, `UPDATE tips SET request_id = ? WHERE id = ? AND dir = ? AND peer = ?`, m.ID, id, dir, peer)
+				// Unless an invoice answering an earlier copy of the
+				// request (sent before a crash) named that one first.
+				_, err = tx.ExecContext(dctx, `UPDATE tips SET request_id = ? WHERE id = ? AND dir = ? AND peer = ? AND request_id = ''`, m.ID, id, dir, peer)
 			case chat.KindTipInvoice:
-				_, err = tx.ExecContext(ctx, `UPDATE tips SET invoice_msg = ? WHERE id = ? AND dir = ? AND peer = ?`, m.ID, id, dir, peer)
+				_, err = tx.ExecContext(dctx, `UPDATE tips SET invoice_msg = ? WHERE id = ? AND dir = ? AND peer = ?`, m.ID, id, dir, peer)
 			}
 			return err
 		})

@@ -192,6 +192,8 @@ type fakeChat struct {
 	// sendErr, if set, is what SendRumor answers (say, no DM relay is
 	// known for the peer).
 	sendErr error
+	// afterSend, if set, runs when SendRumor has taken a message.
+	afterSend func()
 }
 
 func (c *fakeChat) PublicKey() string { return c.me }
@@ -215,6 +217,9 @@ func (c *fakeChat) SendRumor(_ context.Context, recipients []string, kind int, c
 	m := &chat.Message{ID: hex.EncodeToString(h[:]), Sender: c.me, Kind: kind, Content: content, Tags: tags, Outgoing: true,
 		Conversation: chat.ConversationID([]string{c.me, recipients[0]}), CreatedAt: time.Now()}
 	c.sent = append(c.sent, m)
+	if c.afterSend != nil {
+		c.afterSend()
+	}
 	return m, nil
 }
 
