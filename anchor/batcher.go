@@ -597,11 +597,27 @@ func (b *Batcher) advanceOne(ctx context.Context, r *batchRow, best int32) error
 			if _, err := b.db.ExecContext(ctx, `DELETE FROM attestations WHERE batch_id = ?`, r.id); err != nil {
 				return err
 			}
+			// The version that was mined is back in the mempool, and the
+			// next batch may spend its change: if it is one of ours, it
+			// becomes the version to rebroadcast (not a later bump of it,
+			// which would evict that spender), and the bump clock restarts.
+			var raw []byte
+			var fee int64
+			switch err := b.db.QueryRowContext(ctx, `SELECT raw_tx, fee FROM batch_txs WHERE txid = ? AND batch_id = ?`,
+				r.minedTxid.String, r.id).Scan(&raw, &fee); {
+			case err == nil:
+				r.txid, r.raw, r.fee = r.minedTxid.String, raw, fee
+			case !errors.Is(err, sql.ErrNoRows):
+				return err
+			}
+			r.broadcast = b.cfg.Now().Unix()
 			if _, err := b.db.ExecContext(ctx, `UPDATE batches SET state = 'broadcast', scan_height = ?, scan_hash = ?, block_hash = NULL,
-				height = NULL, tx_index = NULL, mined_tx = NULL, mined_txid = NULL WHERE id = ?`, fork, forkHash, r.id); err != nil {
+				height = NULL, tx_index = NULL, mined_tx = NULL, mined_txid = NULL, txid = ?, raw_tx = ?, fee = ?, broadcast_at = ?
+				WHERE id = ?`, fork, forkHash, r.txid, r.raw, r.fee, r.broadcast, r.id); err != nil {
 				return err
 			}
 			r.state, r.scan, r.scanHash = BatchBroadcast, fork, forkHash
+			r.minedTxid, r.minedTx = sql.NullString{}, nil
 		}
 	}
 	if r.state == BatchBroadcast {
@@ -610,7 +626,7 @@ func (b *Batcher) advanceOne(ctx context.Context, r *batchRow, best int32) error
 			return err
 		}
 		if !found {
-			return b.maybeBump(ctx, r)
+			return b.maybeBump(ctx, r, best)
 		}
 	}
 	if r.state == BatchMined && best-int32(r.height.Int64)+1 >= b.cfg.Confirmations {
@@ -746,8 +762,11 @@ func hasPayload(tx *wire.MsgTx, payload []byte) bool {
 
 // maybeBump rebroadcasts the batch's latest tx and, once it has waited
 // BumpAfter, replaces it with a higher fee (RBF): bumpRate. The
-// replacement is stored before it is broadcast.
-func (b *Batcher) maybeBump(ctx context.Context, r *batchRow) error {
+// replacement is stored before it is broadcast. A tx that another batch's
+// tx spends (after a reorg: the next batch spent its change while it was
+// confirmed) is only rebroadcast: a replacement has another txid, and the
+// spender could never confirm.
+func (b *Batcher) maybeBump(ctx context.Context, r *batchRow, best int32) error {
 	tx, err := parseTx(r.raw)
 	if err != nil {
 		return err
@@ -756,7 +775,45 @@ func (b *Batcher) maybeBump(ctx context.Context, r *batchRow) error {
 		b.broadcast(ctx, tx)
 		return nil
 	}
+	spender, err := b.spentBy(ctx, r, best)
+	if err != nil {
+		return err
+	}
+	if spender != 0 {
+		b.broadcast(ctx, tx)
+		return nil
+	}
 	return b.bump(ctx, r, tx)
+}
+
+// spentBy returns the id of another batch with a transaction (any
+// version) spending an output of r's current tx, or 0. Batches attested
+// deeper than ReorgWatchDepth are not looked at: their transactions are
+// settled, and so are their parents.
+func (b *Batcher) spentBy(ctx context.Context, r *batchRow, best int32) (int64, error) {
+	rows, err := b.db.QueryContext(ctx, `SELECT t.batch_id, t.raw_tx FROM batch_txs t JOIN batches b ON b.id = t.batch_id
+		WHERE t.batch_id != ? AND (b.state != 'attested' OR b.height > ?)`, r.id, best-ReorgWatchDepth)
+	if err != nil {
+		return 0, fmt.Errorf("spending batches: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var raw []byte
+		if err := rows.Scan(&id, &raw); err != nil {
+			return 0, fmt.Errorf("spending batches: %w", err)
+		}
+		tx, err := parseTx(raw)
+		if err != nil {
+			return 0, err
+		}
+		for _, in := range tx.TxIn {
+			if in.PreviousOutPoint.Hash.String() == r.txid {
+				return id, nil
+			}
+		}
+	}
+	return 0, rows.Err()
 }
 
 // BumpNow replaces the unconfirmed anchor tx of batch id right away.
@@ -773,6 +830,15 @@ func (b *Batcher) BumpNow(ctx context.Context, id int64) (*BatchInfo, error) {
 	tx, err := parseTx(rs[0].raw)
 	if err != nil {
 		return nil, err
+	}
+	best, err := b.cfg.Chain.BestHeight(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("anchor: best height: %w", err)
+	}
+	if spender, err := b.spentBy(ctx, rs[0], best); err != nil {
+		return nil, err
+	} else if spender != 0 {
+		return nil, fmt.Errorf("anchor: batch %d's tx %s is spent by batch %d's: a replacement would leave that one unconfirmable", id, rs[0].txid, spender)
 	}
 	if err := b.bump(ctx, rs[0], tx); err != nil {
 		return nil, err
