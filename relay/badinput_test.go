@@ -1,12 +1,14 @@
 package relay_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 	"github.com/nbd-wtf/go-nostr"
@@ -367,5 +369,44 @@ func TestLiveEventLargerThanTheQueueBound(t *testing.T) {
 	m := sub.expect("EVENT")
 	if !strings.Contains(string(m[2]), big.ID) {
 		t.Fatalf("got %.100s, want the 17 MiB event", m[2])
+	}
+}
+
+// A refusal quotes no broken UTF-8: the parser's errors may quote a piece
+// of the frame, cut at a byte count, and an OK carrying half a character
+// is a text frame that a websocket client must fail the connection on
+// (RFC 6455, 8.1), browsers among them. Here a repeated "kind" holds a
+// string whose quoted piece ends inside "é".
+func TestRefusalsAreValidUTF8(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ws := e.dialRaw(ctx)
+	if _, _, err := ws.Read(ctx); err != nil { // the AUTH challenge
+		t.Fatal(err)
+	}
+	for _, verb := range []string{"EVENT", "AUTH"} {
+		evt := e.event(e.owner, 1, "x")
+		f := fmt.Sprintf(`[%q,{"id":%q,"pubkey":%q,"created_at":%d,"kind":1,"tags":[],"content":"x","sig":%q,"kind":"aééééééé"}]`,
+			verb, evt.ID, evt.PubKey, evt.CreatedAt, evt.Sig)
+		if err := ws.Write(ctx, websocket.MessageText, []byte(f)); err != nil {
+			t.Fatal(err)
+		}
+		_, data, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !utf8.Valid(data) {
+			t.Fatalf("%s refused in a frame that is not UTF-8: %q", verb, data)
+		}
+		var m []any
+		if err := json.Unmarshal(data, &m); err != nil || len(m) != 4 || m[0] != "OK" || m[1] != evt.ID || m[2] != false || !strings.HasPrefix(m[3].(string), "invalid:") {
+			t.Fatalf("%s: got %s", verb, data)
+		}
+	}
+	good := e.event(e.owner, 1, "still served")
+	writeJSON(t, ctx, ws, "EVENT", good)
+	if _, data, err := ws.Read(ctx); err != nil || !strings.HasPrefix(string(data), `["OK","`+good.ID+`",true`) {
+		t.Fatalf("after the refusals: %q %v", data, err)
 	}
 }

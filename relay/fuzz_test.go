@@ -12,8 +12,8 @@ import (
 )
 
 // FuzzParseClientMessage feeds arbitrary frames to the parser: it must never
-// panic, every error must carry a NIP-01 prefix, and whatever it accepts must
-// be well-formed.
+// panic, every error must carry a NIP-01 prefix and be valid UTF-8, and
+// whatever it accepts must be well-formed.
 func FuzzParseClientMessage(f *testing.F) {
 	sk := nostr.GeneratePrivateKey()
 	evt := nostr.Event{Kind: 1, Content: "hi", CreatedAt: 1700000000, Tags: nostr.Tags{{"p", strings.Repeat("a", 64)}, {"-"}}}
@@ -27,6 +27,7 @@ func FuzzParseClientMessage(f *testing.F) {
 		`["CLOSE","s"]`, `["REQ","s"]`, `["EVENT",{}]`, `[1,2]`, `[]`, `{}`, `"x"`, `["HELLO"]`,
 		`["EVENT",{"id":"` + strings.Repeat("0", 64) + `","pubkey":1}]`, `["REQ","s",{"kinds":[-1]}]`, `["REQ","",{}]`,
 		`["REQ","s",{"#pp":["x"],"ids":["zz"]}]`, "[\"EVENT\",\xff]",
+		`["EVENT",{"id":"` + strings.Repeat("0", 64) + `","pubkey":"` + strings.Repeat("0", 64) + `","created_at":1,"kind":1,"tags":[],"content":"","sig":"` + strings.Repeat("0", 128) + `","kind":"aééééééé"}]`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -36,6 +37,9 @@ func FuzzParseClientMessage(f *testing.F) {
 			pe, ok := err.(*ParseError)
 			if !ok || !strings.HasPrefix(pe.Msg, "invalid: ") {
 				t.Fatalf("error without a NIP-01 prefix: %v", err)
+			}
+			if !utf8.ValidString(pe.Msg) { // sent back as it is in an OK
+				t.Fatalf("error text is not UTF-8: %q", pe.Msg)
 			}
 			if pe.EventID != "" && !isLowerHex(pe.EventID, 64) {
 				t.Fatalf("bad event id hint %q", pe.EventID)

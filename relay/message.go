@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/mailru/easyjson"
 	"github.com/nbd-wtf/go-nostr"
@@ -41,8 +42,12 @@ type ParseError struct {
 
 func (e *ParseError) Error() string { return e.Msg }
 
+// parseErr builds a ParseError. Its text may quote the frame (easyjson's
+// errors quote a piece of it, cut at a byte count): invalid UTF-8 there
+// becomes U+FFFD, since an OK is written byte for byte and a text frame that
+// is not UTF-8 makes the client fail the connection.
 func parseErr(id, format string, args ...any) *ParseError {
-	return &ParseError{EventID: id, Msg: fmt.Sprintf(format, args...)}
+	return &ParseError{EventID: id, Msg: strings.ToValidUTF8(fmt.Sprintf(format, args...), "\uFFFD")}
 }
 
 // ErrUnknownVerb is wrapped by the ParseError for a well-formed message with a verb this relay does not know.
