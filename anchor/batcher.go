@@ -518,24 +518,23 @@ func parseTx(raw []byte) (*wire.MsgTx, error) {
 }
 
 type batchRow struct {
-	id         int64
-	root       Hash
-	count      int
-	state      BatchState
-	scan       int32
-	scanHash   sql.NullString // the block at scan (NULL: not known)
-	txid       string
-	raw        []byte
-	fee        int64
-	broadcast  int64
-	bumps      int
-	blockHash  sql.NullString
-	height     sql.NullInt64
-	txIndex    sql.NullInt64
-	minedTx    []byte
-	minedTxid  sql.NullString
-	createdAt  int64
-	attestedOK bool
+	id        int64
+	root      Hash
+	count     int
+	state     BatchState
+	scan      int32
+	scanHash  sql.NullString // the block at scan (NULL: not known)
+	txid      string
+	raw       []byte
+	fee       int64
+	broadcast int64
+	bumps     int
+	blockHash sql.NullString
+	height    sql.NullInt64
+	txIndex   sql.NullInt64
+	minedTx   []byte
+	minedTxid sql.NullString
+	createdAt int64
 }
 
 func (b *Batcher) loadBatches(ctx context.Context, where string, args ...any) ([]*batchRow, error) {
