@@ -99,6 +99,21 @@ func (c *conn) close(code int, reason string) {
 	})
 }
 
+// shutdownGrace is how long the relay's Close gives a connection to say
+// goodbye before it closes the socket under it.
+const shutdownGrace = 2 * time.Second
+
+// shutdown closes the connection for the relay's Close. A client that reads
+// nothing holds the writer in a write, and close's flush behind it, until
+// the write timeout (Config.WriteTimeout, 30 s by default), and Close waits
+// for every connection: after shutdownGrace the socket is closed, which
+// ends that write.
+func (c *conn) shutdown() {
+	t := time.AfterFunc(shutdownGrace, func() { _ = c.ws.Close() })
+	defer t.Stop()
+	c.close(websocket.CloseGoingAway, "relay shutting down")
+}
+
 // serve runs the connection: a writer goroutine drains c.out while this
 // goroutine reads frames and a handler goroutine acts on them (readLoop).
 func (c *conn) serve() {

@@ -124,7 +124,7 @@ func (r *Relay) Close() {
 	r.cancel()
 	r.mu.Lock()
 	for c := range r.conns {
-		go c.close(websocket.CloseGoingAway, "relay shutting down")
+		go c.shutdown()
 	}
 	r.mu.Unlock()
 	r.wg.Wait()
