@@ -152,6 +152,11 @@ func writeJSON(w http.ResponseWriter, v any) {
 }
 
 func apiError(w http.ResponseWriter, code int, err error) {
+	// A request's context ends when its client goes away (nobody reads
+	// this) or when the node starts to stop (Node.stopping).
+	if errors.Is(err, context.Canceled) {
+		code, err = http.StatusServiceUnavailable, errors.New("the node is stopping")
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})

@@ -339,9 +339,7 @@ func (n *Node) apiHistory(w http.ResponseWriter, r *http.Request) {
 // apiWatch streams the events of one conversation (or all, without ?with=)
 // as JSON lines until the client goes away or the node stops.
 func (n *Node) apiWatch(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	defer context.AfterFunc(n.streams, cancel)()
+	ctx := r.Context() // ends when the node starts to stop, too (Node.stopping)
 	var conv *chat.Conversation
 	if r.URL.Query().Get("with") != "" {
 		var err error

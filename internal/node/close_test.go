@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -8,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"flag"
 	"io"
@@ -16,11 +18,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/lightningnetwork/lnd/lnrpc"
+	"github.com/nbd-wtf/go-nostr/nip19"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/stats"
@@ -196,6 +200,85 @@ func TestCloseEndsWatchStreams(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the watch stream was still open 10 s after the node began to stop")
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A `send --wait` in progress when the node stops is answered at once,
+// instead of holding the API server's graceful shutdown until its timeout
+// (15 s). The recipient's one relay (from its nprofile) accepts connections
+// and never answers, so the send cannot finish.
+func TestCloseAnswersAWaitingSend(t *testing.T) {
+	dir := identityDir(t)
+	hole, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hole.Close()
+	dialled := make(chan struct{}, 1)
+	go func() {
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := hole.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+			select {
+			case dialled <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	cfg, err := node.Load(flag.NewFlagSet("node", flag.ContinueOnError), []string{"--datadir", dir, "--network", "regtest", "--listen", "127.0.0.1:0",
+		"--passphrase-file", filepath.Join(dir, "pass"), "--chat.allow-private-relays"}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := node.Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	c, err := node.Dial(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, err := identity.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nprofile, err := nip19.EncodeProfile(bob.PublicKey(), []string{"ws://" + hole.Addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(node.SendRequest{To: []string{nprofile}, Text: "are you there?", Wait: true})
+	answered := make(chan error, 1)
+	var m node.MessageView
+	go func() { answered <- c.Do(context.Background(), "POST", "/v1/send", bytes.NewReader(body), &m) }()
+	select { // the send is under way
+	case <-dialled:
+	case err := <-answered:
+		t.Fatalf("the send was answered before the node stopped: %v %+v", err, m)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the recipient's relay was never dialled")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- n.Close() }()
+	select {
+	case err := <-answered:
+		if err != nil && !strings.Contains(err.Error(), "stopping") {
+			t.Errorf("the waiting send was answered with %v; want the message, or that the node is stopping", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting send was still unanswered 10 s after the node began to stop")
 	}
 	if err := <-closed; err != nil {
 		t.Fatal(err)

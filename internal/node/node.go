@@ -86,13 +86,15 @@ type Node struct {
 	relayLn, apiLn net.Listener
 	relaySrv       *http.Server
 	apiSrv         *http.Server
-	// streams ends the API's live streams (GET /v1/watch) when the API
-	// server starts to shut down, which would otherwise wait for them.
-	streams    context.Context
-	endStreams context.CancelFunc
-	wg         sync.WaitGroup
-	closeOnce  sync.Once
-	closeErr   error
+	// stopping is the API requests' base context, cancelled when the API
+	// server starts to shut down: its graceful shutdown would otherwise
+	// wait for live streams (GET /v1/watch) and long requests (send
+	// --wait, lookups at unresponsive relays) until its timeout.
+	stopping    context.Context
+	endRequests context.CancelFunc
+	wg          sync.WaitGroup
+	closeOnce   sync.Once
+	closeErr    error
 	// ranRuntime: this node wrote RuntimeFile, so Close removes it (a
 	// node that failed to start leaves a running node's file alone).
 	ranRuntime  bool
@@ -172,9 +174,10 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Node, error) {
 	n.relaySrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: idleTimeout,
 		ReadTimeout: 10 * time.Minute, WriteTimeout: 10 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
-	n.apiSrv = &http.Server{Handler: n.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
-	n.streams, n.endStreams = context.WithCancel(context.Background())
-	n.apiSrv.RegisterOnShutdown(n.endStreams)
+	n.stopping, n.endRequests = context.WithCancel(context.Background())
+	n.apiSrv = &http.Server{Handler: n.apiHandler(), ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return n.stopping }}
+	n.apiSrv.RegisterOnShutdown(n.endRequests)
 	if err := n.setupAnchor(ctx, passphrase); err != nil {
 		return nil, err
 	}
