@@ -260,23 +260,26 @@ func (s *Service) ingest(ctx context.Context, wrap *nostr.Event) error {
 		if exp > 0 {
 			m.ExpiresAt = time.Unix(exp, 0)
 		}
-		if err := upsertConversation(ctx, tx, conv, parts, tagValue(rumor.Tags, "subject"), created); err != nil {
-			return fmt.Errorf("chat: ingest: %w", err)
-		}
 		isNew, err := insertMessage(ctx, tx, m, now)
 		if err != nil {
 			return fmt.Errorf("chat: ingest: %w", err)
 		}
-		if isNew && tagValue(rumor.Tags, "subject") != "" {
+		if !isNew {
+			// Known, or deleted by its sender (the deletion may arrive
+			// first): a refused copy must not name or create the room.
+			break
+		}
+		if err := upsertConversation(ctx, tx, conv, parts, tagValue(rumor.Tags, "subject"), created); err != nil {
+			return fmt.Errorf("chat: ingest: %w", err)
+		}
+		if tagValue(rumor.Tags, "subject") != "" {
 			// Wraps arrive in any order (a catch-up reads newest first):
 			// the subject is the newest message's, not the last to arrive.
 			if err := resetSubject(ctx, tx, conv); err != nil {
 				return fmt.Errorf("chat: ingest: %w", err)
 			}
 		}
-		if isNew {
-			ev = &Event{Type: EventMessage, Conversation: conv, MessageID: m.ID}
-		}
+		ev = &Event{Type: EventMessage, Conversation: conv, MessageID: m.ID}
 	case KindDeletion:
 		for t := range rumor.Tags.FindAll("e") {
 			conv, removed, err := deleteMessage(ctx, tx, t[1], rumor.PubKey, now)

@@ -376,3 +376,48 @@ func TestReceivedRumorBounds(t *testing.T) {
 		t.Fatalf("Send to %d recipients: %v, want ErrTooManyParticipants", len(many), err)
 	}
 }
+
+// TestDeletionBeforeItsMessageLeavesNothing: a catch-up reads wraps newest
+// first (and their dates are random), so the deletion of a message can
+// arrive before the message. The message then stays deleted, and neither
+// its subject nor an empty conversation made for it shows up. Before, the
+// refused copy still named the conversation after the deleted message's
+// subject (and created the conversation if there was none).
+func TestDeletionBeforeItsMessageLeavesNothing(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{}
+	bob := newUser(t, clk, "bob")
+	bs := bob.start(t, nil)
+	alice := wrapper(t)
+	p := nostr.Tag{"p", bob.key.PublicKey()}
+	ingest := func(r nostr.Event) { t.Helper(); wrapAndIngest(t, alice, bs, bob.key.PublicKey(), r) }
+
+	gone := alice.NewRumor(KindChatMessage, "meet me at the docks", nostr.Tags{p, {"subject", "the secret plan"}}, clk.Now().Add(-time.Minute))
+	ingest(alice.NewRumor(KindDeletion, "", nostr.Tags{p, {"e", gone.ID}, {"k", "14"}}, clk.Now()))
+	ingest(gone)
+	if _, err := bs.Message(ctx, gone.ID); err == nil {
+		t.Fatal("a message deleted before it arrived was stored")
+	}
+	cs, err := bs.Conversations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		if c.Subject != "" || c.Messages == 0 {
+			t.Errorf("conversation %s: subject %q, %d messages: the deleted message left a trace", c.ID, c.Subject, c.Messages)
+		}
+	}
+
+	// With a conversation already there, its subject stays its own.
+	ingest(alice.NewRumor(KindChatMessage, "hello", nostr.Tags{p, {"subject", "hello"}}, clk.Now().Add(-time.Hour)))
+	gone2 := alice.NewRumor(KindChatMessage, "second secret", nostr.Tags{p, {"subject", "another secret"}}, clk.Now())
+	ingest(alice.NewRumor(KindDeletion, "", nostr.Tags{p, {"e", gone2.ID}, {"k", "14"}}, clk.Now()))
+	ingest(gone2)
+	cs, err = bs.Conversations(ctx)
+	if err != nil || len(cs) != 1 {
+		t.Fatalf("conversations %v (%v)", cs, err)
+	}
+	if cs[0].Subject != "hello" {
+		t.Errorf("subject %q, want %q: a deleted message's subject came back", cs[0].Subject, "hello")
+	}
+}
