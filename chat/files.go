@@ -93,14 +93,18 @@ func decodeParam(s string) ([]byte, error) {
 	return nil, errors.New("neither hex nor base64")
 }
 
-// DecryptFile checks the blob's hash (x), decrypts it and checks the
-// original's hash (ox) when present. Nonces of 12 or 16 bytes are accepted.
+// DecryptFile checks the blob's hash (x, required), decrypts it and checks
+// the original's hash (ox) when present. Nonces of 12 or 16 bytes are
+// accepted.
 func DecryptFile(blob []byte, f *FileInfo) ([]byte, error) {
 	if f.Algorithm != "" && f.Algorithm != "aes-gcm" {
 		return nil, fmt.Errorf("chat: unsupported file encryption %q", f.Algorithm)
 	}
+	if f.SHA256 == "" {
+		return nil, errors.New("chat: the file message names no hash (x tag) of its blob")
+	}
 	x := sha256.Sum256(blob)
-	if f.SHA256 != "" && !strings.EqualFold(hex.EncodeToString(x[:]), f.SHA256) {
+	if !strings.EqualFold(hex.EncodeToString(x[:]), f.SHA256) {
 		return nil, errors.New("chat: file hash mismatch: the blob is not the one the sender named")
 	}
 	key, err := decodeParam(f.Key)
@@ -231,6 +235,9 @@ func firstNonEmpty(a, b string) string {
 func (s *Service) FetchFile(ctx context.Context, m *Message) ([]byte, error) {
 	if m.File == nil {
 		return nil, errors.New("chat: not a file message")
+	}
+	if m.File.SHA256 == "" {
+		return nil, errors.New("chat: the file message names no hash (x tag) of its blob")
 	}
 	url, client := m.File.URL, s.dl
 	if local, ok := s.ownBlob(url); ok {

@@ -369,3 +369,28 @@ func TestOverlongKeysAndSignaturesAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestFileWithoutHashIsRefused: a file message must name the hash of its
+// blob (x); one that does not is not decrypted, since nothing then ties the
+// downloaded blob to what the sender sent. Before, DecryptFile skipped the
+// check when the x tag was missing, and FetchFile decrypted whatever the
+// URL served.
+func TestFileWithoutHashIsRefused(t *testing.T) {
+	data := []byte("a picture, honestly")
+	blob, fi, err := EncryptFile(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range []string{"", "not hex", strings.Repeat("0", 64)} {
+		f := *fi
+		f.SHA256 = x
+		if got, err := DecryptFile(blob, &f); err == nil || !strings.Contains(err.Error(), "hash") {
+			t.Errorf("x %q: decrypted %q (%v), want a hash error", x, got, err)
+		}
+	}
+	f := *fi
+	f.SHA256 = strings.ToUpper(fi.SHA256)
+	if got, err := DecryptFile(blob, &f); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("x in upper case: %v", err)
+	}
+}
