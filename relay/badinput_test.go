@@ -187,6 +187,17 @@ func TestBadInput(t *testing.T) {
 		}
 		stillServed(t)
 	})
+	// A REQ or COUNT with no filter is closed under its id, so the client
+	// stops waiting for its EOSE or answer (it got a NOTICE, which names
+	// no subscription).
+	t.Run("no filter", func(t *testing.T) {
+		for _, verb := range []string{"REQ", "COUNT"} {
+			if msg := c.closed(verb, "none"); !strings.HasPrefix(msg, "invalid:") || !strings.Contains(msg, "filter") {
+				t.Fatalf("%s without a filter: %q", verb, msg)
+			}
+		}
+		stillServed(t)
+	})
 	t.Run("created_at far in the future", func(t *testing.T) {
 		evt := &nostr.Event{Kind: 1, Content: "later", CreatedAt: nostr.Timestamp(e.clock.Now().Unix() + 86400), Tags: nostr.Tags{}}
 		sign(t, evt, e.owner)

@@ -93,12 +93,15 @@ func ParseClientMessage(data []byte) (*ClientMessage, error) {
 		}
 		return &ClientMessage{Verb: verb, Event: evt}, nil
 	case VerbReq, VerbCount:
-		if len(arr) < 3 {
+		if len(arr) < 2 {
 			return nil, parseErr("", "invalid: %s needs a subscription id and at least one filter", verb)
 		}
 		sub, err := parseSubID(arr[1])
 		if err != nil {
 			return nil, err
+		}
+		if len(arr) == 2 { // refused under its id (CLOSED), which the client waits on
+			return &ClientMessage{Verb: verb, SubID: sub}, parseErr("", "invalid: %s needs at least one filter", verb)
 		}
 		filters := make([]nostr.Filter, 0, len(arr)-2)
 		for i, raw := range arr[2:] {
