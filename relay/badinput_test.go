@@ -169,6 +169,10 @@ func TestBadInput(t *testing.T) {
 		if msg := c.closed("REQ", long+"e", map[string]any{}); !strings.HasPrefix(msg, "invalid:") {
 			t.Fatalf("a 65-character subscription id: %q", msg)
 		}
+		// A COUNT's id is held to the same limit (it was echoed back at any length).
+		if msg := c.closed("COUNT", long+"e", map[string]any{}); !strings.HasPrefix(msg, "invalid:") {
+			t.Fatalf("a COUNT with a 65-character id: %q", msg)
+		}
 		stillServed(t)
 	})
 	t.Run("bad filter", func(t *testing.T) {

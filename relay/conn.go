@@ -682,15 +682,23 @@ func (c *conn) prepareFilters(filters []nostr.Filter) (int, string) {
 	return values, ""
 }
 
+// checkSubID refuses a REQ's or COUNT's id longer than max_subid_length;
+// NIP-01 counts its length in characters.
+func (r *Relay) checkSubID(subID string) string {
+	if l := r.cfg.Limits.MaxSubIDLength; l > 0 && utf8.RuneCountInString(subID) > l {
+		return fmt.Sprintf("invalid: subscription id longer than %d characters", l)
+	}
+	return ""
+}
+
 func (c *conn) handleReq(subID string, filters []nostr.Filter) {
 	r := c.r
 	if !c.exempt && !r.ipReqs.allow(c.ip, r.Now()) {
 		c.refuseReq(subID, "rate-limited: too many requests; slow down")
 		return
 	}
-	// NIP-01 counts a subscription id's length in characters.
-	if l := r.cfg.Limits.MaxSubIDLength; l > 0 && utf8.RuneCountInString(subID) > l {
-		c.send(frame("CLOSED", subID, fmt.Sprintf("invalid: subscription id longer than %d characters", l)))
+	if msg := r.checkSubID(subID); msg != "" {
+		c.send(frame("CLOSED", subID, msg))
 		return
 	}
 	values, msg := c.prepareFilters(filters)
@@ -762,6 +770,10 @@ func (c *conn) handleCount(subID string, filters []nostr.Filter) {
 	r := c.r
 	if !c.exempt && !r.ipReqs.allow(c.ip, r.Now()) {
 		c.send(frame("CLOSED", subID, "rate-limited: too many requests; slow down"))
+		return
+	}
+	if msg := r.checkSubID(subID); msg != "" {
+		c.send(frame("CLOSED", subID, msg))
 		return
 	}
 	if _, msg := c.prepareFilters(filters); msg != "" {
