@@ -220,6 +220,24 @@ func (s *Service) deliverTo(ctx context.Context, url string, ds []delivery) {
 			s.log.Debug("delivery dropped before sending", "message", d.RumorID, "relay", d.Relay)
 			continue
 		}
+		// A wrap that waited is made again, dated from now: the
+		// recipient's inbox reads back only MaxBackdate (and 10 minutes)
+		// before its previous connection, and a wrap dated up to
+		// MaxBackdate before it was queued could fall outside that
+		// window, accepted by the relay and never read.
+		if s.now().Sub(time.Unix(d.CreatedAt, 0)) > rewrapAfter {
+			fresh, err := s.rewrap(rctx, d)
+			switch {
+			case err != nil:
+				s.log.Debug("could not make a waiting wrap again; sending it as it is", "message", d.RumorID, "relay", d.Relay, "err", err)
+			case fresh == nil:
+				<-sem
+				s.log.Debug("delivery dropped before sending", "message", d.RumorID, "relay", d.Relay)
+				continue
+			default:
+				d.WrapID, d.Wrap, evt = fresh.ID, fresh.String(), *fresh
+			}
+		}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
@@ -230,6 +248,43 @@ func (s *Service) deliverTo(ctx context.Context, url string, ds []delivery) {
 		}()
 	}
 	wg.Wait()
+}
+
+// rewrapAfter is how long after it was queued a delivery's gift wrap is
+// made again before each attempt (Service.rewrap). The inbox reads back 10
+// minutes more than MaxBackdate, so a wrap published within 10 minutes of
+// being made is always in the recipient's window.
+const rewrapAfter = 5 * time.Minute
+
+// rewrap makes d's gift wrap again, with a fresh one-time key and times
+// drawn back from now, from the rumor in our own copy's wrap, and puts it
+// in d's outbox row. It returns nil (and no error) if the row is no longer
+// pending (deleted, expired or done meanwhile).
+func (s *Service) rewrap(ctx context.Context, d delivery) (*nostr.Event, error) {
+	raw, err := s.st.ownWrap(ctx, d.RumorID)
+	if err != nil {
+		return nil, fmt.Errorf("our own copy: %w", err)
+	}
+	var own nostr.Event
+	if err := own.UnmarshalJSON([]byte(raw)); err != nil {
+		return nil, fmt.Errorf("our own copy: %w", err)
+	}
+	rumor, err := s.w.Unwrap(&own)
+	if err != nil {
+		return nil, fmt.Errorf("our own copy: %w", err)
+	}
+	if rumor.ID != d.RumorID {
+		return nil, fmt.Errorf("our own copy holds rumor %s, not %s", rumor.ID, d.RumorID)
+	}
+	wrap, err := s.w.Wrap(*rumor, d.Recipient, d.ExpiresAt)
+	if err != nil {
+		return nil, err
+	}
+	ok, err := s.st.replaceWrap(ctx, d.WrapID, d.Relay, wrap.ID, wrap.String())
+	if err != nil || !ok {
+		return nil, err
+	}
+	return &wrap, nil
 }
 
 // record stores the outcome of one publish attempt.

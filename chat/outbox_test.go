@@ -254,3 +254,76 @@ func TestMessageDeletedWhileQueuedIsNotSent(t *testing.T) {
 		}
 	}
 }
+
+// TestLateDeliveryIsReadByTheInbox: alice queues a message and her node
+// stays offline for 30 hours; bob's node meanwhile reconnects to his relay.
+// When alice's outbox delivers, bob reads the message. A wrap's created_at
+// lies up to 48 hours before the moment it was made, and bob's inbox reads
+// back 48 hours (and 10 minutes) before its previous connection: a wrap
+// made 30 hours before it reaches the relay can be dated before that. Before,
+// the outbox delivered the wrap it made when the message was queued: the
+// relay answered OK (alice saw "sent") and bob never read it. Now a wrap
+// that waited is made again, newly dated, when it is delivered.
+func TestLateDeliveryIsReadByTheInbox(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{}
+	alice := newUser(t, clk, "alice")
+	bob := newUser(t, clk, "bob")
+	bob.publishDMRelays(t, bob.relay.url, bob.relay.url)
+
+	// bob's inbox has connected before: his next connection reads back from then.
+	bs := bob.start(t, nil)
+	eventually(t, 10*time.Second, "bob's inbox to have subscribed (its cursor set)", func() (bool, error) {
+		var n int
+		err := bs.st.db.QueryRowContext(ctx, `SELECT count(*) FROM cursors`).Scan(&n)
+		return n > 0, err
+	})
+	if err := bs.Close(); err != nil {
+		t.Fatal(err)
+	}
+	bs = bob.start(t, nil)
+
+	// Wraps dated 47 hours before they are made (NIP-59 allows 48).
+	back := func(now time.Time) nostr.Timestamp { return nostr.Timestamp(now.Add(-47 * time.Hour).Unix()) }
+	then := &clock{off: -30 * time.Hour}
+	queued, err := New(Config{
+		Key: alice.key, RelayURL: alice.relay.url, DBPath: alice.db, Logger: testLogger(t).With("user", "alice"),
+		Now: then.Now, DiscoveryRelays: []string{bob.relay.url},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued.w.past = back
+	m, err := queued.Send(ctx, []string{bob.key.Npub()}, "sent before the trip", SendOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := queued.Close(); err != nil { // offline before the outbox ran
+		t.Fatal(err)
+	}
+
+	as, err := New(Config{
+		Key: alice.key, RelayURL: alice.relay.url, DBPath: alice.db, Logger: testLogger(t).With("user", "alice"),
+		Now: clk.Now, DiscoveryRelays: []string{bob.relay.url},
+		RetryBase: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, PurgeInterval: time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = as.Close() })
+	as.w.past = back
+	if err := as.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sent, err := as.WaitSent(ctxT(t, 15*time.Second), m.ID)
+	if err != nil || sent.State != StateSent {
+		t.Fatalf("alice's message: %v (%v)", sent.Status(), err)
+	}
+	if n := len(bob.relay.wraps(t, bob.key.PublicKey())); n != 1 {
+		t.Fatalf("bob's relay holds %d wraps for him, want 1", n)
+	}
+	eventually(t, 15*time.Second, "bob reads the message delivered late", func() (bool, error) {
+		_, err := bs.Message(ctx, m.ID)
+		return err == nil, nil
+	})
+}

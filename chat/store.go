@@ -254,6 +254,26 @@ func (s *store) deliveryPending(ctx context.Context, wrapID, relay string) (bool
 	return err == nil, err
 }
 
+// ownWrap returns the gift wrap of our own copy of a rumor we sent (it
+// opens with our key).
+func (s *store) ownWrap(ctx context.Context, rumorID string) (string, error) {
+	var w string
+	err := s.db.QueryRowContext(ctx, `SELECT wrap FROM deliveries WHERE rumor_id = ? AND self = 1 LIMIT 1`, rumorID).Scan(&w)
+	return w, err
+}
+
+// replaceWrap puts a new gift wrap in a pending delivery's row; it reports
+// false if the row is gone or no longer pending.
+func (s *store) replaceWrap(ctx context.Context, wrapID, relay, newID, wrap string) (bool, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE deliveries SET wrap_id = ?, wrap = ? WHERE wrap_id = ? AND relay = ? AND state = 'pending'`,
+		newID, wrap, wrapID, relay)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
 const messageCols = `m.rumor_id, m.conversation, m.sender, m.kind, m.content, m.tags, m.created_at, m.expires_at, m.outgoing, m.read,
 	(SELECT count(DISTINCT relay) FROM deliveries d WHERE d.rumor_id = m.rumor_id AND d.self = 0),
 	(SELECT count(DISTINCT relay) FROM deliveries d WHERE d.rumor_id = m.rumor_id AND d.self = 0 AND d.state = 'ok'),
