@@ -320,8 +320,7 @@ func (w *Wallet) syncLocked(ctx context.Context) error {
 		}
 		if reorg {
 			w.log.Warn("chain tip changed under the wallet (reorg); rescanning", "height", w.tipHeight, "from", w.file.Birthday)
-			w.tipHeight = w.file.Birthday - 1
-			w.utxos = make(map[wire.OutPoint]*UTXO)
+			w.rescan()
 		}
 	}
 	start, used := w.tipHeight+1, [2]uint32{w.file.NextExt, w.file.NextInt}
@@ -333,6 +332,20 @@ func (w *Wallet) syncLocked(ctx context.Context) error {
 		blk, err := w.cfg.Chain.Block(ctx, hash)
 		if err != nil {
 			return fmt.Errorf("wallet: sync block %d: %w", height, err)
+		}
+		if w.tipHeight >= w.file.Birthday && blk.Header.PrevBlock != w.tipHash {
+			// A reorg while this scan ran: the block does not follow
+			// the last one scanned, which has left the best chain (and
+			// the next Sync, comparing only the hash of the last block
+			// scanned, would never notice).
+			w.log.Warn("chain changed under the wallet's scan (reorg); rescanning", "height", height, "from", w.file.Birthday)
+			w.rescan()
+			start = w.tipHeight + 1
+			if best, err = w.cfg.Chain.BestHeight(ctx); err != nil {
+				return fmt.Errorf("wallet: sync: %w", err)
+			}
+			height = w.tipHeight // the loop's increment starts it at the birthday
+			continue
 		}
 		if err := w.applyBlock(blk, height); err != nil {
 			return err
@@ -359,6 +372,13 @@ func (w *Wallet) syncLocked(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// rescan forgets the confirmed coins and the blocks scanned, so that the
+// scan starts again at the birthday.
+func (w *Wallet) rescan() {
+	w.tipHeight, w.tipHash = w.file.Birthday-1, chainhash.Hash{}
+	w.utxos = make(map[wire.OutPoint]*UTXO)
 }
 
 func (w *Wallet) applyBlock(blk *wire.MsgBlock, height int32) error {

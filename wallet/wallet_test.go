@@ -95,6 +95,12 @@ func (c *fakeChain) mine(script []byte, value btcutil.Amount) {
 	for _, tx := range c.mempool {
 		b.AddTransaction(tx)
 	}
+	// Blocks of two branches at one height differ by their transactions.
+	var txs []*btcutil.Tx
+	for _, tx := range b.Transactions {
+		txs = append(txs, btcutil.NewTx(tx))
+	}
+	b.Header.MerkleRoot = blockchain.CalcMerkleRoot(txs, false)
 	c.mempool = nil
 	c.blocks = append(c.blocks, b)
 }
@@ -523,4 +529,95 @@ func minedWallet(t *testing.T, chain Chain, fake *fakeChain, blocks int) *Wallet
 		t.Fatal(err)
 	}
 	return w
+}
+
+// forkingChain replaces the fake chain's blocks from height fork on with
+// others the first time the wallet asks for the hash at height at: a reorg
+// that lands while a Sync is part way through its scan.
+type forkingChain struct {
+	*fakeChain
+	at, fork int32
+	blocks   []*wire.MsgBlock // the other branch, from height fork on
+	done     bool
+}
+
+func (c *forkingChain) BlockHash(ctx context.Context, h int32) (*chainhash.Hash, error) {
+	if h == c.at && !c.done {
+		c.done = true
+		c.mu.Lock()
+		c.fakeChain.blocks = append(c.fakeChain.blocks[:c.fork:c.fork], c.blocks...)
+		c.mu.Unlock()
+	}
+	return c.fakeChain.BlockHash(ctx, h)
+}
+
+// A reorg during a Sync's scan (a block scanned from the old branch, the
+// next from the new one) is noticed by the block's parent, and the wallet
+// ends with the coins of the best chain. It used to keep the coin of the
+// block reorganised out and never see the coin of the block that replaced
+// it: the next Sync compared only the hash of the last block scanned,
+// which was on the new branch.
+func TestReorgDuringSyncIsNoticed(t *testing.T) {
+	ctx := context.Background()
+	seed := bytes.Repeat([]byte{7}, 32)
+	fake := &fakeChain{}
+	chain := &forkingChain{fakeChain: fake, at: 4, fork: 3}
+	w, err := New(seed, Config{Params: params, Chain: chain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, err := w.NewAddress()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, _ := txscript.PayToAddrScript(addr)
+	other := payOut(t, 1).PkScript
+	for range 3 {
+		fake.mine(mine, 50*btcutil.SatoshiPerBitcoin)
+	}
+	if err := w.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The old branch: 3 and 4 pay the wallet 1 BTC and 2 BTC.
+	fake.mine(mine, 1*btcutil.SatoshiPerBitcoin)
+	fake.mine(mine, 2*btcutil.SatoshiPerBitcoin)
+	// The new branch: 3' pays someone else, 4' the wallet 4 BTC, 5' 8 BTC.
+	alt := &fakeChain{blocks: append([]*wire.MsgBlock(nil), fake.blocks[:3]...)}
+	alt.mine(other, 50*btcutil.SatoshiPerBitcoin)
+	alt.mine(mine, 4*btcutil.SatoshiPerBitcoin)
+	alt.mine(mine, 8*btcutil.SatoshiPerBitcoin)
+	chain.blocks = alt.blocks[3:]
+	for range 2 {
+		if err := w.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !chain.done {
+		t.Fatal("the chain never forked")
+	}
+	fresh, err := New(seed, Config{Params: params, Chain: fake})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fresh.NewAddress(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fresh.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, want := w.UTXOs(), fresh.UTXOs()
+	if !slices.EqualFunc(got, want, func(a, b UTXO) bool { return a.OutPoint == b.OutPoint && a.Value == b.Value && a.Height == b.Height }) {
+		t.Fatalf("after a reorg during a sync the wallet holds %s; the best chain gives %s", coinList(got), coinList(want))
+	}
+	if w.Height() != 5 {
+		t.Fatalf("height %d, want 5", w.Height())
+	}
+}
+
+func coinList(us []UTXO) string {
+	var parts []string
+	for _, u := range us {
+		parts = append(parts, fmt.Sprintf("%v at %d", u.Value, u.Height))
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
 }
