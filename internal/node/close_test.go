@@ -60,18 +60,7 @@ func TestCloseHangsUpOnLND(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cfg, err := node.Load(flag.NewFlagSet("node", flag.ContinueOnError), []string{"--datadir", dir, "--network", "regtest", "--listen", "127.0.0.1:0",
-		"--passphrase-file", filepath.Join(dir, "pass"), "--lnd.rpcserver", ln.Addr().String(),
-		"--lnd.tlscertpath", filepath.Join(dir, "tls.cert"), "--lnd.macaroonpath", filepath.Join(dir, "x.macaroon")},
-		func(string) string { return "" })
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := node.Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
+	n := startIdentityNode(t, dir, "--lnd.rpcserver", ln.Addr().String(), "--lnd.tlscertpath", filepath.Join(dir, "tls.cert"), "--lnd.macaroonpath", filepath.Join(dir, "x.macaroon"))
 	testutil.Eventually(t, 30*time.Second, "the tip engine's connection to LND", func() (bool, error) {
 		begun, _ := conns.counts()
 		return begun > 0, nil
@@ -83,6 +72,23 @@ func TestCloseHangsUpOnLND(t *testing.T) {
 		begun, ended := conns.counts()
 		return ended == begun, nil
 	})
+}
+
+// startIdentityNode starts a regtest node on dir (made by identityDir) with
+// args added to its flags, and closes it when the test ends.
+func startIdentityNode(t *testing.T, dir string, args ...string) *node.Node {
+	t.Helper()
+	cfg, err := node.Load(flag.NewFlagSet("node", flag.ContinueOnError), append([]string{"--datadir", dir, "--network", "regtest", "--listen", "127.0.0.1:0",
+		"--passphrase-file", filepath.Join(dir, "pass")}, args...), func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := node.Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
 }
 
 // identityDir is a data dir with an identity whose passphrase is in the
@@ -167,16 +173,7 @@ func (c *connCounter) counts() (begun, ended int) {
 // that feeds them closes only after it.
 func TestCloseEndsWatchStreams(t *testing.T) {
 	dir := identityDir(t)
-	cfg, err := node.Load(flag.NewFlagSet("node", flag.ContinueOnError), []string{"--datadir", dir, "--network", "regtest", "--listen", "127.0.0.1:0",
-		"--passphrase-file", filepath.Join(dir, "pass")}, func(string) string { return "" })
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := node.Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
+	n := startIdentityNode(t, dir)
 	c, err := node.Dial(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -237,16 +234,7 @@ func TestCloseAnswersAWaitingSend(t *testing.T) {
 			}
 		}
 	}()
-	cfg, err := node.Load(flag.NewFlagSet("node", flag.ContinueOnError), []string{"--datadir", dir, "--network", "regtest", "--listen", "127.0.0.1:0",
-		"--passphrase-file", filepath.Join(dir, "pass"), "--chat.allow-private-relays"}, func(string) string { return "" })
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := node.Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
+	n := startIdentityNode(t, dir, "--chat.allow-private-relays")
 	c, err := node.Dial(dir)
 	if err != nil {
 		t.Fatal(err)
