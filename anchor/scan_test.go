@@ -134,21 +134,6 @@ func TestReorgRescansFromTheForkPoint(t *testing.T) {
 	var root Hash
 	root[0] = 7
 	anchorTx := fixtureTx(root)
-	mk := func(nonce uint32, prev *wire.MsgBlock, txs ...*wire.MsgTx) *wire.MsgBlock {
-		cb := wire.NewMsgTx(1)
-		cb.AddTxIn(wire.NewTxIn(&wire.OutPoint{Index: wire.MaxPrevOutIndex}, []byte{0x02, byte(nonce), byte(nonce >> 8)}, nil))
-		cb.AddTxOut(wire.NewTxOut(1, []byte{0x51}))
-		all := append([]*wire.MsgTx{cb}, txs...)
-		ids := make([]chainhash.Hash, len(all))
-		for i, tx := range all {
-			ids[i] = tx.TxHash()
-		}
-		blk := &wire.MsgBlock{Header: wire.BlockHeader{MerkleRoot: TxMerkleRoot(ids), Nonce: nonce}, Transactions: all}
-		if prev != nil {
-			blk.Header.PrevBlock = prev.BlockHash()
-		}
-		return blk
-	}
 	// The best chain: the tx is in block 9, on a branch forking at 8.
 	blocks := map[int32]*wire.MsgBlock{}
 	for h := int32(1); h <= 12; h++ {
@@ -156,11 +141,11 @@ func TestReorgRescansFromTheForkPoint(t *testing.T) {
 		if h == 9 {
 			txs = append(txs, anchorTx)
 		}
-		blocks[h] = mk(uint32(h), blocks[h-1], txs...)
+		blocks[h] = chainBlock(uint32(h), blocks[h-1], txs...)
 	}
 	// The old branch: 8, stale9, stale10 with the tx.
-	stale9 := mk(1009, blocks[8])
-	stale10 := mk(1010, stale9, anchorTx)
+	stale9 := chainBlock(1009, blocks[8])
+	stale10 := chainBlock(1010, stale9, anchorTx)
 
 	for name, chain := range map[string]*reorgChain{
 		"stale branch unknown": {blocks: blocks, best: 12},
