@@ -116,7 +116,7 @@ func KeyFromHex(secretHex string) (*Key, error) {
 // KeyFromNsec imports a NIP-19 nsec.
 func KeyFromNsec(nsec string) (*Key, error) {
 	nsec = strings.TrimSpace(nsec)
-	prefix, v, err := nip19.Decode(nsec)
+	prefix, v, err := decodeNIP19(nsec, "nsec")
 	if err != nil {
 		// The bech32 error text never contains the input, but be safe:
 		// report only that decoding failed.

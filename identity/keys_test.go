@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/btcsuite/btcd/btcutil/bech32"
 	"github.com/nbd-wtf/go-nostr"
 )
 
@@ -217,5 +218,37 @@ func TestSignAndWipe(t *testing.T) {
 	}
 	if _, err := k.Nsec(); !errors.Is(err, ErrKeyWiped) {
 		t.Fatalf("nsec after wipe: %v", err)
+	}
+}
+
+// Every decoder refuses an entity of another kind with an error, also a
+// malformed one go-nostr cannot decode: an naddr whose kind entry is one
+// byte long made go-nostr's Decode index out of range, and DecodeNpub,
+// DecodeNprofile, DecodeNevent and KeyFromNsec panicked on it.
+func TestNIP19DecodersRefuseMalformedOtherKinds(t *testing.T) {
+	b5, err := bech32.ConvertBits([]byte{3, 1, 7}, 8, 5, true) // TLV: kind, length 1
+	if err != nil {
+		t.Fatal(err)
+	}
+	naddr, err := bech32.Encode("naddr", b5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, decode := range map[string]func(string) error{
+		"DecodeNpub":     func(s string) error { _, err := DecodeNpub(s); return err },
+		"DecodeNprofile": func(s string) error { _, err := DecodeNprofile(s); return err },
+		"DecodeNevent":   func(s string) error { _, err := DecodeNevent(s); return err },
+		"KeyFromNsec":    func(s string) error { _, err := KeyFromNsec(s); return err },
+	} {
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					t.Errorf("%s(%s) panicked: %v", name, naddr, p)
+				}
+			}()
+			if err := decode(naddr); err == nil {
+				t.Errorf("%s(%s) accepted an naddr", name, naddr)
+			}
+		}()
 	}
 }

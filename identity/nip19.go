@@ -5,12 +5,26 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/btcsuite/btcd/btcutil/bech32"
 	"github.com/nbd-wtf/go-nostr"
 	"github.com/nbd-wtf/go-nostr/nip19"
 )
 
 // ErrNIP19 wraps every NIP-19 decoding failure.
 var ErrNIP19 = errors.New("identity: nip19")
+
+// decodeNIP19 decodes s with go-nostr only if it is an entity of kind want
+// ("npub", "nsec", "nprofile", "nevent"); otherwise it returns the kind
+// found and a nil value. go-nostr's Decode indexes out of range on some
+// malformed entities of other kinds (an naddr whose kind entry is shorter
+// than 4 bytes), so those never reach it.
+func decodeNIP19(s, want string) (prefix string, v any, err error) {
+	prefix, _, err = bech32.DecodeNoLimit(s)
+	if err != nil || prefix != want {
+		return prefix, nil, err
+	}
+	return nip19.Decode(s)
+}
 
 // EncodeNpub encodes a hex public key as an npub.
 func EncodeNpub(pubHex string) (string, error) {
@@ -26,7 +40,7 @@ func EncodeNpub(pubHex string) (string, error) {
 
 // DecodeNpub decodes an npub to a hex public key (and checks it is a point).
 func DecodeNpub(npub string) (string, error) {
-	prefix, v, err := nip19.Decode(strings.TrimSpace(npub))
+	prefix, v, err := decodeNIP19(strings.TrimSpace(npub), "npub")
 	if err != nil {
 		return "", fmt.Errorf("%w: decode npub: %w", ErrNIP19, err)
 	}
@@ -65,7 +79,7 @@ func EncodeNprofile(pubHex string, relays []string) (string, error) {
 
 // DecodeNprofile decodes an nprofile.
 func DecodeNprofile(s string) (nostr.ProfilePointer, error) {
-	prefix, v, err := nip19.Decode(strings.TrimSpace(s))
+	prefix, v, err := decodeNIP19(strings.TrimSpace(s), "nprofile")
 	if err != nil {
 		return nostr.ProfilePointer{}, fmt.Errorf("%w: decode nprofile: %w", ErrNIP19, err)
 	}
@@ -94,7 +108,7 @@ func EncodeNevent(idHex string, relays []string, authorHex string) (string, erro
 
 // DecodeNevent decodes an nevent.
 func DecodeNevent(s string) (nostr.EventPointer, error) {
-	prefix, v, err := nip19.Decode(strings.TrimSpace(s))
+	prefix, v, err := decodeNIP19(strings.TrimSpace(s), "nevent")
 	if err != nil {
 		return nostr.EventPointer{}, fmt.Errorf("%w: decode nevent: %w", ErrNIP19, err)
 	}
