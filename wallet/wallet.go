@@ -324,6 +324,7 @@ func (w *Wallet) syncLocked(ctx context.Context) error {
 		}
 	}
 	start, used := w.tipHeight+1, [2]uint32{w.file.NextExt, w.file.NextInt}
+	restarted := false
 	for height := w.tipHeight + 1; height <= best; height++ {
 		hash, err := w.cfg.Chain.BlockHash(ctx, height)
 		if err != nil {
@@ -340,7 +341,10 @@ func (w *Wallet) syncLocked(ctx context.Context) error {
 			// scanned, would never notice).
 			w.log.Warn("chain changed under the wallet's scan (reorg); rescanning", "height", height, "from", w.file.Birthday)
 			w.rescan()
-			start = w.tipHeight + 1
+			if restarted { // once per Sync; the next one scans afresh
+				return fmt.Errorf("wallet: sync: the chain changed twice during the scan (block %d does not follow the block scanned before it)", height)
+			}
+			restarted, start = true, w.tipHeight+1
 			if best, err = w.cfg.Chain.BestHeight(ctx); err != nil {
 				return fmt.Errorf("wallet: sync: %w", err)
 			}

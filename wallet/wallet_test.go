@@ -621,3 +621,43 @@ func coinList(us []UTXO) string {
 	}
 	return "[" + strings.Join(parts, ", ") + "]"
 }
+
+// unlinkedChain serves a block at height bad whose parent is not the block
+// below it, every time: a chain source that is wrong, not one in a reorg.
+type unlinkedChain struct {
+	*fakeChain
+	bad   int32
+	calls int
+}
+
+func (c *unlinkedChain) Block(ctx context.Context, hash *chainhash.Hash) (*wire.MsgBlock, error) {
+	if c.calls++; c.calls > 100 {
+		return nil, errors.New("the wallet keeps rescanning")
+	}
+	blk, err := c.fakeChain.Block(ctx, hash)
+	if err != nil || blk.BlockHash() != c.fakeChain.blocks[c.bad].BlockHash() {
+		return blk, err
+	}
+	b := *blk
+	b.Header.PrevBlock = chainhash.Hash{1}
+	return &b, nil
+}
+
+// A block that does not follow the one scanned before it restarts the scan
+// once per Sync; the second time Sync fails, rather than rescanning for as
+// long as the chain source serves such a block.
+func TestSyncRestartsOnceOnUnlinkedBlocks(t *testing.T) {
+	fake := &fakeChain{}
+	chain := &unlinkedChain{fakeChain: fake, bad: 3}
+	w, err := New(bytes.Repeat([]byte{7}, 32), Config{Params: params, Chain: chain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		fake.mine(payOut(t, 1).PkScript, 50*btcutil.SatoshiPerBitcoin)
+	}
+	err = w.Sync(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "changed twice") {
+		t.Fatalf("sync over a block that does not follow its parent: %v", err)
+	}
+}
