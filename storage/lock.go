@@ -39,3 +39,9 @@ func lockFile(path string) (*os.File, error) {
 		return nil, fmt.Errorf("storage: lock %s: %w", path, err)
 	}
 }
+
+// Lock takes the lock Open takes on the database at path, for a tool that
+// must not run beside a store on it (a node): it fails with ErrLocked while
+// one is open, and a store cannot open while the lock is held. Close the
+// returned file to release it.
+func Lock(path string) (*os.File, error) { return lockFile(path) }

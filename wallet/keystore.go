@@ -144,3 +144,35 @@ func writeSeedFile(path string, f *seedFile, replace bool) error {
 	}
 	return nil
 }
+
+// ChangePassword re-encrypts the seed file at path under newPassword (with
+// a new salt and nonce, the same scrypt cost unless logN is set, and the
+// counters and birthday kept), replacing the file atomically. A file that
+// already opens with newPassword is left as it is, so a change interrupted
+// after the wallet and before the identity keystore can simply be run
+// again. A password that opens neither way is ErrWrongPassword, and the
+// file is not written.
+func ChangePassword(path string, oldPassword, newPassword []byte, logN uint8) error {
+	f, err := readSeedFile(path)
+	if err != nil {
+		return err
+	}
+	seed, err := f.decrypt(oldPassword)
+	if errors.Is(err, ErrWrongPassword) {
+		if _, err2 := f.decrypt(newPassword); err2 == nil {
+			return nil // done already
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if logN == 0 {
+		logN = f.LogN
+	}
+	nf, err := encryptSeed(seed, newPassword, f.Network, logN)
+	if err != nil {
+		return err
+	}
+	nf.Birthday, nf.NextExt, nf.NextInt = f.Birthday, f.NextExt, f.NextInt
+	return writeSeedFile(path, nf, true)
+}

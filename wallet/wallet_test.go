@@ -661,3 +661,64 @@ func TestSyncRestartsOnceOnUnlinkedBlocks(t *testing.T) {
 		t.Fatalf("sync over a block that does not follow its parent: %v", err)
 	}
 }
+
+// ChangePassword re-encrypts the seed under the new password, keeping the
+// wallet (the same seed, counters and birthday); the old password no longer
+// opens it; a second run (an interrupted change run again) finds it done;
+// a wrong password writes nothing.
+func TestChangePassword(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "wallet.json")
+	cfg := Config{Params: &chaincfg.RegressionNetParams, ScryptLogN: 4, Birthday: 7}
+	w, err := Create(path, []byte("old password"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, err := w.NewAddress()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(path)
+	if err := ChangePassword(path, []byte("wrong"), []byte("new password"), 0); !errors.Is(err, ErrWrongPassword) {
+		t.Fatalf("a wrong password: %v, want ErrWrongPassword", err)
+	}
+	if after, _ := os.ReadFile(path); string(after) != string(before) {
+		t.Fatal("a wrong password rewrote the seed file")
+	}
+	for range 2 {
+		if err := ChangePassword(path, []byte("old password"), []byte("new password"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := Open(path, []byte("old password"), cfg); !errors.Is(err, ErrWrongPassword) {
+		t.Fatalf("the old password after the change: %v", err)
+	}
+	w2, err := Open(path, []byte("new password"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := w2.NewAddress()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.String() == addr.String() {
+		t.Error("the address counter was not kept: the next address repeats the last one")
+	}
+	f, err := readSeedFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Birthday != 7 || f.LogN != 4 {
+		t.Errorf("birthday %d, log_n %d; want 7 and 4 kept", f.Birthday, f.LogN)
+	}
+	seed, err := f.decrypt([]byte("new password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	same, err := New(seed, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first, _ := same.NewAddress(); first.String() != addr.String() {
+		t.Error("the seed changed")
+	}
+}

@@ -16,6 +16,8 @@ import (
 
 	"github.com/anchorchat/anchorchat/identity"
 	"github.com/anchorchat/anchorchat/internal/node"
+	"github.com/anchorchat/anchorchat/storage"
+	"github.com/anchorchat/anchorchat/wallet"
 )
 
 func init() {
@@ -436,10 +438,48 @@ func idPasswd(ctx context.Context, f identityFlags, newFile string, stdout io.Wr
 	if err != nil {
 		return err
 	}
+	// The anchoring wallet is encrypted under the same passphrase (the node
+	// opens it with the identity's): it changes too, first, with the node
+	// stopped, since a running node rewrites the file (its address
+	// counters) under the passphrase it started with.
+	walletPath := filepath.Join(dir, node.WalletFile)
+	_, err = os.Stat(walletPath)
+	hasWallet := err == nil
+	if hasWallet {
+		lock, err := storage.Lock(filepath.Join(dir, node.DBFile))
+		if errors.Is(err, storage.ErrLocked) {
+			return fmt.Errorf("a node is running on %s: stop it first (its anchoring wallet, %s, changes passphrase too, and the running node would write it back under the old one)", dir, node.WalletFile)
+		}
+		if err != nil {
+			return err
+		}
+		defer lock.Close()
+		if !ks.SkipPolicy {
+			if err := identity.CheckPassphrase(newPass); err != nil {
+				return err
+			}
+		}
+		key, err := ks.Unlock(ctx, oldPass) // the old passphrase is right before anything is written
+		if err != nil {
+			return noIdentity(err, dir)
+		}
+		key.Wipe()
+		var logN uint8
+		if f.logN.set {
+			logN = f.logN.n
+		}
+		if err := wallet.ChangePassword(walletPath, []byte(oldPass), []byte(newPass), logN); err != nil {
+			return fmt.Errorf("the anchoring wallet %s: %w", walletPath, err)
+		}
+	}
 	if err := ks.ChangePassphrase(ctx, oldPass, newPass); err != nil {
 		return noIdentity(err, dir)
 	}
-	fmt.Fprintln(stdout, "passphrase changed; restart the node with the new one")
+	if hasWallet {
+		fmt.Fprintln(stdout, "passphrase changed, for the identity and the anchoring wallet; start the node with the new one")
+	} else {
+		fmt.Fprintln(stdout, "passphrase changed; restart the node with the new one")
+	}
 	return nil
 }
 

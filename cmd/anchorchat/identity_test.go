@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,11 +15,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/btcsuite/btcd/chaincfg"
 	"github.com/nbd-wtf/go-nostr"
 	"github.com/nbd-wtf/go-nostr/nip19"
 
 	"github.com/anchorchat/anchorchat/identity"
+	"github.com/anchorchat/anchorchat/internal/node"
 	"github.com/anchorchat/anchorchat/internal/nostrclient"
+	"github.com/anchorchat/anchorchat/wallet"
 )
 
 const testPass = "Tr1cky-Walrus-Juggles-47-Neon-Pianos"
@@ -451,5 +455,47 @@ func TestShellQuote(t *testing.T) {
 		if got := shellQuote(in); got != want {
 			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+// id passwd changes the anchoring wallet's passphrase too: the node opens
+// wallet.json with the identity's passphrase, so after a change of the
+// identity's alone a node with btcd could not start ("wrong password").
+// With a node running on the data dir it refuses and changes nothing (the
+// node would write the wallet back under the old passphrase).
+func TestPasswdChangesTheWalletToo(t *testing.T) {
+	dir, _ := newUser(t, "gil")
+	walletPath := filepath.Join(dir, node.WalletFile)
+	cfg := wallet.Config{Params: &chaincfg.RegressionNetParams, ScryptLogN: 4}
+	if _, err := wallet.Create(walletPath, []byte(testPass), cfg); err != nil {
+		t.Fatal(err)
+	}
+	newPass := filepath.Join(t.TempDir(), "new")
+	const np = "another long passphrase for the wallet"
+	if err := os.WriteFile(newPass, []byte(np+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"ANCHORCHAT_PASSPHRASE=" + testPass}
+	args := []string{"id", "passwd", "--new-passphrase-file", newPass, "--network", "regtest", "--datadir", dir}
+
+	p := startProcEnv(t, dir, env)
+	before, _ := os.ReadFile(walletPath)
+	if out, err := cli(t, env, args...); err == nil || !strings.Contains(out, "stop it first") {
+		t.Fatalf("id passwd beside a running node: %v\n%s", err, out)
+	}
+	if after, _ := os.ReadFile(walletPath); string(after) != string(before) {
+		t.Fatal("id passwd beside a running node rewrote the wallet")
+	}
+	stopProc(t, p)
+
+	if out, err := cli(t, env, args...); err != nil {
+		t.Fatalf("id passwd: %v\n%s", err, out)
+	}
+	if _, err := wallet.Open(walletPath, []byte(np), cfg); err != nil {
+		t.Fatalf("the wallet under the new passphrase: %v", err)
+	}
+	ks := node.Keystore(dir, slog.New(slog.DiscardHandler))
+	if _, err := ks.Unlock(context.Background(), np); err != nil {
+		t.Fatalf("the identity under the new passphrase: %v", err)
 	}
 }

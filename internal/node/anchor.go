@@ -82,6 +82,9 @@ func (n *Node) setupAnchor(ctx context.Context, passphrase string) error {
 		}
 		n.log.Info("anchoring wallet created", "path", path, "birthday", height)
 	} else if n.wallet, err = wallet.Open(path, []byte(passphrase), wcfg); err != nil {
+		if errors.Is(err, wallet.ErrWrongPassword) {
+			return fmt.Errorf("opening the anchoring wallet %s (encrypted under the identity's passphrase; if `anchorchat id passwd` was interrupted, run it again with the same passphrases): %w", path, err)
+		}
 		return fmt.Errorf("opening the anchoring wallet: %w", err)
 	}
 	a := n.cfg.Anchor
