@@ -91,7 +91,7 @@ type Conn struct {
 	maxStored, maxStoredBytes int
 
 	mu        sync.Mutex
-	oks       map[string]chan okResult
+	oks       map[string][]chan okResult // by event id, in the order sent
 	subs      map[string]*Subscription
 	challenge string
 	chalCh    chan struct{} // closed when the first challenge arrives
@@ -138,7 +138,7 @@ func Dial(ctx context.Context, url string, opts Options) (*Conn, error) {
 	c := &Conn{
 		url: url, ws: ws, sign: sign, ctx: cctx, cancel: cancel,
 		maxStored: opts.MaxStoredEvents, maxStoredBytes: opts.MaxStoredBytes,
-		oks: make(map[string]chan okResult), subs: make(map[string]*Subscription),
+		oks: make(map[string][]chan okResult), subs: make(map[string]*Subscription),
 		chalCh: make(chan struct{}),
 	}
 	if c.maxStored <= 0 {
@@ -208,9 +208,14 @@ func (c *Conn) handleFrame(data []byte) bool {
 	env := nostr.ParseMessage(string(data))
 	switch e := env.(type) {
 	case *nostr.OKEnvelope:
+		// The relay answers each EVENT in turn: the first caller still
+		// waiting for this id gets this OK.
 		c.mu.Lock()
-		ch := c.oks[e.EventID]
-		delete(c.oks, e.EventID)
+		var ch chan okResult
+		if q := c.oks[e.EventID]; len(q) > 0 {
+			ch = q[0]
+			c.removeOK(e.EventID, ch)
+		}
 		c.mu.Unlock()
 		if ch != nil {
 			ch <- okResult{e.OK, e.Reason}
@@ -303,13 +308,16 @@ func (c *Conn) write(ctx context.Context, v any) error {
 
 // send writes a frame carrying an event (EVENT or AUTH) and waits for its OK.
 func (c *Conn) send(ctx context.Context, verb string, evt *nostr.Event) error {
+	// Another caller may be waiting for an OK of the same id (the same
+	// event published twice, two AUTH events signed in the same second):
+	// each waits in its own place.
 	ch := make(chan okResult, 1)
 	c.mu.Lock()
-	c.oks[evt.ID] = ch
+	c.oks[evt.ID] = append(c.oks[evt.ID], ch)
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
-		delete(c.oks, evt.ID)
+		c.removeOK(evt.ID, ch)
 		c.mu.Unlock()
 	}()
 	if err := c.write(ctx, []any{verb, evt}); err != nil {
@@ -325,6 +333,22 @@ func (c *Conn) send(ctx context.Context, verb string, evt *nostr.Event) error {
 		return fmt.Errorf("relay %s: waiting for OK: %w", c.url, ctx.Err())
 	case <-c.ctx.Done():
 		return fmt.Errorf("relay %s: no OK before the connection ended: %w", c.url, context.Cause(c.ctx))
+	}
+}
+
+// removeOK takes ch off the waiters for id's OK, if it is still there. c.mu is held.
+func (c *Conn) removeOK(id string, ch chan okResult) {
+	q := c.oks[id]
+	for i, w := range q {
+		if w == ch {
+			q = append(q[:i:i], q[i+1:]...)
+			break
+		}
+	}
+	if len(q) == 0 {
+		delete(c.oks, id)
+	} else {
+		c.oks[id] = q
 	}
 }
 

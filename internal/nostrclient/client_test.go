@@ -386,3 +386,42 @@ func TestDoneContextLeavesTheConnection(t *testing.T) {
 		t.Fatalf("publish afterwards: %v", err)
 	}
 }
+
+// Two callers waiting for the OK of the same event id on one connection
+// (the same event published twice at once, or two AUTH events signed in
+// the same second, which have the same id) each get an answer: the second
+// used to take the first's place among the waiters, and the first then
+// waited for an OK that had already gone to the other, until its context
+// ended.
+func TestSameEventPublishedTwiceAtOnce(t *testing.T) {
+	k := newKey(t)
+	evt := k.event(t, 1, "twice")
+	var mu sync.Mutex
+	seen := 0
+	url := relaytest.Scripted(t, func(env nostr.Envelope) []string {
+		e, ok := env.(*nostr.EventEnvelope)
+		if !ok {
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if seen++; seen < 2 {
+			return nil // answer both once both are waiting
+		}
+		ok1, _ := json.Marshal([]any{"OK", e.Event.ID, true, ""})
+		ok2, _ := json.Marshal([]any{"OK", e.Event.ID, true, "duplicate: have it"})
+		return []string{string(ok1), string(ok2)}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := dial(t, ctx, url, nostrclient.Options{})
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() { errs <- c.Publish(ctx, evt) }()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatalf("publish: %v", err)
+		}
+	}
+}

@@ -39,12 +39,12 @@ func FuzzRelayFrames(f *testing.F) {
 		defer cancel(nil)
 		c := &Conn{
 			url: "ws://fuzz", ctx: ctx, cancel: cancel,
-			oks: make(map[string]chan okResult), subs: make(map[string]*Subscription),
+			oks: make(map[string][]chan okResult), subs: make(map[string]*Subscription),
 			chalCh: make(chan struct{}), maxStored: 1 << 30, maxStoredBytes: 1 << 60,
 		}
 		s := c.newSubscription("s1", nostr.Filters{{}})
 		okc := make(chan okResult, 1)
-		c.oks[id] = okc
+		c.oks[id] = []chan okResult{okc}
 		for _, frame := range bytes.Split(data, []byte("\n")) {
 			select {
 			case <-s.events: // a reader that keeps up
