@@ -432,6 +432,11 @@ func (c *Conn) Subscribe(ctx context.Context, filters ...nostr.Filter) (*Subscri
 			msg = append(msg, f)
 		}
 		if err := c.write(ctx, msg); err != nil {
+			// Not sent (or the connection is failing): nothing to CLOSE.
+			s.goneOnce.Do(func() { close(s.gone) })
+			c.mu.Lock()
+			delete(c.subs, s.id)
+			c.mu.Unlock()
 			return nil, err
 		}
 	wait:
