@@ -4,7 +4,9 @@
 // documents every setting, whatever its source.
 //
 // The file format is lines of `name = value` (the flag's name without
-// dashes), with `#` or `;` starting a comment line. A list setting
+// dashes), with `#` or `;` starting a comment line. A value may be put in
+// double quotes, which keep the spaces at its ends; one pair is removed,
+// any other quote is part of the value. A list setting
 // (StringList) may be repeated, its values adding up as a repeated flag's
 // do; any other setting may appear once. Environment variables are
 // the flag name upper-cased with dashes and dots turned into underscores,
@@ -70,7 +72,7 @@ func ApplyFile(fset *flag.FlagSet, path string, src Source) error {
 		if !ok {
 			return fmt.Errorf("%s:%d: expected `name = value`", path, n)
 		}
-		key, val = strings.TrimSpace(key), strings.Trim(strings.TrimSpace(val), `"`)
+		key, val = strings.TrimSpace(key), unquote(strings.TrimSpace(val))
 		if fset.Lookup(key) == nil {
 			return fmt.Errorf("%s:%d: unknown setting %q (see --help)", path, n, key)
 		}
@@ -93,6 +95,15 @@ func ApplyFile(fset *flag.FlagSet, path string, src Source) error {
 		return fmt.Errorf("config file %s: %w", path, err)
 	}
 	return nil
+}
+
+// unquote removes one pair of double quotes around v; any other quote,
+// such as the last character of a password, is part of the value.
+func unquote(v string) string {
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		return v[1 : len(v)-1]
+	}
+	return v
 }
 
 // badValue says what a flag takes, for a value its Set refused: the

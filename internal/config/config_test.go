@@ -106,3 +106,30 @@ func TestBadValuesSayWhatTheSettingTakes(t *testing.T) {
 		}
 	}
 }
+
+// A value in double quotes loses that one pair of quotes; any other quote
+// is part of the value. Every quote at either end used to be stripped, one
+// by one and unpaired: a password ending in " lost it, `say "hi"` became
+// `say "hi`.
+func TestFileQuotes(t *testing.T) {
+	for _, c := range []struct{ line, want string }{
+		{`v = plain`, `plain`},
+		{`v = "quoted"`, `quoted`},
+		{`v = "  spaced "`, `  spaced `},
+		{`v = ""`, ``},
+		{`v = say "hi"`, `say "hi"`},
+		{`v = pass"`, `pass"`},
+		{`v = "pass`, `"pass`},
+		{`v = ""twice""`, `"twice"`},
+		{`v = "`, `"`},
+	} {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		v := fs.String("v", "default", "")
+		if err := ApplyFile(fs, writeConf(t, c.line+"\n"), Source{}); err != nil {
+			t.Fatalf("%s: %v", c.line, err)
+		}
+		if *v != c.want {
+			t.Errorf("%s: value %q, want %q", c.line, *v, c.want)
+		}
+	}
+}
