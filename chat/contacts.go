@@ -23,10 +23,12 @@ const dmListTTL = time.Hour
 // Resolve turns an address into a contact:
 //   - 64 hex characters, npub1… or nprofile1… (its relays become hints);
 //   - name@domain, resolved over NIP-05 (its relays become hints);
-//   - @handle: a valid kind 3780 handle claim with ["n", handle], looked up
-//     on the own relay and the discovery relays. When several keys claim
-//     it, Config.Verdict (the anchoring layer) decides if it can; otherwise
-//     the earliest claim wins and the verdict says so.
+//   - @handle: the current key of the handle's chain of claims (kind 3780
+//     with ["n", handle], followed through its rotations; a revoked handle
+//     resolves to nobody), looked up on the own relay and the discovery
+//     relays. When several keys make first claims of it, the earliest
+//     claim's chain is taken and the verdict says so (Config.Verdict, the
+//     anchoring layer, judges the key when set).
 //
 // What is learnt is remembered in the message store.
 func (s *Service) Resolve(ctx context.Context, addr string) (*Contact, error) {
@@ -67,7 +69,7 @@ func (s *Service) Resolve(ctx context.Context, addr string) (*Contact, error) {
 		}
 	}
 	if c.Handle == "" {
-		s.learnHandle(ctx, c.PubKey)
+		s.learnHandle(ctx, c.PubKey, false)
 	}
 	return s.contactStatus(ctx, c.PubKey)
 }
@@ -83,7 +85,7 @@ func (s *Service) resolveHandle(ctx context.Context, handle string, c *Contact) 
 	var claims []*identity.Claim
 	seen := map[string]bool{}
 	for _, u := range dedupRelays(relays) {
-		evts, err := s.query(lctx, u, nostr.Filter{Kinds: []int{identity.KindHandleClaim}, Tags: nostr.TagMap{"n": {h}}, Limit: 100})
+		evts, err := s.query(lctx, u, nostr.Filter{Kinds: []int{identity.KindHandleClaim, identity.KindHandleRevocation}, Tags: nostr.TagMap{"n": {h}}, Limit: 100})
 		if err != nil {
 			s.log.Debug("handle lookup failed", "relay", u, "err", err)
 			continue
@@ -100,32 +102,99 @@ func (s *Service) resolveHandle(ctx context.Context, handle string, c *Contact) 
 			claims = append(claims, cl)
 		}
 	}
-	if len(claims) == 0 {
-		return fmt.Errorf("%w: no claim of @%s found", ErrUnknownContact, h)
+	st, keys, err := handleChain(h, claims)
+	if err != nil {
+		return err
 	}
-	// Earliest claim first (the anchoring layer may overrule via Verdict).
-	slices.SortFunc(claims, func(a, b *identity.Claim) int {
+	holder := st.PubKey() // "" once revoked
+	// Whoever held the handle before (a rotation moved it, or it was
+	// revoked) is no longer shown under it.
+	if err := s.st.forgetHandle(ctx, h, holder); err != nil {
+		return fmt.Errorf("chat: save contact: %w", err)
+	}
+	if st.Revoked {
+		return fmt.Errorf("%w: @%s was revoked by its holder", ErrUnknownContact, h)
+	}
+	// The chain's current claim carries the holder's relays and node; a
+	// later first claim by the same key (outside the chain) updates them.
+	cur := st.Current
+	for _, cl := range claims {
+		if cl.Type == identity.ClaimFirst && cl.PubKey == holder && cl.CreatedAt > cur.CreatedAt {
+			cur = cl
+		}
+	}
+	c.PubKey, c.Handle, c.Relays, c.LNNode = holder, h, cur.Relays, cur.LNNode
+	if keys > 1 && s.cfg.Verdict == nil {
+		c.Verdict = fmt.Sprintf("unanchored: %d keys claim @%s, earliest shown", keys, h)
+	}
+	return nil
+}
+
+// handleChain decides from the valid events of handle h (claims, rotations,
+// revocations) who holds it: the chain starting at the earliest first claim
+// (by created_at, then id; when several keys claim h, only the anchoring
+// layer can really tell, see Config.Verdict), followed through each
+// rotation that names its current claim with the consent of that claim's
+// key, to its current claim, or to a revocation by the current key. It
+// returns the chain and how many keys made first claims of h. A claim
+// rotated twice (a fork) is not decided here: an error.
+func handleChain(h string, claims []*identity.Claim) (*identity.ChainState, int, error) {
+	var firsts []*identity.Claim
+	next := map[string][]*identity.Claim{} // rotations and revocations by the claim they name
+	keys := map[string]bool{}
+	for _, cl := range claims {
+		switch cl.Type {
+		case identity.ClaimFirst:
+			firsts = append(firsts, cl)
+			keys[cl.PubKey] = true
+		case identity.ClaimRotation:
+			next[cl.PrevID] = append(next[cl.PrevID], cl)
+		case identity.ClaimRevocation:
+			next[cl.Revokes] = append(next[cl.Revokes], cl)
+		}
+	}
+	if len(firsts) == 0 {
+		return nil, 0, fmt.Errorf("%w: no claim of @%s found", ErrUnknownContact, h)
+	}
+	slices.SortFunc(firsts, func(a, b *identity.Claim) int {
 		if a.CreatedAt != b.CreatedAt {
 			return int(a.CreatedAt - b.CreatedAt)
 		}
 		return strings.Compare(a.ID, b.ID)
 	})
-	// The latest claim of the winning key carries its current relays.
-	win := claims[0]
-	for _, cl := range claims {
-		if cl.PubKey == win.PubKey {
-			win = cl
+	cur := firsts[0]
+	chain := []*nostr.Event{cur.Event}
+	for range claims { // each step takes a claim: no longer than that
+		var rots, revs []*identity.Claim
+		for _, n := range next[cur.ID] {
+			switch {
+			case n.Type == identity.ClaimRevocation && n.PubKey == cur.PubKey:
+				revs = append(revs, n)
+			case n.Type == identity.ClaimRotation && n.PrevPubKey == cur.PubKey:
+				rots = append(rots, n)
+			}
 		}
+		if len(revs) > 0 { // the holder ended the handle, whatever else its key signed
+			for _, r := range revs {
+				chain = append(chain, r.Event)
+			}
+			break
+		}
+		if len(rots) == 0 {
+			break
+		}
+		if len(rots) > 1 {
+			return nil, 0, fmt.Errorf("%w: @%s: claim %s is rotated twice (to %s and %s); only the anchoring layer can tell which holds",
+				ErrUnknownContact, h, cur.ID, rots[0].PubKey, rots[1].PubKey)
+		}
+		cur = rots[0]
+		chain = append(chain, cur.Event)
 	}
-	c.PubKey, c.Handle, c.Relays, c.LNNode = win.PubKey, h, win.Relays, win.LNNode
-	keys := map[string]bool{}
-	for _, cl := range claims {
-		keys[cl.PubKey] = true
+	st, err := identity.ValidateChain(chain)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: @%s: %w", ErrUnknownContact, h, err)
 	}
-	if len(keys) > 1 && s.cfg.Verdict == nil {
-		c.Verdict = fmt.Sprintf("unanchored: %d keys claim @%s, earliest shown", len(keys), h)
-	}
-	return nil
+	return st, len(keys), nil
 }
 
 // contactStatus returns what the store knows about pubkey, with the
@@ -195,34 +264,41 @@ func (s *Service) dmRelaysFor(ctx context.Context, pubkey string, hints []string
 
 // learnHandle looks for handle claims made by pubkey (on our relay, the
 // discovery relays and the contact's known relays) and, if the newest names
-// a handle that this key really holds under the earliest-claim rule, records
-// it, so a conversation shows who someone is even when they wrote first.
-func (s *Service) learnHandle(ctx context.Context, pubkey string) {
+// a handle that this key really holds (see resolveHandle), records it, so a
+// conversation shows who someone is even when they wrote first. A handle
+// already known for the key is looked up again only with recheck: if it
+// was rotated to another key or revoked since, resolveHandle forgets it
+// for this key.
+func (s *Service) learnHandle(ctx context.Context, pubkey string, recheck bool) {
 	c, _, err := s.st.contact(ctx, pubkey)
-	if err != nil || c.Handle != "" {
+	if err != nil || c.Handle != "" && !recheck {
 		return
 	}
 	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	var newest *identity.Claim
-	for _, u := range dedupRelays(slices.Concat([]string{s.cfg.RelayURL}, s.cfg.DiscoveryRelays, c.Relays)) {
-		evts, err := s.query(lctx, u, nostr.Filter{Kinds: []int{identity.KindHandleClaim}, Authors: []string{pubkey}, Limit: 20})
-		if err != nil {
-			continue
-		}
-		for _, e := range evts {
-			cl, err := identity.ValidateClaim(e)
-			if err == nil && cl.PubKey == pubkey && (newest == nil || cl.CreatedAt > newest.CreatedAt) {
-				newest = cl
+	handle := c.Handle
+	if handle == "" {
+		var newest *identity.Claim
+		for _, u := range dedupRelays(slices.Concat([]string{s.cfg.RelayURL}, s.cfg.DiscoveryRelays, c.Relays)) {
+			evts, err := s.query(lctx, u, nostr.Filter{Kinds: []int{identity.KindHandleClaim}, Authors: []string{pubkey}, Limit: 20})
+			if err != nil {
+				continue
+			}
+			for _, e := range evts {
+				cl, err := identity.ValidateClaim(e)
+				if err == nil && cl.PubKey == pubkey && (newest == nil || cl.CreatedAt > newest.CreatedAt) {
+					newest = cl
+				}
 			}
 		}
-	}
-	if newest == nil {
-		return
+		if newest == nil {
+			return
+		}
+		handle = newest.Handle
 	}
 	held := &Contact{}
-	if err := s.resolveHandle(lctx, newest.Handle, held); err != nil || held.PubKey != pubkey {
-		s.log.Debug("claimed handle is held by another key", "handle", newest.Handle, "pubkey", pubkey)
+	if err := s.resolveHandle(lctx, handle, held); err != nil || held.PubKey != pubkey {
+		s.log.Debug("claimed handle is not held by this key", "handle", handle, "pubkey", pubkey, "err", err)
 		return
 	}
 	held.Relays = dedupRelays(slices.Concat(c.Relays, held.Relays))
@@ -247,6 +323,6 @@ func (s *Service) learnSender(pubkey string) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.learnHandle(s.ctx, pubkey)
+		s.learnHandle(s.ctx, pubkey, true)
 	}()
 }

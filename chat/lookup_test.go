@@ -3,10 +3,12 @@ package chat
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/anchorchat/anchorchat/identity"
 	"github.com/anchorchat/anchorchat/internal/relaytest"
 	"github.com/nbd-wtf/go-nostr"
 )
@@ -59,5 +61,75 @@ func TestDMRelayLookupIgnoresWhatWasNotAskedFor(t *testing.T) {
 	}
 	if !slices.Equal(got, []string{bob.relay.url}) {
 		t.Fatalf("bob's DM relays %v, want his own list %v", got, []string{bob.relay.url})
+	}
+}
+
+// A handle moved to a new key by a rotation (signed by the new key, with
+// the old key's consent) resolves to the new key, and a revoked handle to
+// no key at all: the old key may be lost or stolen, which is why its
+// holder rotated or revoked. The old key is no longer shown under the
+// handle, neither once the handle is looked up again nor when the old key
+// writes to us.
+func TestHandleFollowsRotationAndRevocation(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{}
+	alice, bob := newUser(t, clk, "alice"), newUser(t, clk, "bob")
+	alice.publishDMRelays(t, alice.relay.url, alice.relay.url)
+	dir := relaytest.Start(t, relaytest.Options{Open: true, Now: clk.Now})
+	oldKey, newKey := bob.key, newKey(t)
+
+	first, err := identity.NewClaim(oldKey, identity.ClaimParams{Handle: "bob", CreatedAt: clk.Now().Add(-time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishTo(t, dir.URL, oldKey, first)
+	as := alice.start(t, func(c *Config) { c.DiscoveryRelays = []string{dir.URL} })
+	c, err := as.Resolve(ctx, "@bob")
+	if err != nil || c.PubKey != oldKey.PublicKey() || c.Handle != "bob" {
+		t.Fatalf("@bob before the rotation: %+v, %v", c, err)
+	}
+
+	prev, err := identity.ValidateClaim(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rot, err := identity.Rotate(oldKey, newKey, prev, identity.ClaimParams{CreatedAt: clk.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishTo(t, dir.URL, newKey, rot)
+
+	// The old key writes: alice looks its handle up again.
+	bs := bob.start(t, func(c *Config) { c.DiscoveryRelays = []string{alice.relay.url} })
+	if _, err := bs.Send(ctx, []string{alice.key.PublicKey()}, "still me", SendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "the old key no longer shown as @bob", func() (bool, error) {
+		old, err := as.contactStatus(ctx, oldKey.PublicKey())
+		return err == nil && old.Handle == "" && old.Status() == IdentityKeyOnly, err
+	})
+
+	c, err = as.Resolve(ctx, "@bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PubKey != newKey.PublicKey() || c.Handle != "bob" || c.Verdict != "" {
+		t.Fatalf("@bob after the rotation: key %s handle %q verdict %q, want the new key %s", c.PubKey, c.Handle, c.Verdict, newKey.PublicKey())
+	}
+
+	cur, err := identity.ValidateClaim(rot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := identity.NewRevocation(newKey, cur, "", clk.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishTo(t, dir.URL, newKey, rev)
+	if c, err := as.Resolve(ctx, "@bob"); !errors.Is(err, ErrUnknownContact) {
+		t.Fatalf("a revoked handle resolved: %+v, %v", c, err)
+	}
+	if c, err := as.contactStatus(ctx, newKey.PublicKey()); err != nil || c.Handle != "" {
+		t.Fatalf("the revoked handle still shown for its last key: %q, %v", c.Handle, err)
 	}
 }

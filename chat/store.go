@@ -638,7 +638,8 @@ func (s *store) contact(ctx context.Context, pubkey string) (*Contact, int64, er
 	return c, fetched, nil
 }
 
-// saveContact merges what is known: non-empty fields replace stored ones.
+// saveContact merges what is known: non-empty fields replace stored ones;
+// with a handle, its verdict (empty or not) and node replace the stored ones.
 func (s *store) saveContact(ctx context.Context, c *Contact, dmFetched int64) error {
 	relays := mustJSON(nonNil(c.Relays))
 	dm := mustJSON(nonNil(c.DMRelays))
@@ -649,9 +650,17 @@ func (s *store) saveContact(ctx context.Context, c *Contact, dmFetched int64) er
 			relays = CASE WHEN excluded.relays != '[]' THEN excluded.relays ELSE relays END,
 			dm_relays = CASE WHEN excluded.dm_fetched > 0 THEN excluded.dm_relays ELSE dm_relays END,
 			dm_fetched = max(dm_fetched, excluded.dm_fetched),
-			verdict = CASE WHEN excluded.verdict != '' THEN excluded.verdict ELSE verdict END,
+			verdict = CASE WHEN excluded.handle != '' OR excluded.verdict != '' THEN excluded.verdict ELSE verdict END,
 			ln_node = CASE WHEN excluded.handle != '' THEN excluded.ln_node ELSE ln_node END`,
 		c.PubKey, c.Handle, c.NIP05, relays, dm, dmFetched, c.Verdict, c.LNNode)
+	return err
+}
+
+// forgetHandle takes handle from every contact but holder ("" for none):
+// a rotation moved it to another key, or it was revoked, and what the old
+// key's claim said (handle, node, verdict) no longer applies to that key.
+func (s *store) forgetHandle(ctx context.Context, handle, holder string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE contacts SET handle = '', ln_node = '', verdict = '' WHERE handle = ? AND pubkey != ?`, handle, holder)
 	return err
 }
 
