@@ -13,7 +13,6 @@ package eventsig
 
 import (
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"strconv"
 	"sync"
@@ -115,10 +114,9 @@ func (v *Verifier) decode(evt *nostr.Event) (*pubkey, [64]byte, bool) {
 	if len(evt.PubKey) != 64 || len(evt.Sig) != 128 {
 		return nil, sig, false
 	}
-	if _, err := hex.Decode(pk[:], []byte(evt.PubKey)); err != nil {
-		return nil, sig, false
-	}
-	if _, err := hex.Decode(sig[:], []byte(evt.Sig)); err != nil {
+	// NIP-01 writes both in lowercase hex; hex.Decode would take uppercase
+	// too, and an uppercase pubkey, serialized as is, is another id.
+	if !decodeLowerHex(pk[:], evt.PubKey) || !decodeLowerHex(sig[:], evt.Sig) {
 		return nil, sig, false
 	}
 	key, err := v.key(pk, evt.Kind != nostr.KindGiftWrap)
@@ -126,6 +124,32 @@ func (v *Verifier) decode(evt *nostr.Event) (*pubkey, [64]byte, bool) {
 		return nil, sig, false
 	}
 	return key, sig, true
+}
+
+// unhex maps a lowercase hex digit to its value, anything else to 0xff.
+var unhex = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
+	}
+	for i, c := range "0123456789abcdef" {
+		t[c] = byte(i)
+	}
+	return t
+}()
+
+// decodeLowerHex decodes src, 2*len(dst) lowercase hex digits, into dst.
+func decodeLowerHex(dst []byte, src string) bool {
+	if len(src) != 2*len(dst) {
+		return false
+	}
+	for i := range dst {
+		hi, lo := unhex[src[2*i]], unhex[src[2*i+1]]
+		if hi|lo == 0xff {
+			return false
+		}
+		dst[i] = hi<<4 | lo
+	}
+	return true
 }
 
 // CheckSigs verifies each evts[i]'s signature over hashes[i], like CheckSig,

@@ -3,11 +3,14 @@ package eventsig
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/btcsuite/btcd/btcec/v2"
+	"github.com/btcsuite/btcd/btcec/v2/schnorr"
 	"github.com/nbd-wtf/go-nostr"
 )
 
@@ -216,4 +219,52 @@ func TestCheckSigsMatchesCheckSig(t *testing.T) {
 		t.Fatalf("%d of %d valid: the batch must mix both", valid, len(evts))
 	}
 	v.CheckSigs(nil, nil, nil) // an empty batch is fine
+}
+
+// NIP-01 writes the pubkey and the signature in lowercase hex. An event
+// with either in uppercase is refused (Go's hex decoder took both cases: an
+// uppercase pubkey, serialized as is, made another id for the same author
+// and content, which a correct signature over that id then passed), by
+// Check and by CheckSigs alike.
+func TestUppercaseHexRefused(t *testing.T) {
+	sk := nostr.GeneratePrivateKey()
+	good := signed(t, sk, "case", nil)
+	skb, _ := hex.DecodeString(sk)
+	priv, _ := btcec.PrivKeyFromBytes(skb)
+	upperKey := good
+	upperKey.PubKey = strings.ToUpper(good.PubKey)
+	h := sha256.Sum256(upperKey.Serialize())
+	sig, err := schnorr.Sign(priv, h[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	upperKey.ID, upperKey.Sig = hex.EncodeToString(h[:]), hex.EncodeToString(sig.Serialize())
+	upperSig := good
+	upperSig.Sig = strings.ToUpper(good.Sig)
+	mixed := good
+	i := strings.IndexAny(good.Sig, "abcdef") // one letter in uppercase
+	mixed.Sig = good.Sig[:i] + strings.ToUpper(good.Sig[i:i+1]) + good.Sig[i+1:]
+
+	v := New(0)
+	if err := v.Check(&good); err != nil {
+		t.Fatalf("the lowercase original: %v", err)
+	}
+	evts := []*nostr.Event{&upperKey, &upperSig, &mixed}
+	hashes := make([][32]byte, len(evts))
+	for i, e := range evts {
+		if e.PubKey == good.PubKey && e.Sig == good.Sig {
+			t.Fatalf("case %d: not changed", i)
+		}
+		if err := v.Check(e); !errors.Is(err, ErrSig) {
+			t.Errorf("case %d (pubkey %.8s…, sig %.8s…): Check says %v, want ErrSig", i, e.PubKey, e.Sig, err)
+		}
+		hashes[i] = Hash(e)
+	}
+	errs := make([]error, len(evts))
+	v.CheckSigs(evts, hashes, errs)
+	for i, err := range errs {
+		if !errors.Is(err, ErrSig) {
+			t.Errorf("case %d: CheckSigs says %v, want ErrSig", i, err)
+		}
+	}
 }
