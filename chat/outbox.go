@@ -244,6 +244,11 @@ func (s *Service) deliverTo(ctx context.Context, url string, ds []delivery) {
 			pctx, cancel := context.WithTimeout(rctx, s.cfg.PublishTimeout)
 			err := c.Publish(pctx, &evt)
 			cancel()
+			if err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+				// No OK in time: the connection may be dead without
+				// knowing it; the retry dials again.
+				s.retire(url, c)
+			}
 			s.record(ctx, d, err)
 		}()
 	}

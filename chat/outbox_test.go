@@ -102,11 +102,13 @@ func TestRelayTimeoutBoundsAnAttempt(t *testing.T) {
 
 // TestRelayTimeoutEndsSending: once RelayTimeout ends an attempt, the
 // worker writes nothing more to the relay, and the connection, which the
-// pool shares with lookups, stays open. Before, a slot that came free as
-// the timeout passed was as likely to be taken as the timeout (select picks
-// at random): more EVENTs went out after the deadline, each with a context
-// already done, and a write started with one makes the websocket library
-// close the connection under every other user of the pool.
+// pool shares with lookups, stays open for a lookup using it (it leaves
+// the pool, having answered no OK in time, and closes once unused). Before,
+// a slot that came free as the timeout passed was as likely to be taken as
+// the timeout (select picks at random): more EVENTs went out after the
+// deadline, each with a context already done, and a write started with one
+// makes the websocket library close the connection under every other user
+// of the pool.
 func TestRelayTimeoutEndsSending(t *testing.T) {
 	ctx := context.Background()
 	clk := &clock{}
@@ -134,22 +136,21 @@ func TestRelayTimeoutEndsSending(t *testing.T) {
 		}
 		ds = append(ds, d)
 	}
+	lookup, release, err := as.conn(ctx, stalled) // a lookup using the connection meanwhile
+	if err != nil {
+		t.Fatal(err)
+	}
 	as.deliverTo(as.ctx, stalled, ds)
 	time.Sleep(100 * time.Millisecond) // for anything written late to arrive
 	if n := events.Load(); n != maxInFlightPerRelay {
 		t.Errorf("the relay was sent %d EVENTs, want %d (the ones in flight when the relay timeout passed)", n, maxInFlightPerRelay)
 	}
-	as.poolMu.Lock()
-	p := as.pool[stalled]
-	as.poolMu.Unlock()
-	if p == nil {
-		t.Fatal("the connection to the stalled relay left the pool")
-	}
 	select {
-	case <-p.c.Done():
-		t.Fatalf("the pooled connection was closed: %v", p.c.Err())
+	case <-lookup.Done():
+		t.Fatalf("the pooled connection was closed under the lookup using it: %v", lookup.Err())
 	default:
 	}
+	release()
 	var pending, once int
 	if err := as.st.db.QueryRowContext(ctx, `SELECT count(*), count(*) FILTER (WHERE attempts = 1) FROM deliveries WHERE state = 'pending'`).Scan(&pending, &once); err != nil {
 		t.Fatal(err)

@@ -13,9 +13,10 @@ import (
 // lookups at other relays), with how many callers use it and since when
 // nobody has.
 type pooledConn struct {
-	c     *nostrclient.Conn
-	users int
-	idle  time.Time // when the last user released it
+	c       *nostrclient.Conn
+	users   int
+	idle    time.Time // when the last user released it
+	retired bool      // out of the pool (retire): the last user closes it
 }
 
 // conn returns a live pooled connection to url, dialling if needed, and
@@ -80,11 +81,38 @@ func (s *Service) releaser(p *pooledConn) func() {
 	return func() {
 		once.Do(func() {
 			s.poolMu.Lock()
-			defer s.poolMu.Unlock()
-			if p.users--; p.users == 0 {
+			p.users--
+			if p.users == 0 {
 				p.idle = time.Now()
 			}
+			last := p.users == 0 && p.retired
+			s.poolMu.Unlock()
+			if last {
+				p.c.Close()
+			}
 		})
+	}
+}
+
+// retire takes the connection c to url out of the pool, if it is there:
+// the relay did not answer on it in time, and a connection can be dead
+// without the socket knowing (a NAT that forgot it, a relay host gone from
+// the network: no FIN, no RST), so the next caller dials again instead of
+// waiting on it too. Those still using c keep it; the last closes it.
+func (s *Service) retire(url string, c *nostrclient.Conn) {
+	s.poolMu.Lock()
+	p := s.pool[url]
+	if p == nil || p.c != c {
+		s.poolMu.Unlock()
+		return
+	}
+	delete(s.pool, url)
+	p.retired = true
+	unused := p.users == 0
+	s.poolMu.Unlock()
+	s.log.Debug("relay connection retired: no answer in time", "relay", url)
+	if unused {
+		c.Close()
 	}
 }
 

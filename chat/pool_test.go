@@ -20,7 +20,9 @@ type tcpProxy struct {
 	mu    sync.Mutex
 	total int
 	open  map[net.Conn]bool
-	hold  chan struct{} // if set, connections reach the relay once it is closed
+	hold  chan struct{}         // if set, connections reach the relay once it is closed
+	ups   map[net.Conn]net.Conn // each open connection's own to the relay
+	mute  map[net.Conn]bool     // silenced: kept open, never answered
 }
 
 // viaProxy puts a proxy in front of bob's relay as the only relay of his
@@ -54,7 +56,7 @@ func startProxy(t *testing.T, target string) *tcpProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &tcpProxy{url: "ws://" + ln.Addr().String(), ln: ln, open: map[net.Conn]bool{}}
+	p := &tcpProxy{url: "ws://" + ln.Addr().String(), ln: ln, open: map[net.Conn]bool{}, ups: map[net.Conn]net.Conn{}, mute: map[net.Conn]bool{}}
 	t.Cleanup(func() { _ = ln.Close(); p.cut() })
 	go func() {
 		for {
@@ -74,10 +76,15 @@ func startProxy(t *testing.T, target string) *tcpProxy {
 
 func (p *tcpProxy) forward(c net.Conn, target string) {
 	defer func() {
-		_ = c.Close()
 		p.mu.Lock()
+		defer p.mu.Unlock()
+		delete(p.ups, c)
+		if p.mute[c] { // silenced: read and drop what the client sends, answer nothing
+			go func() { _, _ = io.Copy(io.Discard, c) }()
+			return
+		}
+		_ = c.Close()
 		delete(p.open, c)
-		p.mu.Unlock()
 	}()
 	p.mu.Lock()
 	hold := p.hold
@@ -90,6 +97,9 @@ func (p *tcpProxy) forward(c net.Conn, target string) {
 		return
 	}
 	defer up.Close()
+	p.mu.Lock()
+	p.ups[c] = up
+	p.mu.Unlock()
 	done := make(chan struct{}, 2)
 	go func() { _, _ = io.Copy(up, c); done <- struct{}{} }()
 	go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
@@ -109,6 +119,19 @@ func (p *tcpProxy) cut() {
 	defer p.mu.Unlock()
 	for c := range p.open {
 		_ = c.Close()
+	}
+}
+
+// silence makes the open connections dead without the client being told:
+// the relay's side goes, but no FIN or RST reaches the client (a NAT that
+// forgot the mapping, a host gone from the network), which sees only that
+// nothing answers. New connections get through.
+func (p *tcpProxy) silence() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c, up := range p.ups {
+		p.mute[c] = true
+		_ = up.Close()
 	}
 }
 
@@ -176,6 +199,43 @@ func TestDeadRelayConnectionsAreDropped(t *testing.T) {
 	eventually(t, 10*time.Second, "the dropped connection to leave the pool", func() (bool, error) {
 		return !pooled(), nil
 	})
+}
+
+// TestSilentRelayConnectionIsDialledAgain: a pooled connection on which
+// the relay stopped answering without closing it (a NAT that forgot the
+// mapping, a relay host gone from the network: no FIN, no RST) leaves the
+// pool once a publish on it gets no OK in time, so the retry dials again.
+// Before, it looked alive until the TCP stack gave up, and every retry
+// (and every new message) used it and timed out, as long as the
+// connection was used more often than RelayIdleTimeout.
+func TestSilentRelayConnectionIsDialledAgain(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{}
+	alice, bob := newUser(t, clk, "alice"), newUser(t, clk, "bob")
+	proxy, as := viaProxy(t, alice, bob, func(c *Config) {
+		c.RelayIdleTimeout = time.Hour
+		c.PublishTimeout = 300 * time.Millisecond
+	})
+	send := func(text string) *Message {
+		t.Helper()
+		m, err := as.Send(ctx, []string{bob.key.PublicKey()}, text, SendOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	if m, err := as.WaitSent(ctxT(t, 10*time.Second), send("hello").ID); err != nil || m.State != StateSent {
+		t.Fatalf("first message: %+v (%v)", m, err)
+	}
+	proxy.silence()
+	m, err := as.WaitSent(ctxT(t, 20*time.Second), send("are you there").ID)
+	if err != nil || m.State != StateSent {
+		total, _ := proxy.counts()
+		t.Fatalf("a message after the relay's connection went silent: %v (%v); bob's DM relay saw %d connections", m.Status(), err, total)
+	}
+	if total, _ := proxy.counts(); total != 2 {
+		t.Fatalf("bob's DM relay saw %d connections, want 2", total)
+	}
 }
 
 // TestLookupPastItsDeadlineLeavesThePooledConnection: a lookup whose

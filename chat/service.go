@@ -104,7 +104,9 @@ type Config struct {
 	PurgeInterval time.Duration
 	// RelayIdleTimeout closes a pooled connection to a relay (deliveries,
 	// lookups) that nothing has used for this long (default 2 min); one the
-	// relay drops is forgotten at once. The inbox's connections stay open.
+	// relay drops is forgotten at once, and one on which a publish got no
+	// OK within PublishTimeout is not used again. The inbox's connections
+	// stay open.
 	RelayIdleTimeout time.Duration
 	// ReconnectDelay is the first wait before re-subscribing to an inbox
 	// relay that dropped (default 1 s, doubling up to 1 min).
