@@ -31,10 +31,13 @@ type BlobDescriptor struct {
 
 // BlobConfig configures a BlobStore.
 type BlobConfig struct {
-	Dir     string   // directory for blobs (created 0700); files are named by hash, 0600
-	Owner   string   // hex pubkey allowed to upload
-	Allow   []string // more pubkeys allowed to upload
-	MaxSize int64    // largest blob accepted (default 32 MiB)
+	Dir   string   // directory for blobs (created 0700); files are named by hash, 0600
+	Owner string   // hex pubkey allowed to upload
+	Allow []string // more pubkeys allowed to upload
+	// MaxSize is the largest file accepted (default 32 MiB): a blob may be
+	// blobOverhead (64) bytes larger, for the encryption's tag, so that one
+	// limit serves here and as Config.MaxFileSize.
+	MaxSize int64
 	// PublicURL is the base URL the store is reachable at (as mounted),
 	// used in descriptors; when empty it is derived from the request.
 	PublicURL string
@@ -191,8 +194,9 @@ func (b *BlobStore) upload(w http.ResponseWriter, r *http.Request) {
 		blobError(w, http.StatusUnauthorized, err.Error())
 		return
 	}
-	if r.ContentLength > b.cfg.MaxSize {
-		blobError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("blob larger than %d bytes", b.cfg.MaxSize))
+	limit := b.cfg.MaxSize + blobOverhead
+	if r.ContentLength > limit {
+		blobError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("blob larger than %d bytes", limit))
 		return
 	}
 	tmp, err := os.CreateTemp(b.cfg.Dir, ".upload-*")
@@ -203,13 +207,13 @@ func (b *BlobStore) upload(w http.ResponseWriter, r *http.Request) {
 	defer os.Remove(tmp.Name()) // no-op after the rename
 	defer tmp.Close()
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(r.Body, b.cfg.MaxSize+1))
+	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(r.Body, limit+1))
 	if err != nil {
 		blobError(w, http.StatusBadRequest, "reading body failed")
 		return
 	}
-	if n > b.cfg.MaxSize {
-		blobError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("blob larger than %d bytes", b.cfg.MaxSize))
+	if n > limit {
+		blobError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("blob larger than %d bytes", limit))
 		return
 	}
 	sha := hex.EncodeToString(h.Sum(nil))

@@ -79,6 +79,12 @@ func EncryptFile(data []byte) ([]byte, *FileInfo, error) {
 	}, nil
 }
 
+// blobOverhead is how much larger than its file a blob may be: AES-GCM
+// adds its 16-byte tag (other clients' schemes a little more). The blob
+// store accepts, and FetchFile downloads, blobs of up to the file size
+// limit plus this.
+const blobOverhead = 64
+
 // decodeParam accepts hex (what we send) or base64/base64url (what some
 // clients send).
 func decodeParam(s string) ([]byte, error) {
@@ -258,7 +264,7 @@ func (s *Service) FetchFile(ctx context.Context, m *Message) ([]byte, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("chat: download %s: %s", m.File.URL, resp.Status)
 	}
-	limit := s.cfg.MaxFileSize + 64
+	limit := s.cfg.MaxFileSize + blobOverhead
 	blob, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("chat: download: %w", err)

@@ -264,8 +264,8 @@ func TestBlobStoreAuth(t *testing.T) {
 			t.Errorf("%s: status %d", name, resp.StatusCode)
 		}
 	}
-	big := bytes.Repeat([]byte("x"), 1001)
-	bigAuth, _ := BlobAuth(sign(owner), sha256hex(big), 1001, now, time.Minute)
+	big := bytes.Repeat([]byte("x"), 1000+blobOverhead+1)
+	bigAuth, _ := BlobAuth(sign(owner), sha256hex(big), int64(len(big)), now, time.Minute)
 	if resp := put(bigAuth, big); resp.StatusCode != http.StatusRequestEntityTooLarge {
 		t.Errorf("too large: %d", resp.StatusCode)
 	}
@@ -392,5 +392,60 @@ func TestFileWithoutHashIsRefused(t *testing.T) {
 	f.SHA256 = strings.ToUpper(fi.SHA256)
 	if got, err := DecryptFile(blob, &f); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("x in upper case: %v", err)
+	}
+}
+
+// TestFileAtTheSizeLimitIsSent: a file of MaxFileSize bytes is sent
+// through a blob store whose MaxSize is the same limit (the node sets both
+// to one value), though its blob is larger by the encryption's tag; one
+// byte more is refused before anything is uploaded, and the store refuses
+// a blob larger than the limit plus the overhead FetchFile allows. Before,
+// the store refused the blob of a file within 16 bytes of the limit (413),
+// which the CLI and SendFile had let through.
+func TestFileAtTheSizeLimitIsSent(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{}
+	alice, bob := newUser(t, clk, "alice"), newUser(t, clk, "bob")
+	bob.publishDMRelays(t, bob.relay.url, bob.relay.url)
+	const limit = 1024
+	blobs, err := NewBlobStore(BlobConfig{Dir: t.TempDir(), Owner: alice.key.PublicKey(), MaxSize: limit, Now: clk.Now, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.StripPrefix("/blobs", blobs))
+	defer srv.Close()
+	blobs.cfg.PublicURL = srv.URL + "/blobs"
+	as := alice.start(t, func(c *Config) {
+		c.DiscoveryRelays = []string{bob.relay.url}
+		c.BlobURL = srv.URL + "/blobs"
+		c.MaxFileSize = limit
+	})
+
+	data := bytes.Repeat([]byte("x"), limit)
+	m, err := as.SendFile(ctx, []string{bob.key.PublicKey()}, bytes.NewReader(data), FileOptions{}, SendOptions{})
+	if err != nil {
+		t.Fatalf("a file of exactly the limit: %v", err)
+	}
+	if got, err := as.FetchFile(ctx, m); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("fetching it back: %v", err)
+	}
+	if _, err := as.SendFile(ctx, []string{bob.key.PublicKey()}, bytes.NewReader(append(data, 'x')), FileOptions{}, SendOptions{}); err == nil {
+		t.Fatal("a file over the limit was sent")
+	}
+
+	big := bytes.Repeat([]byte("y"), limit+blobOverhead+1)
+	auth, err := BlobAuth(alice.key.Sign, sha256hex(big), int64(len(big)), clk.Now(), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPut, srv.URL+"/blobs/upload", bytes.NewReader(big))
+	req.Header.Set("Authorization", auth)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("a blob over the limit and the overhead: %d", resp.StatusCode)
 	}
 }
