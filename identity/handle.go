@@ -18,8 +18,8 @@ const (
 var ErrInvalidHandle = errors.New("identity: invalid handle")
 
 // NormalizeHandle turns user input into a canonical handle: it trims
-// spaces, strips one leading '@', applies Unicode NFKC (so full-width
-// "ＡＬＩＣＥ" becomes "ALICE"), lowercases A-Z, and then checks
+// spaces, applies Unicode NFKC (so full-width "＠ＡＬＩＣＥ" becomes
+// "@ALICE"), trims again, strips one leading '@', lowercases A-Z, and checks
 // ValidateHandle. Anything still non-ASCII after NFKC is refused (no
 // homoglyph games), also a capital whose Unicode lower case is ASCII.
 func NormalizeHandle(s string) (string, error) {

@@ -39,7 +39,8 @@ func defaultDial(ctx context.Context, url string) (*websocket.Conn, error) {
 
 // RejectedError is a relay's OK false answer. Permanent reports whether
 // retrying cannot help (the NIP-01 prefixes invalid:, blocked:,
-// restricted:, pow:, duplicate: none of which change by waiting).
+// restricted: and pow:, none of which change by waiting; a duplicate: comes
+// with OK true, which Publish counts as stored).
 type RejectedError struct {
 	Relay, Reason string
 }
