@@ -20,6 +20,7 @@ import (
 
 	"github.com/anchorchat/anchorchat/chat"
 	"github.com/anchorchat/anchorchat/identity"
+	"github.com/anchorchat/anchorchat/internal/nostrclient"
 	"github.com/anchorchat/anchorchat/internal/relaytest"
 	"github.com/anchorchat/anchorchat/payments"
 	"github.com/anchorchat/anchorchat/relay"
@@ -278,11 +279,13 @@ func TestTipMessages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc, err := nostr.RelayConnect(ctx, r.URL)
+	// The project's client: go-nostr's Relay races between Connect's
+	// reader and Close (seen under -race).
+	rc, err := nostrclient.Dial(ctx, r.URL, nostrclient.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := rc.Publish(ctx, *claim); err != nil {
+	if err := rc.Publish(ctx, claim); err != nil {
 		t.Fatal(err)
 	}
 	rc.Close()
