@@ -257,11 +257,22 @@ func readSecretFile(path string) (string, error) {
 		defer fh.Close()
 		r = fh
 	}
-	line, err := bufio.NewReader(io.LimitReader(r, 4096)).ReadString('\n')
-	if err != nil && !errors.Is(err, io.EOF) {
+	// The first line that is not blank is the key. A file without one is
+	// an error: taken as no --key-file, it made a new key instead.
+	sc := bufio.NewScanner(io.LimitReader(r, 4096))
+	for sc.Scan() {
+		if line := strings.TrimSpace(sc.Text()); line != "" {
+			return line, nil
+		}
+	}
+	if err := sc.Err(); err != nil {
 		return "", fmt.Errorf("key file: %w", err)
 	}
-	return strings.TrimSpace(line), nil
+	name := path
+	if path == "-" {
+		name = "standard input"
+	}
+	return "", fmt.Errorf("key file: %s holds no key (want hex, nsec or ncryptsec); to make a new key, leave out --key-file", name)
 }
 
 const idHelp = `

@@ -499,3 +499,43 @@ func TestPasswdChangesTheWalletToo(t *testing.T) {
 		t.Fatalf("the identity under the new passphrase: %v", err)
 	}
 }
+
+// A key file that holds no key (empty, or stdin from an unset variable) is
+// refused: init and id import made a new key instead, and said "identity
+// created", so the user believed the key they meant to import was in use.
+// A key after blank lines is the key.
+func TestImportRefusesAnEmptyKeyFile(t *testing.T) {
+	env := []string{"ANCHORCHAT_PASSPHRASE=" + testPass}
+	empty := filepath.Join(t.TempDir(), "empty")
+	if err := os.WriteFile(empty, []byte("\n  \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"id", "import", "--key-file", empty},
+		{"init", "--key-file", empty},
+		{"id", "import", "--key-file", "-"},
+	} {
+		dir := t.TempDir()
+		cmd := exec.Command(binPath, append(args, "--scrypt-logn", "4", "--network", "regtest", "--datadir", dir)...)
+		cmd.Env = append(os.Environ(), env...)
+		cmd.Stdin = strings.NewReader("")
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "no key") {
+			t.Errorf("%v with no key in the file: %v\n%s", args, err, out)
+		}
+		if _, err := os.Stat(filepath.Join(dir, node.KeystoreFile)); !os.IsNotExist(err) {
+			t.Errorf("%v with no key in the file wrote a keystore (%v)", args, err)
+		}
+	}
+	sk := nostr.GeneratePrivateKey()
+	pk, _ := nostr.GetPublicKey(sk)
+	npub, _ := nip19.EncodePublicKey(pk)
+	keyFile := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(keyFile, []byte("\n"+sk+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := cli(t, env, "id", "import", "--key-file", keyFile, "--scrypt-logn", "4", "--network", "regtest", "--datadir", t.TempDir())
+	if err != nil || !strings.Contains(out, npub) {
+		t.Fatalf("id import of a key after a blank line: %v\n%s", err, out)
+	}
+}
