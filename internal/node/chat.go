@@ -423,6 +423,10 @@ func (n *Node) apiDisappearing(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, err)
 		return
 	}
+	if len(req.With) == 0 {
+		apiError(w, http.StatusBadRequest, errors.New(`name the conversation's people in "with": ["@handle", "npub1...", ...]`))
+		return
+	}
 	var d time.Duration
 	if req.After != "off" && req.After != "0" {
 		var err error

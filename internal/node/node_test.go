@@ -726,3 +726,22 @@ func TestNamedConfigFileMustExist(t *testing.T) {
 		t.Errorf("no config file at the default place: %v", err)
 	}
 }
+
+// POST /v1/disappearing without the conversation's people is a mistake,
+// answered 400: it was answered 200, having set the timer of the
+// conversation with nobody but the node's own key.
+func TestDisappearingNeedsItsPeople(t *testing.T) {
+	dir := identityDir(t)
+	startIdentityNode(t, dir)
+	c, err := node.Dial(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, body := range []string{`{"after": "1h"}`, `{"with": [], "after": "1h"}`} {
+		var res map[string]string
+		err := c.Do(context.Background(), "POST", "/v1/disappearing", strings.NewReader(body), &res)
+		if err == nil || !strings.Contains(err.Error(), "with") {
+			t.Errorf("POST /v1/disappearing %s: %v %v, want an error asking for the people in with", body, res, err)
+		}
+	}
+}
