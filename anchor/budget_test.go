@@ -89,3 +89,36 @@ func TestVerifyBoundsProofChecks(t *testing.T) {
 		t.Fatalf("genuine proof first: %s %v", v, err)
 	}
 }
+
+// Attestations left unchecked (beyond MaxProofs) may anchor an earlier
+// claim: Gina's claim of @gina is anchored at 100, Mallory's at 200, and
+// junk attestations naming made-up blocks come first (relays serve them
+// in any order). Verify used to decide on the checked ones alone and
+// named Mallory VERIFIED; now it names nobody (INCOMPLETE).
+func TestUncheckedAttestationsNameNoHolder(t *testing.T) {
+	ctx := context.Background()
+	gina, mallory := newKey(t), newKey(t)
+	g, m := claim(t, gina, "gina"), claim(t, mallory, "gina")
+	attG, chainG := anchorOffline(t, []*nostr.Event{g}, 100, 8)
+	attM, chainM := anchorOffline(t, []*nostr.Event{m}, 200, 6)
+	chain := mergeChains(chainG, chainM)
+	var junk []*Attestation
+	for i := range 5 {
+		j := claim(t, newKey(t), "gina")
+		ja, _ := anchorOffline(t, []*nostr.Event{j}, 50, 6)
+		ja[0].Proof.BlockHash = chainhash.Hash{0xbb, byte(i)}
+		junk = append(junk, ja[0])
+	}
+	atts := append(append(attM, junk...), attG...)
+	for _, q := range []Query{{Handle: "gina"}, {Handle: "gina", PubKey: mallory.PublicKey()}, {PubKey: mallory.PublicKey()}} {
+		v, err := Verify(ctx, chain, q, []*nostr.Event{g, m}, atts, Options{MaxProofs: 4})
+		if err != nil || v.Status != Incomplete || v.Holder != nil || len(v.Evidence()) != 0 || !strings.Contains(v.Reason, "not checked") {
+			t.Fatalf("%+v: %s %v, want INCOMPLETE: the unchecked attestations may anchor an earlier claim", q, v, err)
+		}
+	}
+	// Everything checked: Gina.
+	v, err := Verify(ctx, chain, Query{Handle: "gina"}, []*nostr.Event{g, m}, atts, Options{})
+	if err != nil || v.Status != Verified || v.PubKey != gina.PublicKey() {
+		t.Fatalf("all checked: %s %v", v, err)
+	}
+}

@@ -51,7 +51,10 @@ type Options struct {
 	// verification (0 means DefaultMaxProofs). Anyone can publish
 	// attestations whose proofs pass every offline check and name a
 	// made-up block, each costing a chain source call; the rest are
-	// skipped, in the order given. Local attestations (Attestation.Local:
+	// skipped, in the order given, and if one skipped could place a claim
+	// of the handle earlier than its checked anchoring (or it has none),
+	// a verdict that would name a holder is INCOMPLETE instead. Local
+	// attestations (Attestation.Local:
 	// the node's own and its kept evidence) are always checked and not
 	// counted.
 	MaxProofs int
@@ -139,7 +142,9 @@ func (v Verdict) String() string {
 //     included); else VERIFIED.
 //
 // No anchored first claim: INVALID with the failing step if an attestation
-// of the asked claim failed, UNANCHORED otherwise. With opts.Incomplete
+// of the asked claim failed, UNANCHORED otherwise. An anchored first claim
+// but an attestation left unchecked (opts.MaxProofs) that could place a
+// claim of the handle earlier than its checked anchoring: INCOMPLETE. With opts.Incomplete
 // set, nothing is decided: INCOMPLETE. The error is for chain source
 // failures only (then no verdict can be given).
 func Verify(ctx context.Context, chain ChainSource, q Query, events []*nostr.Event, atts []*Attestation, opts Options) (Verdict, error) {
@@ -203,6 +208,7 @@ func Verify(ctx context.Context, chain ChainSource, q Query, events []*nostr.Eve
 	failed := map[string]error{}
 	seenAtt := map[string]bool{}
 	maxProofs, proofs := opts.MaxProofs, 0
+	var skipped []*Attestation // of claims of the handle, left unchecked
 	if maxProofs <= 0 {
 		maxProofs = DefaultMaxProofs
 	}
@@ -224,6 +230,9 @@ func Verify(ctx context.Context, chain ChainSource, q Query, events []*nostr.Eve
 			if proofs++; proofs > maxProofs {
 				if failed[a.Claim.ID] == nil && anchored[a.Claim.ID] == nil {
 					failed[a.Claim.ID] = fmt.Errorf("attestation of claim %s not checked: more than %d attestations from relays in one verification", a.Claim.ID, maxProofs)
+				}
+				if valid[a.Claim.ID] != nil {
+					skipped = append(skipped, a)
 				}
 				continue
 			}
@@ -276,6 +285,21 @@ func Verify(ctx context.Context, chain ChainSource, q Query, events []*nostr.Eve
 			v.Reason = fmt.Sprintf("%d valid claim(s) of this handle, none with a valid anchoring proof", len(valid))
 		}
 		return v, nil
+	}
+
+	// An attestation left unchecked may anchor a claim of the handle
+	// earlier than the checked ones do (an earlier first claim, a
+	// successor ordering a fork): like an incomplete fetch, name nobody.
+	// One placing its claim no earlier than the claim's checked anchoring
+	// cannot change it (a claim's anchoring is its earliest).
+	for _, a := range skipped {
+		p := a.Proof
+		at := &Anchored{Height: int32(p.Height), TxIndex: p.TxIndex, LeafIndex: p.LeafIndex, ClaimID: a.Claim.ID}
+		if cur := anchored[a.Claim.ID]; cur == nil || p.Height > 1<<31-1 || at.Before(cur) {
+			v.Status = Incomplete
+			v.Reason = fmt.Sprintf("not every attestation was checked, so no holder is named: attestation of claim %s not checked: more than %d attestations from relays in one verification", a.Claim.ID, maxProofs)
+			return v, nil
+		}
 	}
 
 	// 4. The chain from the winning first claim. A claim's holder may rotate
