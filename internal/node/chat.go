@@ -223,14 +223,32 @@ func (n *Node) apiSend(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	to := make([]string, len(contacts))
+	others := map[string]bool{}
 	for i, c := range contacts {
 		to[i] = c.PubKey
+		if c.PubKey != n.key.PublicKey() {
+			others[c.PubKey] = true
+		}
+	}
+	// What the messenger refuses for what was asked is the client's
+	// mistake (4xx); its other failures are a relay's or a file host's.
+	switch {
+	case len(others) == 0:
+		apiError(w, http.StatusBadRequest, errors.New("no recipient other than this node's own key"))
+		return
+	case len(others) > chat.MaxParticipants-1:
+		apiError(w, http.StatusBadRequest, fmt.Errorf("%d recipients; a conversation holds at most %d besides you", len(others), chat.MaxParticipants-1))
+		return
 	}
 	var m *chat.Message
 	if req.FileData != "" {
 		data, err := base64.StdEncoding.DecodeString(req.FileData)
 		if err != nil {
 			apiError(w, http.StatusBadRequest, fmt.Errorf("file_data is not base64: %w", err))
+			return
+		}
+		if len(data) > MaxFileSize {
+			apiError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("the file is %d bytes; the limit is %d", len(data), MaxFileSize))
 			return
 		}
 		m, err = n.chat.SendFile(r.Context(), to, bytes.NewReader(data), chat.FileOptions{Name: req.FileName, Type: req.FileType}, opts)

@@ -2,7 +2,9 @@ package node_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -742,6 +744,47 @@ func TestDisappearingNeedsItsPeople(t *testing.T) {
 		err := c.Do(context.Background(), "POST", "/v1/disappearing", strings.NewReader(body), &res)
 		if err == nil || !strings.Contains(err.Error(), "with") {
 			t.Errorf("POST /v1/disappearing %s: %v %v, want an error asking for the people in with", body, res, err)
+		}
+	}
+}
+
+// A message the node refuses for what the request asks is a client's
+// mistake, answered 4xx: a message to no one but the node's own key, to
+// more people than a conversation holds, or a file over the limit were
+// answered 502, as if a relay had failed.
+func TestSendMistakesAre4xx(t *testing.T) {
+	dir := identityDir(t)
+	startIdentityNode(t, dir)
+	c, err := node.Dial(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	crowd := make([]string, 0, 120)
+	for range cap(crowd) {
+		pk, _ := nostr.GetPublicKey(nostr.GeneratePrivateKey())
+		crowd = append(crowd, pk)
+	}
+	for name, req := range map[string]node.SendRequest{
+		"to oneself":     {To: []string{st.Npub}, Text: "hi me"},
+		"to 120 people":  {To: crowd, Text: "hi all"},
+		"a file too big": {To: crowd[:1], FileName: "big", FileData: base64.StdEncoding.EncodeToString(make([]byte, node.MaxFileSize+1))},
+	} {
+		body, _ := json.Marshal(req)
+		hreq, _ := http.NewRequest(http.MethodPost, c.BaseURL+"/v1/send", bytes.NewReader(body))
+		hreq.Header.Set("Authorization", "Bearer "+c.Token)
+		resp, err := http.DefaultClient.Do(hreq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e struct{ Error string }
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode < 400 || resp.StatusCode >= 500 || e.Error == "" {
+			t.Errorf("send %s: %d %q, want a 4xx with why", name, resp.StatusCode, e.Error)
 		}
 	}
 }
