@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -187,11 +188,40 @@ func (c *maxLimits) get(ctx context.Context, relayURL string) (int, error) {
 // A relay that fails the first page of a filter is skipped, as one that
 // cannot be reached.
 func Fetch(ctx context.Context, relays []string, q Query, log *slog.Logger) ([]*nostr.Event, []*Attestation, error) {
-	return fetch(ctx, relays, q, log, nil)
+	return fetch(ctx, relays, q, log, nil, nil)
 }
 
-// fetch is Fetch, reading relays' max_limit through limits.
-func fetch(ctx context.Context, relays []string, q Query, log *slog.Logger, limits *maxLimits) ([]*nostr.Event, []*Attestation, error) {
+// keyHandles returns the handles of pk's valid claims among claims and
+// the claims embedded in atts, sorted. Verify decides a query naming only
+// a key on the first of them (handleOf), so that handle's evidence must
+// have been fetched, whatever other handles the key claimed.
+func keyHandles(pk string, claims []*nostr.Event, atts []*Attestation) []string {
+	seen := map[string]bool{}
+	var hs []string
+	check := func(e *nostr.Event) {
+		if e == nil || e.PubKey != pk || seen[e.ID] {
+			return
+		}
+		seen[e.ID] = true
+		if c, err := identity.ValidateClaim(e); err == nil && !slices.Contains(hs, c.Handle) {
+			hs = append(hs, c.Handle)
+		}
+	}
+	for _, e := range claims {
+		check(e)
+	}
+	for _, a := range atts {
+		if a != nil {
+			check(a.Claim)
+		}
+	}
+	slices.Sort(hs)
+	return hs
+}
+
+// fetch is Fetch, reading relays' max_limit through limits, and noting in
+// queried (if not nil) the handles whose events it asked for.
+func fetch(ctx context.Context, relays []string, q Query, log *slog.Logger, limits *maxLimits, queried map[string]bool) ([]*nostr.Event, []*Attestation, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -340,27 +370,39 @@ func fetch(ctx context.Context, relays []string, q Query, log *slog.Logger, limi
 	} else {
 		query(nostr.Filter{Kinds: kinds[:2], Authors: []string{q.PubKey}})
 		query(nostr.Filter{Kinds: kinds[2:], Tags: nostr.TagMap{"p": {q.PubKey}}})
-		// The handles this key claimed: from its own claims, and from the
-		// claims embedded in attestations (anyone can sign an attestation
-		// tagged with any handle; only one embedding this key's claim says
-		// something about it), at most FetchHandles of them.
-		for _, e := range seen {
-			var c *nostr.Event
-			switch {
-			case e.Kind != KindAttestation && e.PubKey == q.PubKey:
-				c = e
-			case e.Kind == KindAttestation:
-				if a, err := ParseAttestation(e); err == nil && a.Claim != nil && a.Claim.PubKey == q.PubKey {
-					c = a.Claim
-				}
-			}
-			if t := tagOf(c, "n"); t != "" && len(handles) < FetchHandles {
-				handles[t] = true
-			}
+		// The handles this key claimed: from its own valid claims, and from
+		// the valid claims embedded in attestations (anyone can sign an
+		// attestation tagged with any handle; only one embedding this key's
+		// claim says something about it), at most FetchHandles of them,
+		// lowest first: Verify decides the lowest.
+		hs := seenKeyHandles(q.PubKey, seen)
+		for _, h := range hs[:min(len(hs), FetchHandles)] {
+			handles[h] = true
 		}
 	}
 	for h := range handles {
 		query(nostr.Filter{Kinds: kinds, Tags: nostr.TagMap{"n": {h}}})
+	}
+	if q.Handle == "" {
+		// An attestation found under one handle may embed a claim of this
+		// key's of a lower handle, which Verify would decide: ask for that
+		// one too.
+		for range FetchHandles {
+			hs := seenKeyHandles(q.PubKey, seen)
+			if len(hs) == 0 || handles[hs[0]] {
+				break
+			}
+			handles[hs[0]] = true
+			query(nostr.Filter{Kinds: kinds, Tags: nostr.TagMap{"n": {hs[0]}}})
+		}
+		if hs := seenKeyHandles(q.PubKey, seen); len(hs) > 0 && !handles[hs[0]] {
+			incomplete = append(incomplete, fmt.Sprintf("the key's handle %s was found too late to be asked for", hs[0]))
+		}
+	}
+	for h := range handles {
+		if queried != nil {
+			queried[h] = true
+		}
 	}
 	var claims, attEvts []*nostr.Event
 	for _, e := range seen {
@@ -382,6 +424,23 @@ func fetch(ctx context.Context, relays []string, q Query, log *slog.Logger, limi
 		return claims, atts, fmt.Errorf("%w: %s%s", ErrIncomplete, strings.Join(incomplete[:min(3, len(incomplete))], "; "), more)
 	}
 	return claims, atts, nil
+}
+
+// seenKeyHandles is keyHandles over fetched events (claims and
+// attestation events).
+func seenKeyHandles(pk string, seen map[string]*nostr.Event) []string {
+	var claims []*nostr.Event
+	var atts []*Attestation
+	for _, e := range seen {
+		if e.Kind != KindAttestation {
+			claims = append(claims, e)
+		} else if !strings.Contains(e.Content, pk) {
+			continue // its claim is not the key's (cheap: no signature check)
+		} else if a, err := ParseAttestation(e); err == nil {
+			atts = append(atts, a)
+		}
+	}
+	return keyHandles(pk, claims, atts)
 }
 
 // Source supplies claim events and attestations for a query (the node's
@@ -468,44 +527,67 @@ func (vf *Verifier) Check(ctx context.Context, q Query) (Verdict, error) {
 		evts, atts = append(evts, e...), append(atts, a...)
 	}
 	opts := vf.Options
-	if len(vf.Relays) > 0 {
-		e, a, err := fetch(ctx, vf.Relays, q, vf.Logger, &vf.limits)
+	queried := map[string]bool{} // handles asked of the relays
+	fromRelays := func(q Query) {
+		if len(vf.Relays) == 0 {
+			return
+		}
+		e, a, err := fetch(ctx, vf.Relays, q, vf.Logger, &vf.limits, queried)
 		switch {
 		case errors.Is(err, ErrIncomplete):
-			opts.Incomplete = err // fail closed: Verify names no holder
+			if opts.Incomplete == nil {
+				opts.Incomplete = err // fail closed: Verify names no holder
+			}
 		case err != nil:
 			errs = append(errs, err)
 		}
 		evts, atts = append(evts, e...), append(atts, a...)
 	}
+	fromRelays(q)
 	if q.Handle == "" && q.PubKey != "" {
 		// A key query: what the node kept is filed by handle, and the
 		// holder's chain need not name this key. Ask again for the
-		// handles this key's claims name (at most FetchHandles, like Fetch).
+		// handles this key's valid claims name, lowest first (at most
+		// FetchHandles, like Fetch).
 		seen := map[string]bool{}
-		var kept []*nostr.Event
-		var keptAtts []*Attestation
-		ask := func(claim *nostr.Event) {
-			h := handleTag(claim)
-			if claim.PubKey != q.PubKey || h == "" || seen[h] || len(seen) >= FetchHandles {
+		askLocal := func(h string) {
+			if seen[h] {
 				return
 			}
 			seen[h] = true
+			var kept []*nostr.Event
+			var keptAtts []*Attestation
 			for _, src := range vf.Sources {
 				if e, a, err := src(ctx, Query{Handle: h}); err == nil {
 					kept, keptAtts = append(kept, e...), append(keptAtts, a...)
 				}
 			}
+			// Local first: Verify counts the first copy of an attestation.
+			evts, atts = append(kept, evts...), append(keptAtts, atts...)
 		}
-		for _, e := range evts {
-			ask(e)
+		hs := keyHandles(q.PubKey, evts, atts)
+		for _, h := range hs[:min(len(hs), FetchHandles)] {
+			askLocal(h)
 		}
-		for _, a := range atts {
-			if a != nil && a.Claim != nil {
-				ask(a.Claim)
+		// Verify decides the key's lowest handle: its evidence must have
+		// been asked of every source and relay (a local source may name
+		// a handle Fetch did not ask for, or the events found under one
+		// handle a lower one).
+		done := func(h string) bool { return seen[h] && (len(vf.Relays) == 0 || queried[h]) }
+		for range FetchHandles {
+			hs := keyHandles(q.PubKey, evts, atts)
+			if len(hs) == 0 || done(hs[0]) {
+				break
+			}
+			askLocal(hs[0])
+			if !queried[hs[0]] {
+				fromRelays(Query{Handle: hs[0]})
+				queried[hs[0]] = true
 			}
 		}
-		evts, atts = append(kept, evts...), append(keptAtts, atts...)
+		if hs := keyHandles(q.PubKey, evts, atts); len(hs) > 0 && !done(hs[0]) && opts.Incomplete == nil {
+			opts.Incomplete = fmt.Errorf("%w: the key's handle %s was found too late to be asked for", ErrIncomplete, hs[0])
+		}
 	}
 	if len(evts) == 0 && len(atts) == 0 && len(errs) > 0 {
 		return Verdict{}, errors.Join(errs...)

@@ -361,3 +361,41 @@ func TestMaxLimitIsReadOncePerTTL(t *testing.T) {
 		t.Fatalf("after a cancelled read: %d %v, want a fresh read", n, err)
 	}
 }
+
+// Asked about a key alone, the verifier decides the key's lowest handle
+// (handleOf), so that handle's claims by others must be fetched. Mallory
+// claims @alice, held by Alice since an earlier anchoring, and 300 more
+// handles; Fetch used to follow FetchHandles of them picked at random
+// (map order), so @alice's other claims were usually never asked for and
+// Mallory was VERIFIED as @alice.
+func TestFetchFollowsTheKeysDecidedHandle(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	alice, mallory, attestor := newKey(t), newKey(t), newKey(t)
+	a, m := claim(t, alice, "alice"), claim(t, mallory, "alice")
+	chainA, attA := attested(t, attestor, a, 100)
+	chainM, attM := attested(t, attestor, m, 200)
+	chain := mergeChains(chainA, chainM)
+	rl := relaytest.Start(t, relaytest.Options{Open: true})
+	evts := []*nostr.Event{a, attA, m, attM}
+	for i := range 300 {
+		evts = append(evts, claim(t, mallory, fmt.Sprintf("zz%03d", i)))
+	}
+	for _, e := range evts {
+		if err := rl.Store.Save(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	claims, _, err := Fetch(ctx, []string{rl.URL}, Query{PubKey: mallory.PublicKey()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(claims, func(e *nostr.Event) bool { return e.ID == a.ID }) {
+		t.Fatalf("Alice's claim of @alice, the handle decided for Mallory's key, is not among the %d fetched", len(claims))
+	}
+	vf := &Verifier{Chain: chain, Relays: []string{rl.URL}, CacheTTL: -1}
+	v, err := vf.Check(ctx, Query{PubKey: mallory.PublicKey()})
+	if err != nil || v.Status != Conflict || v.Holder == nil || v.Holder.PubKey != alice.PublicKey() {
+		t.Fatalf("Mallory's key: %s %v, want CONFLICT held by Alice", v, err)
+	}
+}
