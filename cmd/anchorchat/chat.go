@@ -37,7 +37,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cmd := newClientCommand("send", "send [--file F] [--expire 1h] [--wait] RECIPIENT... [TEXT]", sendHelp, stdout)
 	file := cmd.String("file", "", "send this file as an encrypted attachment")
 	expire := cmd.String("expire", "", "make this message disappear after a duration (e.g. 30s, 24h)")
-	wait := cmd.Bool("wait", false, "wait until a relay has acknowledged the message")
+	wait := cmd.Bool("wait", false, "wait until a relay has acknowledged the message; exit status 1 if it failed on every relay")
 	asJSON := cmd.Bool("json", false, "print the message as JSON")
 	c, err := cmd.dial(args, func(rest []string) error {
 		switch {
@@ -71,9 +71,15 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	if *asJSON {
-		return printJSON(stdout, m)
+		if err := printJSON(stdout, m); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(stdout, "%s  %s\n", m.ID, m.Status)
 	}
-	fmt.Fprintf(stdout, "%s  %s\n", m.ID, m.Status)
+	if *wait && m.State == "failed" { // no relay took it: not sent
+		return fmt.Errorf("message %s not sent: %s", short(m.ID), m.Status)
+	}
 	return nil
 }
 

@@ -259,3 +259,21 @@ func TestDMRelaysAreTheInboxFromTheStart(t *testing.T) {
 		return strings.Contains(out, "1 unread") && strings.Contains(out, "@alice"), out
 	})
 }
+
+// send --wait fails when the message does: a script could not tell a
+// message no relay took ("failed: ...", exit status 0) from one sent.
+// The recipient's one relay is on loopback, which this node may not dial.
+func TestSendWaitFailsWithTheMessage(t *testing.T) {
+	dir, _ := newUser(t, "fay")
+	startProcEnv(t, dir, []string{"ANCHORCHAT_PASSPHRASE=" + testPass}, "--api.listen", "127.0.0.1:0", "--chat.allow-private-relays=false")
+	pk, _ := nostr.GetPublicKey(nostr.GeneratePrivateKey())
+	to, _ := nip19.EncodeProfile(pk, []string{"ws://127.0.0.1:9"})
+	out, err := cli(t, nil, "send", "--wait", "--network", "regtest", "--datadir", dir, to, "anyone there?")
+	if err == nil || !strings.Contains(out, "failed") {
+		t.Fatalf("send --wait of a message that failed: %v\n%s", err, out)
+	}
+	// Without --wait the message is only queued: that is no failure.
+	if out, err := cli(t, nil, "send", "--network", "regtest", "--datadir", dir, to, "anyone?"); err != nil {
+		t.Fatalf("send without --wait: %v\n%s", err, out)
+	}
+}
