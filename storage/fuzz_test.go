@@ -42,6 +42,10 @@ func newFuzzWorld(t testing.TB) *fuzzWorld {
 			val := w.values[(i*3+j)%len(w.values)]
 			tags = append(tags, nostr.Tag{name, val})
 		}
+		if kind == 1059 {
+			// Addressed to another key, as NIP-59 wraps are: readable by one reader.
+			tags = append(tags, nostr.Tag{"p", w.keys[(i+1)%3].pk})
+		}
 		if i%11 == 0 {
 			tags = append(tags, nostr.Tag{"expiration", fmt.Sprint(baseTime.Unix() + int64(i%3)*5 + 1)})
 		}
@@ -236,6 +240,21 @@ func FuzzQueryFilter(f *testing.F) {
 			if got[i].ID != want[i].ID {
 				t.Fatalf("Query(%v): event %d is %s, want %s (order)", flt, i, got[i].ID[:8], want[i].ID[:8])
 			}
+		}
+		// Several filters in one COUNT (NIP-45): each matching event once.
+		flt2, _ := w.filterFrom(data[len(data)/2:])
+		nAny, err := w.s.CountAny(ctx, []nostr.Filter{flt, flt2}, v)
+		if err != nil {
+			t.Fatalf("CountAny: %v", err)
+		}
+		wantAny := 0
+		for _, e := range w.all {
+			if visible(flt, v, e) || visible(flt2, v, e) {
+				wantAny++
+			}
+		}
+		if nAny != int64(wantAny) {
+			t.Fatalf("CountAny(%v, %v, %+v) = %d, want %d", flt, flt2, v, nAny, wantAny)
 		}
 		unlimited := flt
 		unlimited.Limit, unlimited.LimitZero = 0, false
