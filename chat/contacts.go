@@ -108,9 +108,12 @@ func (s *Service) resolveHandle(ctx context.Context, handle string, c *Contact) 
 	}
 	holder := st.PubKey() // "" once revoked
 	// Whoever held the handle before (a rotation moved it, or it was
-	// revoked) is no longer shown under it.
-	if err := s.st.forgetHandle(ctx, h, holder); err != nil {
-		return fmt.Errorf("chat: save contact: %w", err)
+	// revoked) is no longer shown under it; not when several keys claim it
+	// (a first claim can be backdated at will: that is for the verdict).
+	if keys == 1 {
+		if err := s.st.forgetHandle(ctx, h, holder); err != nil {
+			return fmt.Errorf("chat: save contact: %w", err)
+		}
 	}
 	if st.Revoked {
 		return fmt.Errorf("%w: @%s was revoked by its holder", ErrUnknownContact, h)
@@ -174,7 +177,14 @@ func handleChain(h string, claims []*identity.Claim) (*identity.ChainState, int,
 				rots = append(rots, n)
 			}
 		}
-		if len(revs) > 0 { // the holder ended the handle, whatever else its key signed
+		if len(revs) > 0 && len(rots) > 0 {
+			// A rotation and a revocation of the same claim: a fork only
+			// anchoring decides (protocol.md). Taking the revocation would
+			// let a stolen old key end the handle its owner rotated away.
+			return nil, 0, fmt.Errorf("%w: @%s: claim %s is both rotated (to %s) and revoked by its key; only the anchoring layer can tell which came first",
+				ErrUnknownContact, h, cur.ID, rots[0].PubKey)
+		}
+		if len(revs) > 0 { // the holder ended the handle
 			for _, r := range revs {
 				chain = append(chain, r.Event)
 			}

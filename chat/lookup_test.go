@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,5 +132,77 @@ func TestHandleFollowsRotationAndRevocation(t *testing.T) {
 	}
 	if c, err := as.contactStatus(ctx, newKey.PublicKey()); err != nil || c.Handle != "" {
 		t.Fatalf("the revoked handle still shown for its last key: %q, %v", c.Handle, err)
+	}
+}
+
+// A stolen old key cannot end a handle its owner rotated away from it: a
+// revocation of the rotated claim, signed by that claim's key, makes a fork
+// that only anchoring decides (protocol.md), not a revoked handle; and
+// nothing stored for the new key is forgotten. A stranger's backdated first
+// claim of a handle does not strip the handle from the key it is stored
+// for either (two keys claiming it is for the verdict to judge).
+func TestHandleKeptAgainstAStolenKeyAndABackdatedClaim(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{}
+	alice, bob := newUser(t, clk, "alice"), newUser(t, clk, "bob")
+	alice.publishDMRelays(t, alice.relay.url, alice.relay.url)
+	dir := relaytest.Start(t, relaytest.Options{Open: true, Now: clk.Now})
+	oldKey, rotated := bob.key, newKey(t)
+
+	first, err := identity.NewClaim(oldKey, identity.ClaimParams{Handle: "bob", CreatedAt: clk.Now().Add(-time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishTo(t, dir.URL, oldKey, first)
+	prev, err := identity.ValidateClaim(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rot, err := identity.Rotate(oldKey, rotated, prev, identity.ClaimParams{CreatedAt: clk.Now().Add(-time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishTo(t, dir.URL, rotated, rot)
+	as := alice.start(t, func(c *Config) { c.DiscoveryRelays = []string{dir.URL} })
+	if c, err := as.Resolve(ctx, "@bob"); err != nil || c.PubKey != rotated.PublicKey() {
+		t.Fatalf("@bob after the rotation: %+v, %v", c, err)
+	}
+
+	// The thief signs a revocation of the first claim with the old key.
+	theft, err := identity.NewRevocation(oldKey, prev, "mine now", clk.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishTo(t, dir.URL, oldKey, theft)
+	c, err := as.Resolve(ctx, "@bob")
+	if err == nil || strings.Contains(err.Error(), "was revoked by its holder") || !strings.Contains(err.Error(), "anchoring") {
+		t.Fatalf("@bob with a rotation and a revocation of the same claim: %+v, %v; want a fork, not a revoked handle", c, err)
+	}
+	if c, err := as.contactStatus(ctx, rotated.PublicKey()); err != nil || c.Handle != "bob" {
+		t.Fatalf("the new key's handle was forgotten over the stolen key's revocation: %q, %v", c.Handle, err)
+	}
+
+	// Another handle, claimed by carol; a stranger then claims it with an
+	// earlier date.
+	carol := newKey(t)
+	cc, err := identity.NewClaim(carol, identity.ClaimParams{Handle: "carol", CreatedAt: clk.Now().Add(-time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishTo(t, dir.URL, carol, cc)
+	if c, err := as.Resolve(ctx, "@carol"); err != nil || c.PubKey != carol.PublicKey() {
+		t.Fatalf("@carol: %+v, %v", c, err)
+	}
+	stranger := newKey(t)
+	sc, err := identity.NewClaim(stranger, identity.ClaimParams{Handle: "carol", CreatedAt: clk.Now().Add(-365 * 24 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishTo(t, dir.URL, stranger, sc)
+	if c, err := as.Resolve(ctx, "@carol"); err != nil || c.Verdict == "" {
+		t.Fatalf("@carol claimed by two keys: %+v, %v; want a verdict saying so", c, err)
+	}
+	if c, err := as.contactStatus(ctx, carol.PublicKey()); err != nil || c.Handle != "carol" {
+		t.Fatalf("carol's handle was stripped by a stranger's backdated claim: %q, %v", c.Handle, err)
 	}
 }
