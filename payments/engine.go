@@ -554,7 +554,7 @@ func (e *Engine) onInvoice(ctx context.Context, id string, m *chat.Message) erro
 		return errors.New("invoice message without a bolt11 tag")
 	}
 	req := tag(m.Tags, "e")
-	if req != t.RequestID {
+	if req == "" || req != t.RequestID { // "" would match a request id not recorded yet
 		// Our request is in chat but its id is not recorded here (yet), or
 		// it went twice (we crashed after chat took it and before we noted
 		// that, and the outbox sent it again as another rumor, which the

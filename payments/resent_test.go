@@ -93,3 +93,38 @@ func TestInvoiceForResentRequestPaid(t *testing.T) {
 		t.Fatalf("LND asked to pay %d times, want 1", ln.pays)
 	}
 }
+
+// An invoice that names no request (no e tag) is refused also while our
+// request's id is not recorded yet (after a crash between chat taking it
+// and our store noting it): "" matched the empty request id, so the
+// invoice, committing to nothing, was paid.
+func TestInvoiceNamingNoRequestRefused(t *testing.T) {
+	ctx := context.Background()
+	ln, clock := newFakeLN(), &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	me, peer := newKey(t).PublicKey(), newKey(t).PublicKey()
+	ch := &fakeChat{me: me, contacts: map[string]*chat.Contact{"@bob": {PubKey: peer}}}
+	e := newFakeEngine(t, ln, ch, clock)
+	tip, err := e.Tip(ctx, TipRequest{To: "@bob", AmountSat: 1000, Mode: ModeInvoice})
+	if err != nil || tip.RequestID == "" {
+		t.Fatalf("%+v %v", tip, err)
+	}
+	if _, err := e.st.db.ExecContext(ctx, `UPDATE tips SET request_id = '' WHERE id = ?`, tip.ID); err != nil {
+		t.Fatal(err)
+	}
+	pre := [32]byte{6}
+	h := sha256.Sum256(pre[:])
+	hash := hex.EncodeToString(h[:])
+	ln.payReqs["lnbcrt2"] = &PayReq{Destination: ln.node, PaymentHash: hash, AmountMsat: 1_000_000,
+		Timestamp: clock.now(), Expiry: time.Hour}
+	ln.tracked[hash] = &Payment{Status: PaymentSucceeded, PaymentHash: hash, Preimage: pre[:]}
+	e.onMessage(ctx, &chat.Message{ID: strings.Repeat("2e", 32), Sender: peer, Kind: chat.KindTipInvoice,
+		Tags: nostr.Tags{{"p", me}, {"tip", tip.ID}, {"amount", "1000000"}, {"bolt11", "lnbcrt2"}}})
+	e.runSteps()
+	got, err := e.Get(ctx, tip.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ln.pays != 0 || got.State == StatePaid || got.State == StateInvoiced {
+		t.Fatalf("an invoice naming no request: tip %s, %d payments; want it refused", got.Status(), ln.pays)
+	}
+}
