@@ -285,7 +285,9 @@ func (e *Engine) Tip(ctx context.Context, req TipRequest) (*Tip, error) {
 	e.flushOutbox(ctx) // our goroutine: the request leaves now
 	e.kick()
 	e.notify(id, "out", c.PubKey)
-	return getTip(ctx, e.st.db, id, "out", c.PubKey)
+	// Stored, the tip goes ahead whatever becomes of the caller: it gets
+	// the tip, not an error that would invite a second one.
+	return getTip(context.WithoutCancel(ctx), e.st.db, id, "out", c.PubKey)
 }
 
 // Get returns a tip by id (an outgoing one first, else an incoming one).

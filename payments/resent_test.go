@@ -128,3 +128,20 @@ func TestInvoiceNamingNoRequestRefused(t *testing.T) {
 		t.Fatalf("an invoice naming no request: tip %s, %d payments; want it refused", got.Status(), ln.pays)
 	}
 }
+
+// A Tip whose caller leaves once the tip is stored (the node stopping, a
+// client hanging up) still returns the tip: it will go ahead, and an error
+// ("the node is stopping") would invite the user to tip again.
+func TestTipReturnedWhenCallerLeavesAfterStoring(t *testing.T) {
+	ln, clock := newFakeLN(), &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	me, peer := newKey(t).PublicKey(), newKey(t).PublicKey()
+	ch := &fakeChat{me: me, contacts: map[string]*chat.Contact{"@bob": {PubKey: peer}}}
+	e := newFakeEngine(t, ln, ch, clock)
+	ctx, cancel := context.WithCancel(context.Background())
+	ch.afterSend = cancel
+	tip, err := e.Tip(ctx, TipRequest{To: "@bob", AmountSat: 1000, Mode: ModeInvoice})
+	ch.afterSend = nil
+	if err != nil || tip == nil || tip.State != StateRequested {
+		t.Fatalf("Tip after its caller left: %+v, %v; want the stored tip", tip, err)
+	}
+}
