@@ -79,26 +79,14 @@ func TestHandleFollowsRotationAndRevocation(t *testing.T) {
 	dir := relaytest.Start(t, relaytest.Options{Open: true, Now: clk.Now})
 	oldKey, newKey := bob.key, newKey(t)
 
-	first, err := identity.NewClaim(oldKey, identity.ClaimParams{Handle: "bob", CreatedAt: clk.Now().Add(-time.Hour)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	publishTo(t, dir.URL, oldKey, first)
+	first := publishClaim(t, dir.URL, oldKey, identity.ClaimParams{Handle: "bob", CreatedAt: clk.Now().Add(-time.Hour)})
 	as := alice.start(t, func(c *Config) { c.DiscoveryRelays = []string{dir.URL} })
 	c, err := as.Resolve(ctx, "@bob")
 	if err != nil || c.PubKey != oldKey.PublicKey() || c.Handle != "bob" {
 		t.Fatalf("@bob before the rotation: %+v, %v", c, err)
 	}
 
-	prev, err := identity.ValidateClaim(first)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rot, err := identity.Rotate(oldKey, newKey, prev, identity.ClaimParams{CreatedAt: clk.Now()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	publishTo(t, dir.URL, newKey, rot)
+	cur := publishRotation(t, dir.URL, oldKey, newKey, first, clk.Now())
 
 	// The old key writes: alice looks its handle up again.
 	bs := bob.start(t, func(c *Config) { c.DiscoveryRelays = []string{alice.relay.url} })
@@ -118,10 +106,6 @@ func TestHandleFollowsRotationAndRevocation(t *testing.T) {
 		t.Fatalf("@bob after the rotation: key %s handle %q verdict %q, want the new key %s", c.PubKey, c.Handle, c.Verdict, newKey.PublicKey())
 	}
 
-	cur, err := identity.ValidateClaim(rot)
-	if err != nil {
-		t.Fatal(err)
-	}
 	rev, err := identity.NewRevocation(newKey, cur, "", clk.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -149,20 +133,8 @@ func TestHandleKeptAgainstAStolenKeyAndABackdatedClaim(t *testing.T) {
 	dir := relaytest.Start(t, relaytest.Options{Open: true, Now: clk.Now})
 	oldKey, rotated := bob.key, newKey(t)
 
-	first, err := identity.NewClaim(oldKey, identity.ClaimParams{Handle: "bob", CreatedAt: clk.Now().Add(-time.Hour)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	publishTo(t, dir.URL, oldKey, first)
-	prev, err := identity.ValidateClaim(first)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rot, err := identity.Rotate(oldKey, rotated, prev, identity.ClaimParams{CreatedAt: clk.Now().Add(-time.Minute)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	publishTo(t, dir.URL, rotated, rot)
+	prev := publishClaim(t, dir.URL, oldKey, identity.ClaimParams{Handle: "bob", CreatedAt: clk.Now().Add(-time.Hour)})
+	publishRotation(t, dir.URL, oldKey, rotated, prev, clk.Now().Add(-time.Minute))
 	as := alice.start(t, func(c *Config) { c.DiscoveryRelays = []string{dir.URL} })
 	if c, err := as.Resolve(ctx, "@bob"); err != nil || c.PubKey != rotated.PublicKey() {
 		t.Fatalf("@bob after the rotation: %+v, %v", c, err)
@@ -185,24 +157,47 @@ func TestHandleKeptAgainstAStolenKeyAndABackdatedClaim(t *testing.T) {
 	// Another handle, claimed by carol; a stranger then claims it with an
 	// earlier date.
 	carol := newKey(t)
-	cc, err := identity.NewClaim(carol, identity.ClaimParams{Handle: "carol", CreatedAt: clk.Now().Add(-time.Hour)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	publishTo(t, dir.URL, carol, cc)
+	publishClaim(t, dir.URL, carol, identity.ClaimParams{Handle: "carol", CreatedAt: clk.Now().Add(-time.Hour)})
 	if c, err := as.Resolve(ctx, "@carol"); err != nil || c.PubKey != carol.PublicKey() {
 		t.Fatalf("@carol: %+v, %v", c, err)
 	}
 	stranger := newKey(t)
-	sc, err := identity.NewClaim(stranger, identity.ClaimParams{Handle: "carol", CreatedAt: clk.Now().Add(-365 * 24 * time.Hour)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	publishTo(t, dir.URL, stranger, sc)
+	publishClaim(t, dir.URL, stranger, identity.ClaimParams{Handle: "carol", CreatedAt: clk.Now().Add(-365 * 24 * time.Hour)})
 	if c, err := as.Resolve(ctx, "@carol"); err != nil || c.Verdict == "" {
 		t.Fatalf("@carol claimed by two keys: %+v, %v; want a verdict saying so", c, err)
 	}
 	if c, err := as.contactStatus(ctx, carol.PublicKey()); err != nil || c.Handle != "carol" {
 		t.Fatalf("carol's handle was stripped by a stranger's backdated claim: %q, %v", c.Handle, err)
 	}
+}
+
+// publishClaim signs a first claim with key and publishes it to url.
+func publishClaim(t *testing.T, url string, key *identity.Key, p identity.ClaimParams) *identity.Claim {
+	t.Helper()
+	evt, err := identity.NewClaim(key, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishTo(t, url, key, evt)
+	c, err := identity.ValidateClaim(evt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// publishRotation rotates prev from oldKey to newKey at time at and
+// publishes the rotation to url.
+func publishRotation(t *testing.T, url string, oldKey, newKey *identity.Key, prev *identity.Claim, at time.Time) *identity.Claim {
+	t.Helper()
+	evt, err := identity.Rotate(oldKey, newKey, prev, identity.ClaimParams{CreatedAt: at})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishTo(t, url, newKey, evt)
+	c, err := identity.ValidateClaim(evt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
