@@ -11,7 +11,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
-	"flag"
 	"io"
 	"log/slog"
 	"math/big"
@@ -78,16 +77,7 @@ func TestCloseHangsUpOnLND(t *testing.T) {
 // args added to its flags, and closes it when the test ends.
 func startIdentityNode(t *testing.T, dir string, args ...string) *node.Node {
 	t.Helper()
-	cfg, err := node.Load(flag.NewFlagSet("node", flag.ContinueOnError), append([]string{"--datadir", dir, "--network", "regtest", "--listen", "127.0.0.1:0",
-		"--passphrase-file", filepath.Join(dir, "pass")}, args...), func(string) string { return "" })
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := node.Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
+	n, _ := startNodeArgs(t, append([]string{"--datadir", dir, "--passphrase-file", filepath.Join(dir, "pass")}, args...)...)
 	return n
 }
 

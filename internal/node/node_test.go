@@ -211,8 +211,15 @@ func TestConfigFileHostsAndRelayURL(t *testing.T) {
 
 func startNode(t *testing.T, owner string) (*node.Node, *node.Config) {
 	t.Helper()
+	return startNodeArgs(t, "--datadir", t.TempDir(), "--relay.owner", owner)
+}
+
+// startNodeArgs starts a regtest node on loopback with args added to its
+// flags (no file, no environment), and closes it when the test ends.
+func startNodeArgs(t *testing.T, args ...string) (*node.Node, *node.Config) {
+	t.Helper()
 	fs := flag.NewFlagSet("node", flag.ContinueOnError)
-	cfg, err := node.Load(fs, []string{"--datadir", t.TempDir(), "--network", "regtest", "--listen", "127.0.0.1:0", "--relay.owner", owner}, func(string) string { return "" })
+	cfg, err := node.Load(fs, append([]string{"--network", "regtest", "--listen", "127.0.0.1:0"}, args...), func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
 	}
